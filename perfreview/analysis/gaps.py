@@ -1,0 +1,80 @@
+"""Sync gaps: the device idle time between two decode tokens, and what the host did in it.
+
+For the boundary before token t: gap = compute_start(t) - compute_end(t-1), where a token's
+compute window runs from the end of its input copies to its last device work (GPU events when
+the run has them; host ranges on the CPU backend). That is the span between the seed PRs'
+"cudaStreamSynchronize" of token n and the "cudaGraphLaunch" of token n+1. The host time in the
+window is split into: blocked in synchronize, copying inputs/outputs, launching the next token's
+work, and other host work (Python, bookkeeping: nothing instrumented).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from perfreview.analysis.intervals import clipped_total, union
+from perfreview.analysis.tokens import token_table
+
+COPY_NAMES = ("memcpy_h2d", "memcpy_d2h")
+NOT_LAUNCH = ("token", "input_copy", "output_copy", "sync", *COPY_NAMES)
+CATEGORIES = ("blocked_sync", "copies", "launch", "other")
+
+
+def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per decode->decode token boundary: gap_ns and its host breakdown (ns)."""
+    tokens = token_table(events) if tokens is None else tokens
+    dec = tokens[tokens["phase"] == "decode"].sort_values(["run", "repeat", "token"])
+    host = events[(events["kind"] == "range") & (events["phase"] == "decode")]
+    host_groups = {k: g for k, g in host.groupby([host["run"].astype(str), host["repeat"], host["token"]],
+                                                  observed=True)}
+    rows = []
+    for (run, repeat), g in dec.groupby(["run", "repeat"]):
+        toks = g["token"].to_numpy()
+        ends = g["compute_end"].to_numpy()
+        starts = g["compute_start"].to_numpy()
+        for i in range(1, len(toks)):
+            if toks[i] != toks[i - 1] + 1 or np.isnan(ends[i - 1]) or np.isnan(starts[i]):
+                continue
+            lo, hi = int(ends[i - 1]), int(starts[i])
+            parts = _breakdown(host_groups, run, repeat, (toks[i - 1], toks[i]), lo, hi)
+            rows.append({"run": run, "repeat": repeat, "token": int(toks[i]), "gap_ns": max(0, hi - lo),
+                         "source": g["window_source"].iloc[0], **parts})
+    cols = ["run", "repeat", "token", "gap_ns", "source", *(f"{c}_ns" for c in CATEGORIES)]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _breakdown(groups: dict, run: str, repeat: int, toks: tuple, lo: int, hi: int) -> dict[str, int]:
+    parts = [groups[(run, repeat, t)] for t in toks if (run, repeat, t) in groups]
+    if not parts or hi <= lo:
+        return {f"{c}_ns": 0 for c in CATEGORIES}
+    rows = pd.concat(parts)
+    names = rows["name"].astype(str).to_numpy()
+    s, e = rows["start_ns"].to_numpy(), rows["end_ns"].to_numpy()
+    sync = names == "sync"
+    copy = np.isin(names, COPY_NAMES)
+    launch = ~np.isin(names, NOT_LAUNCH) & (rows["depth"].to_numpy() == 1)
+    blocked = clipped_total(s[sync], e[sync], lo, hi)
+    copies = clipped_total(s[copy], e[copy], lo, hi)
+    launching = clipped_total(s[launch], e[launch], lo, hi)
+    known = sync | copy | launch
+    covered = clipped_total(*union(s[known], e[known]), lo, hi)
+    return {"blocked_sync_ns": blocked, "copies_ns": copies, "launch_ns": launching,
+            "other_ns": (hi - lo) - covered}
+
+
+def per_repeat(gaps: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, repeat): median gap and the median of each breakdown part (ns)."""
+    cols = ["gap_ns", *(f"{c}_ns" for c in CATEGORIES)]
+    return gaps.groupby(["run", "repeat"])[cols].median().reset_index()
+
+
+def counts_per_token(events: pd.DataFrame) -> pd.DataFrame:
+    """Synchronize calls and copies per decode token (median over tokens), per run."""
+    ev = events[(events["kind"] == "range") & (events["phase"] == "decode")]
+    names = ev["name"].astype(str)
+    per_tok = pd.DataFrame({
+        "run": ev["run"].astype(str), "repeat": ev["repeat"], "token": ev["token"],
+        "syncs": names == "sync", "copies": names.isin(COPY_NAMES),
+    }).groupby(["run", "repeat", "token"])[["syncs", "copies"]].sum()
+    return per_tok.groupby("run").median().reset_index()

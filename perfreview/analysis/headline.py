@@ -1,0 +1,45 @@
+"""Headline figures per repeat: tokens/s, median token latency, median sync gap, energy/token.
+
+These go to the results store, the run table and the comparison's headline rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from perfreview.analysis import gaps as gaps_mod
+from perfreview.analysis import tokens as tokens_mod
+
+# figure -> (unit, higher is better)
+HEADLINES: dict[str, tuple[str, bool]] = {
+    "tokens_per_s": ("t/s", True),
+    "median_token_ms": ("ms", False),
+    "median_sync_gap_us": ("us", False),
+    "energy_j_per_token": ("J", False),
+}
+
+
+def per_repeat(events: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """One row per repeat of one run with every headline figure (NaN where not measured)."""
+    toks = tokens_mod.token_table(events)
+    rep = tokens_mod.per_repeat(toks)
+    g = gaps_mod.per_repeat(gaps_mod.sync_gaps(events, toks))
+    out = rep.merge(g[["run", "repeat", "gap_ns"]], on=["run", "repeat"], how="left")
+    out["median_token_ms"] = out["median_token_ns"] / 1e6
+    out["median_sync_gap_us"] = out["gap_ns"] / 1e3
+    # Energy covers the whole repeat (prefill + decode): joules over every token of the repeat.
+    all_tokens = toks.groupby("repeat").size()
+    energy = {r["repeat"]: r.get("energy_j") for r in meta.get("per_repeat", [])}
+    out["energy_j_per_token"] = [
+        (energy.get(r) / all_tokens.get(r)) if energy.get(r) is not None else float("nan")
+        for r in out["repeat"]
+    ]
+    return out[["repeat", *HEADLINES]].sort_values("repeat").reset_index(drop=True)
+
+
+def records(events: pd.DataFrame, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """``per_repeat`` as plain dicts with NaN as None (for JSON and SQLite)."""
+    frame = per_repeat(events, meta).astype(object)
+    return frame.where(frame.notna(), None).to_dict("records")

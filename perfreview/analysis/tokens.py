@@ -1,0 +1,57 @@
+"""Per token: host latency, GPU time, compute windows; tokens/s per repeat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+KEYS = ["run", "repeat", "token"]
+
+
+def token_table(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, repeat, token): phase, host start/end and latency, GPU token time, and the
+    compute window [compute_start, compute_end] on the device (GPU events when the run has them,
+    else host ranges), which the sync-gap analysis uses."""
+    ev = events[events["token"] >= 0]
+    host = ev[ev["kind"] == "token"]
+    out = host[KEYS + ["phase", "start_ns", "end_ns"]].rename(columns={"start_ns": "host_start", "end_ns": "host_end"})
+    out = out.astype({"run": str, "phase": str})
+    out["host_ns"] = out["host_end"] - out["host_start"]
+    gpu = ev[ev["kind"] == "gpu_range"]
+    g_tok = _by_token(gpu, "token", ["start_ns", "end_ns"], "gpu")
+    g_in = _by_token(gpu, "input_copy", ["end_ns"], "gpu_in")
+    h_in = _by_token(ev[ev["kind"] == "range"], "input_copy", ["end_ns"], "host_in")
+    h_out = _by_token(ev[ev["kind"] == "range"], "output_copy", ["start_ns"], "host_out")
+    for part in (g_tok, g_in, h_in, h_out):
+        out = out.merge(part, on=KEYS, how="left")
+    has_gpu = out["gpu_start_ns"].notna()
+    out["gpu_ns"] = out["gpu_end_ns"] - out["gpu_start_ns"]
+    out["compute_start"] = np.where(has_gpu, out["gpu_in_end_ns"], out["host_in_end_ns"])
+    out["compute_end"] = np.where(has_gpu, out["gpu_end_ns"], out["host_out_start_ns"])
+    out["window_source"] = np.where(has_gpu, "cuda_event", "host")
+    keep = KEYS + ["phase", "host_start", "host_end", "host_ns", "gpu_ns", "compute_start", "compute_end",
+                   "window_source"]
+    return out[keep].sort_values(KEYS).reset_index(drop=True)
+
+
+def _by_token(rows: pd.DataFrame, name: str, cols: list[str], prefix: str) -> pd.DataFrame:
+    sel = rows[rows["name"] == name]
+    sel = sel.groupby([sel["run"].astype(str), sel["repeat"], sel["token"]], observed=True)[cols].first()
+    sel = sel.reset_index()
+    return sel.rename(columns={c: f"{prefix}_{c}" for c in cols})
+
+
+def per_repeat(tokens: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
+    """Per (run, repeat): tokens/s over the phase's tokens (wall clock from the first token's start
+    to the last token's end, host overhead included, as llama-bench times tg), and the median
+    host/GPU token latency."""
+    t = tokens[tokens["phase"] == phase]
+    g = t.groupby(["run", "repeat"])
+    out = pd.DataFrame({
+        "tokens": g.size(),
+        "span_ns": g["host_end"].max() - g["host_start"].min(),
+        "median_token_ns": g["host_ns"].median(),
+        "median_gpu_token_ns": g["gpu_ns"].median(),
+    })
+    out["tokens_per_s"] = out["tokens"] * 1e9 / out["span_ns"]
+    return out.reset_index()

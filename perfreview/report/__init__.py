@@ -1,0 +1,1 @@
+"""Markdown output: every piece of markdown perfreview writes comes from templates/ through here."""

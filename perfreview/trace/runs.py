@@ -1,0 +1,119 @@
+"""A run on disk: ``<root>/<run id>/events.parquet`` (the event table) and ``run.json`` (metadata).
+
+Writes go to a hidden temporary folder renamed into place at the end, so a failed write leaves
+nothing half-written. Reads check everything and fail with one line naming the file and problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from perfreview.trace import schema
+
+EVENTS = "events.parquet"
+META = "run.json"
+
+
+class RunError(Exception):
+    """A run that cannot be read or written; ``str()`` is one line naming the file and problem."""
+
+
+@dataclass
+class Run:
+    path: Path
+    meta: dict[str, Any]
+    events: pd.DataFrame
+
+    @property
+    def id(self) -> str:
+        return str(self.meta.get("run", self.path.name))
+
+
+def check_writable(root: Path) -> None:
+    """Fail early (before any work) when ``root`` cannot hold runs."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{root}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RunError(f"{root}: output folder is not writable")
+
+
+def write_run(root: Path, run_id: str, events: pd.DataFrame, meta: dict[str, Any]) -> Path:
+    root = Path(root)
+    check_writable(root)
+    final = root / run_id
+    if final.exists():
+        raise RunError(f"{final}: a run with this id exists already")
+    tmp = root / f".tmp-{run_id}"
+    try:
+        tmp.mkdir()
+        schema.normalize(events).to_parquet(tmp / EVENTS, index=False)
+        (tmp / META).write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
+        tmp.rename(final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise RunError(f"{final}: cannot write the run ({exc.strerror or exc})") from None
+        raise
+    return final
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    path = _run_dir(Path(path))
+    meta_file = path / META
+    if not meta_file.is_file():
+        raise RunError(f"{meta_file}: missing (not a perfreview run folder)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{meta_file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or "run" not in meta:
+        raise RunError(f"{meta_file}: not a perfreview run.json (no 'run' field)")
+    if meta.get("schema_version") != schema.SCHEMA_VERSION:
+        raise RunError(f"{meta_file}: schema version {meta.get('schema_version')!r}, "
+                       f"this perfreview reads {schema.SCHEMA_VERSION}")
+    return meta
+
+
+def read_run(path: Path) -> Run:
+    path = _run_dir(Path(path))
+    meta = read_meta(path)
+    events_file = path / EVENTS
+    if not events_file.is_file():
+        raise RunError(f"{events_file}: missing")
+    try:
+        events = pd.read_parquet(events_file)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise RunError(f"{events_file}: not a readable Parquet file ({type(exc).__name__})") from None
+    try:
+        events = schema.normalize(events)
+    except schema.SchemaError as exc:
+        raise RunError(f"{events_file}: {exc}") from None
+    return Run(path, meta, events)
+
+
+def _run_dir(path: Path) -> Path:
+    if path.name in (META, EVENTS):
+        path = path.parent
+    if not path.exists():
+        raise RunError(f"{path}: no such run folder")
+    if not path.is_dir():
+        raise RunError(f"{path}: not a run folder")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in run.json")

@@ -1,0 +1,146 @@
+"""The one event table of perfreview: every producer writes it, every consumer reads it.
+
+One row per interval (an instant has ``end_ns == start_ns``). Columns:
+
+=============  ========  ==================================================================
+column         dtype     meaning
+=============  ========  ==================================================================
+run            category  run id
+repeat         int16     repeat index; -1 where not applicable (imported traces, warm-up pass)
+token          int32     token index within the repeat (prompt tokens first); -1 outside tokens
+phase          category  ``warmup``, ``prefill``, ``decode`` or ``""`` (outside tokens)
+source         category  ``host`` (host clock around a call), ``cuda_event`` (CUDA event pairs),
+                         ``cupti``, ``kineto``, ``nsys``, ``llama_bench``
+kind           category  ``token`` (one generated/prefilled token, host side), ``range`` (a
+                         pipeline function on the host), ``gpu_range`` (the same function on a
+                         stream, from CUDA events), ``kernel``, ``memcpy``, ``memset``, ``api``
+                         (runtime/driver call), ``sync`` (synchronisation record), ``marker``
+name           category  function, kernel or API name as the producer gives it
+track          category  one timeline row: ``host/<thread>`` or ``gpu<device>/stream<id>``
+stream         int64     CUDA stream id; -1 on the host
+start_ns       int64     start, ns, on the run's one clock (``run.json: clock``)
+end_ns         int64     end, ns, same clock; duration is derived (end - start), never stored
+depth          int16     nesting depth of host ranges (token = 0); -1 for device rows
+correlation    int64     API call <-> GPU work; -1 when none
+bytes          int64     bytes of a copy or memset; -1 otherwise
+copy_kind      category  ``HtoD``, ``DtoH``, ``DtoD``... for copies; ``""`` otherwise
+mem_kind       category  ``pageable->device``, ``pinned->device``... for copies; ``""`` otherwise
+=============  ========  ==================================================================
+
+Category columns keep million-row tables small. :func:`normalize` is the single gate: every
+producer passes its rows through it, so consumers can rely on names, dtypes and order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+COLUMNS: dict[str, str] = {
+    "run": "category",
+    "repeat": "int16",
+    "token": "int32",
+    "phase": "category",
+    "source": "category",
+    "kind": "category",
+    "name": "category",
+    "track": "category",
+    "stream": "int64",
+    "start_ns": "int64",
+    "end_ns": "int64",
+    "depth": "int16",
+    "correlation": "int64",
+    "bytes": "int64",
+    "copy_kind": "category",
+    "mem_kind": "category",
+}
+
+# What a producer may leave out: filled with these.
+DEFAULTS: dict[str, Any] = {
+    "repeat": -1,
+    "token": -1,
+    "phase": "",
+    "stream": -1,
+    "depth": -1,
+    "correlation": -1,
+    "bytes": -1,
+    "copy_kind": "",
+    "mem_kind": "",
+}
+
+KINDS = ("token", "range", "gpu_range", "kernel", "memcpy", "memset", "api", "sync", "marker")
+PHASES = ("", "warmup", "prefill", "decode")
+SOURCES = ("host", "cuda_event", "cupti", "kineto", "nsys", "llama_bench")
+# Kinds that occupy a GPU stream (HTA's "GPU events": stream != -1).
+DEVICE_KINDS = ("gpu_range", "kernel", "memcpy", "memset")
+
+
+class SchemaError(ValueError):
+    """An event table that breaks the schema; the message names the column and the problem."""
+
+
+def empty() -> pd.DataFrame:
+    """An event table with no rows and every column typed."""
+    return normalize(pd.DataFrame({c: [] for c in COLUMNS}))
+
+
+def from_records(records: Iterable[Mapping[str, Any]], run: str) -> pd.DataFrame:
+    """Build an event table from dict rows (the producers' buffer), filling defaults."""
+    frame = pd.DataFrame.from_records(list(records))
+    if frame.empty:
+        frame = pd.DataFrame({c: [] for c in COLUMNS})
+    frame["run"] = run
+    return normalize(frame)
+
+
+def normalize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check and coerce ``frame`` to the schema: column set, order, dtypes, end >= start.
+
+    Raises :class:`SchemaError` naming the first problem. Returns a new frame.
+    """
+    frame = frame.copy()
+    for col, value in DEFAULTS.items():
+        if col not in frame.columns:
+            frame[col] = value
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"missing column(s): {', '.join(missing)}")
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    if extra:
+        raise SchemaError(f"unknown column(s): {', '.join(extra)}")
+    frame = frame[list(COLUMNS)]
+    for col, dtype in COLUMNS.items():
+        if dtype == "category":
+            frame[col] = frame[col].fillna("").astype(str).astype("category")
+            continue
+        values = pd.to_numeric(frame[col], errors="coerce")
+        if values.isna().any():
+            raise SchemaError(f"column {col!r} has a missing or non-numeric value")
+        info = np.iinfo(dtype)
+        if len(values) and (values.min() < info.min or values.max() > info.max):
+            raise SchemaError(f"column {col!r} has a value outside {dtype}")
+        frame[col] = values.astype(dtype)
+    bad_kind = set(frame["kind"].unique()) - set(KINDS)
+    if bad_kind:
+        raise SchemaError(f"column 'kind' has unknown value(s): {', '.join(sorted(map(str, bad_kind)))}")
+    if (frame["end_ns"] < frame["start_ns"]).any():
+        row = frame.index[(frame["end_ns"] < frame["start_ns"]).to_numpy()][0]
+        raise SchemaError(f"row {row}: end_ns is before start_ns")
+    return frame.reset_index(drop=True)
+
+
+def duration_ns(frame: pd.DataFrame) -> pd.Series:
+    """Durations in ns (derived, never stored)."""
+    return frame["end_ns"] - frame["start_ns"]
+
+
+def host_track(thread: str = "main") -> str:
+    return f"host/{thread}"
+
+
+def stream_track(device: int, stream: int) -> str:
+    return f"gpu{device}/stream{stream}"

@@ -1,0 +1,136 @@
+"""Configurations: named sets of switches, each switch one seed optimization.
+
+A config changes scheduling, never math: every config must generate the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# name -> (kind, default, GPU only, built, help)
+SWITCHES: dict[str, tuple[type, object, bool, bool, str]] = {
+    "async_copies": (bool, False, True, True,
+                     "PR 17795: inputs from pinned staging buffers, async copies on the compute "
+                     "stream, one synchronization per token"),
+    "qkv_streams": (bool, False, True, True,
+                    "PR 16991: Q, K and V projections on three streams, forked and joined with events"),
+    "own_kernels": (bool, False, True, False,
+                    "our own fused CUDA kernels (RawKernel) instead of cuBLAS + CuPy elementwise ops"),
+    "cuda_graph": (bool, False, True, False,
+                   "capture one token as a CUDA graph once and replay it every token (implies own_kernels)"),
+    "inject_delay_us": (int, 0, False, True,
+                        "a calibrated busy wait of N us added to every token on the device "
+                        "(sensitivity checks, known regressions)"),
+}
+
+OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
+
+CONFIGS: dict[str, dict[str, object]] = {
+    "baseline": {},
+    # Every optimization that is built, the delay off.
+    "optimized": {k: True for k in OPTIMIZATIONS if SWITCHES[k][3]},
+}
+
+
+def not_built(switches: dict[str, object]) -> list[str]:
+    """Switches turned on that are reserved but not built yet."""
+    return [k for k, v in switches.items() if v not in (False, 0) and not SWITCHES[k][3]]
+
+
+class NotBuiltError(RuntimeError):
+    """A reserved switch that is not built yet was turned on where it would act."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A named config plus its switches (every switch present, defaults filled)."""
+
+    base: str
+    switches: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``baseline``, or ``baseline+async_copies`` when switches differ from the named config."""
+        named = resolve(self.base).switches
+        extra = [
+            k if v is True else f"{k}={v}"
+            for k, v in self.switches.items()
+            if v != named.get(k) and v not in (False, 0)
+        ]
+        off = [f"no_{k}" for k, v in self.switches.items() if v in (False, 0) and named.get(k) not in (False, 0)]
+        return "+".join([self.base, *extra, *off])
+
+    def with_switches(self, **changes: object) -> "Config":
+        merged = dict(self.switches)
+        for key, value in changes.items():
+            merged[key] = parse_switch(key, value)
+        return replace(self, switches=merged)
+
+
+def defaults() -> dict[str, object]:
+    return {name: spec[1] for name, spec in SWITCHES.items()}
+
+
+def parse_switch(name: str, value: object) -> object:
+    """Parse one switch value (``on``/``off``/``true``/``1``/numbers); errors name the switch."""
+    if name not in SWITCHES:
+        raise ValueError(f"unknown switch {name!r} (known: {', '.join(SWITCHES)})")
+    kind = SWITCHES[name][0]
+    text = str(value).strip().lower()
+    if kind is bool:
+        if text in ("on", "true", "1", "yes"):
+            return True
+        if text in ("off", "false", "0", "no"):
+            return False
+        raise ValueError(f"switch {name!r} takes on/off, not {value!r}")
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"switch {name!r} takes a whole number, not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"switch {name!r} must be >= 0, not {number}")
+    return number
+
+
+def resolve(name: str, overrides: dict[str, object] | None = None) -> Config:
+    """The config ``name`` with ``overrides`` (``{"async_copies": "on"}``) applied."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r} (known: {', '.join(CONFIGS)})")
+    switches = defaults()
+    switches.update(CONFIGS[name])
+    config = Config(name, switches)
+    return config.with_switches(**(overrides or {}))
+
+
+def parse_side(text: str) -> Config:
+    """``config=baseline,async_copies=on`` or ``baseline,inject_delay_us=300`` -> Config."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("empty config")
+    head = parts[0]
+    name = head.split("=", 1)[1] if head.startswith("config=") else head
+    overrides: dict[str, object] = {}
+    for part in parts[1:]:
+        if "=" not in part:
+            raise ValueError(f"switch {part!r} needs a value, e.g. {part}=on")
+        key, value = part.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return resolve(name, overrides)
+
+
+def effective(config: Config, gpu: bool) -> dict[str, object]:
+    """Switches as they act on this backend; GPU-only switches have no effect on the CPU."""
+    out = dict(config.switches)
+    if config.switches.get("cuda_graph"):
+        out["own_kernels"] = True
+    if not gpu:
+        for name, spec in SWITCHES.items():
+            if spec[2]:
+                out[name] = spec[1]
+    return out
+
+
+def not_in_effect(config: Config, gpu: bool) -> list[str]:
+    """Switches set in ``config`` that this backend ignores (recorded in the run metadata)."""
+    eff = effective(config, gpu)
+    return [k for k, v in config.switches.items() if v != eff[k] and v not in (False, 0)]

@@ -1,0 +1,269 @@
+"""Backends: the few things the decode loop needs from a device, for NumPy and for CuPy.
+
+The loop is written once over ``xp`` (NumPy or CuPy); what differs -- streams, events, pinned
+memory, copies, synchronisation, the delay spin -- lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+
+class DeviceError(RuntimeError):
+    """The device asked for cannot be used (the message says why)."""
+
+
+class CpuDevice:
+    """NumPy on the host. Streams and events are placeholders so the loop stays the same."""
+
+    name = "cpu"
+    is_gpu = False
+    xp = np
+    compute_dtype = np.float32  # NumPy has no fast fp16 matmul; weights are fp16-rounded
+
+    def __init__(self) -> None:
+        self.streams = [None]
+
+    def new_stream(self) -> Any:
+        self.streams.append(None)
+        return None
+
+    def stream_index(self, stream: Any) -> int:
+        return 0
+
+    def use(self, stream: Any) -> Any:
+        return _NullContext()
+
+    def empty_host(self, shape: Any, dtype: Any, pinned: bool) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
+    def upload(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=self.compute_dtype) if a.dtype == np.float16 else np.array(a)
+
+    def copy_h2d(self, dst: np.ndarray, src: np.ndarray, stream: Any) -> None:
+        np.copyto(dst[: src.size].reshape(src.shape), src)
+
+    def copy_d2h(self, dst: np.ndarray, src: np.ndarray, stream: Any) -> None:
+        np.copyto(dst.reshape(src.shape), src)
+
+    def synchronize(self, stream: Any) -> None:
+        pass
+
+    def event(self) -> Any:
+        return None
+
+    def record(self, event: Any, stream: Any) -> None:
+        pass
+
+    def wait(self, stream: Any, event: Any) -> None:
+        pass
+
+    def elapsed_ns(self, start: Any, end: Any) -> int:
+        raise DeviceError("the CPU backend has no device events")
+
+    def spin(self, us: int, stream: Any) -> None:
+        end = time.perf_counter_ns() + us * 1000
+        while time.perf_counter_ns() < end:
+            pass
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": "numpy",
+            "name": platform.processor() or platform.machine(),
+            "numpy": np.__version__,
+            "cpu_count": os.cpu_count(),
+        }
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_SPIN_SRC = r"""
+extern "C" __global__ void spin_ns(unsigned long long ns) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)); } while (now - start < ns);
+}
+"""
+
+
+class CudaDevice:
+    """CuPy on one GPU. Every stream is non-blocking (graph capture needs that later)."""
+
+    name = "cuda"
+    is_gpu = True
+
+    def __init__(self, device_id: int = 0) -> None:
+        try:
+            import cupy
+        except Exception as exc:  # ImportError, or CUDA libraries missing
+            raise DeviceError(f"CuPy is not usable: {exc}") from None
+        try:
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                raise DeviceError("no CUDA device found")
+            cupy.cuda.Device(device_id).use()
+        except cupy.cuda.runtime.CUDARuntimeError as exc:
+            raise DeviceError(f"no usable CUDA device: {exc}") from None
+        self.cp = cupy
+        self.xp = cupy
+        self.compute_dtype = np.float16
+        self.device_id = device_id
+        self.streams = [cupy.cuda.Stream(non_blocking=True)]
+        self._spin = cupy.RawKernel(_SPIN_SRC, "spin_ns")
+        self._nvml = _Nvml(device_id)
+
+    def new_stream(self) -> Any:
+        s = self.cp.cuda.Stream(non_blocking=True)
+        self.streams.append(s)
+        return s
+
+    def stream_index(self, stream: Any) -> int:
+        return self.streams.index(stream)
+
+    def use(self, stream: Any) -> Any:
+        return stream
+
+    def empty_host(self, shape: Any, dtype: Any, pinned: bool) -> np.ndarray:
+        if pinned:
+            import cupyx
+
+            return cupyx.empty_pinned(shape, dtype=dtype)
+        return np.empty(shape, dtype=dtype)
+
+    def upload(self, a: Any) -> Any:
+        return self.cp.asarray(a)
+
+    def copy_h2d(self, dst: Any, src: np.ndarray, stream: Any) -> None:
+        rt = self.cp.cuda.runtime
+        rt.memcpyAsync(dst.data.ptr, src.ctypes.data, src.nbytes, rt.memcpyHostToDevice, stream.ptr)
+
+    def copy_d2h(self, dst: np.ndarray, src: Any, stream: Any) -> None:
+        rt = self.cp.cuda.runtime
+        rt.memcpyAsync(dst.ctypes.data, src.data.ptr, src.nbytes, rt.memcpyDeviceToHost, stream.ptr)
+
+    def synchronize(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def event(self) -> Any:
+        return self.cp.cuda.Event()
+
+    def record(self, event: Any, stream: Any) -> None:
+        event.record(stream)
+
+    def wait(self, stream: Any, event: Any) -> None:
+        stream.wait_event(event)
+
+    def elapsed_ns(self, start: Any, end: Any) -> int:
+        return int(round(self.cp.cuda.get_elapsed_time(start, end) * 1e6))
+
+    def spin(self, us: int, stream: Any) -> None:
+        self._spin((1,), (1,), (np.uint64(us * 1000),), stream=stream)
+
+    def energy_mj(self) -> int | None:
+        return self._nvml.energy_mj()
+
+    def clocks(self) -> dict[str, Any]:
+        return self._nvml.clocks()
+
+    def info(self) -> dict[str, Any]:
+        cp = self.cp
+        props = cp.cuda.runtime.getDeviceProperties(self.device_id)
+        rt = cp.cuda.runtime.runtimeGetVersion()
+        drv = cp.cuda.runtime.driverGetVersion()
+        info = {
+            "backend": "cupy",
+            "name": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+            "compute_capability": f"{props['major']}.{props['minor']}",
+            "sm_count": props["multiProcessorCount"],
+            "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+            "cuda_runtime": f"{rt // 1000}.{rt % 1000 // 10}",
+            "cuda_driver_api": f"{drv // 1000}.{drv % 1000 // 10}",
+            "cupy": cp.__version__,
+            "numpy": np.__version__,
+        }
+        info.update(self._nvml.static_info())
+        return info
+
+
+class _Nvml:
+    """NVML reads (energy, clocks, driver); every read is optional and says when it is absent."""
+
+    def __init__(self, device_id: int) -> None:
+        self.handle = None
+        self.why = ""
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_id)
+        except Exception as exc:
+            self.why = f"NVML unavailable: {exc}"
+
+    def static_info(self) -> dict[str, Any]:
+        if self.handle is None:
+            return {"driver": None, "nvml": self.why}
+        n = self.nvml
+        out: dict[str, Any] = {"driver": _text(n.nvmlSystemGetDriverVersion())}
+        try:
+            out["power_limit_w"] = n.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000
+            out["max_sm_clock_mhz"] = n.nvmlDeviceGetMaxClockInfo(self.handle, n.NVML_CLOCK_SM)
+        except Exception:
+            pass
+        return out
+
+    def energy_mj(self) -> int | None:
+        if self.handle is None:
+            return None
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except Exception as exc:
+            self.why = f"energy counter unsupported: {exc}"
+            return None
+
+    def clocks(self) -> dict[str, Any]:
+        if self.handle is None:
+            return {}
+        n = self.nvml
+        try:
+            return {
+                "sm_clock_mhz": n.nvmlDeviceGetClockInfo(self.handle, n.NVML_CLOCK_SM),
+                "mem_clock_mhz": n.nvmlDeviceGetClockInfo(self.handle, n.NVML_CLOCK_MEM),
+                "temperature_c": n.nvmlDeviceGetTemperature(self.handle, n.NVML_TEMPERATURE_GPU),
+            }
+        except Exception:
+            return {}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def open_device(kind: str) -> CpuDevice | CudaDevice:
+    """``auto`` picks CUDA when a GPU is usable, else the CPU; ``cuda`` without one is an error."""
+    if kind == "cpu":
+        return CpuDevice()
+    if kind == "cuda":
+        return CudaDevice()
+    if kind == "auto":
+        return CudaDevice() if gpu_available() else CpuDevice()
+    raise DeviceError(f"unknown device {kind!r} (use auto, cuda or cpu)")

@@ -1,0 +1,188 @@
+"""One decode step of a Llama-style model, written once over ``xp`` (NumPy or CuPy).
+
+Per token, as llama.cpp does it: host-side inputs (token id, position, KV slot, attention
+mask) are copied to the device, the layers run, the greedy pick is copied back, the host
+synchronises. The switches change how that is scheduled, never the arithmetic:
+
+* baseline: pageable host buffers, every copy followed by a stream synchronize, one stream.
+* ``async_copies``: pinned staging buffers, async copies on the compute stream, one sync a token.
+* ``qkv_streams``: Q, K, V projections forked onto three streams and joined with events.
+* ``inject_delay_us``: a busy wait of N us on the device every token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runner.model import rope_inv_freq
+from runner.presets import Preset
+from runner.recorder import Recorder
+
+MASK_PAD = 256  # attention runs over the context rounded up to this (llama.cpp pads its mask too)
+NEG_INF = np.float32(-1e30)
+
+
+class Pipeline:
+    def __init__(self, preset: Preset, weights: dict[str, Any], device: Any,
+                 switches: dict[str, Any], recorder: Recorder) -> None:
+        self.p, self.dev, self.rec = preset, device, recorder
+        self.xp = xp = device.xp
+        self.act = device.compute_dtype
+        self.sw = switches
+        up = device.upload
+        self.w = {k: up(weights[k]) for k in ("embed", "final_norm")}
+        self.w["lm_head"] = self.w["embed"] if preset.tied_embeddings else up(weights["lm_head"])
+        self.lm_scale = weights.get("lm_scale")
+        self.layers = [{k: up(v) for k, v in layer.items()} for layer in weights["layers"]]
+        self.inv_freq = xp.asarray(rope_inv_freq(preset, np, np.float32))
+        self.main = device.streams[0]
+        self.qkv_streams = bool(switches.get("qkv_streams"))
+        if self.qkv_streams:
+            self.side = [device.new_stream() for _ in range(3)]
+            self.fork = device.event()
+            self.joins = [device.event() for _ in range(3)]
+        p = preset
+        shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
+        self.cache_k = xp.zeros(shape, dtype=self.act)
+        self.cache_v = xp.zeros(shape, dtype=self.act)
+        pinned = bool(switches.get("async_copies"))
+        self.mem_kind = "pinned->device" if pinned else "pageable->device"
+        self.out_kind = "device->pinned" if pinned else "device->pageable"
+        host = device.empty_host
+        self.h_tok, self.h_pos, self.h_slot = (host((1,), np.int32, pinned) for _ in range(3))
+        self.h_mask = host((p.max_ctx,), np.float32, pinned)
+        self.h_out = host((1,), np.int64, pinned)
+        self.d_tok, self.d_pos, self.d_slot = (xp.zeros((1,), dtype=np.int32) for _ in range(3))
+        self.d_mask = xp.zeros((p.max_ctx,), dtype=np.float32)
+        self.logits = None
+
+    def reset(self) -> None:
+        """Empty the KV cache (a new sequence)."""
+        self.cache_k.fill(0)
+        self.cache_v.fill(0)
+
+    # --- the token -------------------------------------------------------------------------
+    def step(self, token: int, pos: int, keep_logits: bool = False) -> int:
+        """Run one token at position ``pos``; returns the greedy next token id."""
+        rec, dev, s = self.rec, self.dev, self.main
+        n_ctx = min(self.p.max_ctx, -(-(pos + 1) // MASK_PAD) * MASK_PAD)
+        with rec.span("token", kind="token"):
+            rec.mark("token_start", s)
+            self._copy_inputs(token, pos, n_ctx)
+            rec.mark("compute_start", s)
+            with dev.use(s):
+                logits = self._forward(n_ctx)
+                with rec.span("sample", s):
+                    d_next = logits.argmax()
+            self.logits = logits if keep_logits else None
+            with rec.span("output_copy", s):
+                with rec.span("memcpy_d2h", nbytes=8, copy_kind="DtoH", mem_kind=self.out_kind):
+                    dev.copy_d2h(self.h_out, d_next.reshape(1), s)
+            rec.mark("token_end", s)
+            with rec.span("sync"):
+                dev.synchronize(s)
+        return int(self.h_out[0])
+
+    def _copy_inputs(self, token: int, pos: int, n_ctx: int) -> None:
+        rec, dev, s = self.rec, self.dev, self.main
+        sync_each = not self.sw.get("async_copies")
+        with rec.span("input_copy"):
+            self.h_tok[0], self.h_pos[0], self.h_slot[0] = token, pos, pos
+            mask = self.h_mask[:n_ctx]
+            mask[: pos + 1] = 0.0
+            mask[pos + 1:] = NEG_INF
+            for dst, src in ((self.d_tok, self.h_tok), (self.d_pos, self.h_pos),
+                             (self.d_slot, self.h_slot), (self.d_mask, mask)):
+                with rec.span("memcpy_h2d", nbytes=src.nbytes, copy_kind="HtoD", mem_kind=self.mem_kind):
+                    dev.copy_h2d(dst, src, s)
+                if sync_each:
+                    with rec.span("sync"):
+                        dev.synchronize(s)
+
+    def _forward(self, n_ctx: int) -> Any:
+        rec, xp, s, p = self.rec, self.xp, self.main, self.p
+        f32, act = np.float32, self.act
+        with rec.span("embedding", s):
+            x = self.w["embed"][self.d_tok].astype(f32)  # (1, hidden) fp32 residual stream
+        with rec.span("rope_table", s):
+            ang = self.d_pos.astype(f32) * self.inv_freq
+            cos, sin = xp.cos(ang), xp.sin(ang)
+        delay = int(self.sw.get("inject_delay_us") or 0)
+        if delay:
+            with rec.span("inject_delay", s):
+                self.dev.spin(delay, s)
+        mask = self.d_mask[:n_ctx]
+        for li, layer in enumerate(self.layers):
+            with rec.span("rmsnorm", s):
+                hn = self._rmsnorm(x, layer["attn_norm"])
+            with rec.span("qkv"):
+                q, k, v = self._qkv(hn, layer)
+            with rec.span("rope", s):
+                q = self._rope(q.reshape(p.n_heads, p.head_dim), cos, sin)
+                k = self._rope(k.reshape(p.n_kv_heads, p.head_dim), cos, sin)
+            with rec.span("kv_write", s):
+                self.cache_k[li][:, self.d_slot] = k.reshape(p.n_kv_heads, 1, p.head_dim)
+                self.cache_v[li][:, self.d_slot] = v.reshape(p.n_kv_heads, 1, p.head_dim)
+            with rec.span("attention", s):
+                attn = self._attention(q, li, n_ctx, mask)
+            with rec.span("o_proj", s):
+                x = x + (attn @ layer["wo"].T).astype(f32)
+            with rec.span("rmsnorm", s):
+                hn = self._rmsnorm(x, layer["ffn_norm"])
+            with rec.span("ffn", s):
+                gate = (hn @ layer["w_gate"].T).astype(f32)
+                upv = (hn @ layer["w_up"].T).astype(f32)
+                a = (gate / (1.0 + xp.exp(-gate)) * upv).astype(act)
+                x = x + (a @ layer["w_down"].T).astype(f32)
+        with rec.span("rmsnorm", s):
+            xn = self._rmsnorm(x, self.w["final_norm"])
+        with rec.span("lm_head", s):
+            logits = xn @ self.w["lm_head"].T
+            if self.lm_scale is not None:
+                logits = logits * act(self.lm_scale)
+        return logits[0]
+
+    def _rmsnorm(self, x: Any, gain: Any) -> Any:
+        inv = 1.0 / self.xp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.p.norm_eps)
+        return (x * inv * gain.astype(np.float32)).astype(self.act)
+
+    def _qkv(self, hn: Any, layer: dict) -> tuple[Any, Any, Any]:
+        dev = self.dev
+        names = ("q_proj", "k_proj", "v_proj")
+        mats = (layer["wq"], layer["wk"], layer["wv"])
+        if not self.qkv_streams:
+            return tuple(self._proj(n, hn, w, self.main) for n, w in zip(names, mats))
+        dev.record(self.fork, self.main)
+        outs = []
+        for name, w, st, join in zip(names, mats, self.side, self.joins):
+            dev.wait(st, self.fork)
+            with dev.use(st):
+                outs.append(self._proj(name, hn, w, st))
+            dev.record(join, st)
+        for join in self.joins:
+            dev.wait(self.main, join)
+        return tuple(outs)
+
+    def _proj(self, name: str, hn: Any, w: Any, stream: Any) -> Any:
+        with self.rec.span(name, stream):
+            return hn @ w.T
+
+    def _rope(self, x: Any, cos: Any, sin: Any) -> Any:
+        half = self.p.head_dim // 2
+        xf = x.astype(np.float32)
+        a, b = xf[:, :half], xf[:, half:]
+        return self.xp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=1).astype(self.act)
+
+    def _attention(self, q: Any, li: int, n_ctx: int, mask: Any) -> Any:
+        p, xp = self.p, self.xp
+        group = p.n_heads // p.n_kv_heads
+        keys = self.cache_k[li][:, :n_ctx]  # (kv, n, d)
+        vals = self.cache_v[li][:, :n_ctx]
+        qh = q.reshape(p.n_kv_heads, group, p.head_dim)
+        scores = (qh @ keys.transpose(0, 2, 1)).astype(np.float32) * np.float32(p.head_dim ** -0.5)
+        scores = scores + mask
+        scores = xp.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs = (scores / scores.sum(axis=-1, keepdims=True)).astype(self.act)
+        return (probs @ vals).reshape(1, p.hidden)

@@ -1,0 +1,150 @@
+"""Instrumentation: NVTX ranges, host timestamps, CUDA event pairs -> event-table rows.
+
+Host ranges use ``time.perf_counter_ns`` (the run's one clock). GPU times come from CUDA event
+pairs: each repeat records an anchor event on an idle device right after reading the host clock,
+and every event's time is ``anchor_host + elapsed(anchor, event)``. Durations and gaps between
+GPU events are exact to the event resolution (~0.5 us); their placement on the host axis is off
+by the anchor's launch latency (a few us), which matters for pictures, not for the figures.
+
+Levels: ``tokens`` records three events per token (start, compute start, end);
+``functions`` adds an event pair around every device function, which costs host time per call
+(the cost shows up in the data: compare the two levels).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+try:  # NVTX is a no-op without an attached tool; absent on some machines altogether.
+    import nvtx as _nvtx
+except ImportError:  # pragma: no cover - nvtx is a dependency, but stay usable without it
+    _nvtx = None
+
+LEVELS = ("tokens", "functions")
+
+# Host rows: (token, phase, kind, name, start, end, depth, stream, bytes, copy_kind, mem_kind)
+_clock = time.perf_counter_ns
+
+
+class _Span:
+    __slots__ = ("rec", "name", "kind", "stream", "extra", "t0", "ev0", "depth")
+
+    def __init__(self, rec: "Recorder", name: str, kind: str, stream: Any, extra: tuple) -> None:
+        self.rec, self.name, self.kind, self.stream, self.extra = rec, name, kind, stream, extra
+
+    def __enter__(self) -> "_Span":
+        rec = self.rec
+        rec._push(self.name)
+        self.depth = rec.depth
+        rec.depth += 1
+        self.ev0 = rec._record(self.stream) if self.stream is not False else None
+        self.t0 = _clock()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        rec = self.rec
+        if self.ev0 is not None:
+            rec.pairs.append((rec.token, rec.phase, self.name, self.stream, self.ev0, rec._record(self.stream)))
+        t1 = _clock()
+        rec.depth -= 1
+        rec._pop()
+        rec.rows.append((rec.token, rec.phase, self.kind, self.name, self.t0, t1, self.depth) + self.extra)
+
+
+_NO_EXTRA = (-1, -1, "", "")
+
+
+class Recorder:
+    """Collects host ranges and GPU event pairs for one run; emits schema rows per repeat."""
+
+    def __init__(self, device: Any, level: str, nvtx_domain: str = "perfreview") -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown timing level {level!r} (use {' or '.join(LEVELS)})")
+        self.dev = device
+        self.level = level
+        self.gpu_functions = level == "functions" and device.is_gpu
+        self.rows: list[tuple] = []
+        self.pairs: list[tuple] = []
+        self.marks: list[tuple] = []  # (token, phase, name, stream, event) instants
+        self.token, self.phase, self.depth = -1, "", 0
+        self._pool: list[Any] = []
+        self._used = 0
+        self._anchor_event: Any = None
+        self._anchor_ns = 0
+        self._domain = _nvtx.get_domain(nvtx_domain) if _nvtx else None
+        self._attrs: dict[str, Any] = {}
+
+    # NVTX with cached attributes: the ranges must stay cheap.
+    def _push(self, name: str) -> None:
+        if self._domain is None:
+            return
+        attrs = self._attrs.get(name)
+        if attrs is None:
+            attrs = self._attrs[name] = self._domain.get_event_attributes(message=name)
+        self._domain.push_range(attrs)
+
+    def _pop(self) -> None:
+        if self._domain is not None:
+            self._domain.pop_range()
+
+    def _record(self, stream: Any) -> Any:
+        if self._used == len(self._pool):
+            self._pool.append(self.dev.event())
+        ev = self._pool[self._used]
+        self._used += 1
+        self.dev.record(ev, stream)
+        return ev
+
+    def span(self, name: str, stream: Any = False, kind: str = "range",
+             nbytes: int = -1, copy_kind: str = "", mem_kind: str = "") -> _Span:
+        """A host range; with ``stream`` given at the functions level, also a GPU event pair."""
+        gpu = stream if (self.gpu_functions and stream is not False) else False
+        extra = _NO_EXTRA if nbytes < 0 else (nbytes, -1, copy_kind, mem_kind)
+        return _Span(self, name, kind, gpu, extra)
+
+    def mark(self, name: str, stream: Any) -> None:
+        """A GPU timestamp (event) at this point of ``stream`` (token boundaries, any level)."""
+        if self.dev.is_gpu:
+            self.marks.append((self.token, self.phase, name, stream, self._record(stream)))
+
+    def start_repeat(self) -> None:
+        """Call with the device idle: reads the host clock and records the anchor event."""
+        self.rows, self.pairs, self.marks, self._used = [], [], [], 0
+        if self.dev.is_gpu:
+            self._anchor_ns = _clock()
+            self._anchor_event = self._record(self.dev.streams[0])
+
+    def finish_repeat(self, repeat: int, thread: str = "main") -> list[dict]:
+        """After the device is synchronised: this repeat's rows as schema dicts."""
+        host = f"host/{thread}"
+        out = [
+            {"repeat": repeat, "token": t, "phase": ph, "source": "host", "kind": kind, "name": name,
+             "track": host, "start_ns": s, "end_ns": e, "depth": d, "bytes": b,
+             "copy_kind": ck, "mem_kind": mk}
+            for (t, ph, kind, name, s, e, d, b, _, ck, mk) in self.rows
+        ]
+        if not self.dev.is_gpu:
+            return out
+        dev, anchor, base = self.dev, self._anchor_event, self._anchor_ns
+        dev_id = getattr(dev, "device_id", 0)
+
+        def gpu_row(token: int, phase: str, name: str, stream: Any, s: int, e: int) -> dict:
+            idx = dev.stream_index(stream)
+            return {"repeat": repeat, "token": token, "phase": phase, "source": "cuda_event",
+                    "kind": "gpu_range", "name": name, "track": f"gpu{dev_id}/stream{idx}",
+                    "stream": idx, "start_ns": s, "end_ns": e}
+
+        for token, phase, name, stream, e0, e1 in self.pairs:
+            s = base + dev.elapsed_ns(anchor, e0)
+            out.append(gpu_row(token, phase, name, stream, s, max(s, base + dev.elapsed_ns(anchor, e1))))
+        # Token boundaries: marks come in (token_start, compute_start, token_end) triples.
+        marks: dict[tuple, dict[str, int]] = {}
+        for token, phase, name, stream, ev in self.marks:
+            marks.setdefault((token, phase), {})[name] = base + dev.elapsed_ns(anchor, ev)
+            marks[(token, phase)]["_stream"] = stream
+        for (token, phase), m in marks.items():
+            stream = m["_stream"]
+            out.append(gpu_row(token, phase, "token", stream, m["token_start"], m["token_end"]))
+            out.append(gpu_row(token, phase, "input_copy", stream, m["token_start"], m["compute_start"]))
+        return out

@@ -1,0 +1,73 @@
+"""``perfreview run``: the JSON contract and one-line errors with nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from perfreview.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perfreview.cli", *args], capture_output=True, text=True)
+
+
+def test_run_json_contract(tmp_path):
+    out = tmp_path / "runs"
+    done = run_cli("run", "--preset", "tiny", "--tokens", "6", "--repeats", "2", "--device", "cpu",
+                   "--prompt-tokens", "3", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    obj = json.loads(done.stdout)
+    for key in ("run", "preset", "config", "switches", "device", "generated", "tokens_per_s", "sync_gap_us_median"):
+        assert key in obj, key
+    assert obj["preset"] == "tiny" and obj["config"] == "baseline"
+    assert len(obj["tokens_per_s"]) == 2 and all(t > 0 for t in obj["tokens_per_s"])
+    assert len(obj["generated"]) == 6
+    assert obj["sync_gap_us_median"] > 0
+    assert (out / "results.sqlite").is_file()
+
+
+def test_run_prints_llama_bench_table(tmp_path):
+    done = run_cli("run", "--tokens", "4", "--repeats", "2", "--device", "cpu", "--prompt-tokens", "2",
+                   "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "| model | size | params | backend | config | timing | test | t/s |" in done.stdout
+    assert "tg4" in done.stdout and " ± " in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "70b"], "unknown preset"),
+    (["--config", "fastest"], "unknown config"),
+    (["--set", "warp=on"], "unknown switch"),
+    (["--set", "async_copies"], "expected NAME=VALUE"),
+    (["--tokens", "0"], "at least 1"),
+])
+def test_bad_arguments_one_line_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "runs"
+    code = main(["run", "--device", "cpu", "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
+    from runner.device import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    code = main(["run", "--device", "cuda", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("perfreview: error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["run", "--device", "cpu", "--tokens", "2", "--repeats", "1", "--out", str(blocker / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(blocker) in err and len(err.strip().splitlines()) == 1

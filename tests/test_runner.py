@@ -1,0 +1,127 @@
+"""The runner on the CPU backend: configs agree, the math matches float64, events are complete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfreview.trace import runs, schema
+from runner import config as cfg
+from runner.check import check_configs, reference, teacher_forced
+from runner.model import check_logits
+from runner.session import Session
+
+SWITCH_SETTINGS = [
+    ("async_copies", "on"), ("qkv_streams", "on"), ("inject_delay_us", "30"),
+]
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return Session("tiny", "cpu", seed=0)
+
+
+def all_configs() -> list[cfg.Config]:
+    out = [cfg.resolve("baseline"), cfg.resolve("optimized")]
+    out += [cfg.resolve("baseline", {k: v}) for k, v in SWITCH_SETTINGS]
+    return out
+
+
+def test_every_config_matches_reference_and_each_other(session):
+    result = check_configs(session, all_configs(), n_steps=24, n_generate=16, prompt_tokens=6)
+    assert result["same_tokens"], result["generated"]
+    for label, res in result["configs"].items():
+        assert res["ok"], (label, res)
+        assert res["max_err_over_std"] < 1e-3  # float32 on the CPU: far inside fp16 tolerance
+        assert res["decisive_steps"] >= 12  # the check is not vacuous: most steps are decisive
+    generated = next(iter(result["generated"].values()))
+    assert len(generated) == 16 and all(0 <= t < session.preset.vocab for t in generated)
+
+
+def test_reference_catches_a_wrong_pipeline(session, monkeypatch):
+    """Break RoPE's sign in the pipeline: the teacher-forced check must fail."""
+    from runner import pipeline
+
+    seq = session.prompt(12)
+    ref = reference(session, seq)
+    good = teacher_forced(session, cfg.resolve("baseline"), seq)
+    assert check_logits(good, ref)["ok"]
+
+    def bad_rope(self, x, cos, sin):
+        half = self.p.head_dim // 2
+        a, b = x[:, :half], x[:, half:]
+        return np.concatenate([a * cos + b * sin, b * cos - a * sin], axis=1).astype(self.act)
+
+    monkeypatch.setattr(pipeline.Pipeline, "_rope", bad_rope)
+    bad = teacher_forced(session, cfg.resolve("baseline"), seq)
+    assert not check_logits(bad, ref)["ok"]
+
+
+def test_event_table_has_schema_and_one_row_per_function_per_token(cpu_runs):
+    run = runs.read_run(cpu_runs["baseline"])
+    ev = run.events
+    assert list(ev.columns) == list(schema.COLUMNS)
+    for col, dtype in schema.COLUMNS.items():
+        assert str(ev[col].dtype) == dtype, col
+    meta = run.meta
+    n_layers = meta["model"]["n_layers"]
+    decode = ev[(ev["phase"] == "decode") & (ev["kind"] == "range")]
+    counts = decode.groupby(["repeat", "token", decode["name"].astype(str)], observed=True).size()
+    expected = {"embedding": 1, "rope_table": 1, "lm_head": 1, "sample": 1, "output_copy": 1,
+                "input_copy": 1, "qkv": n_layers, "q_proj": n_layers, "k_proj": n_layers,
+                "v_proj": n_layers, "rope": n_layers, "kv_write": n_layers, "attention": n_layers,
+                "o_proj": n_layers, "ffn": n_layers, "rmsnorm": 2 * n_layers + 1,
+                "memcpy_h2d": 4, "memcpy_d2h": 1, "sync": 5}
+    n_tokens = meta["tokens"] * meta["repeats"]
+    for name, per_token in expected.items():
+        got = counts.xs(name, level=2)
+        assert len(got) == n_tokens, name
+        assert (got == per_token).all(), (name, got.unique())
+    tokens = ev[ev["kind"] == "token"]
+    assert len(tokens) == (meta["tokens"] + meta["prompt_tokens"]) * meta["repeats"]
+    assert (ev["end_ns"] >= ev["start_ns"]).all()
+
+
+def test_async_copies_changes_sync_count_on_cpu_metadata(cpu_runs):
+    """On the CPU the GPU-only switches are recorded as having no effect."""
+    meta = runs.read_meta(cpu_runs["optimized"])
+    assert meta["switches"]["async_copies"] is True
+    assert "async_copies" in meta["switches_without_effect"]
+    assert meta["switches_in_effect"]["async_copies"] is False
+
+
+def test_metadata_complete(cpu_runs):
+    meta = runs.read_meta(cpu_runs["baseline"])
+    for key in ("schema_version", "tool_version", "created", "git", "device", "host", "preset", "model",
+                "config", "switches", "timing", "tokens", "repeats", "clock", "per_repeat", "generated",
+                "not_measured"):
+        assert key in meta, key
+    assert {"commit", "dirty"} <= set(meta["git"])
+    assert meta["device"]["backend"] == "numpy"
+    assert len(meta["per_repeat"]) == meta["repeats"]
+    assert any("GPU" in m["what"] for m in meta["not_measured"])
+
+
+def test_inject_delay_slows_tokens(session):
+    """The delay switch adds a busy wait per token on the CPU too (a known regression)."""
+    from runner.session import RunSpec, run_configs
+
+    spec = RunSpec(preset="tiny", tokens=6, repeats=1, device="cpu", prompt_tokens=2, warmup_tokens=1)
+    fast, slow = run_configs(spec, [cfg.resolve("baseline"), cfg.resolve("baseline", {"inject_delay_us": "2000"})],
+                             session=session)
+    def decode_ns(rows):
+        return sorted(r["end_ns"] - r["start_ns"] for r in rows if r["kind"] == "token" and r["phase"] == "decode")
+    assert min(decode_ns(slow.rows)) >= 2_000_000
+    assert fast.generated == slow.generated
+
+
+def test_config_parsing_errors():
+    with pytest.raises(ValueError, match="unknown config"):
+        cfg.resolve("fastest")
+    with pytest.raises(ValueError, match="unknown switch"):
+        cfg.resolve("baseline", {"warp_drive": "on"})
+    with pytest.raises(ValueError, match="takes on/off"):
+        cfg.resolve("baseline", {"async_copies": "maybe"})
+    assert cfg.parse_side("config=baseline,inject_delay_us=300").switches["inject_delay_us"] == 300
+    assert cfg.resolve("baseline", {"async_copies": "on"}).label == "baseline+async_copies"
+    assert cfg.not_built({"cuda_graph": True}) == ([] if cfg.SWITCHES["cuda_graph"][3] else ["cuda_graph"])
