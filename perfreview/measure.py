@@ -22,10 +22,10 @@ class Stored:
     headlines: list[dict[str, Any]]
 
 
-def measure(spec: RunSpec, configs: list[cfg.Config], out: Path) -> list[Stored]:
+def measure(spec: RunSpec, configs: list[cfg.Config], out: Path, session: Session | None = None) -> list[Stored]:
     """Run ``configs`` (interleaved when several) and store each as a run under ``out``."""
     check_spec(spec)
-    session = Session(spec.preset, spec.device, spec.seed)  # a missing device fails here, first
+    session = session or Session(spec.preset, spec.device, spec.seed)  # a missing device fails here, first
     runs.check_writable(out)  # before minutes of work, not after
     stored = []
     for result in run_configs(spec, configs, session):

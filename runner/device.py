@@ -54,6 +54,9 @@ class CpuDevice:
     def synchronize(self, stream: Any) -> None:
         pass
 
+    def synchronize_all(self) -> None:
+        pass
+
     def event(self) -> Any:
         return None
 
@@ -154,6 +157,11 @@ class CudaDevice:
     def synchronize(self, stream: Any) -> None:
         stream.synchronize()
 
+    def synchronize_all(self) -> None:
+        """Whole device: work on the legacy default stream (allocation, init) does not order
+        with our non-blocking streams, so setup ends with this."""
+        self.cp.cuda.Device(self.device_id).synchronize()
+
     def event(self) -> Any:
         return self.cp.cuda.Event()
 
@@ -167,7 +175,8 @@ class CudaDevice:
         return int(round(self.cp.cuda.get_elapsed_time(start, end) * 1e6))
 
     def spin(self, us: int, stream: Any) -> None:
-        self._spin((1,), (1,), (np.uint64(us * 1000),), stream=stream)
+        with stream:
+            self._spin((1,), (1,), (np.uint64(us * 1000),))
 
     def energy_mj(self) -> int | None:
         return self._nvml.energy_mj()

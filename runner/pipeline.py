@@ -57,11 +57,13 @@ class Pipeline:
         self.d_tok, self.d_pos, self.d_slot = (xp.zeros((1,), dtype=np.int32) for _ in range(3))
         self.d_mask = xp.zeros((p.max_ctx,), dtype=np.float32)
         self.logits = None
+        device.synchronize_all()
 
     def reset(self) -> None:
-        """Empty the KV cache (a new sequence)."""
-        self.cache_k.fill(0)
-        self.cache_v.fill(0)
+        """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens."""
+        with self.dev.use(self.main):
+            self.cache_k.fill(0)
+            self.cache_v.fill(0)
 
     # --- the token -------------------------------------------------------------------------
     def step(self, token: int, pos: int, keep_logits: bool = False) -> int:

@@ -63,7 +63,7 @@ class Session:
         self.device = open_device(device)
         self.seed = seed
         self.weights = init_weights(self.preset, seed, self.device.xp)
-        self.device.synchronize(self.device.streams[0]) if self.device.is_gpu else None
+        self.device.synchronize_all()
 
     def prompt(self, n: int) -> list[int]:
         rng = np.random.default_rng(self.seed + 1)
