@@ -107,12 +107,14 @@ def reference_logits(preset: Preset, weights: dict[str, Any], tokens: Any, xp: A
     return logits * weights.get("lm_scale", 1.0)
 
 
-def check_logits(logits: Any, ref: Any, rtol: float = 2e-2) -> dict[str, Any]:
+def check_logits(logits: Any, ref: Any, rtol: float = 5e-2, l2_tol: float = 1e-2) -> dict[str, Any]:
     """Compare teacher-forced logits (steps, vocab) with the float64 reference.
 
-    fp16 tolerance: every step's max |out - ref| within ``rtol`` times that step's logit spread
-    (std), and greedy tokens equal wherever the reference's top-2 margin exceeds twice that
-    bound (random weights can make near-ties, where either pick is right).
+    fp16 tolerance: the relative L2 error of all logits within ``l2_tol`` (fp16 storage with fp32
+    accumulation lands near 1e-3), every step's max |out - ref| within ``rtol`` times that step's
+    logit spread (std) -- the worst of 128k logits after 16+ fp16 layers -- and greedy tokens
+    equal wherever the reference's top-2 margin exceeds twice that bound (random weights can
+    make near-ties, where either pick is right).
     """
     out = np.asarray(logits, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -127,13 +129,14 @@ def check_logits(logits: Any, ref: Any, rtol: float = 2e-2) -> dict[str, Any]:
     decisive = margin > 2 * rtol
     agree = out.argmax(axis=1) == ref.argmax(axis=1)
     rel_l2 = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
-    ok = bool((err <= rtol).all() and agree[decisive].all())
+    ok = bool((err <= rtol).all() and rel_l2 <= l2_tol and agree[decisive].all())
     return {
         "ok": ok,
         "steps": int(out.shape[0]),
         "max_err_over_std": float(err.max()),
         "rel_l2": rel_l2,
         "rtol": rtol,
+        "l2_tol": l2_tol,
         "decisive_steps": int(decisive.sum()),
         "greedy_agree_decisive": int(agree[decisive].sum()),
     }

@@ -106,6 +106,8 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     for col, value in DEFAULTS.items():
         if col not in frame.columns:
             frame[col] = value
+        elif frame[col].isna().any():  # rows from producers that left this column out
+            frame[col] = frame[col].fillna(value)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise SchemaError(f"missing column(s): {', '.join(missing)}")
