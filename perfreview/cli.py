@@ -32,7 +32,7 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
         print(text)
 
 
-def _run_options(p: argparse.ArgumentParser, repeats: int) -> None:
+def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True) -> None:
     p.add_argument("--preset", default="tiny", help="tiny, small, 1b or 8b (default tiny)")
     p.add_argument("--tokens", type=int, default=32, help="decode tokens per repeat (default 32)")
     p.add_argument("--repeats", type=int, default=repeats, help=f"repeats per side (default {repeats})")
@@ -42,7 +42,8 @@ def _run_options(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--warmup-tokens", type=int, default=8)
-    p.add_argument("--out", type=Path, default=Path("runs"), help="folder of runs and the results store")
+    if out_flag:
+        p.add_argument("--out", type=Path, default=Path("runs"), help="folder of runs and the results store")
     p.add_argument("--build", default="", help="a label for this build (stored; 'compare --a build=...')")
 
 
@@ -94,6 +95,162 @@ def _parse_filters(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _load(paths: list[Path]) -> list[Any]:
+    from perfreview.trace import runs
+
+    return [runs.read_run(p) for p in paths]
+
+
+def _side_runs(args: argparse.Namespace, which: str) -> list[Any]:
+    """Runs of one side of ``compare``: ``--a build=X`` (the store) or positional run folders."""
+    from perfreview.trace import store
+
+    spec = getattr(args, which)
+    if spec:
+        found = store.find(store.store_path(args.out), **dict(_parse_filters([spec])))
+        if not found:
+            raise UsageError(f"--{which} {spec}: no stored run matches (see 'perfreview list')")
+        return _load([Path(r["path"]) for r in found])
+    return []
+
+
+def _review(args: argparse.Namespace, a: list[Any], b: list[Any]) -> dict[str, Any]:
+    """Compare, then write the markdown review and its pictures next to it (when --out-md)."""
+    from perfreview.compare import compare as cmp_mod
+    from perfreview.report import review
+
+    theta, source = cmp_mod.noise_threshold(None, args.noise)
+    if args.noise_from:
+        aa = cmp_mod.compare(*[[r] for r in _load(args.noise_from)], force=args.force)
+        theta, source = cmp_mod.noise_threshold(aa, args.noise)
+    result = cmp_mod.compare(a, b, theta=theta, theta_source=source, force=args.force)
+    payload: dict[str, Any] = {
+        "a": [r.id for r in a], "b": [r.id for r in b], "noise_threshold": theta, "noise_source": source,
+        "warnings": result.warnings, "rows": review.json_rows(result), "report": None, "plots": {},
+    }
+    if args.report_out:
+        md_path = Path(args.report_out)
+        plots = {} if args.no_plots else _review_plots(md_path, a, b, payload)
+        review.write(md_path, review.review_markdown(result, a, b, plots))
+        payload["report"], payload["plots"] = str(md_path), plots
+        json_path = md_path.with_suffix(".json")
+        json_path.write_text(json.dumps(payload, indent=1, default=str))
+    return payload
+
+
+def _review_plots(md_path: Path, a: list[Any], b: list[Any], payload: dict[str, Any]) -> dict[str, str]:
+    from perfreview.plots import charts, timeline
+
+    stem = md_path.with_suffix("")
+    made = {
+        "timeline": timeline.timeline([a[0], b[0]], Path(f"{stem}_timeline.png")),
+        "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), theta=payload["noise_threshold"]),
+        "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"), labels=["A", "B"]),
+    }
+    return {k: v.name for k, v in made.items()}
+
+
+def _verdict_text(payload: dict[str, Any]) -> str:
+    lines = [f"noise threshold θ = ±{payload['noise_threshold']:.2%} ({payload['noise_source']})"]
+    lines += [f"warning: {w}" for w in payload["warnings"]]
+    for r in payload["rows"]:
+        if r["kind"] == "headline" or r["verdict"] in ("improved", "regressed"):
+            ci = (f"[{(r['ci_low'] - 1) * 100:+.2f}%, {(r['ci_high'] - 1) * 100:+.2f}%]"
+                  if r["ci_low"] is not None else "[n/a]")
+            metric = f" ({r['metric']})" if r["metric"] else ""
+            lines.append(f"{r['name']}{metric}: {r['a']:.4g} -> {r['b']:.4g} {r['unit']}  {ci}  {r['verdict']}")
+    if payload["report"]:
+        lines.append(f"report: {payload['report']}")
+    return "\n".join(lines)
+
+
+@command("compare")
+def cmd_compare(args: argparse.Namespace) -> int:
+    a = _side_runs(args, "a") or _load(args.runs[:1])
+    b = _side_runs(args, "b") or _load(args.runs[1:2])
+    if not a or not b:
+        raise UsageError("compare needs two run folders, or --a KEY=VALUE and --b KEY=VALUE")
+    payload = _review(args, a, b)
+    _emit(args, payload, _verdict_text(payload))
+    return 0
+
+
+@command("ab")
+def cmd_ab(args: argparse.Namespace) -> int:
+    from perfreview import abtest
+
+    a, b = abtest.run_sides(args.a, args.b, _spec(args, None), args.out)
+    payload = _review(args, _load(a), _load(b))
+    _emit(args, payload, _verdict_text(payload))
+    return 0
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from perfreview.plots import timeline
+    from perfreview.report import review
+
+    run = _load([args.run])[0]
+    plots = {}
+    if not args.no_plots:
+        plots["timeline"] = timeline.timeline([run], args.report_out.with_name(
+            args.report_out.stem + "_timeline.png")).name
+    review.write(args.report_out, review.run_markdown(run, plots))
+    _emit(args, {"run": run.id, "report": str(args.report_out), "plots": plots}, f"report: {args.report_out}")
+    return 0
+
+
+def _token_range(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        a, _, b = text.partition(":")
+        return int(a), int(b or a)
+    except ValueError:
+        raise UsageError(f"--tokens {text!r}: expected A:B, e.g. 5:7") from None
+
+
+@command("plot")
+def cmd_plot(args: argparse.Namespace) -> int:
+    from perfreview.plots import charts, timeline
+
+    if args.what == "timeline":
+        out = timeline.timeline(_load(args.inputs), args.plot_out, _token_range(args.tokens), args.repeat)
+    elif args.what == "latency":
+        out = charts.latency(_load(args.inputs), args.plot_out)
+    else:
+        if len(args.inputs) != 1:
+            raise UsageError("plot deltas takes one review JSON (written by compare/ab --out)")
+        path = args.inputs[0]
+        try:
+            payload = json.loads(path.read_text())
+            rows = payload["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path}: not a perfreview review JSON ({type(exc).__name__})") from None
+        out = charts.deltas(rows, args.plot_out, theta=payload.get("noise_threshold"))
+    _emit(args, {"plot": str(out)}, f"plot: {out}")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from perfreview.plots import perfetto
+
+    out = perfetto.export(_load([args.run])[0], args.export_out)
+    _emit(args, {"trace": str(out)}, f"trace: {out} (open in https://ui.perfetto.dev)")
+    return 0
+
+
+def _compare_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", dest="report_out", type=Path, help="write the markdown review here (plus .json, PNGs)")
+    p.add_argument("--noise", type=float, default=0.005, help="noise threshold θ as a fraction (default 0.005)")
+    p.add_argument("--noise-from", nargs=2, type=Path, metavar=("RUN_A", "RUN_A2"),
+                   help="an A/A pair of runs: θ is raised to its tokens/s interval")
+    p.add_argument("--force", action="store_true", help="compare runs whose preset/tokens/device/timing differ")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfreview", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,12 +267,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true")
 
-    for extra in EXTRA_PARSERS:
-        extra(sub)
+    p = sub.add_parser("compare", help="compare two runs (or two groups from the store) and write the review")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders: A then B")
+    p.add_argument("--a", help="side A from the store, e.g. build=main or config_label=baseline")
+    p.add_argument("--b", help="side B from the store")
+    p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where the store is")
+    _compare_options(p)
+
+    p = sub.add_parser("ab", help="run two sides interleaved (A B A B ...) and compare them")
+    p.add_argument("--a", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
+    p.add_argument("--b", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
+    _run_options(p, repeats=20, out_flag=False)
+    p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where runs are stored")
+    _compare_options(p)
+
+    p = sub.add_parser("report", help="markdown report of one run")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", dest="report_out", type=Path, required=True)
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("plot", help="pictures: timeline, deltas, latency")
+    p.add_argument("what", choices=["timeline", "deltas", "latency"])
+    p.add_argument("inputs", nargs="+", type=Path, help="run folders (timeline, latency) or a review JSON (deltas)")
+    p.add_argument("--out", dest="plot_out", type=Path, required=True, help=".png or .svg")
+    p.add_argument("--tokens", help="decode tokens A:B to draw (default: zoom on one token boundary)")
+    p.add_argument("--repeat", type=int, help="which repeat (default: the middle one)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="export a run")
+    p.add_argument("format", choices=["perfetto"])
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", dest="export_out", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
     return parser
-
-
-EXTRA_PARSERS: list[Callable[[Any], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ feeding the next). Every repeat does the same work, so repeats are comparable sa
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import getpass
 import os
 import platform
@@ -117,9 +118,15 @@ def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, r
     for stream in dev.streams:
         dev.synchronize(stream)
     energy0 = dev.energy_mj() if dev.is_gpu else None
+    # The collector's pauses land on random tokens; collect now, none during the repeat.
+    gc.collect()
+    gc.disable()
     t0 = time.perf_counter_ns()
     rec.start_repeat()
-    generated = generate(pipe, prompt, spec.tokens, rec)
+    try:
+        generated = generate(pipe, prompt, spec.tokens, rec)
+    finally:
+        gc.enable()
     for stream in dev.streams:
         dev.synchronize(stream)
     t1 = time.perf_counter_ns()
@@ -188,6 +195,7 @@ def base_meta(session: Session, spec: RunSpec, run_id: str) -> dict[str, Any]:
         "warmup_tokens": spec.warmup_tokens,
         "timing": spec.timing,
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC), ns",
+        "gc": "Python's garbage collector disabled during each repeat (collected before it)",
         "clock_alignment": ("GPU events placed on the host clock through an anchor event recorded on an "
                             "idle device at each repeat start; offset <= launch latency (a few us)")
         if gpu else "host only",

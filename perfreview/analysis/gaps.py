@@ -26,8 +26,19 @@ def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.Da
     tokens = token_table(events) if tokens is None else tokens
     dec = tokens[tokens["phase"] == "decode"].sort_values(["run", "repeat", "token"])
     host = events[(events["kind"] == "range") & (events["phase"] == "decode")]
-    host_groups = {k: g for k, g in host.groupby([host["run"].astype(str), host["repeat"], host["token"]],
-                                                  observed=True)}
+    host = host.assign(run=host["run"].astype(str)).sort_values(["run", "repeat", "token", "start_ns"])
+    names = host["name"].astype(str).to_numpy()
+    # Per host row: its category, once (the per-boundary work is then array slicing only).
+    cat = np.full(len(host), -1)
+    cat[(host["depth"].to_numpy() == 1) & ~np.isin(names, NOT_LAUNCH)] = 2  # launch
+    cat[np.isin(names, COPY_NAMES)] = 1
+    cat[names == "sync"] = 0
+    s_all, e_all = host["start_ns"].to_numpy(), host["end_ns"].to_numpy()
+    keys = list(zip(host["run"], host["repeat"], host["token"]))
+    spans: dict[tuple, tuple[int, int]] = {}
+    for i, k in enumerate(keys):
+        lo_hi = spans.get(k)
+        spans[k] = (lo_hi[0], i + 1) if lo_hi else (i, i + 1)
     rows = []
     for (run, repeat), g in dec.groupby(["run", "repeat"]):
         toks = g["token"].to_numpy()
@@ -37,29 +48,24 @@ def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.Da
             if toks[i] != toks[i - 1] + 1 or np.isnan(ends[i - 1]) or np.isnan(starts[i]):
                 continue
             lo, hi = int(ends[i - 1]), int(starts[i])
-            parts = _breakdown(host_groups, run, repeat, (toks[i - 1], toks[i]), lo, hi)
+            first, last = spans.get((run, repeat, toks[i - 1])), spans.get((run, repeat, toks[i]))
+            sel = slice((first or last or (0, 0))[0], (last or first or (0, 0))[1])
+            parts = _breakdown(cat[sel], s_all[sel], e_all[sel], lo, hi)
             rows.append({"run": run, "repeat": repeat, "token": int(toks[i]), "gap_ns": max(0, hi - lo),
                          "source": g["window_source"].iloc[0], **parts})
     cols = ["run", "repeat", "token", "gap_ns", "source", *(f"{c}_ns" for c in CATEGORIES)]
     return pd.DataFrame(rows, columns=cols)
 
 
-def _breakdown(groups: dict, run: str, repeat: int, toks: tuple, lo: int, hi: int) -> dict[str, int]:
-    parts = [groups[(run, repeat, t)] for t in toks if (run, repeat, t) in groups]
-    if not parts or hi <= lo:
+def _breakdown(cat: np.ndarray, s: np.ndarray, e: np.ndarray, lo: int, hi: int) -> dict[str, int]:
+    if hi <= lo or len(cat) == 0:
         return {f"{c}_ns": 0 for c in CATEGORIES}
-    rows = pd.concat(parts)
-    names = rows["name"].astype(str).to_numpy()
-    s, e = rows["start_ns"].to_numpy(), rows["end_ns"].to_numpy()
-    sync = names == "sync"
-    copy = np.isin(names, COPY_NAMES)
-    launch = ~np.isin(names, NOT_LAUNCH) & (rows["depth"].to_numpy() == 1)
-    blocked = clipped_total(s[sync], e[sync], lo, hi)
-    copies = clipped_total(s[copy], e[copy], lo, hi)
-    launching = clipped_total(s[launch], e[launch], lo, hi)
-    known = sync | copy | launch
+    inside = (e > lo) & (s < hi)
+    cat, s, e = cat[inside], s[inside], e[inside]
+    parts = [clipped_total(s[cat == k], e[cat == k], lo, hi) for k in (0, 1, 2)]
+    known = cat >= 0
     covered = clipped_total(*union(s[known], e[known]), lo, hi)
-    return {"blocked_sync_ns": blocked, "copies_ns": copies, "launch_ns": launching,
+    return {"blocked_sync_ns": parts[0], "copies_ns": parts[1], "launch_ns": parts[2],
             "other_ns": (hi - lo) - covered}
 
 

@@ -1,0 +1,89 @@
+"""``perfreview ab``: measure two sides interleaved, so machine drift hits both alike.
+
+A side is ``config=NAME[,switch=value...]`` (this checkout's code; both sides run in one process,
+repeat by repeat: A B A B ...) or ``rev=<git rev>[,config=...]`` (that revision checked out into a
+temporary git worktree and run with its own code, in blocks of repeats alternating between the
+two revisions: "compare two builds").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from perfreview import measure
+from runner import config as cfg
+from runner.session import PROJECT_ROOT, RunSpec
+
+BLOCKS = 5  # processes per rev side: A B A B ... blocks of repeats
+
+
+class AbError(ValueError):
+    pass
+
+
+def parse(side: str) -> tuple[str | None, str]:
+    """``rev=abc,config=optimized`` -> ("abc", "config=optimized"); ``config=...`` -> (None, ...)."""
+    parts = [p.strip() for p in side.split(",") if p.strip()]
+    rev = next((p.split("=", 1)[1] for p in parts if p.startswith("rev=")), None)
+    rest = ",".join(p for p in parts if not p.startswith("rev=")) or "config=baseline"
+    if rev is not None and not rev:
+        raise AbError(f"side {side!r}: rev= needs a git revision")
+    cfg.parse_side(rest)  # validate now, before any work
+    return rev, rest
+
+
+def run_sides(a: str, b: str, spec: RunSpec, out: Path) -> tuple[list[Path], list[Path]]:
+    (rev_a, conf_a), (rev_b, conf_b) = parse(a), parse(b)
+    if rev_a is None and rev_b is None:
+        stored = measure.measure(spec, [cfg.parse_side(conf_a), cfg.parse_side(conf_b)], out)
+        return [stored[0].path], [stored[1].path]
+    return _run_revs((rev_a or "HEAD", conf_a), (rev_b or "HEAD", conf_b), spec, out)
+
+
+def _run_revs(a: tuple[str, str], b: tuple[str, str], spec: RunSpec, out: Path) -> tuple[list[Path], list[Path]]:
+    blocks = max(1, min(BLOCKS, spec.repeats))
+    sizes = [spec.repeats // blocks + (i < spec.repeats % blocks) for i in range(blocks)]
+    with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp:
+        trees = [_worktree(rev, Path(tmp) / f"side{i}") for i, (rev, _) in enumerate((a, b))]
+        try:
+            paths: tuple[list[Path], list[Path]] = ([], [])
+            for n in sizes:
+                for side, (tree, (rev, conf)) in enumerate(zip(trees, (a, b))):
+                    paths[side].append(_run_in(tree, rev, conf, replace(spec, repeats=n), out))
+            return paths
+        finally:
+            for tree in trees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=PROJECT_ROOT,
+                               capture_output=True, check=False)
+
+
+def _worktree(rev: str, path: Path) -> Path:
+    done = subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AbError(f"rev={rev}: cannot check it out ({done.stderr.strip().splitlines()[-1:] or '?'})")
+    return path
+
+
+def _run_in(tree: Path, rev: str, conf: str, spec: RunSpec, out: Path) -> Path:
+    parts = conf.split(",")
+    name = parts[0].split("=", 1)[-1]
+    args = ["run", "--config", name, "--preset", spec.preset, "--tokens", str(spec.tokens),
+            "--repeats", str(spec.repeats), "--device", spec.device, "--timing", spec.timing,
+            "--seed", str(spec.seed), "--prompt-tokens", str(spec.prompt_tokens),
+            "--warmup-tokens", str(spec.warmup_tokens), "--out", str(Path(out).resolve()),
+            "--build", spec.build or f"rev={rev}", "--json"]
+    for p in parts[1:]:
+        args += ["--set", p]
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from perfreview.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                          cwd=tree)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AbError(f"rev={rev}: its run failed: {last}")
+    return Path(json.loads(done.stdout)["run"])

@@ -1,0 +1,159 @@
+"""Two groups of runs -> one row per figure (headlines and every function) with a verdict.
+
+A figure is one value per repeat: a headline (tokens/s, median token latency, median sync gap,
+energy per token) or, for each function, the median over the repeat's tokens of the time the
+function took per token (host inclusive, host self, GPU). Repeats of every run on a side are
+pooled as independent samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfreview.analysis import functions, headline
+from perfreview.compare import stats
+from perfreview.trace.runs import Run
+
+# Fields that must agree between the two sides (unless --force); the first that differs is named.
+MATCH_FIELDS = ("preset", "tokens", "prompt_tokens", "timing", "device.name", "device.backend")
+# Timer resolution per figure source, ns: a change must be at least twice this to count.
+HOST_RESOLUTION_NS = 100.0  # perf_counter_ns around Python calls: call overhead, not the tick
+EVENT_RESOLUTION_NS = 500.0  # cudaEventElapsedTime, "around 0.5 microseconds"
+METRIC_LABELS = {"host_ns": "host", "self_ns": "self", "gpu_ns": "GPU"}
+
+
+class MismatchError(ValueError):
+    pass
+
+
+@dataclass
+class Comparison:
+    rows: list[dict[str, Any]]
+    theta: float
+    theta_source: str
+    n_a: int
+    n_b: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _field(meta: dict[str, Any], dotted: str) -> Any:
+    value: Any = meta
+    for part in dotted.split("."):
+        value = (value or {}).get(part)
+    return value
+
+
+def check_compatible(a: list[Run], b: list[Run], force: bool = False) -> list[str]:
+    """Raise MismatchError naming the first differing field; with ``force``, return warnings."""
+    notes = []
+    ref = a[0]
+    for run in a[1:] + b:
+        for f in MATCH_FIELDS:
+            if _field(run.meta, f) != _field(ref.meta, f):
+                msg = (f"runs differ in {f}: {_field(ref.meta, f)!r} ({ref.path.name}) vs "
+                       f"{_field(run.meta, f)!r} ({run.path.name})")
+                if not force:
+                    raise MismatchError(msg + "; use --force to compare anyway")
+                notes.append(msg + " (compared anyway: --force)")
+    return notes
+
+
+def figures(run: Run) -> pd.DataFrame:
+    """Long table: repeat, name, kind, metric, value, unit, higher_is_better, resolution."""
+    rows = []
+    heads = headline.per_repeat(run.events, run.meta)
+    gpu_run = (run.meta.get("device") or {}).get("backend") == "cupy"
+    for name, (unit, higher) in headline.HEADLINES.items():
+        res = {"median_token_ms": HOST_RESOLUTION_NS / 1e6,
+               "median_sync_gap_us": (EVENT_RESOLUTION_NS if gpu_run else HOST_RESOLUTION_NS) / 1e3}.get(name)
+        for rep, value in zip(heads["repeat"], heads[name]):
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                rows.append((f"{run.id}", rep, name, "headline", "", float(value), unit, higher, res))
+    per_rep = functions.per_repeat(functions.per_token(run.events))
+    for metric, label in METRIC_LABELS.items():
+        res = (EVENT_RESOLUTION_NS if metric == "gpu_ns" else HOST_RESOLUTION_NS) / 1e3
+        sub = per_rep[["repeat", "name", metric]].dropna()
+        for rep, name, value in sub.itertuples(index=False):
+            rows.append((run.id, rep, name, "function", label, float(value) / 1e3, "us", False, res))
+    return pd.DataFrame(rows, columns=["run", "repeat", "name", "kind", "metric", "value", "unit",
+                                       "higher_is_better", "resolution"])
+
+
+def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, theta_source: str = "default",
+            force: bool = False, alpha: float = 0.05) -> Comparison:
+    notes = check_compatible(a, b, force)
+    fa = pd.concat([figures(r) for r in a])
+    fb = pd.concat([figures(r) for r in b])
+    n_a = fa[["run", "repeat"]].drop_duplicates().shape[0]
+    n_b = fb[["run", "repeat"]].drop_duplicates().shape[0]
+    if min(n_a, n_b) < stats.MIN_REPEATS:
+        notes.append(f"only {min(n_a, n_b)} repeats on a side (fewer than {stats.MIN_REPEATS}): "
+                     "intervals are wide and verdicts rarely decisive")
+    notes += clock_notes(a, b)
+    keys = ["name", "kind", "metric"]
+    ga = {k: g for k, g in fa.groupby(keys, sort=False)}
+    gb = {k: g for k, g in fb.groupby(keys, sort=False)}
+    rows = []
+    for key in [k for k in ga if k in gb]:
+        va, vb = ga[key]["value"].to_numpy(), gb[key]["value"].to_numpy()
+        first = ga[key].iloc[0]
+        if np.median(va) == 0:
+            continue
+        resolution = first["resolution"]
+        resolution = None if resolution is None or not math.isfinite(resolution) else float(resolution)
+        eff = stats.effect(va, vb)
+        rows.append({
+            "name": key[0], "kind": key[1], "metric": key[2], "unit": first["unit"],
+            "higher_is_better": bool(first["higher_is_better"]), "resolution": resolution,
+            "a": float(np.median(va)), "b": float(np.median(vb)), "n_a": len(va), "n_b": len(vb),
+            "cv_a": float(np.std(va, ddof=1) / np.mean(va)) if len(va) > 1 else math.nan,
+            "ratio": eff.ratio, "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p": eff.p_value,
+        })
+    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
+        row["q"] = q
+        res = row["resolution"]
+        row["verdict"] = stats.verdict(row["ratio"], row["ci_low"], row["ci_high"], q, theta,
+                                       row["higher_is_better"], None if res is None else abs(row["b"] - row["a"]),
+                                       res or 0.0, alpha)
+        row["repeats_needed"] = (stats.repeats_needed(row["ratio"], row["ci_low"], row["ci_high"],
+                                                      min(row["n_a"], row["n_b"]), theta)
+                                 if row["verdict"] == stats.INCONCLUSIVE else None)
+        row["impact"] = _impact(row)
+    return Comparison(rows, theta, theta_source, n_a, n_b, notes)
+
+
+def _impact(row: dict[str, Any]) -> float:
+    """Absolute per-token time moved (us) for functions; % change for headlines (for ranking)."""
+    if row["kind"] == "function":
+        return abs(row["b"] - row["a"])
+    return abs(row["ratio"] - 1) * 100
+
+
+def clock_notes(a: list[Run], b: list[Run]) -> list[str]:
+    def median_clock(runs: list[Run]) -> float | None:
+        clocks = [r.get("sm_clock_mhz") for run in runs for r in run.meta.get("per_repeat", [])]
+        clocks = [c for c in clocks if c]
+        return float(np.median(clocks)) if clocks else None
+
+    ca, cb = median_clock(a), median_clock(b)
+    if ca and cb and abs(cb / ca - 1) > 0.01:
+        return [f"SM clocks differ between the sides: median {ca:.0f} MHz (A) vs {cb:.0f} MHz (B); "
+                "part of any change may be the clock"]
+    return []
+
+
+def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -> tuple[float, str]:
+    """θ: the default, raised to the A/A tokens/s interval's extent when an A/A pair is given."""
+    if aa is None:
+        return floor, f"default {floor:.1%}"
+    row = next((r for r in aa.rows if r["name"] == "tokens_per_s"), None)
+    if row is None:
+        return floor, f"default {floor:.1%} (A/A pair had no tokens/s)"
+    theta = stats.noise_from_aa(row["ci_low"], row["ci_high"], floor)
+    return theta, (f"A/A tokens/s interval [{(row['ci_low'] - 1) * 100:+.2f}%, {(row['ci_high'] - 1) * 100:+.2f}%]"
+                   f" -> θ = {theta:.2%}" if theta > floor else f"default {floor:.1%} (A/A interval narrower)")

@@ -1,0 +1,1 @@
+"""Importers: other tools' files -> the one event table (perfreview.trace.schema)."""

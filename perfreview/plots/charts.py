@@ -1,0 +1,82 @@
+"""Comparison charts: per-figure % change with its interval, and token latency distributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from perfreview.analysis.tokens import token_table  # noqa: E402
+from perfreview.trace.runs import Run  # noqa: E402
+
+VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#7f7f7f",
+                  "inconclusive": "#ff9f1c"}
+
+
+def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | None = None,
+           dpi: int = 110) -> Path:
+    """Horizontal bars of % change (B/A - 1) with 95% interval whiskers, coloured by verdict,
+    sorted by impact (headline figures first). ``rows`` are compare's JSON rows."""
+    usable = [r for r in rows if r.get("ratio") is not None and r.get("ci_low") is not None]
+    if not usable:
+        raise ValueError("no comparison rows with an interval to draw")
+    heads = [r for r in usable if r["kind"] == "headline"]
+    funcs = sorted((r for r in usable if r["kind"] == "function"),
+                   key=lambda r: -abs((r["b"] or 0) - (r["a"] or 0)))
+    chosen = (heads + funcs)[:top]
+    labels = [r["name"] + (f" ({r['metric']})" if r.get("metric") else "") for r in chosen]
+    change = np.array([(r["ratio"] - 1) * 100 for r in chosen])
+    lo = np.array([(r["ci_low"] - 1) * 100 for r in chosen])
+    hi = np.array([(r["ci_high"] - 1) * 100 for r in chosen])
+    y = np.arange(len(chosen))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(chosen)))
+    ax.barh(y, change, color=[VERDICT_COLORS.get(r["verdict"], "#7f7f7f") for r in chosen], alpha=0.85)
+    ax.errorbar(change, y, xerr=[change - lo, hi - change], fmt="none", ecolor="black", capsize=3, lw=1)
+    if theta:
+        ax.axvspan(-theta * 100, theta * 100, color="#bbbbbb", alpha=0.3, label=f"noise ±{theta:.1%}")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("change B vs A (%), 95% bootstrap interval")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return Path(out)
+
+
+def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: int = 110) -> Path:
+    """Distribution of decode token latency (host wall time per token, ms) per run, medians marked."""
+    data, names = [], []
+    for i, run in enumerate(runs):
+        t = token_table(run.events)
+        d = t[t["phase"] == "decode"]["host_ns"].to_numpy() / 1e6
+        if len(d) == 0:
+            raise ValueError(f"{run.path}: no decode tokens")
+        data.append(d)
+        names.append(labels[i] if labels else str(run.meta.get("config_label", run.id)))
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(runs)))
+    parts = ax.violinplot(data, vert=False, showextrema=False)
+    for body in parts["bodies"]:
+        body.set_alpha(0.35)
+    ax.boxplot(data, vert=False, widths=0.15, showfliers=False)
+    for i, d in enumerate(data, start=1):
+        med = float(np.median(d))
+        ax.plot([med], [i], "o", color="black", ms=4)
+        ax.annotate(f"median {med:.3f} ms", (med, i + 0.3), fontsize=8, ha="center")
+    ax.set_yticks(range(1, len(runs) + 1))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("decode token latency (ms, host wall clock)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,74 @@
+"""Export a run as Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing).
+
+Complete ("X") events with process/thread name metadata: one process for the host, one per GPU;
+one thread per host thread and per stream. ``ts``/``dur`` are µs from the run's first event with
+three decimals, so nanoseconds survive; ``args`` carry repeat, token, phase, kind and depth, which
+lets :mod:`perfreview.importers.chrome_trace` read the file back into the same event table.
+Events are written one by one (large runs are not built in memory twice).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import IO, Iterator
+
+from perfreview.trace.runs import Run
+
+
+def _ids(track: str) -> tuple[int, int, str, str]:
+    """(pid, tid, process name, thread name) for a track."""
+    if track.startswith("gpu"):
+        dev, _, stream = track[3:].partition("/stream")
+        d, s = int(dev or 0), int(stream or 0)
+        return 100 + d, 1000 + s, f"GPU {d}", f"stream {s}"
+    thread = track.partition("/")[2] or "main"
+    return 1, 1 + zlib.crc32(thread.encode()) % 997, "Host", f"host thread {thread}"
+
+
+def events(run: Run) -> Iterator[dict]:
+    ev = run.events.sort_values(["start_ns", "end_ns"])
+    origin = int(ev["start_ns"].min()) if len(ev) else 0
+    seen: dict[str, tuple[int, int]] = {}
+    for track in ev["track"].astype(str).unique():
+        pid, tid, pname, tname = _ids(track)
+        seen[track] = (pid, tid)
+        yield {"ph": "M", "name": "process_name", "pid": pid, "tid": tid, "args": {"name": pname}}
+        yield {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": tname, "track": track}}
+    cols = ["name", "kind", "track", "source", "start_ns", "end_ns", "repeat", "token", "phase", "depth",
+            "stream", "bytes", "copy_kind", "mem_kind", "correlation"]
+    for row in ev[cols].itertuples(index=False):
+        pid, tid = seen[str(row.track)]
+        args = {"repeat": int(row.repeat), "token": int(row.token), "phase": str(row.phase), "kind": str(row.kind),
+                "source": str(row.source), "depth": int(row.depth), "stream": int(row.stream)}
+        if row.bytes >= 0:
+            args.update(bytes=int(row.bytes), copy_kind=str(row.copy_kind), mem_kind=str(row.mem_kind))
+        if row.correlation >= 0:
+            args["correlation"] = int(row.correlation)
+        yield {"ph": "X", "name": str(row.name), "cat": str(row.kind), "pid": pid, "tid": tid,
+               "ts": round((int(row.start_ns) - origin) / 1e3, 3),
+               "dur": round((int(row.end_ns) - int(row.start_ns)) / 1e3, 3),
+               "args": args}
+
+
+def export(run: Run, out: Path) -> Path:
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    origin = int(run.events["start_ns"].min()) if len(run.events) else 0
+    with open(tmp, "w") as fh:
+        _write(fh, run, origin)
+    tmp.replace(out)
+    return out
+
+
+def _write(fh: IO[str], run: Run, origin: int) -> None:
+    header = {"displayTimeUnit": "ns", "otherData": {"perfreview_run": run.id, "origin_ns": origin,
+                                                      "config": run.meta.get("config_label", "")}}
+    fh.write(json.dumps(header)[:-1] + ', "traceEvents": [\n')
+    first = True
+    for e in events(run):
+        fh.write(("" if first else ",\n") + json.dumps(e, separators=(",", ":")))
+        first = False
+    fh.write("\n]}\n")
+

@@ -1,0 +1,127 @@
+"""Timeline picture: the host thread and each GPU stream over a few tokens, or zoomed on the gap
+between two tokens (as the seed PRs' Nsight screenshots are); before/after stacked on one scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from perfreview.analysis.tokens import token_table  # noqa: E402
+from perfreview.trace.runs import Run  # noqa: E402
+
+SPECIAL_COLORS = {"sync": "#d62728", "memcpy_h2d": "#2ca02c", "memcpy_d2h": "#98df8a",
+                  "input_copy": "#c7e9c0", "output_copy": "#c7e9c0", "inject_delay": "#8c564b"}
+FRAME = "#e8e8e8"
+
+
+# tab20 without its greens, reds and greys: those mean copies, syncs and idle here.
+_PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19)]
+
+
+def _colors(names: list[str]) -> dict[str, str]:
+    others = sorted(n for n in set(names) if n not in SPECIAL_COLORS and n != "token")
+    out = {n: matplotlib.colors.to_hex(_PALETTE[i % len(_PALETTE)]) for i, n in enumerate(others)}
+    out.update(SPECIAL_COLORS)
+    return out
+
+
+def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tuple[int, int, int, list]:
+    """(repeat, t0_ns, t1_ns, gaps) for decode tokens [a, b] (relative to the first decode token),
+    or, with ``tokens`` None, zoomed on the boundary before the 5th decode token."""
+    toks = token_table(run.events)
+    dec = toks[toks["phase"] == "decode"]
+    reps = sorted(dec["repeat"].unique())
+    if not reps:
+        raise ValueError(f"{run.path}: no decode tokens to draw")
+    rep = reps[len(reps) // 2] if repeat is None else repeat
+    if rep not in reps:
+        raise ValueError(f"{run.path}: no repeat {rep} (has {reps[0]}..{reps[-1]})")
+    d = dec[dec["repeat"] == rep].sort_values("token").reset_index(drop=True)
+    gaps = [(int(d["compute_end"][i - 1]), int(d["compute_start"][i])) for i in range(1, len(d))
+            if np.isfinite(d["compute_end"][i - 1]) and np.isfinite(d["compute_start"][i])]
+    if tokens is None:
+        i = min(5, len(d) - 1)
+        lo, hi = int(d["compute_end"][max(i - 1, 0)]), int(d["compute_start"][i])
+        pad = max(hi - lo, 20_000)
+        return rep, lo - pad, hi + pad, gaps
+    a, b = tokens
+    if not (0 <= a <= b < len(d)):
+        raise ValueError(f"{run.path}: tokens {a}:{b} outside the {len(d)} decode tokens")
+    return rep, int(d["host_start"][a]), int(max(d["host_end"][b], d["compute_end"][b])), gaps
+
+
+def _in_window(ev: pd.DataFrame, rep: int, t0: int, t1: int) -> pd.DataFrame:
+    return ev[(ev["repeat"] == rep) & (ev["end_ns"] >= t0) & (ev["start_ns"] <= t1)]
+
+
+def _tracks(ev: pd.DataFrame) -> list[str]:
+    tracks = sorted(ev["track"].astype(str).unique(), key=lambda t: (not t.startswith("host"), t))
+    return tracks
+
+
+def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, gaps: list, span_us: float,
+         colors: dict[str, str], title: str) -> None:
+    ev = run.events
+    ev = _in_window(ev, rep, t0, t1)
+    ev = ev.sort_values(["depth", "start_ns"], kind="stable")  # parents under their children
+    tracks = _tracks(ev)
+    for y, track in enumerate(tracks):
+        rows = ev[ev["track"].astype(str) == track]
+        for depth_rows, height in ((rows[rows["name"] == "token"], 0.9), (rows[rows["name"] != "token"], 0.6)):
+            for name, s, e, depth in zip(depth_rows["name"].astype(str), depth_rows["start_ns"],
+                                         depth_rows["end_ns"], depth_rows["depth"]):
+                x0 = (max(s, t0) - t0) / 1e3
+                w = max((min(e, t1) - max(s, t0)) / 1e3, span_us * 1e-4)
+                shrink = 0.12 * max(int(depth) - 1, 0)
+                ax.broken_barh([(x0, w)], (y - height / 2 + shrink / 2, height - shrink),
+                               facecolors=FRAME if name == "token" else colors.get(name, "#7f7f7f"),
+                               edgecolor="none")
+    for lo, hi in gaps:
+        if hi > t0 and lo < t1 and hi > lo:
+            x0, x1 = (max(lo, t0) - t0) / 1e3, (min(hi, t1) - t0) / 1e3
+            ax.axvspan(x0, x1, color="#ffdd57", alpha=0.35, zorder=0)
+            ax.annotate(f"gap {(hi - lo) / 1e3:.1f} µs", ((x0 + x1) / 2, len(tracks) - 0.45), ha="center",
+                        va="bottom", fontsize=8, color="#7a5c00")
+    ax.set_yticks(range(len(tracks)))
+    ax.set_yticklabels(tracks, fontsize=8)
+    ax.set_ylim(-0.6, len(tracks) + 0.1)
+    ax.invert_yaxis()
+    ax.set_xlim(0, span_us)
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, repeat: int | None = None,
+             size: tuple[float, float] = (12.0, 0.0), dpi: int = 110) -> Path:
+    """One panel per run, stacked, on the same time scale (µs from each panel's window start)."""
+    wins = [window(r, tokens, repeat) for r in runs]
+    span_us = max((t1 - t0) / 1e3 for _, t0, t1, _ in wins)
+    names = [str(n) for r in runs for n in r.events["name"].unique()]
+    colors = _colors(names)
+    rows = [len(_tracks(_in_window(r.events, *w[:3]))) for r, w in zip(runs, wins)]
+    height = size[1] or 1.2 + sum(0.45 * n + 0.6 for n in rows)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(size[0], height), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
+    for ax, run, (rep, t0, t1, gaps) in zip(axes[:, 0], runs, wins):
+        m = run.meta
+        device = (m.get("device") or {}).get("name")
+        title = f"{m.get('config_label')}  ·  {m.get('preset')}  ·  {device}  ·  repeat {rep}"
+        draw(ax, run, rep, t0, t1, gaps, span_us, colors, title)
+    axes[-1, 0].set_xlabel("time (µs)")
+    drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
+    used = sorted(drawn - {"token"})
+    handles = [Patch(color=colors.get(n, "#7f7f7f"), label=n) for n in used]
+    gap_label = "between tokens' compute (device idle but for input copies)"
+    handles.append(Patch(color="#ffdd57", alpha=0.35, label=gap_label))
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.012 * (len(handles) // 8), 1, 1))
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return Path(out)
