@@ -30,7 +30,10 @@ def parse(side: str) -> tuple[str | None, str]:
     """``rev=abc,config=optimized`` -> ("abc", "config=optimized"); ``config=...`` -> (None, ...)."""
     parts = [p.strip() for p in side.split(",") if p.strip()]
     rev = next((p.split("=", 1)[1] for p in parts if p.startswith("rev=")), None)
-    rest = ",".join(p for p in parts if not p.startswith("rev=")) or "config=baseline"
+    rest_parts = [p for p in parts if not p.startswith("rev=")]
+    if not rest_parts or ("=" in rest_parts[0] and not rest_parts[0].startswith("config=")):
+        rest_parts.insert(0, "config=baseline")  # switches alone apply to the baseline
+    rest = ",".join(rest_parts)
     if rev is not None and not rev:
         raise AbError(f"side {side!r}: rev= needs a git revision")
     cfg.parse_side(rest)  # validate now, before any work

@@ -210,14 +210,34 @@ def _token_range(text: str | None) -> tuple[int, int] | None:
         raise UsageError(f"--tokens {text!r}: expected A:B, e.g. 5:7") from None
 
 
+PLOT_DPI = 100
+
+
+def _size(text: str | None) -> tuple[float, float] | None:
+    """``1200x600`` (pixels) -> inches at PLOT_DPI."""
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1200x600") from None
+    if w < 100 or h < 100:
+        raise UsageError(f"--size {text!r}: at least 100x100 pixels")
+    return w / PLOT_DPI, h / PLOT_DPI
+
+
 @command("plot")
 def cmd_plot(args: argparse.Namespace) -> int:
     from perfreview.plots import charts, timeline
 
+    if args.plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"{args.plot_out}: use a .png, .svg or .pdf file name")
+    size = _size(args.size)
     if args.what == "timeline":
-        out = timeline.timeline(_load(args.inputs), args.plot_out, _token_range(args.tokens), args.repeat)
+        out = timeline.timeline(_load(args.inputs), args.plot_out, _token_range(args.tokens), args.repeat,
+                                size=size, dpi=PLOT_DPI)
     elif args.what == "latency":
-        out = charts.latency(_load(args.inputs), args.plot_out)
+        out = charts.latency(_load(args.inputs), args.plot_out, size=size, dpi=PLOT_DPI)
     else:
         if len(args.inputs) != 1:
             raise UsageError("plot deltas takes one review JSON (written by compare/ab --out)")
@@ -227,7 +247,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             rows = payload["rows"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{path}: not a perfreview review JSON ({type(exc).__name__})") from None
-        out = charts.deltas(rows, args.plot_out, theta=payload.get("noise_threshold"))
+        out = charts.deltas(rows, args.plot_out, theta=payload.get("noise_threshold"), size=size, dpi=PLOT_DPI)
     _emit(args, {"plot": str(out)}, f"plot: {out}")
     return 0
 
@@ -293,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="plot_out", type=Path, required=True, help=".png or .svg")
     p.add_argument("--tokens", help="decode tokens A:B to draw (default: zoom on one token boundary)")
     p.add_argument("--repeat", type=int, help="which repeat (default: the middle one)")
+    p.add_argument("--size", help="WIDTHxHEIGHT in pixels (default: sized to the content)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="export a run")

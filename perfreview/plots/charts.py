@@ -19,7 +19,7 @@ VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#
 
 
 def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | None = None,
-           dpi: int = 110) -> Path:
+           dpi: int = 110, size: tuple[float, float] | None = None) -> Path:
     """Horizontal bars of % change (B/A - 1) with 95% interval whiskers, coloured by verdict,
     sorted by impact (headline figures first). ``rows`` are compare's JSON rows."""
     usable = [r for r in rows if r.get("ratio") is not None and r.get("ci_low") is not None]
@@ -34,7 +34,7 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | 
     lo = np.array([(r["ci_low"] - 1) * 100 for r in chosen])
     hi = np.array([(r["ci_high"] - 1) * 100 for r in chosen])
     y = np.arange(len(chosen))
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(chosen)))
+    fig, ax = plt.subplots(figsize=size or (9, 1.2 + 0.32 * len(chosen)))
     ax.barh(y, change, color=[VERDICT_COLORS.get(r["verdict"], "#7f7f7f") for r in chosen], alpha=0.85)
     ax.errorbar(change, y, xerr=[change - lo, hi - change], fmt="none", ecolor="black", capsize=3, lw=1)
     if theta:
@@ -53,7 +53,8 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | 
     return Path(out)
 
 
-def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: int = 110) -> Path:
+def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: int = 110,
+            size: tuple[float, float] | None = None) -> Path:
     """Distribution of decode token latency (host wall time per token, ms) per run, medians marked."""
     data, names = [], []
     for i, run in enumerate(runs):
@@ -63,11 +64,11 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
             raise ValueError(f"{run.path}: no decode tokens")
         data.append(d)
         names.append(labels[i] if labels else str(run.meta.get("config_label", run.id)))
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(runs)))
-    parts = ax.violinplot(data, vert=False, showextrema=False)
+    fig, ax = plt.subplots(figsize=size or (8, 1.6 + 0.9 * len(runs)))
+    parts = ax.violinplot(data, orientation="horizontal", showextrema=False)
     for body in parts["bodies"]:
         body.set_alpha(0.35)
-    ax.boxplot(data, vert=False, widths=0.15, showfliers=False)
+    ax.boxplot(data, orientation="horizontal", widths=0.15, showfliers=False)
     for i, d in enumerate(data, start=1):
         med = float(np.median(d))
         ax.plot([med], [i], "o", color="black", ms=4)

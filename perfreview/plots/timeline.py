@@ -99,15 +99,15 @@ def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, gaps: list, span_us
 
 
 def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, repeat: int | None = None,
-             size: tuple[float, float] = (12.0, 0.0), dpi: int = 110) -> Path:
+             size: tuple[float, float] | None = None, dpi: int = 110) -> Path:
     """One panel per run, stacked, on the same time scale (µs from each panel's window start)."""
     wins = [window(r, tokens, repeat) for r in runs]
     span_us = max((t1 - t0) / 1e3 for _, t0, t1, _ in wins)
     names = [str(n) for r in runs for n in r.events["name"].unique()]
     colors = _colors(names)
     rows = [len(_tracks(_in_window(r.events, *w[:3]))) for r, w in zip(runs, wins)]
-    height = size[1] or 1.2 + sum(0.45 * n + 0.6 for n in rows)
-    fig, axes = plt.subplots(len(runs), 1, figsize=(size[0], height), sharex=True, squeeze=False,
+    figsize = size or (12.0, 1.2 + sum(0.45 * n + 0.6 for n in rows))
+    fig, axes = plt.subplots(len(runs), 1, figsize=figsize, sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
     for ax, run, (rep, t0, t1, gaps) in zip(axes[:, 0], runs, wins):
         m = run.meta

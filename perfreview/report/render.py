@@ -29,7 +29,7 @@ def num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def decimals_for(half_width: float, sig: int = 2) -> int:
+def decimals_for(half_width: float, sig: int = 1) -> int:
     """Decimals that keep ``sig`` significant digits of an interval's half-width (>= 0)."""
     if not half_width or not math.isfinite(half_width) or half_width <= 0:
         return 2
@@ -57,7 +57,7 @@ def pct_ci(ratio: float, low: float, high: float) -> str:
     """``+1.4% [+0.9, +1.9]``, decimals from the interval's width."""
     if not all(map(_finite, (ratio, low, high))):
         return "n/a"
-    d = min(2, decimals_for((high - low) * 50, sig=2))
+    d = min(2, decimals_for((high - low) * 50))
     return f"{(ratio - 1) * 100:+.{d}f}% [{(low - 1) * 100:+.{d}f}, {(high - 1) * 100:+.{d}f}]"
 
 

@@ -92,6 +92,7 @@ def conclusion(rows: list[dict[str, Any]], theta: float, a: str, b: str) -> str:
     sig = [r for r in rows if r["verdict"] in (stats.IMPROVED, stats.REGRESSED)]
     if tps is None:
         return "No throughput figure could be compared."
+    a, b = render.md(a), render.md(b)
     head = f"{b} vs {a}: decode throughput {render.pct_ci(tps['ratio'], tps['ci_low'], tps['ci_high'])}"
     if tps["verdict"] == stats.IMPROVED:
         text = f"{head}, a real speedup (outside the ±{theta:.1%} noise threshold, q = {tps['q']:.2g})."
@@ -107,7 +108,8 @@ def conclusion(rows: list[dict[str, Any]], theta: float, a: str, b: str) -> str:
     if others:
         top = sorted(others, key=lambda r: -r["impact"])[:3]
         text += " Real changes elsewhere: " + "; ".join(
-            f"{r['name']}{' (' + r['metric'] + ')' if r['metric'] else ''} {render.pct(r['ratio'])}" for r in top) + "."
+            f"{render.md(r['name'])}{' (' + r['metric'] + ')' if r['metric'] else ''} {render.pct(r['ratio'])}"
+            for r in top) + "."
     else:
         text += " No function changed beyond noise."
     return text

@@ -1,0 +1,82 @@
+"""compare / ab / report / list from the command line, with --json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from perfreview.cli import main
+
+
+def test_compare_json_contract(cpu_runs, capsys, tmp_path):
+    md = tmp_path / "r.md"
+    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--out", str(md),
+                 "--no-plots", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["report"] == str(md) and md.is_file()
+    assert obj["noise_threshold"] == pytest.approx(0.005)
+    kinds = {r["kind"] for r in obj["rows"]}
+    assert kinds == {"headline", "function"}
+    for r in obj["rows"]:
+        assert {"name", "kind", "a", "b", "ratio", "ci_low", "ci_high", "verdict"} <= set(r)
+        assert r["verdict"] in ("improved", "regressed", "no change", "inconclusive")
+
+
+def test_compare_from_store_by_label(cpu_runs, capsys):
+    root = str(cpu_runs["root"])
+    assert main(["compare", "--a", "config_label=baseline", "--b", "config_label=optimized", "--runs-dir", root,
+                 "--no-plots", "--json", "--force"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["a"]) >= 2 and len(obj["b"]) == 1  # every stored baseline run of that label is pooled
+
+
+def test_noise_from_aa_pair(cpu_runs, capsys):
+    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--noise-from",
+                 str(cpu_runs["aa1"]), str(cpu_runs["aa2"]), "--json", "--no-plots"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["noise_threshold"] >= 0.005 and "A/A" in obj["noise_source"] or "default" in obj["noise_source"]
+
+
+def test_mismatch_refused_on_command_line(cpu_runs, tmp_path, capsys):
+    assert main(["run", "--tokens", "5", "--repeats", "2", "--device", "cpu", "--prompt-tokens", "2",
+                 "--out", str(tmp_path), "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)["run"]
+    assert main(["compare", str(cpu_runs["baseline"]), other, "--no-plots"]) == 2
+    assert "differ in tokens" in capsys.readouterr().err
+
+
+def test_ab_configs_end_to_end(tmp_path, capsys):
+    md = tmp_path / "review.md"
+    assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=3000", "--tokens", "4",
+                 "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                 "--out", str(md), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    tps = next(r for r in obj["rows"] if r["name"] == "tokens_per_s")
+    assert tps["verdict"] == "regressed" and tps["ci_high"] < 1
+    assert "regressed" in md.read_text()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_ab_two_revisions(tmp_path, capsys):
+    from runner.session import PROJECT_ROOT
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout with commits")
+    assert main(["ab", "--a", "rev=HEAD", "--b", "rev=HEAD,inject_delay_us=0", "--tokens", "3", "--repeats", "2",
+                 "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--json",
+                 "--no-plots"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["a"]) == 2 and len(obj["b"]) == 2  # two blocks per side, alternating
+
+
+def test_report_and_list(cpu_runs, tmp_path, capsys):
+    out = tmp_path / "run.md"
+    assert main(["report", str(cpu_runs["functions"]), "--out", str(out)]) == 0
+    assert "## Run report" in out.read_text() and (tmp_path / "run_timeline.png").is_file()
+    capsys.readouterr()
+    assert main(["list", "--out", str(cpu_runs["root"]), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) >= 5

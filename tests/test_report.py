@@ -1,0 +1,69 @@
+"""Markdown: renders, tables keep their column count with hostile names, digits follow intervals."""
+
+from __future__ import annotations
+
+from markdown_it import MarkdownIt
+
+from perfreview.compare.compare import compare
+from perfreview.report import render, review
+from perfreview.trace import runs
+from synthetic import make_run
+
+HOSTILE = {"ffn": "void k<float, 4>(T*) | `x` <b>", "sample": "std::vector<std::pair<int,int>>::at|*_"}
+
+
+def table_rows(md: str):
+    """(header cells, [row cells]) of every table in the rendered HTML, via markdown-it tokens."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    tables, current, row = [], None, None
+    for t in tokens:
+        if t.type == "table_open":
+            current = []
+        elif t.type == "tr_open":
+            row = 0
+        elif t.type in ("th_open", "td_open"):
+            row += 1
+        elif t.type == "tr_close":
+            current.append(row)
+        elif t.type == "table_close":
+            tables.append(current)
+    return tables
+
+
+def test_review_renders_with_hostile_names(tmp_path):
+    a = runs.read_run(make_run(tmp_path, "a", seed=1, names=HOSTILE))
+    b = runs.read_run(make_run(tmp_path, "b", seed=2, names=HOSTILE, scale={"ffn": 1.05}))
+    cmp = compare([a], [b])
+    md = review.review_markdown(cmp, [a], [b], {"timeline": "t.png"})
+    for section in ("### Overview", "### Key findings", "### Throughput", "### Per-function deltas",
+                    "### The gap between tokens", "### Methodology", "### Environment"):
+        assert section in md
+    tables = table_rows(md)
+    assert len(tables) >= 5
+    for cells in tables:
+        assert len(set(cells)) == 1, cells  # every row has the header's column count
+    html = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<b>" not in html  # names are text, not markup
+    assert "regressed" in md and "void k" in md
+
+
+def test_digits_follow_the_interval():
+    assert render.with_ci(12.4137, 12.35, 12.48) == "12.41 [12.35, 12.48]"
+    assert render.with_ci(12.4137, 11.0, 14.0) == "12 [11, 14]"
+    assert render.pct_ci(1.0143, 1.009, 1.019) == "+1.4% [+0.9, +1.9]"
+    row = {"a": 0.063, "b": 0.0631, "ratio": 1.0016, "ci_low": 0.996, "ci_high": 1.004, "verdict": "no change"}
+    assert review.change(row) == "within ±0.4%"
+
+
+def test_md_escapes_table_breakers():
+    assert "|" not in render.md("a|b").replace("\\|", "")
+    assert render.md("`x`") == "\\`x\\`"
+    assert render.md("<T>") == "\\<T\\>"
+
+
+def test_run_report_renders(cpu_runs, tmp_path):
+    run = runs.read_run(cpu_runs["functions"])
+    md = review.run_markdown(run)
+    assert "### Functions" in md and "attention" in md
+    for cells in table_rows(md):
+        assert len(set(cells)) == 1
