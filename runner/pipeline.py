@@ -7,6 +7,8 @@ synchronises. The switches change how that is scheduled, never the arithmetic:
 * baseline: pageable host buffers, every copy followed by a stream synchronize, one stream.
 * ``async_copies``: pinned staging buffers, async copies on the compute stream, one sync a token.
 * ``qkv_streams``: Q, K, V projections forked onto three streams and joined with events.
+* ``own_kernels``: our fused kernels (runner/kernels/decode.cu) instead of cuBLAS + CuPy ops.
+* ``cuda_graph``: the token's launches captured once as a CUDA graph, replayed every token.
 * ``inject_delay_us``: a busy wait of N us on the device every token.
 """
 
@@ -57,6 +59,14 @@ class Pipeline:
         self.d_tok, self.d_pos, self.d_slot = (xp.zeros((1,), dtype=np.int32) for _ in range(3))
         self.d_mask = xp.zeros((p.max_ctx,), dtype=np.float32)
         self.logits = None
+        self.own = None
+        self.graph = None
+        self.captures = 0
+        if switches.get("own_kernels") or switches.get("cuda_graph"):
+            from runner.own_kernels import OwnForward
+
+            self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
+                                  self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot)
         device.synchronize_all()
 
     def reset(self) -> None:
@@ -75,9 +85,19 @@ class Pipeline:
             self._copy_inputs(token, pos, n_ctx)
             rec.mark("compute_start", s)
             with dev.use(s):
-                logits = self._forward(n_ctx)
-                with rec.span("sample", s):
-                    d_next = logits.argmax()
+                if self.own is None:
+                    logits = self._forward(n_ctx)
+                    with rec.span("sample", s):
+                        d_next = logits.argmax()
+                elif self.sw.get("cuda_graph"):
+                    if self.graph is None:
+                        self._capture()
+                    with rec.span("graph_launch"):
+                        self.graph.launch(s)
+                    logits, d_next = self.own.logits, self.own.next_id
+                else:
+                    self._forward_own()
+                    logits, d_next = self.own.logits, self.own.next_id
             self.logits = logits if keep_logits else None
             with rec.span("output_copy", s):
                 with rec.span("memcpy_d2h", nbytes=8, copy_kind="DtoH", mem_kind=self.out_kind):
@@ -146,30 +166,83 @@ class Pipeline:
                 logits = logits * act(self.lm_scale)
         return logits[0]
 
+    def _capture(self) -> None:
+        """Capture one token's launches on the (non-blocking) compute stream; replayed from then
+        on. Lengths come from device memory, so one capture serves every position."""
+        rec, s = self.rec, self.main
+        saved, rec.gpu_functions = rec.gpu_functions, False  # no timing events inside the graph
+        s.begin_capture()
+        try:
+            self._forward_own()
+        finally:
+            self.graph = s.end_capture()
+            rec.gpu_functions = saved
+        self.graph.upload(s)
+        self.captures += 1
+
+    def _forward_own(self) -> None:
+        rec, s, own = self.rec, self.main, self.own
+        with rec.span("embedding", s):
+            own.embed()
+        delay = int(self.sw.get("inject_delay_us") or 0)
+        if delay:
+            with rec.span("inject_delay", s):
+                own.spin(delay)
+        for li, layer in enumerate(self.layers):
+            with rec.span("rmsnorm", s):
+                own.rmsnorm(layer["attn_norm"])
+            if self.qkv_streams:
+                with rec.span("qkv"):
+                    self._fork_join(lambda name, which: own.proj(which, layer))
+            else:
+                with rec.span("qkv", s):
+                    own.qkv(layer)
+            with rec.span("rope_kv_write", s):
+                own.rope_kv(li)
+            with rec.span("attention", s):
+                own.attention(li)
+            with rec.span("o_proj", s):
+                own.o_proj(layer)
+            with rec.span("rmsnorm", s):
+                own.rmsnorm(layer["ffn_norm"])
+            with rec.span("ffn", s):
+                own.ffn(layer)
+        with rec.span("rmsnorm", s):
+            own.rmsnorm(self.w["final_norm"])
+        with rec.span("lm_head", s):
+            own.lm_head()
+        with rec.span("sample", s):
+            own.sample()
+
+    def _fork_join(self, launch: Any) -> list[Any]:
+        """PR 16991's pattern: fork Q, K, V onto three streams with an event, join with three."""
+        dev, rec = self.dev, self.rec
+        dev.record(self.fork, self.main)
+        outs = []
+        for (name, which), st, join in zip((("q_proj", "wq"), ("k_proj", "wk"), ("v_proj", "wv")),
+                                           self.side, self.joins):
+            dev.wait(st, self.fork)
+            with dev.use(st), rec.span(name, st):
+                outs.append(launch(name, which))
+            dev.record(join, st)
+        for join in self.joins:
+            dev.wait(self.main, join)
+        return outs
+
     def _rmsnorm(self, x: Any, gain: Any) -> Any:
         inv = 1.0 / self.xp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.p.norm_eps)
         return (x * inv * gain.astype(np.float32)).astype(self.act)
 
     def _qkv(self, hn: Any, layer: dict) -> tuple[Any, Any, Any]:
-        dev = self.dev
         names = ("q_proj", "k_proj", "v_proj")
         mats = (layer["wq"], layer["wk"], layer["wv"])
         if not self.qkv_streams:
-            return tuple(self._proj(n, hn, w, self.main) for n, w in zip(names, mats))
-        dev.record(self.fork, self.main)
-        outs = []
-        for name, w, st, join in zip(names, mats, self.side, self.joins):
-            dev.wait(st, self.fork)
-            with dev.use(st):
-                outs.append(self._proj(name, hn, w, st))
-            dev.record(join, st)
-        for join in self.joins:
-            dev.wait(self.main, join)
-        return tuple(outs)
-
-    def _proj(self, name: str, hn: Any, w: Any, stream: Any) -> Any:
-        with self.rec.span(name, stream):
-            return hn @ w.T
+            outs = []
+            for name, w in zip(names, mats):
+                with self.rec.span(name, self.main):
+                    outs.append(hn @ w.T)
+            return tuple(outs)
+        return tuple(self._fork_join(lambda name, which: hn @ layer[which].T))
 
     def _rope(self, x: Any, cos: Any, sin: Any) -> Any:
         half = self.p.head_dim // 2

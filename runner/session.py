@@ -157,7 +157,11 @@ def git_info(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        commit, dirty = "", False
+    if not commit and os.environ.get("PERFREVIEW_GIT_COMMIT"):
+        # A copy of the tree without .git (e.g. a remote GPU machine): the caller says which commit.
+        return {"commit": os.environ["PERFREVIEW_GIT_COMMIT"],
+                "dirty": os.environ.get("PERFREVIEW_GIT_DIRTY", "0") == "1", "from": "PERFREVIEW_GIT_COMMIT"}
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
@@ -170,6 +174,9 @@ def base_meta(session: Session, spec: RunSpec, run_id: str) -> dict[str, Any]:
     elif dev.energy_mj() is None:
         not_measured.append({"what": "energy", "why": dev._nvml.why or "NVML energy counter unavailable"})
     ignored = cfg.not_in_effect(spec.config, gpu)
+    if gpu and spec.timing == "functions" and cfg.effective(spec.config, gpu).get("cuda_graph"):
+        not_measured.append({"what": "GPU time per function", "why": "cuda_graph: the token is one graph "
+                             "launch; events inside a replayed graph are overwritten each token"})
     return {
         "schema_version": 1,
         "tool": "perfreview",
@@ -239,5 +246,6 @@ def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | Non
         meta["prompt"] = prompt
         meta["generated"] = side["generated"]
         meta["interleaved_with"] = [s["id"] for s in sides if s is not side]
+        meta["graph_captures"] = side["pipe"].captures
         results.append(RunResult(side["id"], side["rows"], meta, side["generated"]))
     return results

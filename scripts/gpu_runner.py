@@ -1,9 +1,10 @@
 """GPU task for the runner (issue 2), in one device call:
 
-1. correctness: every config vs the float64 reference (teacher forced) and vs each other;
+1. correctness: every config vs the float64 reference (teacher forced) and vs each other
+   (tiny, 1b and 8b; 8b's float64 reference runs through CuPy, 64 GB would not fit the host);
 2. a device-to-device copy bandwidth measurement (the roofline's ceiling);
-3. runs of baseline, optimized and each switch alone (interleaved), plus the instrumentation
-   cost (tokens vs functions timing level);
+3. runs of baseline, each switch alone, optimized and a 100 µs injected delay (interleaved), plus
+   functions-level runs (instrumentation cost, and GPU time per function: where the time goes);
 4. a table with t/s, sync gap, syncs/copies per token and the bytes-per-token roofline.
 
 Writes markdown + JSON under --out (and the runs under --out/runs). Prints the table last.
@@ -47,54 +48,29 @@ def copy_bandwidth_gbs(cp, nbytes: int = 2 << 30, reps: int = 20) -> float:
     return 2 * a.nbytes / float(np.median(times)) / 1e9
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="1b")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--check-steps", type=int, default=24)
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"preset": args.preset}
+ALONE = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
 
-    t0 = time.time()
-    session = Session(args.preset, "cuda", seed=0)
-    cp = session.device.cp
-    report["device"] = session.device.info()
-    print("device:", report["device"], flush=True)
 
-    singles = [cfg.resolve("baseline", {k: "on"}) for k in ("async_copies", "qkv_streams")]
-    delay = cfg.resolve("baseline", {"inject_delay_us": "100"})
-    configs = [cfg.resolve("baseline"), cfg.resolve("optimized"), *singles, delay]
+def configs_for_table() -> list[cfg.Config]:
+    return [cfg.resolve("baseline"), *(cfg.resolve("baseline", {k: "on"}) for k in ALONE), cfg.resolve("optimized"),
+            cfg.resolve("baseline", {"inject_delay_us": "100"})]
 
-    # 1. correctness (tiny too: a cheap sanity line)
-    for preset in dict.fromkeys(["tiny", args.preset]):
-        sess = session if preset == args.preset else Session(preset, "cuda", seed=0)
-        res = check_configs(sess, configs, n_steps=args.check_steps, n_generate=32, prompt_tokens=8)
-        report[f"check_{preset}"] = res
-        print(f"check {preset}: ok={res['ok']} same_tokens={res['same_tokens']} "
-              + ", ".join(f"{k}: err/std={v['max_err_over_std']:.2e} rel_l2={v['rel_l2']:.2e}"
-                          for k, v in res["configs"].items()), flush=True)
-    print(f"[{time.time() - t0:.0f}s] checks done", flush=True)
 
-    # 2. copy bandwidth
-    bw = copy_bandwidth_gbs(cp)
-    report["copy_bandwidth_gbs"] = bw
-    print(f"device copy bandwidth: {bw:.0f} GB/s", flush=True)
+def check(preset: str, session: Session | None, steps: int, report: dict) -> bool:
+    sess = session or Session(preset, "cuda", seed=0)
+    xp = sess.device.cp if preset == "8b" else None  # 8b: float64 weights would be 64 GB on the host
+    res = check_configs(sess, configs_for_table(), n_steps=steps, n_generate=32, prompt_tokens=8, ref_xp=xp)
+    report[f"check_{preset}"] = {k: v for k, v in res.items()}
+    print(f"check {preset}: ok={res['ok']} same_tokens(within kernel family)={res['same_tokens']}", flush=True)
+    for k, v in res["configs"].items():
+        print(f"   {k}: ok={v['ok']} max_err/std={v['max_err_over_std']:.2e} rel_l2={v['rel_l2']:.2e} "
+              f"decisive={v['decisive_steps']}/{v['steps']} agree_with_baseline={res['agreement_with_first'][k]:.0%}",
+              flush=True)
+    return res["ok"]
 
-    # 3. runs: all configs interleaved at the tokens level; baseline+optimized at functions level
-    spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=args.repeats, device="cuda",
-                   timing="tokens", build="gpu_runner")
-    runs_dir = args.out / "runs"
-    stored = measure.measure(spec, configs, runs_dir, session)
-    spec_f = RunSpec(**{**spec.__dict__, "timing": "functions"})
-    stored += measure.measure(spec_f, [cfg.resolve("baseline"), cfg.resolve("optimized")], runs_dir, session)
-    print(f"[{time.time() - t0:.0f}s] runs done", flush=True)
 
-    # 4. table
-    preset = session.preset
-    n_ctx = args.tokens // 2 + 16  # mean context over the decode
+def table_rows(stored, preset, bw: float, tokens: int) -> list[dict]:
+    n_ctx = tokens // 2 + 16  # mean context over the decode
     bytes_per_token = preset.weight_bytes_per_token() + preset.kv_bytes_per_token(n_ctx)
     rows = []
     for s in stored:
@@ -105,40 +81,99 @@ def main() -> int:
         energy = [h["energy_j_per_token"] for h in s.headlines if h["energy_j_per_token"] is not None]
         achieved = bytes_per_token * np.median(tps) / 1e9
         rows.append({
-            "config": s.meta["config_label"], "timing": s.meta["timing"],
-            "tps_median": float(np.median(tps)), "tps_mean": float(tps.mean()), "tps_std": float(tps.std(ddof=1)),
+            "preset": s.meta["preset"], "config": s.meta["config_label"], "timing": s.meta["timing"],
+            "tps_median": float(np.median(tps)), "tps_mean": float(tps.mean()),
+            "tps_std": float(tps.std(ddof=1)) if len(tps) > 1 else 0.0,
             "sync_gap_us": float(gap), "syncs_per_token": float(counts["syncs"]),
             "copies_per_token": float(counts["copies"]),
             "energy_j_per_token": float(np.median(energy)) if energy else None,
-            "achieved_gbs": achieved, "fraction_of_copy_bw": achieved / bw,
-            "sm_clock_mhz": [r.get("sm_clock_mhz") for r in s.meta["per_repeat"]],
-            "run": s.path.name,
+            "bytes_per_token": bytes_per_token, "achieved_gbs": achieved, "fraction_of_copy_bw": achieved / bw,
+            "graph_captures": s.meta.get("graph_captures"),
+            "sm_clock_mhz": [r.get("sm_clock_mhz") for r in s.meta["per_repeat"]], "run": s.path.name,
         })
+    return rows
+
+
+def per_function_gpu(stored) -> list[dict]:
+    """GPU time per token per function (functions-level runs): where the time goes."""
+    from perfreview.analysis import functions
+
+    out = []
+    for s in stored:
+        summ = functions.summary(functions.per_token(runs.read_run(s.path).events))
+        for r in summ.itertuples():
+            out.append({"config": s.meta["config_label"], "preset": s.meta["preset"], "name": r.name,
+                        "gpu_us_per_token": None if np.isnan(r.gpu_median_ns) else r.gpu_median_ns / 1e3,
+                        "host_us_per_token": r.median_ns / 1e3, "calls": r.calls_per_token})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="1b,8b")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", default="1b=5,8b=3")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--check-steps", type=int, default=24)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    repeats = dict(item.split("=") for item in args.repeats.split(","))
+    report: dict = {"tokens": args.tokens}
+    t0 = time.time()
+    ok = check("tiny", None, args.check_steps, report)
+    bw = None
+    rows, fn_rows = [], []
+    for preset_name in args.presets.split(","):
+        session = Session(preset_name, "cuda", seed=0)
+        cp = session.device.cp
+        report["device"] = session.device.info()
+        ok &= check(preset_name, session, args.check_steps if preset_name != "8b" else 12, report)
+        print(f"[{time.time() - t0:.0f}s] {preset_name} checks done", flush=True)
+        if bw is None:
+            bw = copy_bandwidth_gbs(cp)
+            report["copy_bandwidth_gbs"] = bw
+        spec = RunSpec(preset=preset_name, tokens=args.tokens, repeats=int(repeats.get(preset_name, 3)),
+                       device="cuda", timing="tokens", build="gpu_runner")
+        stored = measure.measure(spec, configs_for_table(), args.out / "runs", session)
+        rows += table_rows(stored, session.preset, bw, args.tokens)
+        # instrumentation cost, and where the time goes per function (event pairs)
+        spec_f = RunSpec(**{**spec.__dict__, "timing": "functions"})
+        fconfigs = [cfg.resolve("baseline"), cfg.resolve("baseline", {"own_kernels": "on"}), cfg.resolve("optimized")]
+        fstored = measure.measure(spec_f, fconfigs, args.out / "runs", session)
+        rows += table_rows(fstored, session.preset, bw, args.tokens)
+        fn_rows += per_function_gpu(fstored[:2])
+        print(f"[{time.time() - t0:.0f}s] {preset_name} runs done", flush=True)
+        del session, cp
     report["rows"] = rows
-    report["bytes_per_token"] = bytes_per_token
-    report["generated_first"] = stored[0].meta["generated"]
+    report["functions"] = fn_rows
     report["git"] = stored[0].meta["git"]
     (args.out / "gpu_runner.json").write_text(json.dumps(report, indent=1, default=str))
+    dev = report["device"]
     lines = [
-        f"device: {report['device'].get('name')}, driver {report['device'].get('driver')}, "
-        f"CUDA runtime {report['device'].get('cuda_runtime')}, CuPy {report['device'].get('cupy')}",
-        f"commit: {report['git']}",
-        f"preset {args.preset}: {bytes_per_token / 1e9:.3f} GB read per token (weights + KV at ctx {n_ctx}); "
-        f"device copy {bw:.0f} GB/s -> roofline {bw * 1e9 / bytes_per_token:.0f} t/s",
+        f"device: {dev.get('name')}, driver {dev.get('driver')}, CUDA runtime {dev.get('cuda_runtime')}, "
+        f"CuPy {dev.get('cupy')}; commit {report['git']}",
+        f"device copy bandwidth {bw:.0f} GB/s (bytes read + written); tg{args.tokens} after a 16-token prompt",
         "",
-        "| config | timing | t/s median | t/s mean ± std | sync gap µs (median) | syncs/token | copies/token "
-        "| J/token | GB/s achieved | of copy BW |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| preset | config | timing | t/s median | t/s mean ± std | sync gap µs | syncs/tok | copies/tok "
+        "| J/token | GB/token | GB/s | of copy BW |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         e = f"{r['energy_j_per_token']:.3f}" if r["energy_j_per_token"] is not None else "n/a"
-        lines.append(f"| {r['config']} | {r['timing']} | {r['tps_median']:.2f} | {r['tps_mean']:.2f} ± "
-                     f"{r['tps_std']:.2f} | {r['sync_gap_us']:.1f} | {r['syncs_per_token']:.0f} | "
-                     f"{r['copies_per_token']:.0f} | {e} | {r['achieved_gbs']:.0f} | {r['fraction_of_copy_bw']:.1%} |")
+        lines.append(f"| {r['preset']} | {r['config']} | {r['timing']} | {r['tps_median']:.1f} | {r['tps_mean']:.1f} ± "
+                     f"{r['tps_std']:.1f} | {r['sync_gap_us']:.1f} | {r['syncs_per_token']:.0f} | "
+                     f"{r['copies_per_token']:.0f} | {e} | {r['bytes_per_token'] / 1e9:.3f} | "
+                     f"{r['achieved_gbs']:.0f} | {r['fraction_of_copy_bw']:.1%} |")
+    lines += ["", "GPU time per decode token by function (functions-level runs, CUDA event pairs):", "",
+              "| preset | config | function | calls/token | GPU µs/token | host µs/token |",
+              "| --- | --- | --- | ---: | ---: | ---: |"]
+    for r in fn_rows:
+        g = "n/a" if r["gpu_us_per_token"] is None else f"{r['gpu_us_per_token']:.1f}"
+        lines.append(f"| {r['preset']} | {r['config']} | {r['name']} | {r['calls']:.0f} | {g} | "
+                     f"{r['host_us_per_token']:.1f} |")
     text = "\n".join(lines)
     (args.out / "gpu_runner.md").write_text(text + "\n")
     print(text)
-    ok = all(report[k]["ok"] for k in report if k.startswith("check_"))
     print("CORRECTNESS", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -1,0 +1,163 @@
+"""Our own decode kernels (runner/kernels/decode.cu) and the forward pass built from them.
+
+Every buffer is allocated once and every per-token length is read from device memory, so the
+whole token can be captured as one CUDA graph and replayed (``cuda_graph``); without the graph the
+same launches run eagerly (``own_kernels``), so the kernels' gain and the graph's can be told
+apart. Below the GPU code: NumPy versions of the kernels' algorithms (split attention, fused
+SwiGLU, argmax tie rule) that the CPU tests check against the plain math.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
+CHUNK = 256  # attention positions per split (decode.cu's CHUNK)
+ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
+
+
+class OwnForward:
+    """Preallocated buffers + launches for one token on the GPU."""
+
+    def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
+                 lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
+                 d_tok: Any, d_pos: Any, d_slot: Any) -> None:
+        p = preset
+        for n in (p.hidden, p.ffn):
+            if n % 8:
+                raise ValueError(f"own kernels need widths divisible by 8, got {n}")
+        if CHUNK % p.head_dim or p.head_dim // 2 > 1024:
+            raise ValueError(f"own kernels need head_dim dividing {CHUNK}, got {p.head_dim}")
+        self.cp, self.p, self.w, self.layers = cp, p, w, layers
+        self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
+        self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
+        self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
+        mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
+                 "attn_split", "attn_combine", "argmax", "spin_ns")
+        self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
+        f16, f32 = cp.float16, cp.float32
+        self.splits = -(-p.max_ctx // CHUNK)
+        self.x = cp.zeros(p.hidden, f32)
+        self.hn = cp.zeros(p.hidden, f16)
+        self.q = cp.zeros(p.hidden, f16)
+        self.kk = cp.zeros(p.kv_dim, f16)
+        self.v = cp.zeros(p.kv_dim, f16)
+        self.attn = cp.zeros(p.hidden, f16)
+        self.ff = cp.zeros(p.ffn, f16)
+        self.logits = cp.zeros(p.vocab, f16)
+        self.part_o = cp.zeros(p.n_heads * self.splits * p.head_dim, f32)
+        self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
+        self.next_id = cp.zeros(1, cp.int64)
+        self.attn_smem = 4 * (p.head_dim + CHUNK + 2 * (CHUNK // 32) + CHUNK)
+
+    # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
+    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
+        self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
+
+    def qkv(self, layer: dict[str, Any]) -> None:
+        p = self.p
+        rows = p.hidden + 2 * p.kv_dim
+        self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                           (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
+                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
+
+    def proj(self, which: str, layer: dict[str, Any]) -> None:
+        """One of q/k/v alone (the ``qkv_streams`` fork runs these on three streams)."""
+        p = self.p
+        out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
+        self._gemv(layer[which], self.hn, out, rows, p.hidden)
+
+    def embed(self) -> None:
+        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x,
+                                                                  np.int32(self.p.hidden)))
+
+    def rmsnorm(self, gain: Any) -> None:
+        self.k["rmsnorm"]((1,), (1024,), (self.x, gain, self.hn, np.int32(self.p.hidden),
+                                          np.float32(self.p.norm_eps)))
+
+    def rope_kv(self, li: int) -> None:
+        p = self.p
+        self.k["rope_kv"]((p.n_heads + p.n_kv_heads,), (p.head_dim // 2,),
+                          (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
+                           self.inv_freq, np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
+                           np.int32(p.max_ctx)))
+
+    def attention(self, li: int) -> None:
+        p = self.p
+        self.k["attn_split"]((p.n_heads, self.splits), (CHUNK,),
+                             (self.q, self.cache_k[li], self.cache_v[li], self.d_pos, self.part_o, self.part_ml,
+                              np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
+                              np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)),
+                             shared_mem=self.attn_smem)
+        self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
+                               (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim)))
+
+    def o_proj(self, layer: dict[str, Any]) -> None:
+        p = self.p
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
+
+    def ffn(self, layer: dict[str, Any]) -> None:
+        p = self.p
+        grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
+        self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
+
+    def lm_head(self) -> None:
+        p = self.p
+        self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
+
+    def sample(self) -> None:
+        self.k["argmax"]((1,), (1024,), (self.logits, np.int32(self.p.vocab), self.next_id))
+
+    def spin(self, us: int) -> None:
+        self.k["spin_ns"]((1,), (1,), (np.uint64(us * 1000),))
+
+
+# ---- NumPy versions of the kernels' algorithms (checked on the CPU, compared on the GPU) ------
+
+def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,
+                              chunk: int = CHUNK) -> np.ndarray:
+    """attn_split + attn_combine for one head: per-chunk max/sum/partial output, then the
+    log-sum-exp merge. q (d,), keys/vals (max_ctx, d); positions [0, n) are attended."""
+    d = q.shape[0]
+    ms, ls, os_ = [], [], []
+    for start in range(0, keys.shape[0], chunk):
+        end = min(n, start + chunk)
+        if start >= n:
+            ms.append(-np.inf)
+            ls.append(0.0)
+            os_.append(np.zeros(d))
+            continue
+        s = keys[start:end] @ q * d ** -0.5
+        m = s.max()
+        p = np.exp(s - m)
+        ms.append(m)
+        ls.append(p.sum())
+        os_.append(p @ vals[start:end])
+    ms_a = np.array(ms)
+    big = ms_a.max()
+    w = np.where(np.isfinite(ms_a), np.exp(ms_a - big), 0.0)
+    return (w[:, None] * np.array(os_)).sum(0) / (w * np.array(ls)).sum()
+
+
+def swiglu_reference(wg: np.ndarray, wu: np.ndarray, x: np.ndarray) -> np.ndarray:
+    g, u = wg @ x, wu @ x
+    return g / (1.0 + np.exp(-g)) * u
+
+
+def argmax_reference(x: np.ndarray, threads: int = 1024) -> int:
+    """The kernel's reduction: per-thread strided maxima, then (value, lowest index) merging."""
+    best = [(-np.inf, 2**31 - 1)] * threads
+    for i, v in enumerate(x):
+        t = i % threads
+        if v > best[t][0]:
+            best[t] = (v, i)
+    return min(best, key=lambda b: (-b[0], b[1]))[1]

@@ -1,0 +1,233 @@
+"""GPU task for our own kernels (issue 3), in one device call:
+
+1. every kernel against a float64 NumPy reference on fresh random inputs (outputs poisoned with
+   NaN first, so an unwritten element fails), relative error printed;
+2. GEMV bandwidth on the 1b and 8b shapes against a device copy measured in the same run
+   (weights rotated over > 200 MB so L2 does not serve them).
+
+Exits non-zero if a check fails. Writes gpu_kernels.json/.md under --out; prints the tables last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runner.own_kernels import CHUNK, OwnForward  # noqa: E402
+from runner.presets import get_preset  # noqa: E402
+from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
+
+TOL = 5e-3  # fp16 storage, fp32 accumulation: errors near 1e-3
+
+
+def rel(out, ref) -> float:
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    if not np.isfinite(out).all():
+        return float("inf")
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def make_forward(cp, preset):
+    """An OwnForward over random weights (fp16) for one layer, plus the host copies."""
+    rng = np.random.default_rng()
+    p = preset
+    h, kv, f = p.hidden, p.kv_dim, p.ffn
+
+    def mat(r, c, std):
+        return (rng.standard_normal((r, c)) * std).astype(np.float16)
+
+    host = {"wq": mat(h, h, h ** -0.5), "wk": mat(kv, h, h ** -0.5), "wv": mat(kv, h, h ** -0.5),
+            "wo": mat(h, h, h ** -0.5), "w_gate": mat(f, h, h ** -0.5), "w_up": mat(f, h, h ** -0.5),
+            "w_down": mat(h, f, f ** -0.5), "attn_norm": (1 + 0.1 * rng.standard_normal(h)).astype(np.float16)}
+    vocab = min(p.vocab, 32768)
+    emb = mat(vocab, h, 1.0)
+    layer = {k: cp.asarray(v) for k, v in host.items()}
+    w = {"embed": cp.asarray(emb), "lm_head": cp.asarray(emb), "final_norm": layer["attn_norm"]}
+    shape = (1, p.n_kv_heads, p.max_ctx, p.head_dim)
+    ck = cp.asarray(rng.standard_normal(shape).astype(np.float16))
+    cv = cp.asarray(rng.standard_normal(shape).astype(np.float16))
+    inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
+    toks = [cp.zeros(1, np.int32) for _ in range(3)]
+    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks)
+    return fw, host, emb, rng, vocab
+
+
+def check_kernels(cp, preset_name: str) -> list[dict]:
+    p = get_preset(preset_name)
+    fw, host, emb, rng, vocab = make_forward(cp, p)
+    fw.p = _with_vocab(p, vocab)
+    results = []
+
+    def record(name, err, extra=""):
+        results.append({"preset": preset_name, "kernel": name, "rel_err": err, "ok": err < TOL, "note": extra})
+
+    def poison(*arrs):
+        for a in arrs:
+            a.fill(np.nan) if a.dtype.kind == "f" else a.fill(-1)
+
+    h, kv, d = p.hidden, p.kv_dim, p.head_dim
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    x = rng.standard_normal(h).astype(np.float16)
+    fw.hn[...] = cp.asarray(x)
+    # gemv_qkv
+    poison(fw.q, fw.kk, fw.v)
+    fw.qkv({k: cp.asarray(v) for k, v in host.items()})
+    for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
+        record(name, rel(out.get(), f64(host[wname]) @ f64(x)))
+    # gemv (alone, scaled)
+    poison(fw.q)
+    fw._gemv(cp.asarray(host["wq"]), fw.hn, fw.q, h, h, 0.5)
+    record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
+    # gemv_swiglu + gemv_residual (down)
+    poison(fw.ff)
+    resid0 = rng.standard_normal(h).astype(np.float32)
+    fw.x[...] = cp.asarray(resid0)
+    layer = {k: cp.asarray(v) for k, v in host.items()}
+    fw.ffn(layer)
+    g, u = f64(host["w_gate"]) @ f64(x), f64(host["w_up"]) @ f64(x)
+    a = g / (1 + np.exp(-g)) * u
+    record("gemv_swiglu", rel(fw.ff.get(), a))
+    record("gemv_residual", rel(fw.x.get() - resid0, f64(host["w_down"]) @ f64(fw.ff.get())))
+    # rmsnorm
+    xr = rng.standard_normal(h).astype(np.float32) * 3
+    fw.x[...] = cp.asarray(xr)
+    poison(fw.hn)
+    fw.rmsnorm(layer["attn_norm"])
+    ref = f64(xr) / np.sqrt((f64(xr) ** 2).mean() + p.norm_eps) * f64(host["attn_norm"])
+    record("rmsnorm", rel(fw.hn.get(), ref))
+    # embed
+    tok = int(rng.integers(0, vocab))
+    fw.d_tok[...] = tok
+    poison(fw.x)
+    fw.embed()
+    record("embed", rel(fw.x.get(), f64(emb[tok])))
+    # rope_kv
+    pos = int(rng.integers(0, p.max_ctx))
+    fw.d_pos[...] = pos
+    fw.d_slot[...] = pos
+    q0 = rng.standard_normal(h).astype(np.float16)
+    k0 = rng.standard_normal(kv).astype(np.float16)
+    v0 = rng.standard_normal(kv).astype(np.float16)
+    fw.q[...], fw.kk[...], fw.v[...] = cp.asarray(q0), cp.asarray(k0), cp.asarray(v0)
+    fw.rope_kv(0)
+    ang = pos / p.rope_theta ** (np.arange(0, d, 2) / d)
+
+    def rope(z, heads):
+        z = f64(z).reshape(heads, d)
+        a_, b_ = z[:, : d // 2], z[:, d // 2:]
+        return np.concatenate([a_ * np.cos(ang) - b_ * np.sin(ang), a_ * np.sin(ang) + b_ * np.cos(ang)], 1)
+
+    record("rope_kv:q", rel(fw.q.get().reshape(p.n_heads, d), rope(q0, p.n_heads)))
+    record("rope_kv:cache_k", rel(fw.cache_k[0][:, pos].get(), rope(k0, p.n_kv_heads)))
+    record("rope_kv:cache_v", rel(fw.cache_v[0][:, pos].get(), f64(v0).reshape(p.n_kv_heads, d)))
+    # attention (split + combine) at three lengths
+    group = p.n_heads // p.n_kv_heads
+    for n in (1, 300, p.max_ctx):
+        fw.d_pos[...] = n - 1
+        qa = rng.standard_normal(h).astype(np.float16)
+        fw.q[...] = cp.asarray(qa)
+        poison(fw.attn)
+        fw.attention(0)
+        K, V = f64(fw.cache_k[0].get()), f64(fw.cache_v[0].get())
+        ref = []
+        for hh in range(p.n_heads):
+            qh = f64(qa[hh * d:(hh + 1) * d])
+            s = K[hh // group, :n] @ qh / np.sqrt(d)
+            w_ = np.exp(s - s.max())
+            ref.append((w_ / w_.sum()) @ V[hh // group, :n])
+        record(f"attn_split+combine n={n}", rel(fw.attn.get(), np.concatenate(ref)), f"{-(-n // CHUNK)} splits used")
+    # argmax (exact)
+    logits = rng.standard_normal(vocab).astype(np.float16)
+    fw.logits[:vocab] = cp.asarray(logits)
+    fw.next_id.fill(-1)
+    fw.sample()
+    got = int(fw.next_id.get()[0])
+    results.append({"preset": preset_name, "kernel": "argmax", "rel_err": 0.0 if got == int(np.argmax(logits)) else 1.0,
+                    "ok": got == int(np.argmax(logits)), "note": f"index {got} vs numpy {int(np.argmax(logits))}"})
+    return results
+
+
+def _with_vocab(p, vocab):
+    from dataclasses import replace
+
+    return replace(p, vocab=vocab)
+
+
+def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
+    """GEMV time per shape (median of 50, weights rotated), achieved GB/s (weight bytes / time)."""
+    p = get_preset(preset_name)
+    fw, _, _, rng, _ = make_forward(cp, p)
+    h, kv, f, V = p.hidden, p.kv_dim, p.ffn, p.vocab
+    shapes = [("qkv (fused)", h + 2 * kv, h), ("o_proj", h, h), ("gate+up (swiglu)", 2 * f, h), ("down", h, f),
+              ("lm_head", V, h)]
+    rows = []
+    for name, r, c in shapes:
+        nbytes = r * c * 2
+        copies = max(1, -(-200_000_000 // nbytes))
+        mats = [cp.asarray(rng.standard_normal((r, c), dtype=np.float32).astype(np.float16)) for _ in range(copies)]
+        x = cp.asarray(rng.standard_normal(c).astype(np.float16))
+        y = cp.zeros(r, np.float16)
+        if name.startswith("gate"):
+            half = f
+
+            def run(m):
+                fw.k["gemv_swiglu"](((half + 7) // 8,), (256,),
+                                    (m[:half], m[half:], x, y, np.int32(half), np.int32(c)))
+        else:
+            def run(m):
+                fw._gemv(m, x, y, r, c)
+        for m in mats[:3]:
+            run(m)
+        times = []
+        for i in range(50):
+            s, e = cp.cuda.Event(), cp.cuda.Event()
+            s.record()
+            run(mats[i % copies])
+            e.record()
+            e.synchronize()
+            times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
+        t = float(np.median(times))
+        gbs = nbytes / t / 1e9
+        rows.append({"preset": preset_name, "shape": name, "rows": r, "cols": c, "mb": nbytes / 1e6, "us": t * 1e6,
+                     "gbs": gbs, "fraction_of_copy": gbs / copy_bw})
+        del mats
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import cupy as cp
+
+    results = check_kernels(cp, "1b") + check_kernels(cp, "8b") + check_kernels(cp, "tiny")
+    copy_bw = copy_bandwidth_gbs(cp)
+    bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
+    (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
+                                                          indent=1))
+    lines = ["| preset | kernel | relative error vs float64 | ok | note |", "| --- | --- | ---: | --- | --- |"]
+    lines += [f"| {r['preset']} | {r['kernel']} | {r['rel_err']:.2e} | {'yes' if r['ok'] else 'NO'} | {r['note']} |"
+              for r in results]
+    lines += ["", f"device copy: {copy_bw:.0f} GB/s (bytes read + written)", "",
+              "| preset | GEMV | shape | MB | µs | GB/s | of copy BW |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['preset']} | {r['shape']} | {r['rows']}x{r['cols']} | {r['mb']:.1f} | {r['us']:.1f} | "
+              f"{r['gbs']:.0f} | {r['fraction_of_copy']:.1%} |" for r in bw]
+    text = "\n".join(lines)
+    (args.out / "gpu_kernels.md").write_text(text + "\n")
+    print(text)
+    ok = all(r["ok"] for r in results)
+    print("KERNELS", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
