@@ -51,9 +51,13 @@ def copy_bandwidth_gbs(cp, nbytes: int = 2 << 30, reps: int = 20) -> float:
 ALONE = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
 
 
+ONLY: list[str] = []  # --configs: a subset of the table's labels (a quick re-measure)
+
+
 def configs_for_table() -> list[cfg.Config]:
-    return [cfg.resolve("baseline"), *(cfg.resolve("baseline", {k: "on"}) for k in ALONE), cfg.resolve("optimized"),
-            cfg.resolve("baseline", {"inject_delay_us": "100"})]
+    every = [cfg.resolve("baseline"), *(cfg.resolve("baseline", {k: "on"}) for k in ALONE), cfg.resolve("optimized"),
+             cfg.resolve("baseline", {"inject_delay_us": "100"})]
+    return [c for c in every if not ONLY or c.label in ONLY]
 
 
 def check(preset: str, session: Session | None, steps: int, report: dict) -> bool:
@@ -115,8 +119,11 @@ def main() -> int:
     ap.add_argument("--repeats", default="1b=5,8b=3")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--check-steps", type=int, default=24)
+    ap.add_argument("--configs", default="", help="only these config labels, comma-separated")
+    ap.add_argument("--no-functions", action="store_true", help="skip the functions-level runs")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    ONLY.extend(c for c in args.configs.split(",") if c)
     repeats = dict(item.split("=") for item in args.repeats.split(","))
     report: dict = {"tokens": args.tokens}
     t0 = time.time()
@@ -136,6 +143,10 @@ def main() -> int:
                        device="cuda", timing="tokens", build="gpu_runner")
         stored = measure.measure(spec, configs_for_table(), args.out / "runs", session)
         rows += table_rows(stored, session.preset, bw, args.tokens)
+        if args.no_functions:
+            print(f"[{time.time() - t0:.0f}s] {preset_name} runs done", flush=True)
+            del session, cp
+            continue
         # instrumentation cost, and where the time goes per function (event pairs)
         spec_f = RunSpec(**{**spec.__dict__, "timing": "functions"})
         fconfigs = [cfg.resolve("baseline"), cfg.resolve("baseline", {"own_kernels": "on"}), cfg.resolve("optimized")]

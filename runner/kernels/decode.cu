@@ -27,7 +27,9 @@ __device__ __forceinline__ float row_dot(const half* __restrict__ w, const half*
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
     const uint4* x4 = reinterpret_cast<const uint4*>(x);
     const int n4 = cols >> 3;
-#pragma unroll 4
+    // Unrolled 8 deep so each lane has up to 8 independent 16-byte loads in flight: a 2048-wide row
+    // is then one round trip to memory, not eight.
+#pragma unroll 8
     for (int i = lane; i < n4; i += WARP) {
         uint4 a = __ldg(w4 + i);  // weights: read once, streamed
         uint4 b = x4[i];
@@ -174,6 +176,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     if (j < end) {
         const half2* kr = reinterpret_cast<const half2*>(K + (size_t)j * d);
         float acc = 0.f;
+#pragma unroll 8
         for (int i = 0; i < (d >> 1); ++i) {
             float2 kk = __half22float2(kr[i]);
             acc = fmaf(kk.x, sq[2 * i], fmaf(kk.y, sq[2 * i + 1], acc));
@@ -201,6 +204,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     const int dim = tid % d, grp = tid / d;
     float acc = 0.f;
     if (grp < groups) {
+#pragma unroll 4
         for (int jj = start + grp; jj < end; jj += groups) acc = fmaf(sp[jj - start], __half2float(V[(size_t)jj * d + dim]), acc);
     }
     float* so = red + 2 * (CHUNK / 32);

@@ -1,0 +1,84 @@
+"""GPU task for the review reports (issues 4 and 5), in one device call:
+
+one interleaved measurement (A B C D E A B C D E ...) of baseline, a second baseline (the A/A
+pair), each seed switch alone and optimized; then, through the perfreview CLI exactly as a user
+runs it, the reviews: (1) baseline vs optimized, (2) each seed switch alone vs baseline, with θ
+raised by the A/A pair, and (3) the A/A comparison itself, each with its timeline, delta and
+latency pictures. Works on the CPU too (--device cpu --preset tiny) for a dry run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfreview import measure  # noqa: E402
+from perfreview.cli import main as cli  # noqa: E402
+from runner import config as cfg  # noqa: E402
+from runner.session import RunSpec  # noqa: E402
+
+SIDES = {
+    "baseline": cfg.resolve("baseline"),
+    "baseline_aa": cfg.resolve("baseline"),
+    "async_copies": cfg.resolve("baseline", {"async_copies": "on"}),
+    "qkv_streams": cfg.resolve("baseline", {"qkv_streams": "on"}),
+    "optimized": cfg.resolve("optimized"),
+}
+REVIEWS = [  # (file stem, A, B, use the A/A pair for θ)
+    ("baseline-vs-optimized", "baseline", "optimized", True),
+    ("async_copies-vs-baseline", "baseline", "async_copies", True),
+    ("qkv_streams-vs-baseline", "baseline", "qkv_streams", True),
+    ("aa-baseline-vs-baseline", "baseline", "baseline_aa", False),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    runs_dir, rep_dir = args.out / "runs", args.out / "reports"
+    rep_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=args.repeats, device=args.device,
+                   timing="tokens", build="")
+    stored = measure.measure(spec, list(SIDES.values()), runs_dir)
+    paths = dict(zip(SIDES, (s.path for s in stored)))
+    print(f"[{time.time() - t0:.0f}s] measured {len(stored)} sides x {args.repeats} repeats", flush=True)
+    summary = {"runs": {k: p.name for k, p in paths.items()}, "reviews": {}}
+    for stem, a, b, use_aa in REVIEWS:
+        md = rep_dir / f"{stem}.md"
+        argv = ["compare", str(paths[a]), str(paths[b]), "--out", str(md), "--json"]
+        if use_aa:
+            argv += ["--noise-from", str(paths["baseline"]), str(paths["baseline_aa"])]
+        code = cli(argv)
+        payload = json.loads(md.with_suffix(".json").read_text()) if code == 0 else {}
+        heads = {r["name"]: r for r in payload.get("rows", []) if r["kind"] == "headline"}
+        summary["reviews"][stem] = {"exit": code, "theta": payload.get("noise_threshold"),
+                                    "headlines": heads,
+                                    "findings": [r for r in payload.get("rows", [])
+                                                 if r["verdict"] in ("improved", "regressed")]}
+        print(f"[{time.time() - t0:.0f}s] {stem}: exit {code}", flush=True)
+    (rep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    for stem, rev in summary["reviews"].items():
+        print(f"\n== {stem} (θ = {rev['theta']})")
+        for name, r in rev["headlines"].items():
+            lo, hi = r["ci_low"], r["ci_high"]
+            ci = f"[{(lo - 1) * 100:+.2f}%, {(hi - 1) * 100:+.2f}%]" if lo is not None else "[n/a]"
+            print(f"  {name}: {r['a']:.4g} -> {r['b']:.4g}  {(r['ratio'] - 1) * 100:+.2f}% {ci}  q={r['q']:.2g}  "
+                  f"{r['verdict']}")
+        print(f"  improved/regressed rows: {len(rev['findings'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
