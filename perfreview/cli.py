@@ -119,11 +119,12 @@ def _review(args: argparse.Namespace, a: list[Any], b: list[Any]) -> dict[str, A
     from perfreview.compare import compare as cmp_mod
     from perfreview.report import review
 
-    theta, source = cmp_mod.noise_threshold(None, args.noise)
+    theta, source, thetas = cmp_mod.noise_threshold(None, args.noise)
     if args.noise_from:
         aa = cmp_mod.compare(*[[r] for r in _load(args.noise_from)], force=args.force)
-        theta, source = cmp_mod.noise_threshold(aa, args.noise)
-    result = cmp_mod.compare(a, b, theta=theta, theta_source=source, force=args.force)
+        theta, source, thetas = cmp_mod.noise_threshold(aa, args.noise)
+    result = cmp_mod.compare(a, b, theta=args.noise, theta_source=source, force=args.force, thetas=thetas)
+    result.theta = theta
     payload: dict[str, Any] = {
         "a": [r.id for r in a], "b": [r.id for r in b], "noise_threshold": theta, "noise_source": source,
         "warnings": result.warnings, "rows": review.json_rows(result), "report": None, "plots": {},

@@ -23,13 +23,17 @@ from perfreview.cli import main as cli  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.session import RunSpec  # noqa: E402
 
-SIDES = {
-    "baseline": cfg.resolve("baseline"),
-    "baseline_aa": cfg.resolve("baseline"),
-    "async_copies": cfg.resolve("baseline", {"async_copies": "on"}),
-    "qkv_streams": cfg.resolve("baseline", {"qkv_streams": "on"}),
-    "optimized": cfg.resolve("optimized"),
-}
+def sides(base: str) -> dict[str, cfg.Config]:
+    """The measured sides on top of ``base`` (``baseline``, or e.g. ``baseline,cuda_graph=on`` to
+    measure the seed switches where llama.cpp has them: on a graph-replayed token)."""
+    b = cfg.parse_side(base)
+    return {
+        "baseline": b,
+        "baseline_aa": b,
+        "async_copies": b.with_switches(async_copies="on"),
+        "qkv_streams": b.with_switches(qkv_streams="on"),
+        "optimized": cfg.resolve("optimized"),
+    }
 REVIEWS = [  # (file stem, A, B, use the A/A pair for θ)
     ("baseline-vs-optimized", "baseline", "optimized", True),
     ("async_copies-vs-baseline", "baseline", "async_copies", True),
@@ -45,7 +49,10 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--base", default="baseline", help="side A's config, e.g. baseline,cuda_graph=on")
+    ap.add_argument("--prefix", default="", help="prefix of the report file names")
     args = ap.parse_args()
+    SIDES = sides(args.base)
     runs_dir, rep_dir = args.out / "runs", args.out / "reports"
     rep_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -56,7 +63,7 @@ def main() -> int:
     print(f"[{time.time() - t0:.0f}s] measured {len(stored)} sides x {args.repeats} repeats", flush=True)
     summary = {"runs": {k: p.name for k, p in paths.items()}, "reviews": {}}
     for stem, a, b, use_aa in REVIEWS:
-        md = rep_dir / f"{stem}.md"
+        md = rep_dir / f"{args.prefix}{stem}.md"
         argv = ["compare", str(paths[a]), str(paths[b]), "--out", str(md), "--json"]
         if use_aa:
             argv += ["--noise-from", str(paths["baseline"]), str(paths["baseline_aa"])]
@@ -68,7 +75,7 @@ def main() -> int:
                                     "findings": [r for r in payload.get("rows", [])
                                                  if r["verdict"] in ("improved", "regressed")]}
         print(f"[{time.time() - t0:.0f}s] {stem}: exit {code}", flush=True)
-    (rep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (rep_dir / f"{args.prefix}summary.json").write_text(json.dumps(summary, indent=1, default=str))
     for stem, rev in summary["reviews"].items():
         print(f"\n== {stem} (θ = {rev['theta']})")
         for name, r in rev["headlines"].items():

@@ -31,6 +31,9 @@ class MismatchError(ValueError):
     pass
 
 
+Thetas = dict  # (name, kind, metric) -> θ for that figure, from an A/A pair
+
+
 @dataclass
 class Comparison:
     rows: list[dict[str, Any]]
@@ -85,7 +88,9 @@ def figures(run: Run) -> pd.DataFrame:
 
 
 def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, theta_source: str = "default",
-            force: bool = False, alpha: float = 0.05) -> Comparison:
+            force: bool = False, alpha: float = 0.05, thetas: Thetas | None = None) -> Comparison:
+    """``theta`` applies to every figure; ``thetas`` (from :func:`noise_threshold`) raises it per
+    figure to that figure's A/A interval."""
     notes = check_compatible(a, b, force)
     fa = pd.concat([figures(r) for r in a])
     fb = pd.concat([figures(r) for r in b])
@@ -117,11 +122,12 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
     for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
         row["q"] = q
         res = row["resolution"]
-        row["verdict"] = stats.verdict(row["ratio"], row["ci_low"], row["ci_high"], q, theta,
+        row["theta"] = max(theta, (thetas or {}).get((row["name"], row["kind"], row["metric"]), theta))
+        row["verdict"] = stats.verdict(row["ratio"], row["ci_low"], row["ci_high"], q, row["theta"],
                                        row["higher_is_better"], None if res is None else abs(row["b"] - row["a"]),
                                        res or 0.0, alpha)
         row["repeats_needed"] = (stats.repeats_needed(row["ratio"], row["ci_low"], row["ci_high"],
-                                                      min(row["n_a"], row["n_b"]), theta)
+                                                      min(row["n_a"], row["n_b"]), row["theta"])
                                  if row["verdict"] == stats.INCONCLUSIVE else None)
         row["impact"] = _impact(row)
     return Comparison(rows, theta, theta_source, n_a, n_b, notes)
@@ -147,13 +153,16 @@ def clock_notes(a: list[Run], b: list[Run]) -> list[str]:
     return []
 
 
-def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -> tuple[float, str]:
-    """θ: the default, raised to the A/A tokens/s interval's extent when an A/A pair is given."""
+def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -> tuple[float, str, Thetas]:
+    """θ: ``floor`` (0.5%), raised per figure to the extent of that figure's interval in an A/A
+    comparison (two runs of the same config) when one is given. Returns (θ of tokens/s, a line
+    saying where θ came from, θ per figure)."""
     if aa is None:
-        return floor, f"default {floor:.1%}"
+        return floor, f"default {floor:.1%}", {}
+    thetas = {(r["name"], r["kind"], r["metric"]): stats.noise_from_aa(r["ci_low"], r["ci_high"], floor)
+              for r in aa.rows}
+    tps = thetas.get(("tokens_per_s", "headline", ""), floor)
     row = next((r for r in aa.rows if r["name"] == "tokens_per_s"), None)
-    if row is None:
-        return floor, f"default {floor:.1%} (A/A pair had no tokens/s)"
-    theta = stats.noise_from_aa(row["ci_low"], row["ci_high"], floor)
-    return theta, (f"A/A tokens/s interval [{(row['ci_low'] - 1) * 100:+.2f}%, {(row['ci_high'] - 1) * 100:+.2f}%]"
-                   f" -> θ = {theta:.2%}" if theta > floor else f"default {floor:.1%} (A/A interval narrower)")
+    where = (f"A/A tokens/s interval [{(row['ci_low'] - 1) * 100:+.2f}%, {(row['ci_high'] - 1) * 100:+.2f}%]"
+             if row else "A/A pair")
+    return tps, (f"per figure from the A/A pair, never below {floor:.1%}; tokens/s: {where} -> θ = {tps:.2%}"), thetas

@@ -94,6 +94,7 @@ def conclusion(rows: list[dict[str, Any]], theta: float, a: str, b: str) -> str:
         return "No throughput figure could be compared."
     a, b = render.md(a), render.md(b)
     head = f"{b} vs {a}: decode throughput {render.pct_ci(tps['ratio'], tps['ci_low'], tps['ci_high'])}"
+    theta = tps.get("theta", theta)
     if tps["verdict"] == stats.IMPROVED:
         text = f"{head}, a real speedup (outside the ±{theta:.1%} noise threshold, q = {tps['q']:.2g})."
     elif tps["verdict"] == stats.REGRESSED:
@@ -169,7 +170,7 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
 
 
 def json_rows(cmp: Comparison) -> list[dict[str, Any]]:
-    keep = ("name", "kind", "metric", "unit", "a", "b", "ratio", "ci_low", "ci_high", "p", "q", "verdict",
+    keep = ("name", "kind", "metric", "unit", "a", "b", "ratio", "ci_low", "ci_high", "p", "q", "theta", "verdict",
             "repeats_needed", "n_a", "n_b")
     return [{k: _clean(r.get(k)) for k in keep} for r in cmp.rows]
 
