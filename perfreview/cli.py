@@ -33,7 +33,8 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True) -> None:
-    p.add_argument("--preset", default="tiny", help="tiny, small, 1b or 8b (default tiny)")
+    p.add_argument("--preset", default="auto",
+                   help="tiny, small, 1b or 8b; auto (default): 1b where a GPU is usable, else tiny")
     p.add_argument("--tokens", type=int, default=32, help="decode tokens per repeat (default 32)")
     p.add_argument("--repeats", type=int, default=repeats, help=f"repeats per side (default {repeats})")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -48,9 +49,13 @@ def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True
 
 
 def _spec(args: argparse.Namespace, config: Any) -> Any:
+    from runner.device import gpu_available
     from runner.session import RunSpec
 
-    return RunSpec(preset=args.preset, config=config, tokens=args.tokens, repeats=args.repeats,
+    preset = args.preset
+    if preset == "auto":
+        preset = "1b" if args.device != "cpu" and gpu_available() else "tiny"
+    return RunSpec(preset=preset, config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
                    warmup_tokens=args.warmup_tokens, build=args.build)
 
@@ -146,7 +151,9 @@ def _review_plots(md_path: Path, a: list[Any], b: list[Any], payload: dict[str, 
     made = {
         "timeline": timeline.timeline([a[0], b[0]], Path(f"{stem}_timeline.png")),
         "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), theta=payload["noise_threshold"]),
-        "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"), labels=["A", "B"]),
+        "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"),
+                                  labels=[f"{side}: {runs[0].meta.get('config_label')}"
+                                          for side, runs in (("A", a), ("B", b))]),
     }
     return {k: v.name for k, v in made.items()}
 

@@ -58,6 +58,7 @@ def summary(s: Stored) -> dict[str, Any]:
         "generated": m["generated"],
         "tokens_per_s": tps,
         "sync_gap_us_median": float(np.median(gaps)) if gaps else None,
+        "time_to_first_token_ms": [h["time_to_first_token_ms"] for h in s.headlines],
         "energy_j_per_token_median": float(np.median(energy)) if energy else None,
         "git": m["git"],
     }

@@ -17,7 +17,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_run_json_contract(tmp_path):
     out = tmp_path / "runs"
-    done = run_cli("run", "--preset", "tiny", "--tokens", "6", "--repeats", "2", "--device", "cpu",
+    done = run_cli("run", "--tokens", "6", "--repeats", "2", "--device", "cpu",
                    "--prompt-tokens", "3", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     obj = json.loads(done.stdout)
@@ -27,6 +27,8 @@ def test_run_json_contract(tmp_path):
     assert len(obj["tokens_per_s"]) == 2 and all(t > 0 for t in obj["tokens_per_s"])
     assert len(obj["generated"]) == 6
     assert obj["sync_gap_us_median"] > 0
+    assert obj["preset"] == "tiny"  # --preset auto with --device cpu
+    assert len(obj["time_to_first_token_ms"]) == 2 and all(t > 0 for t in obj["time_to_first_token_ms"])
     assert (out / "results.sqlite").is_file()
 
 

@@ -49,8 +49,10 @@ def test_review_renders_with_hostile_names(tmp_path):
 
 def test_digits_follow_the_interval():
     assert render.with_ci(12.4137, 12.35, 12.48) == "12.41 [12.35, 12.48]"
-    assert render.with_ci(12.4137, 11.0, 14.0) == "12 [11, 14]"
+    assert render.with_ci(12.4137, 11.0, 14.0) == "12.4 [11.0, 14.0]"  # ±1.5: two digits
+    assert render.with_ci(12.4137, 8.0, 16.0) == "12 [8, 16]"  # ±4: one digit
     assert render.pct_ci(1.0143, 1.009, 1.019) == "+1.4% [+0.9, +1.9]"
+    assert render.pct_ci(1.0209, 1.0066, 1.045) == "+2.1% [+0.7, +4.5]"
     row = {"a": 0.063, "b": 0.0631, "ratio": 1.0016, "ci_low": 0.996, "ci_high": 1.004, "verdict": "no change"}
     assert review.change(row) == "within ±0.4%"
 

@@ -16,6 +16,7 @@ from perfreview.analysis import tokens as tokens_mod
 HEADLINES: dict[str, tuple[str, bool]] = {
     "tokens_per_s": ("t/s", True),
     "median_token_ms": ("ms", False),
+    "time_to_first_token_ms": ("ms", False),
     "median_sync_gap_us": ("us", False),
     "energy_j_per_token": ("J", False),
 }
@@ -28,6 +29,7 @@ def per_repeat(events: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     g = gaps_mod.per_repeat(gaps_mod.sync_gaps(events, toks))
     out = rep.merge(g[["run", "repeat", "gap_ns"]], on=["run", "repeat"], how="left")
     out["median_token_ms"] = out["median_token_ns"] / 1e6
+    out["time_to_first_token_ms"] = out["ttft_ns"] / 1e6
     out["median_sync_gap_us"] = out["gap_ns"] / 1e3
     # Energy covers the whole repeat (prefill + decode): joules over every token of the repeat.
     all_tokens = toks.groupby("repeat").size()

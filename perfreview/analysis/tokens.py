@@ -43,8 +43,8 @@ def _by_token(rows: pd.DataFrame, name: str, cols: list[str], prefix: str) -> pd
 
 def per_repeat(tokens: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     """Per (run, repeat): tokens/s over the phase's tokens (wall clock from the first token's start
-    to the last token's end, host overhead included, as llama-bench times tg), and the median
-    host/GPU token latency."""
+    to the last token's end, host overhead included, as llama-bench times tg), the median
+    host/GPU token latency, and the time to first token (the prefill's wall time)."""
     t = tokens[tokens["phase"] == phase]
     g = t.groupby(["run", "repeat"])
     out = pd.DataFrame({
@@ -54,4 +54,8 @@ def per_repeat(tokens: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
         "median_gpu_token_ns": g["gpu_ns"].median(),
     })
     out["tokens_per_s"] = out["tokens"] * 1e9 / out["span_ns"]
-    return out.reset_index()
+    out = out.reset_index()
+    # Time to first token: the prefill (the prompt processed; its last step yields the first token).
+    pre = tokens[tokens["phase"] == "prefill"].groupby(["run", "repeat"])
+    ttft = (pre["host_end"].max() - pre["host_start"].min()).rename("ttft_ns").reset_index()
+    return out.merge(ttft, on=["run", "repeat"], how="left")

@@ -72,7 +72,7 @@ def figures(run: Run) -> pd.DataFrame:
     heads = headline.per_repeat(run.events, run.meta)
     gpu_run = (run.meta.get("device") or {}).get("backend") == "cupy"
     for name, (unit, higher) in headline.HEADLINES.items():
-        res = {"median_token_ms": HOST_RESOLUTION_NS / 1e6,
+        res = {"median_token_ms": HOST_RESOLUTION_NS / 1e6, "time_to_first_token_ms": HOST_RESOLUTION_NS / 1e6,
                "median_sync_gap_us": (EVENT_RESOLUTION_NS if gpu_run else HOST_RESOLUTION_NS) / 1e3}.get(name)
         for rep, value in zip(heads["repeat"], heads[name]):
             if value is not None and not (isinstance(value, float) and math.isnan(value)):

@@ -40,10 +40,14 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | 
     if theta:
         ax.axvspan(-theta * 100, theta * 100, color="#bbbbbb", alpha=0.3, label=f"noise ±{theta:.1%}")
     ax.axvline(0, color="black", lw=0.8)
+    span = float(np.nanmax(np.abs(np.concatenate([lo, hi])))) if len(chosen) else 0.0
+    if span > 20:  # a few huge changes would flatten every small one: linear within ±5%, log beyond
+        ax.set_xscale("symlog", linthresh=5, linscale=1.5)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("change B vs A (%), 95% bootstrap interval")
+    scale_note = " (linear within ±5%, log beyond)" if span > 20 else ""
+    ax.set_xlabel("change B vs A (%), 95% bootstrap interval" + scale_note)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=v) for v, c in VERDICT_COLORS.items()]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
@@ -75,7 +79,11 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
         ax.annotate(f"median {med:.3f} ms", (med, i + 0.3), fontsize=8, ha="center")
     ax.set_yticks(range(1, len(runs) + 1))
     ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlabel("decode token latency (ms, host wall clock)")
+    medians = [float(np.median(d)) for d in data]
+    log = max(medians) / max(min(medians), 1e-9) > 5  # sides an order of magnitude apart
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("decode token latency (ms, host wall clock" + (", log scale)" if log else ")"))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=dpi)

@@ -29,11 +29,15 @@ def num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def decimals_for(half_width: float, sig: int = 1) -> int:
-    """Decimals that keep ``sig`` significant digits of an interval's half-width (>= 0)."""
+def decimals_for(half_width: float) -> int:
+    """Decimals an interval supports: one significant digit of its half-width, two when that digit
+    is 1 or 2 (rounding 0.15 to 0.2 would misstate it by a third)."""
     if not half_width or not math.isfinite(half_width) or half_width <= 0:
         return 2
-    return max(0, sig - 1 - int(math.floor(math.log10(abs(half_width)))))
+    exponent = int(math.floor(math.log10(abs(half_width))))
+    leading = int(abs(half_width) / 10 ** exponent)
+    sig = 2 if leading in (1, 2) else 1
+    return max(0, sig - 1 - exponent)
 
 
 def with_ci(value: float, low: float, high: float) -> str:

@@ -19,6 +19,7 @@ from perfreview.trace.runs import Run
 HEADLINE_TITLES = {
     "tokens_per_s": "decode throughput (t/s)",
     "median_token_ms": "token latency, median (ms)",
+    "time_to_first_token_ms": "time to first token (prefill, ms)",
     "median_sync_gap_us": "sync gap between tokens, median (µs)",
     "energy_j_per_token": "energy per token (J)",
 }
@@ -41,8 +42,9 @@ def change(row: dict[str, Any]) -> str:
 
 def verdict_text(row: dict[str, Any]) -> str:
     v = row["verdict"]
-    if v == stats.INCONCLUSIVE and row.get("repeats_needed"):
-        return f"inconclusive (needs ≈{row['repeats_needed']} repeats)"
+    need = row.get("repeats_needed")
+    if v == stats.INCONCLUSIVE and need:
+        return f"inconclusive (needs ≈{need} repeats)" if need <= 1000 else "inconclusive (needs > 1000 repeats)"
     return v
 
 
@@ -145,6 +147,8 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
         gaps={"a": gap_section(a), "b": gap_section(b)},
         streams={"a": stream_section(a), "b": stream_section(b)},
         energy=next((r for r in heads if r["name"] == "energy_j_per_token"), None),
+        energy_window_s=float(np.median([r.get("wall_ns", 0) for run in a for r in run.meta.get("per_repeat", [])]
+                                        or [0])) / 1e9,
         conclusion=conclusion(rows, cmp.theta, side_a["label"], side_b["label"]),
         plots=plots or {}, not_measured=meta.get("not_measured", []),
     )

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS repeats (
   run TEXT NOT NULL REFERENCES runs(run), repeat INTEGER NOT NULL, tokens_per_s REAL,
-  median_token_ms REAL, median_sync_gap_us REAL, energy_j_per_token REAL,
+  median_token_ms REAL, time_to_first_token_ms REAL, median_sync_gap_us REAL, energy_j_per_token REAL,
   PRIMARY KEY (run, repeat)
 );
 """
@@ -61,9 +61,10 @@ def register(path: Path, run_dir: Path, meta: dict[str, Any], headlines: Iterabl
         con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         con.execute("DELETE FROM repeats WHERE run = ?", (meta["run"],))
         con.executemany(
-            "INSERT INTO repeats VALUES (?,?,?,?,?,?)",
+            "INSERT INTO repeats VALUES (?,?,?,?,?,?,?)",
             [(meta["run"], h["repeat"], h.get("tokens_per_s"), h.get("median_token_ms"),
-              h.get("median_sync_gap_us"), h.get("energy_j_per_token")) for h in headlines],
+              h.get("time_to_first_token_ms"), h.get("median_sync_gap_us"), h.get("energy_j_per_token"))
+             for h in headlines],
         )
 
 
