@@ -148,6 +148,30 @@ def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray,
     return (w[:, None] * np.array(os_)).sum(0) / (w * np.array(ls)).sum()
 
 
+def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    """gemv_residual: the product rounded to fp16 (as cuBLAS's fp16 output is) added in fp32."""
+    return resid + (w.astype(np.float32) @ x.astype(np.float32)).astype(np.float16).astype(np.float32)
+
+
+def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
+    return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
+
+
+def rope_kv_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
+                      pos: int, slot: int, inv_freq: np.ndarray) -> np.ndarray:
+    """rope_kv: rotate-half RoPE of q (heads, d) returned, k rotated and k, v written at ``slot``
+    of the caches (kv_heads, max_ctx, d), in place."""
+    cos, sin = np.cos(pos * inv_freq), np.sin(pos * inv_freq)
+
+    def rot(z: np.ndarray) -> np.ndarray:
+        a, b = z[:, : z.shape[1] // 2], z[:, z.shape[1] // 2:]
+        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=1)
+
+    cache_k[:, slot] = rot(k)
+    cache_v[:, slot] = v
+    return rot(q)
+
+
 def swiglu_reference(wg: np.ndarray, wu: np.ndarray, x: np.ndarray) -> np.ndarray:
     g, u = wg @ x, wu @ x
     return g / (1.0 + np.exp(-g)) * u

@@ -100,6 +100,12 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
         notes.append(f"only {min(n_a, n_b)} repeats on a side (fewer than {stats.MIN_REPEATS}): "
                      "intervals are wide and verdicts rarely decisive")
     notes += clock_notes(a, b)
+    for side, runs in (("A", a), ("B", b)):
+        ignored = sorted({s for r in runs for s in r.meta.get("switches_without_effect", [])})
+        if ignored:
+            backend = (runs[0].meta.get("device") or {}).get("backend")
+            notes.append(f"side {side}: switch(es) {', '.join(ignored)} have no effect on the {backend} backend "
+                         "(GPU-only); they were recorded, not run")
     keys = ["name", "kind", "metric"]
     ga = {k: g for k, g in fa.groupby(keys, sort=False)}
     gb = {k: g for k, g in fb.groupby(keys, sort=False)}
