@@ -193,6 +193,30 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare-llama-bench")
+def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
+    from perfreview.compare import compare as cmp_mod
+    from perfreview.importers import llama_bench
+    from perfreview.report import review
+
+    recs = [llama_bench.load(p) for p in (args.a_file, args.b_file)]
+    result = cmp_mod.compare_llama_bench(*recs, theta=args.noise)
+    sides = []
+    for path, records in zip((args.a_file, args.b_file), recs):
+        commit = str(records[0].get("build_commit", "?"))
+        sides.append({"label": commit, "commit": commit, "file": path.name})
+    if sides[0]["label"] == sides[1]["label"]:
+        sides[0]["label"], sides[1]["label"] = "A", "B"
+    text = review.llama_bench_markdown(result, *sides)
+    if args.report_out:
+        review.write(args.report_out, text)
+    payload = {"a": str(args.a_file), "b": str(args.b_file), "noise_threshold": result.theta,
+               "warnings": result.warnings, "rows": review.json_rows(result),
+               "report": str(args.report_out) if args.report_out else None}
+    _emit(args, payload, text)
+    return 0
+
+
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from perfreview.plots import timeline
@@ -309,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where runs are stored")
     _compare_options(p)
 
+    p = sub.add_parser("compare-llama-bench", help="compare two llama-bench -o json/jsonl results, with intervals")
+    p.add_argument("a_file", type=Path, help="baseline build's llama-bench JSON or JSONL")
+    p.add_argument("b_file", type=Path, help="compared build's llama-bench JSON or JSONL")
+    p.add_argument("--out", dest="report_out", type=Path, help="write the markdown here")
+    p.add_argument("--noise", type=float, default=0.005, help="noise threshold θ as a fraction (default 0.005)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("report", help="markdown report of one run")
     p.add_argument("run", type=Path)
     p.add_argument("--out", dest="report_out", type=Path, required=True)
@@ -335,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from perfreview.trace.runs import RunError
     from perfreview.trace.schema import SchemaError
+    from perfreview.importers.chrome_trace import TraceError
+    from perfreview.importers.llama_bench import LlamaBenchError
     from perfreview.trace.store import StoreError
     from runner.config import NotBuiltError
     from runner.device import DeviceError
@@ -343,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except (UsageError, RunError, SchemaError, StoreError, DeviceError, NotBuiltError, ValueError,
-            FileNotFoundError) as exc:
+    except (UsageError, RunError, SchemaError, StoreError, DeviceError, NotBuiltError, LlamaBenchError, TraceError,
+            ValueError, FileNotFoundError) as exc:
         print(f"perfreview: error: {exc}", file=sys.stderr)
         return 2
 

@@ -172,3 +172,38 @@ def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -
     where = (f"A/A tokens/s interval [{(row['ci_low'] - 1) * 100:+.2f}%, {(row['ci_high'] - 1) * 100:+.2f}%]"
              if row else "A/A pair")
     return tps, (f"per figure from the A/A pair, never below {floor:.1%}; tokens/s: {where} -> θ = {tps:.2%}"), thetas
+
+
+def compare_llama_bench(a: list[dict[str, Any]], b: list[dict[str, Any]], theta: float = stats.DEFAULT_THETA,
+                        alpha: float = 0.05) -> Comparison:
+    """llama-bench records (perfreview.importers.llama_bench) of two builds -> one row per matched
+    test: each repetition's t/s is a sample; same rule as every other comparison."""
+    from perfreview.importers import llama_bench as lb
+
+    pairs = lb.pair(a, b)
+    if not pairs:
+        raise MismatchError("no llama-bench test is in both files (same model and parameters)")
+    rows = []
+    for ra, rb in pairs:
+        va, vb = np.asarray(ra["samples_ts"], float), np.asarray(rb["samples_ts"], float)
+        eff = stats.effect(va, vb)
+        rows.append({"name": f"{ra.get('model_type', '?')} {lb.test_name(ra)}", "kind": "headline", "metric": "",
+                     "unit": "t/s", "higher_is_better": True, "resolution": None, "a": float(np.median(va)),
+                     "b": float(np.median(vb)), "n_a": len(va), "n_b": len(vb), "ratio": eff.ratio,
+                     "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p": eff.p_value, "theta": theta,
+                     "mean_a": float(va.mean()), "std_a": float(va.std(ddof=1)) if len(va) > 1 else 0.0,
+                     "mean_b": float(vb.mean()), "std_b": float(vb.std(ddof=1)) if len(vb) > 1 else 0.0})
+    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
+        row["q"] = q
+        row["verdict"] = stats.verdict(row["ratio"], row["ci_low"], row["ci_high"], q, theta, True, alpha=alpha)
+        row["repeats_needed"] = (stats.repeats_needed(row["ratio"], row["ci_low"], row["ci_high"],
+                                                      min(row["n_a"], row["n_b"]), theta)
+                                 if row["verdict"] == stats.INCONCLUSIVE else None)
+        row["impact"] = abs(row["ratio"] - 1) * 100
+    n = min(min(r["n_a"], r["n_b"]) for r in rows)
+    notes = [] if n >= stats.MIN_REPEATS else [
+        f"only {n} repetitions per test (llama-bench -r {n}); use -r 20 or more for intervals that can decide 1%"]
+    unmatched = len(a) - len(pairs)
+    if unmatched:
+        notes.append(f"{unmatched} test(s) of A have no match in B and are left out")
+    return Comparison(rows, theta, f"default {theta:.1%}", n, n, notes)

@@ -173,6 +173,13 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
     )
 
 
+def llama_bench_markdown(cmp: Comparison, a: dict[str, str], b: dict[str, str]) -> str:
+    """``a``/``b``: label, commit and file of each llama-bench result."""
+    for r in cmp.rows:
+        r["verdict_txt"] = verdict_text(r)
+    return render.render("llama_bench.md.j2", rows=cmp.rows, a=a, b=b, theta=cmp.theta, notes=cmp.warnings)
+
+
 def json_rows(cmp: Comparison) -> list[dict[str, Any]]:
     keep = ("name", "kind", "metric", "unit", "a", "b", "ratio", "ci_low", "ci_high", "p", "q", "theta", "verdict",
             "repeats_needed", "n_a", "n_b")

@@ -1,0 +1,86 @@
+"""Importers: llama-bench results compared with intervals; Kineto traces into the event table."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+from markdown_it import MarkdownIt
+
+from perfreview.cli import main
+from perfreview.importers import chrome_trace, llama_bench
+
+
+def bench_record(n_gen: int, tps: np.ndarray, commit: str, n_prompt: int = 0) -> dict:
+    ns = (1e9 * (n_gen + n_prompt) / tps).astype(int)
+    return {"build_commit": commit, "build_number": 1, "model_type": "llama 8B Q5_K - Small", "n_prompt": n_prompt,
+            "n_gen": n_gen, "n_depth": 0, "n_gpu_layers": 99, "flash_attn": True, "test_time": "2026-01-01T00:00:00Z",
+            "avg_ts": float(tps.mean()), "stddev_ts": float(tps.std(ddof=1)), "samples_ns": ns.tolist(),
+            "samples_ts": tps.tolist()}
+
+
+def write_bench(tmp_path, name, commit, effects, jsonl=False):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # fixed per file: deterministic
+    recs = [bench_record(g, 120 * eff * (1 + cv * rng.standard_normal(30)), commit) for g, (eff, cv) in effects.items()]
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in recs) if jsonl else json.dumps(recs))
+    return path
+
+
+def test_compare_llama_bench_verdicts(tmp_path, capsys):
+    a = write_bench(tmp_path, "a.json", "aaaa111", {32: (1.0, 0.001), 64: (1.0, 0.001), 128: (1.0, 0.08)})
+    b = write_bench(tmp_path, "b.jsonl", "bbbb222", {32: (1.03, 0.001), 64: (1.0, 0.001), 128: (1.02, 0.08)},
+                    jsonl=True)
+    out = tmp_path / "bench.md"
+    assert main(["compare-llama-bench", str(a), str(b), "--out", str(out), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["llama 8B Q5_K - Small tg32"]["verdict"] == "improved"
+    assert rows["llama 8B Q5_K - Small tg64"]["verdict"] == "no change"
+    assert rows["llama 8B Q5_K - Small tg128"]["verdict"] == "inconclusive"
+    md = out.read_text()
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    assert any(t.type == "table_open" for t in tokens) and "aaaa111" in md and "bbbb222" in md
+
+
+def test_llama_bench_without_samples_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    rec = bench_record(32, np.array([100.0, 101.0]), "c")
+    del rec["samples_ts"]
+    path.write_text(json.dumps([rec]))
+    assert main(["compare-llama-bench", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bench.json" in err and "samples_ts" in err and len(err.strip().splitlines()) == 1
+
+
+def test_test_names_follow_llama_bench():
+    assert llama_bench.test_name({"n_prompt": 512, "n_gen": 0}) == "pp512"
+    assert llama_bench.test_name({"n_prompt": 512, "n_gen": 128}) == "pp512+tg128"
+    assert llama_bench.test_name({"n_prompt": 0, "n_gen": 128, "n_depth": 512}) == "tg128 @ d512"
+
+
+def test_kineto_trace_imports_into_the_event_table(tmp_path):
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 10.0, "dur": 5.5},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 11.0, "dur": 2.0,
+         "args": {"correlation": 7}},
+        {"ph": "X", "cat": "kernel", "name": "void gemm<float, 128>(T*) | `x`", "pid": 0, "tid": 7, "ts": 14.0,
+         "dur": 3.25, "args": {"correlation": 7, "stream": 7}},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)", "pid": 0, "tid": 7,
+         "ts": 20.0, "dur": 1.0, "args": {"stream": 7}},
+        {"ph": "i", "name": "instant, ignored", "pid": 1, "tid": 1, "ts": 1.0},
+    ]}
+    path = tmp_path / "kineto.json"
+    path.write_text(json.dumps(trace))
+    ev, _ = chrome_trace.load(path)
+    assert list(ev["kind"].astype(str)) == ["range", "api", "kernel", "memcpy"]
+    kern = ev[ev["kind"] == "kernel"].iloc[0]
+    assert kern["stream"] == 7 and kern["correlation"] == 7 and kern["end_ns"] - kern["start_ns"] == 3250
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"traceEvents": [{"ph": "X", "name": "a"}]}')
+    try:
+        chrome_trace.load(bad)
+    except chrome_trace.TraceError as exc:
+        assert "bad.json" in str(exc) and "lacks ts" in str(exc)
+    else:
+        raise AssertionError("a trace event without ts must be refused")
