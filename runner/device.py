@@ -91,13 +91,6 @@ class _NullContext:
         return None
 
 
-_SPIN_SRC = r"""
-extern "C" __global__ void spin_ns(unsigned long long ns) {
-    unsigned long long start, now;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)); } while (now - start < ns);
-}
-"""
 
 
 class CudaDevice:
@@ -122,7 +115,9 @@ class CudaDevice:
         self.compute_dtype = np.float16
         self.device_id = device_id
         self.streams = [cupy.cuda.Stream(non_blocking=True)]
-        self._spin = cupy.RawKernel(_SPIN_SRC, "spin_ns")
+        from runner.own_kernels import SOURCE  # one source for every kernel of ours
+
+        self._spin = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",)).get_function("spin_ns")
         self._nvml = _Nvml(device_id)
 
     def new_stream(self) -> Any:

@@ -12,8 +12,6 @@ import numpy as np
 
 from runner.presets import Preset
 
-LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
-
 
 def init_weights(preset: Preset, seed: int, xp: Any = np) -> dict[str, Any]:
     """fp16 weights; matrices are (out, in). Scaled so activations stay O(1) through the layers

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Rows that frame tokens rather than do work; not functions.
-FRAME_NAMES = ("token",)
+from perfreview.analysis.tokens import GPU_FRAME_NAMES
+
 METRICS = ("host_ns", "self_ns", "gpu_ns")
 
 
@@ -47,7 +47,7 @@ def per_token(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     h = host.assign(name=host["name"].astype(str)).groupby(keys, observed=True).agg(
         calls=("dur_ns", "size"), host_ns=("dur_ns", "sum"), self_ns=("self_ns", "sum"))
     gpu = events[(events["kind"].isin(["gpu_range", "kernel", "memcpy", "memset"]))
-                 & (events["phase"] == phase) & ~events["name"].isin(["token", "input_copy"])]
+                 & (events["phase"] == phase) & ~events["name"].isin(GPU_FRAME_NAMES)]
     g = pd.DataFrame({
         "run": gpu["run"].astype(str), "repeat": gpu["repeat"], "token": gpu["token"],
         "name": gpu["name"].astype(str), "gpu_ns": gpu["end_ns"] - gpu["start_ns"],

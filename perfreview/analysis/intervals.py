@@ -32,19 +32,3 @@ def clipped_total(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> int
     keep = e > s
     return total(s[keep], e[keep])
 
-
-def intersect_total(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> int:
-    """Length of (union a) ∩ (union b)."""
-    sa, ea = union(*a)
-    sb, eb = union(*b)
-    i = j = 0
-    out = 0
-    while i < len(sa) and j < len(sb):
-        lo, hi = max(sa[i], sb[j]), min(ea[i], eb[j])
-        if hi > lo:
-            out += hi - lo
-        if ea[i] < eb[j]:
-            i += 1
-        else:
-            j += 1
-    return int(out)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis.intervals import total, union
+from perfreview.analysis.intervals import union
+from perfreview.analysis.tokens import GPU_FRAME_NAMES
 
 WORK_KINDS = ("gpu_range", "kernel", "memcpy", "memset")
-FRAME_NAMES = ("token", "input_copy")
 
 
 def work_rows(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
-    ev = events[events["kind"].isin(WORK_KINDS) & ~events["name"].isin(FRAME_NAMES)]
+    ev = events[events["kind"].isin(WORK_KINDS) & ~events["name"].isin(GPU_FRAME_NAMES)]
     return ev[ev["phase"] == phase] if phase else ev
 
 
@@ -61,7 +61,3 @@ def concurrency(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     out["overlap_share"] = np.where(out["side_busy_ns"] > 0, out["overlap_ns"] / out["side_busy_ns"], np.nan)
     return out.reset_index()
 
-
-def busy_total(events: pd.DataFrame) -> int:
-    ev = work_rows(events, "")
-    return total(ev["start_ns"].to_numpy(), ev["end_ns"].to_numpy())

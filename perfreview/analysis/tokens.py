@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 KEYS = ["run", "repeat", "token"]
+# GPU rows the runner records to frame a token (from its three marks), not work of their own.
+GPU_FRAME_NAMES = ("token", "input_copy")
 
 
 def token_table(events: pd.DataFrame) -> pd.DataFrame:
