@@ -48,14 +48,19 @@ def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True
     p.add_argument("--build", default="", help="a label for this build (stored; 'compare --a build=...')")
 
 
-def _spec(args: argparse.Namespace, config: Any) -> Any:
+def _preset(args: argparse.Namespace) -> str:
+    """``auto``: the 1b model where a GPU is usable, tiny on the CPU backend."""
     from runner.device import gpu_available
+
+    if args.preset != "auto":
+        return args.preset
+    return "1b" if args.device != "cpu" and gpu_available() else "tiny"
+
+
+def _spec(args: argparse.Namespace, config: Any) -> Any:
     from runner.session import RunSpec
 
-    preset = args.preset
-    if preset == "auto":
-        preset = "1b" if args.device != "cpu" and gpu_available() else "tiny"
-    return RunSpec(preset=preset, config=config, tokens=args.tokens, repeats=args.repeats,
+    return RunSpec(preset=_preset(args), config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
                    warmup_tokens=args.warmup_tokens, build=args.build)
 
@@ -75,6 +80,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     stored = measure.measure(_spec(args, config), [config], args.out)
     _emit(args, measure.summary(stored[0]), measure.table(stored) + f"\nstored: {stored[0].path}")
     return 0
+
+
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every config against the float64 reference (teacher forced) and against each other."""
+    from runner import config as cfg
+    from runner.check import check_configs
+    from runner.session import Session
+
+    configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
+    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS if cfg.SWITCHES[k][3]]
+    session = Session(_preset(args), args.device, args.seed)
+    res = check_configs(session, configs, n_steps=args.steps, n_generate=args.steps, prompt_tokens=4)
+    lines = [f"{label}: {'ok' if r['ok'] else 'FAILED'}  max|Δ|/std {r['max_err_over_std']:.2e}  "
+             f"rel L2 {r['rel_l2']:.2e}  greedy agrees on {r['greedy_agree_decisive']}/{r['decisive_steps']} "
+             f"decisive steps" for label, r in res["configs"].items()]
+    lines.append(f"same tokens within each kernel family: {res['same_tokens']}")
+    lines.append("CHECK PASSED" if res["ok"] else "CHECK FAILED")
+    _emit(args, {k: v for k, v in res.items()}, "\n".join(lines))
+    return 0 if res["ok"] else 1
 
 
 @command("list")
@@ -312,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="baseline", help="baseline or optimized (default baseline)")
     p.add_argument("--set", action="append", default=[], metavar="SWITCH=VALUE",
                    help="override a switch, e.g. --set async_copies=on (repeatable)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("check", help="every config against the float64 reference and each other")
+    p.add_argument("--preset", default="auto", help="tiny, small, 1b or 8b; auto: 1b on a GPU, else tiny")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--steps", type=int, default=16, help="teacher-forced steps and generated tokens")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("list", help="list stored runs")

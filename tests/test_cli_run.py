@@ -73,3 +73,9 @@ def test_unwritable_out(tmp_path, capsys):
     code = main(["run", "--device", "cpu", "--tokens", "2", "--repeats", "1", "--out", str(blocker / "runs")])
     err = capsys.readouterr().err
     assert code == 2 and str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_command_passes_on_cpu(capsys):
+    assert main(["check", "--device", "cpu", "--steps", "8", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["ok"] and obj["same_tokens"] and len(obj["configs"]) >= 5

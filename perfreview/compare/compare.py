@@ -78,6 +78,9 @@ def figures(run: Run) -> pd.DataFrame:
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 rows.append((f"{run.id}", rep, name, "headline", "", float(value), unit, higher, res))
     per_rep = functions.per_repeat(functions.per_token(run.events))
+    # A leaf range's self time is its inclusive time: one row for it, not two (and one test fewer).
+    leaf = per_rep.groupby("name")[["host_ns", "self_ns"]].apply(lambda g: bool((g["host_ns"] == g["self_ns"]).all()))
+    per_rep.loc[per_rep["name"].map(leaf), "self_ns"] = np.nan
     for metric, label in METRIC_LABELS.items():
         res = (EVENT_RESOLUTION_NS if metric == "gpu_ns" else HOST_RESOLUTION_NS) / 1e3
         sub = per_rep[["repeat", "name", metric]].dropna()
