@@ -77,3 +77,12 @@ def test_benjamini_hochberg_and_verdict_rules():
     assert stats.verdict(1.001, 0.998, 1.004, 0.5, 0.005, higher_is_better=True) == stats.NO_CHANGE
     # A change smaller than twice the timer resolution is never a finding.
     assert stats.verdict(1.5, 1.4, 1.6, 0.001, 0.005, False, abs_change=0.3, resolution=0.5) != stats.REGRESSED
+
+
+def test_functions_on_one_side_only_are_listed_not_tested(tmp_path):
+    a = runs.read_run(make_run(tmp_path, "a", repeats=5, seed=9))
+    b = runs.read_run(make_run(tmp_path, "b", repeats=5, seed=10, names={"sample": "sample_v2"}))
+    cmp = compare([a], [b])
+    assert [f["name"] for f in cmp.only_a] == ["sample"] and [f["name"] for f in cmp.only_b] == ["sample_v2"]
+    assert cmp.only_b[0]["median"] > 5  # µs per token, ~10 µs in the synthetic run
+    assert all(r["name"] not in ("sample", "sample_v2") for r in cmp.rows)

@@ -42,6 +42,8 @@ class Comparison:
     n_a: int
     n_b: int
     warnings: list[str] = field(default_factory=list)
+    only_a: list[dict[str, Any]] = field(default_factory=list)  # functions A has and B does not
+    only_b: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _field(meta: dict[str, Any], dotted: str) -> Any:
@@ -128,6 +130,10 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
             "cv_a": float(np.std(va, ddof=1) / np.mean(va)) if len(va) > 1 else math.nan,
             "ratio": eff.ratio, "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p": eff.p_value,
         })
+    def only(mine: dict, other: dict) -> list[dict[str, Any]]:  # HTA's TraceDiff "added"/"deleted"
+        return [{"name": k[0], "metric": k[2], "median": float(np.median(g["value"])), "unit": g["unit"].iloc[0]}
+                for k, g in mine.items() if k not in other and k[1] == "function"]
+
     for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
         row["q"] = q
         res = row["resolution"]
@@ -139,7 +145,7 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
                                                       min(row["n_a"], row["n_b"]), row["theta"])
                                  if row["verdict"] == stats.INCONCLUSIVE else None)
         row["impact"] = _impact(row)
-    return Comparison(rows, theta, theta_source, n_a, n_b, notes)
+    return Comparison(rows, theta, theta_source, n_a, n_b, notes, only(ga, gb), only(gb, ga))
 
 
 def _impact(row: dict[str, Any]) -> float:

@@ -111,7 +111,8 @@ def conclusion(rows: list[dict[str, Any]], theta: float, a: str, b: str) -> str:
     if others:
         top = sorted(others, key=lambda r: -r["impact"])[:3]
         text += " Real changes elsewhere: " + "; ".join(
-            f"{render.md(r['name'])}{' (' + r['metric'] + ')' if r['metric'] else ''} {render.pct(r['ratio'])}"
+            f"{render.md(HEADLINE_TITLES.get(r['name'], r['name']))}{' (' + r['metric'] + ')' if r['metric'] else ''} "
+            f"{render.pct(r['ratio'])}"
             for r in top) + "."
     else:
         text += " No function changed beyond noise."
@@ -150,7 +151,7 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
         energy_window_s=float(np.median([r.get("wall_ns", 0) for run in a for r in run.meta.get("per_repeat", [])]
                                         or [0])) / 1e9,
         conclusion=conclusion(rows, cmp.theta, side_a["label"], side_b["label"]),
-        plots=plots or {}, not_measured=meta.get("not_measured", []),
+        plots=plots or {}, not_measured=meta.get("not_measured", []), only_a=cmp.only_a, only_b=cmp.only_b,
     )
 
 
