@@ -144,8 +144,21 @@ def _side_runs(args: argparse.Namespace, which: str) -> list[Any]:
     return []
 
 
+def _check_out_file(path: Path | None) -> None:
+    """Fail before any work when an output file cannot be written where asked."""
+    import os
+
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{path}: folder {folder} is not writable")
+
+
 def _review(args: argparse.Namespace, a: list[Any], b: list[Any]) -> dict[str, Any]:
-    """Compare, then write the markdown review and its pictures next to it (when --out-md)."""
+    """Compare, then write the markdown review and its pictures next to it (with --out)."""
     from perfreview.compare import compare as cmp_mod
     from perfreview.report import review
 
@@ -199,6 +212,7 @@ def _verdict_text(payload: dict[str, Any]) -> str:
 
 @command("compare")
 def cmd_compare(args: argparse.Namespace) -> int:
+    _check_out_file(args.report_out)
     a = _side_runs(args, "a") or _load(args.runs[:1])
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
@@ -212,6 +226,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_ab(args: argparse.Namespace) -> int:
     from perfreview import abtest
 
+    _check_out_file(args.report_out)
     a, b = abtest.run_sides(args.a, args.b, _spec(args, None), args.out)
     payload = _review(args, _load(a), _load(b))
     _emit(args, payload, _verdict_text(payload))
@@ -224,6 +239,7 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
     from perfreview.importers import llama_bench
     from perfreview.report import review
 
+    _check_out_file(args.report_out)
     recs = [llama_bench.load(p) for p in (args.a_file, args.b_file)]
     result = cmp_mod.compare_llama_bench(*recs, theta=args.noise)
     sides = []
@@ -247,6 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from perfreview.plots import timeline
     from perfreview.report import review
 
+    _check_out_file(args.report_out)
     run = _load([args.run])[0]
     plots = {}
     if not args.no_plots:
@@ -287,6 +304,7 @@ def _size(text: str | None) -> tuple[float, float] | None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from perfreview.plots import charts, timeline
 
+    _check_out_file(args.plot_out)
     if args.plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"{args.plot_out}: use a .png, .svg or .pdf file name")
     size = _size(args.size)
@@ -313,6 +331,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from perfreview.plots import perfetto
 
+    _check_out_file(args.export_out)
     out = perfetto.export(_load([args.run])[0], args.export_out)
     _emit(args, {"trace": str(out)}, f"trace: {out} (open in https://ui.perfetto.dev)")
     return 0
@@ -409,8 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except (UsageError, RunError, SchemaError, StoreError, DeviceError, NotBuiltError, LlamaBenchError, TraceError,
-            ValueError, FileNotFoundError) as exc:
+            ValueError) as exc:
         print(f"perfreview: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that could not be read or written: name it
+        print(f"perfreview: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

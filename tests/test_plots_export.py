@@ -80,3 +80,18 @@ def test_bad_trace_file_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "run.json" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["plot", "latency", "{run}", "--out", "{missing}/x.png"],
+    ["export", "perfetto", "{run}", "--out", "{missing}/t.json"],
+    ["compare", "{run}", "{run}", "--out", "{missing}/r.md"],
+    ["report", "{run}", "--out", "{missing}/r.md"],
+])
+def test_output_in_a_missing_folder_fails_first(cpu_runs, tmp_path, capsys, argv):
+    missing = tmp_path / "nope"
+    args = [a.format(run=cpu_runs["baseline"], missing=missing) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not missing.exists()
