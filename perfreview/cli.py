@@ -258,6 +258,36 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("import")
+def cmd_import(args: argparse.Namespace) -> int:
+    """Another tool's trace -> a stored run, so report/plot/export/compare work on it."""
+    from perfreview.analysis import headline
+    from perfreview.importers import chrome_trace, nsys_sqlite
+    from perfreview.trace import runs, store
+
+    run_id = args.name or args.file.stem
+    if args.format == "nsys":
+        events = nsys_sqlite.load(args.file, args.token_marker, run=run_id)
+    else:
+        events, _ = chrome_trace.load(args.file, run=run_id)
+        if args.token_marker:
+            events = schema_rows(nsys_sqlite.cut_tokens(events.drop(columns=["run"]), args.token_marker, args.file),
+                                 run_id)
+    meta = nsys_sqlite.meta_for(args.file, run_id, events, args.token_marker)
+    meta["format"] = "nsys-sqlite" if args.format == "nsys" else "chrome-trace"
+    path = runs.write_run(args.out, run_id, events, meta)
+    store.register(store.store_path(args.out), path, meta, headline.records(events, meta))
+    _emit(args, {"run": str(path), "events": len(events), "tokens": meta["tokens"]},
+          f"imported {len(events)} events, {meta['tokens']} tokens: {path}")
+    return 0
+
+
+def schema_rows(frame: Any, run_id: str) -> Any:
+    from perfreview.trace import schema
+
+    return schema.from_records(frame.to_dict("records"), run_id)
+
+
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from perfreview.plots import timeline
@@ -391,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.005, help="noise threshold θ as a fraction (default 0.005)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("import", help="import another tool's trace as a run (nsys SQLite export, Chrome/Kineto JSON)")
+    p.add_argument("format", choices=["nsys", "chrome"])
+    p.add_argument("file", type=Path, help="nsys export --type sqlite file, or a Chrome-trace/Kineto JSON")
+    p.add_argument("--token-marker", help="NVTX range or API name that occurs once per token, e.g. cudaGraphLaunch")
+    p.add_argument("--name", help="run id (default: the file's name)")
+    p.add_argument("--out", type=Path, default=Path("runs"))
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("report", help="markdown report of one run")
     p.add_argument("run", type=Path)
     p.add_argument("--out", dest="report_out", type=Path, required=True)
@@ -416,9 +454,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from perfreview.trace.runs import RunError
-    from perfreview.trace.schema import SchemaError
-    from perfreview.importers.chrome_trace import TraceError
-    from perfreview.importers.llama_bench import LlamaBenchError
     from perfreview.trace.store import StoreError
     from runner.config import NotBuiltError
     from runner.device import DeviceError
@@ -427,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except (UsageError, RunError, SchemaError, StoreError, DeviceError, NotBuiltError, LlamaBenchError, TraceError,
-            ValueError) as exc:
+    # Every bad-input error of ours subclasses one of these (schema, importers, configs: ValueError).
+    except (UsageError, RunError, StoreError, DeviceError, NotBuiltError, ValueError) as exc:
         print(f"perfreview: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file that could not be read or written: name it

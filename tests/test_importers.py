@@ -84,3 +84,51 @@ def test_kineto_trace_imports_into_the_event_table(tmp_path):
         assert "bad.json" in str(exc) and "lacks ts" in str(exc)
     else:
         raise AssertionError("a trace event without ts must be refused")
+
+
+def test_nsys_export_imports_and_the_gap_analysis_applies(tmp_path, capsys):
+    from nsys_fixture import make
+
+    from perfreview.analysis import gaps
+    from perfreview.trace import runs
+
+    base = make(tmp_path / "sasassasg.sqlite", "sasassas")
+    pr = make(tmp_path / "saaaasg.sqlite", "aaaas")
+    for f in (base, pr):
+        assert main(["import", "nsys", str(f), "--token-marker", "llama_decode", "--out", str(tmp_path / "runs"),
+                     "--json"]) == 0
+    capsys.readouterr()
+    a, b = runs.read_run(tmp_path / "runs" / "sasassasg"), runs.read_run(tmp_path / "runs" / "saaaasg")
+    kinds = set(a.events["kind"].astype(str))
+    assert {"kernel", "memcpy", "api", "range", "token"} <= kinds
+    names = set(a.events["name"].astype(str))
+    assert "cudaStreamSynchronize" in names and "void mul_mat_vec<half, 4>(const half*, float*) | `q`" in names
+    ga, gb = gaps.sync_gaps(a.events), gaps.sync_gaps(b.events)
+    assert len(ga) == 5 and (ga["gap_ns"] > gb["gap_ns"].max()).all()  # fewer syncs, shorter gap
+    assert (ga["blocked_sync_ns"] > 0).all() and (ga["copies_ns"] > 0).all()
+    counts = {r.run: (r.syncs, r.copies) for r in gaps.counts_per_token(pd_concat(a, b)).itertuples()}
+    assert counts == {"sasassasg": (6, 3), "saaaasg": (2, 4)}  # pattern + the final sync of each token
+    # the same pictures and reports as for our own runs
+    assert main(["plot", "timeline", str(a.path), str(b.path), "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["report", str(a.path), "--out", str(tmp_path / "r.md")]) == 0
+    assert "mul\\_mat\\_vec" in (tmp_path / "r.md").read_text()
+
+
+def pd_concat(*rs):
+    import pandas as pd
+
+    return pd.concat([r.events for r in rs])
+
+
+def test_nsys_bad_files(tmp_path, capsys):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not sqlite at all" * 10)
+    assert main(["import", "nsys", str(junk), "--out", str(tmp_path / "runs")]) == 2
+    assert "junk.sqlite" in capsys.readouterr().err
+    from nsys_fixture import make
+
+    f = make(tmp_path / "t.sqlite", "s")
+    assert main(["import", "nsys", str(f), "--token-marker", "nope", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "t.sqlite" in err and "'nope' occurs 0 time" in err
+    assert not (tmp_path / "runs" / "t").exists()

@@ -19,20 +19,31 @@ from perfreview.analysis.tokens import token_table
 COPY_NAMES = ("memcpy_h2d", "memcpy_d2h")
 NOT_LAUNCH = ("token", "input_copy", "output_copy", "sync", *COPY_NAMES)
 CATEGORIES = ("blocked_sync", "copies", "launch", "other")
+HOST_KINDS = ("range", "api")  # our ranges, or runtime/driver API calls from imported traces
+
+
+def is_sync(names: pd.Series) -> np.ndarray:
+    """Our ``sync`` ranges, or cudaStreamSynchronize / cuCtxSynchronize ... calls."""
+    return ((names == "sync") | names.str.contains("Synchronize", regex=False)).to_numpy()
+
+
+def is_copy(names: pd.Series) -> np.ndarray:
+    return (names.isin(COPY_NAMES) | names.str.match(r"^cu(da)?Memcpy")).to_numpy()
 
 
 def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per decode->decode token boundary: gap_ns and its host breakdown (ns)."""
     tokens = token_table(events) if tokens is None else tokens
     dec = tokens[tokens["phase"] == "decode"].sort_values(["run", "repeat", "token"])
-    host = events[(events["kind"] == "range") & (events["phase"] == "decode")]
+    host = events[events["kind"].isin(HOST_KINDS) & (events["phase"] == "decode")]
     host = host.assign(run=host["run"].astype(str)).sort_values(["run", "repeat", "token", "start_ns"])
-    names = host["name"].astype(str).to_numpy()
+    names = host["name"].astype(str)
     # Per host row: its category, once (the per-boundary work is then array slicing only).
     cat = np.full(len(host), -1)
-    cat[(host["depth"].to_numpy() == 1) & ~np.isin(names, NOT_LAUNCH)] = 2  # launch
-    cat[np.isin(names, COPY_NAMES)] = 1
-    cat[names == "sync"] = 0
+    ours = (host["kind"] == "range").to_numpy() & (host["depth"].to_numpy() == 1) & ~names.isin(NOT_LAUNCH).to_numpy()
+    cat[ours | names.str.contains("Launch", regex=False).to_numpy()] = 2  # launching the next token's work
+    cat[is_copy(names)] = 1
+    cat[is_sync(names)] = 0
     s_all, e_all = host["start_ns"].to_numpy(), host["end_ns"].to_numpy()
     keys = list(zip(host["run"], host["repeat"], host["token"]))
     spans: dict[tuple, tuple[int, int]] = {}
@@ -77,10 +88,10 @@ def per_repeat(gaps: pd.DataFrame) -> pd.DataFrame:
 
 def counts_per_token(events: pd.DataFrame) -> pd.DataFrame:
     """Synchronize calls and copies per decode token (median over tokens), per run."""
-    ev = events[(events["kind"] == "range") & (events["phase"] == "decode")]
+    ev = events[events["kind"].isin(HOST_KINDS) & (events["phase"] == "decode")]
     names = ev["name"].astype(str)
     per_tok = pd.DataFrame({
         "run": ev["run"].astype(str), "repeat": ev["repeat"], "token": ev["token"],
-        "syncs": names == "sync", "copies": names.isin(COPY_NAMES),
+        "syncs": is_sync(names), "copies": is_copy(names),
     }).groupby(["run", "repeat", "token"])[["syncs", "copies"]].sum()
     return per_tok.groupby("run").median().reset_index()

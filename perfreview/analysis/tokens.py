@@ -26,11 +26,18 @@ def token_table(events: pd.DataFrame) -> pd.DataFrame:
     h_out = _by_token(ev[ev["kind"] == "range"], "output_copy", ["start_ns"], "host_out")
     for part in (g_tok, g_in, h_in, h_out):
         out = out.merge(part, on=KEYS, how="left")
+    # Imported traces have no runner marks: the token's kernels bound its compute window.
+    kern = ev[ev["kind"] == "kernel"]
+    kw = kern.groupby([kern["run"].astype(str), kern["repeat"], kern["token"]], observed=True).agg(
+        kern_start=("start_ns", "min"), kern_end=("end_ns", "max")).reset_index()
+    out = out.merge(kw, on=KEYS, how="left")
     has_gpu = out["gpu_start_ns"].notna()
-    out["gpu_ns"] = out["gpu_end_ns"] - out["gpu_start_ns"]
-    out["compute_start"] = np.where(has_gpu, out["gpu_in_end_ns"], out["host_in_end_ns"])
-    out["compute_end"] = np.where(has_gpu, out["gpu_end_ns"], out["host_out_start_ns"])
-    out["window_source"] = np.where(has_gpu, "cuda_event", "host")
+    has_kern = ~has_gpu & out["kern_start"].notna()
+    out["gpu_ns"] = np.where(has_gpu, out["gpu_end_ns"] - out["gpu_start_ns"], out["kern_end"] - out["kern_start"])
+    out["compute_start"] = np.select([has_gpu, has_kern], [out["gpu_in_end_ns"], out["kern_start"]],
+                                     out["host_in_end_ns"])
+    out["compute_end"] = np.select([has_gpu, has_kern], [out["gpu_end_ns"], out["kern_end"]], out["host_out_start_ns"])
+    out["window_source"] = np.select([has_gpu, has_kern], ["cuda_event", "kernels"], "host")
     keep = KEYS + ["phase", "host_start", "host_end", "host_ns", "gpu_ns", "compute_start", "compute_end",
                    "window_source"]
     return out[keep].sort_values(KEYS).reset_index(drop=True)

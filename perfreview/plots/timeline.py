@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from perfreview.analysis import gaps  # noqa: E402
 from perfreview.analysis.tokens import token_table  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
@@ -26,8 +27,13 @@ _PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 1, 2, 3, 8, 9, 10, 11, 12, 13,
 
 
 def _colors(names: list[str]) -> dict[str, str]:
-    others = sorted(n for n in set(names) if n not in SPECIAL_COLORS and n != "token")
-    out = {n: matplotlib.colors.to_hex(_PALETTE[i % len(_PALETTE)]) for i, n in enumerate(others)}
+    """Syncs red and copies green whoever named them (our ranges, CUDA API calls, nsys copies)."""
+    unique = pd.Series(sorted(set(names) - {"token"}), dtype=str)
+    sync, copy = gaps.is_sync(unique), gaps.is_copy(unique) | unique.str.startswith("memcpy").to_numpy()
+    out = {n: SPECIAL_COLORS["sync"] for n in unique[sync]}
+    out.update({n: SPECIAL_COLORS["memcpy_h2d"] for n in unique[copy & ~sync]})
+    others = [n for n in unique[~(sync | copy)] if n not in SPECIAL_COLORS]
+    out.update({n: matplotlib.colors.to_hex(_PALETTE[i % len(_PALETTE)]) for i, n in enumerate(others)})
     out.update(SPECIAL_COLORS)
     return out
 
@@ -109,19 +115,20 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
     figsize = size or (12.0, 1.2 + sum(0.45 * n + 0.6 for n in rows))
     fig, axes = plt.subplots(len(runs), 1, figsize=figsize, sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
-    for ax, run, (rep, t0, t1, gaps) in zip(axes[:, 0], runs, wins):
+    for ax, run, (rep, t0, t1, token_gaps) in zip(axes[:, 0], runs, wins):
         m = run.meta
         device = (m.get("device") or {}).get("name")
         title = f"{m.get('config_label')}  ·  {m.get('preset')}  ·  {device}  ·  repeat {rep}"
-        draw(ax, run, rep, t0, t1, gaps, span_us, colors, title)
+        draw(ax, run, rep, t0, t1, token_gaps, span_us, colors, title)
     axes[-1, 0].set_xlabel("time (µs)")
     drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
     used = sorted(drawn - {"token"})
     handles = [Patch(color=colors.get(n, "#7f7f7f"), label=n) for n in used]
-    gap_label = "between tokens' compute (device idle but for input copies)"
+    gap_label = "gap between tokens' compute"
     handles.append(Patch(color="#ffdd57", alpha=0.35, label=gap_label))
-    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.012 * (len(handles) // 8), 1, 1))
+    ncol = min(6, len(handles))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * (1 + (len(handles) - 1) // ncol), 1, 1))
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return Path(out)

@@ -1,0 +1,203 @@
+"""Nsight Systems SQLite export (``nsys export --type sqlite``) -> the event table.
+
+Reads the CUPTI activity tables (kernels, memcpy, memset, runtime/driver API, synchronisation) and
+NVTX ranges, as the Nsight Systems "SQLite Schema Reference" documents them; absent tables are
+skipped (nsys creates them lazily). With ``token_marker`` (an NVTX range or API name that occurs
+once per token, e.g. ``cudaGraphLaunch`` for llama.cpp's CUDA backend) the timeline is cut into
+tokens, so the per-token and sync-gap analyses apply to someone else's program too.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfreview.trace import schema
+
+COPY_KINDS = {1: "HtoD", 2: "DtoH", 8: "DtoD", 10: "PtoP"}
+MEM_KINDS = {0: "pageable", 1: "pinned", 2: "device", 3: "array", 4: "managed"}
+NVTX_RANGES = (59, 60)  # PushPop, StartEnd
+_SUFFIX = re.compile(r"_v\d+$")  # cudaLaunchKernel_v7000 -> cudaLaunchKernel
+
+
+class NsysError(ValueError):
+    pass
+
+
+def _tables(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _strings(con: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
+    return dict(con.execute("SELECT id, value FROM StringIds")) if "StringIds" in tables else {}
+
+
+def _tid(global_tid: pd.Series) -> pd.Series:
+    return (global_tid.astype("int64") % 0x1000000).astype(str)
+
+
+def load(path: Path, token_marker: str | None = None, run: str | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise NsysError(f"{path}: no such file")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = _tables(con)
+            if not tables & {"CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS"}:
+                raise NsysError(f"{path}: not an Nsight Systems SQLite export (no CUPTI or NVTX tables)")
+            names = _strings(con, tables)
+            parts = [_kernels(con, tables, names), _copies(con, tables), _api(con, tables, names),
+                     _syncs(con, tables), _nvtx(con, tables, names)]
+    except sqlite3.DatabaseError as exc:
+        raise NsysError(f"{path}: not a readable SQLite file ({exc})") from None
+    frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+    if frame is None:
+        raise NsysError(f"{path}: no events in the CUPTI or NVTX tables")
+    frame = frame.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    if token_marker:
+        frame = cut_tokens(frame, token_marker, path)
+    try:
+        return schema.from_records(frame.to_dict("records"), run or path.stem)
+    except schema.SchemaError as exc:
+        raise NsysError(f"{path}: {exc}") from None
+
+
+def _query(con: sqlite3.Connection, sql: str) -> pd.DataFrame:
+    return pd.read_sql_query(sql, con)
+
+
+def _kernels(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd.DataFrame:
+    if "CUPTI_ACTIVITY_KIND_KERNEL" not in tables:
+        return pd.DataFrame()
+    k = _query(con, "SELECT start, end, deviceId, streamId, correlationId, demangledName, shortName "
+                    "FROM CUPTI_ACTIVITY_KIND_KERNEL")
+    name_id = k["demangledName"].fillna(k["shortName"])
+    return pd.DataFrame({
+        "kind": "kernel", "source": "nsys", "name": name_id.map(names).fillna("kernel"),
+        "track": "gpu" + k["deviceId"].astype(str) + "/stream" + k["streamId"].astype(str),
+        "stream": k["streamId"], "start_ns": k["start"], "end_ns": k["end"], "correlation": k["correlationId"],
+    })
+
+
+def _copies(con: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    out = []
+    if "CUPTI_ACTIVITY_KIND_MEMCPY" in tables:
+        m = _query(con, "SELECT start, end, deviceId, streamId, correlationId, bytes, copyKind, srcKind, dstKind "
+                        "FROM CUPTI_ACTIVITY_KIND_MEMCPY")
+        kind = m["copyKind"].map(COPY_KINDS).fillna("other")
+        out.append(pd.DataFrame({
+            "kind": "memcpy", "source": "nsys", "name": "memcpy " + kind,
+            "track": "gpu" + m["deviceId"].astype(str) + "/stream" + m["streamId"].astype(str),
+            "stream": m["streamId"], "start_ns": m["start"], "end_ns": m["end"], "correlation": m["correlationId"],
+            "bytes": m["bytes"], "copy_kind": kind,
+            "mem_kind": m["srcKind"].map(MEM_KINDS).fillna("?") + "->" + m["dstKind"].map(MEM_KINDS).fillna("?"),
+        }))
+    if "CUPTI_ACTIVITY_KIND_MEMSET" in tables:
+        m = _query(con, "SELECT start, end, deviceId, streamId, correlationId, bytes FROM CUPTI_ACTIVITY_KIND_MEMSET")
+        out.append(pd.DataFrame({
+            "kind": "memset", "source": "nsys", "name": "memset",
+            "track": "gpu" + m["deviceId"].astype(str) + "/stream" + m["streamId"].astype(str),
+            "stream": m["streamId"], "start_ns": m["start"], "end_ns": m["end"], "correlation": m["correlationId"],
+            "bytes": m["bytes"],
+        }))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _api(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd.DataFrame:
+    if "CUPTI_ACTIVITY_KIND_RUNTIME" not in tables:
+        return pd.DataFrame()
+    r = _query(con, "SELECT start, end, globalTid, correlationId, nameId FROM CUPTI_ACTIVITY_KIND_RUNTIME")
+    return pd.DataFrame({
+        "kind": "api", "source": "nsys",
+        "name": r["nameId"].map(names).fillna("api").str.replace(_SUFFIX, "", regex=True),
+        "track": "host/" + _tid(r["globalTid"]), "start_ns": r["start"], "end_ns": r["end"],
+        "correlation": r["correlationId"], "depth": 1,
+    })
+
+
+def _syncs(con: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
+    if "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION" not in tables:
+        return pd.DataFrame()
+    s = _query(con, "SELECT start, end, deviceId, streamId, correlationId, syncType "
+                    "FROM CUPTI_ACTIVITY_KIND_SYNCHRONIZATION")
+    kinds = {1: "event sync", 2: "stream wait event", 3: "stream sync", 4: "context sync"}
+    stream = s["streamId"].where(s["streamId"] < 4294967295, -1)  # N/A is 4294967295
+    return pd.DataFrame({
+        "kind": "sync", "source": "nsys", "name": s["syncType"].map(kinds).fillna("sync"),
+        "track": "gpu" + s["deviceId"].astype(str) + "/sync", "stream": stream,
+        "start_ns": s["start"], "end_ns": s["end"], "correlation": s["correlationId"],
+    })
+
+
+def _nvtx(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd.DataFrame:
+    if "NVTX_EVENTS" not in tables:
+        return pd.DataFrame()
+    n = _query(con, f"SELECT start, end, text, textId, globalTid FROM NVTX_EVENTS "
+                    f"WHERE eventType IN {NVTX_RANGES} AND end IS NOT NULL")
+    text = n["text"].fillna(n["textId"].map(names)).fillna("range")
+    out = pd.DataFrame({"kind": "range", "source": "nsys", "name": text, "track": "host/" + _tid(n["globalTid"]),
+                        "start_ns": n["start"], "end_ns": n["end"]})
+    out["depth"] = _depths(out)
+    return out
+
+
+def _depths(ranges: pd.DataFrame) -> np.ndarray:
+    """Nesting depth per range on its thread (ranges sorted by start, longer first on ties)."""
+    depth = np.zeros(len(ranges), dtype=int)
+    order = ranges.assign(_len=ranges["end_ns"] - ranges["start_ns"]).sort_values(
+        ["track", "start_ns", "_len"], ascending=[True, True, False]).index
+    stack: list[tuple[str, int]] = []
+    for i in order:
+        track, start, end = ranges.at[i, "track"], ranges.at[i, "start_ns"], ranges.at[i, "end_ns"]
+        while stack and (stack[-1][0] != track or stack[-1][1] <= start):
+            stack.pop()
+        depth[ranges.index.get_loc(i)] = len(stack)
+        stack.append((track, end))
+    return depth
+
+
+def cut_tokens(frame: pd.DataFrame, marker: str, path: Path) -> pd.DataFrame:
+    """Token i runs from the i-th occurrence of ``marker`` (host side) to the next; every row gets
+    its token (device rows through the API call that launched them, else by start time), host
+    ``token`` rows frame them, and ranges nest one level below."""
+    host = frame[frame["track"].astype(str).str.startswith("host/")]
+    marks = host[host["name"] == marker].sort_values("start_ns")
+    if len(marks) < 2:
+        raise NsysError(f"{path}: token marker {marker!r} occurs {len(marks)} time(s); need one per token")
+    starts = marks["start_ns"].to_numpy()
+    token = np.searchsorted(starts, frame["start_ns"].to_numpy(), side="right") - 1
+    by_corr = dict(zip(frame.loc[frame["kind"] == "api", "correlation"],
+                       token[(frame["kind"] == "api").to_numpy()]))
+    device = frame["kind"].isin(["kernel", "memcpy", "memset"]).to_numpy()
+    corr_tok = frame["correlation"].map(by_corr).to_numpy(dtype=float)
+    token = np.where(device & ~np.isnan(corr_tok), np.nan_to_num(corr_tok, nan=-1).astype(int), token)
+    frame = frame.assign(token=token, phase=np.where(token >= 0, "decode", ""), repeat=0)
+    ends = np.append(starts[1:], frame["end_ns"].max())
+    track = str(marks["track"].iloc[0])
+    tokens = pd.DataFrame({"kind": "token", "source": "nsys", "name": "token", "track": track, "start_ns": starts,
+                           "end_ns": ends, "token": np.arange(len(starts)), "phase": "decode", "repeat": 0, "depth": 0})
+    nested = frame["kind"].isin(["range", "api"]) & (frame["token"] >= 0)
+    frame.loc[nested, "depth"] = frame.loc[nested, "depth"].fillna(0) + 1
+    return pd.concat([frame, tokens], ignore_index=True).sort_values("start_ns", kind="stable").reset_index(drop=True)
+
+
+def meta_for(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None) -> dict[str, Any]:
+    """A run.json for an imported trace: what is known, and what is not."""
+    n_tokens = int((events["kind"] == "token").sum())
+    return {
+        "schema_version": schema.SCHEMA_VERSION, "tool": "perfreview", "tool_version": "import", "run": run_id,
+        "imported_from": str(path), "format": "nsys-sqlite", "token_marker": token_marker,
+        "preset": "imported", "config": "imported", "config_label": Path(path).stem, "switches": {},
+        "switches_in_effect": {}, "switches_without_effect": [], "tokens": n_tokens, "prompt_tokens": 0,
+        "repeats": 1, "per_repeat": [{"repeat": 0}], "warmup_tokens": 0, "timing": "nsys",
+        "device": {"name": "from nsys trace", "backend": "nsys"}, "git": {"commit": None, "dirty": None},
+        "host": {"hostname": "", "python": ""}, "clock": "nsys session clock, ns",
+        "clock_alignment": "CUPTI timestamps as nsys recorded them", "build": "",
+        "not_measured": [{"what": "energy", "why": "not in an nsys SQLite export"}],
+    }
