@@ -72,7 +72,7 @@ def _tracks(ev: pd.DataFrame) -> list[str]:
     return tracks
 
 
-def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, gaps: list, span_us: float,
+def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, token_gaps: list, span_us: float,
          colors: dict[str, str], title: str) -> None:
     ev = run.events
     ev = _in_window(ev, rep, t0, t1)
@@ -89,7 +89,7 @@ def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, gaps: list, span_us
                 ax.broken_barh([(x0, w)], (y - height / 2 + shrink / 2, height - shrink),
                                facecolors=FRAME if name == "token" else colors.get(name, "#7f7f7f"),
                                edgecolor="none")
-    for lo, hi in gaps:
+    for lo, hi in token_gaps:
         if hi > t0 and lo < t1 and hi > lo:
             x0, x1 = (max(lo, t0) - t0) / 1e3, (min(hi, t1) - t0) / 1e3
             ax.axvspan(x0, x1, color="#ffdd57", alpha=0.35, zorder=0)
