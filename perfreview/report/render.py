@@ -6,12 +6,21 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-TEMPLATES = Path(os.environ.get("PERFREVIEW_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
+def _templates() -> Path:
+    """The repo's templates/ (editable install), else the copy a wheel installs under share/."""
+    if os.environ.get("PERFREVIEW_TEMPLATES"):
+        return Path(os.environ["PERFREVIEW_TEMPLATES"])
+    repo = Path(__file__).resolve().parents[2] / "templates"
+    return repo if repo.is_dir() else Path(sys.prefix) / "share" / "perfreview" / "templates"
+
+
+TEMPLATES = _templates()
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#~])")
 
