@@ -16,8 +16,9 @@ METRICS = ("host_ns", "self_ns", "gpu_ns")
 
 
 def host_ranges_with_self(events: pd.DataFrame) -> pd.DataFrame:
-    """Host ``range`` rows (and ``token`` rows, their parents) with ``dur_ns`` and ``self_ns``."""
-    ev = events[events["kind"].isin(["range", "token"]) & (events["depth"] >= 0)].copy()
+    """Host ``range`` and ``api`` rows (and ``token`` rows, their parents) with ``dur_ns`` and
+    ``self_ns``."""
+    ev = events[events["kind"].isin(["range", "api", "token"]) & (events["depth"] >= 0)].copy()
     ev["run"] = ev["run"].astype(str)
     ev["track"] = ev["track"].astype(str)
     ev["dur_ns"] = ev["end_ns"] - ev["start_ns"]
@@ -42,7 +43,7 @@ def per_token(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     """Per (run, repeat, token, name): host inclusive, self and GPU time summed over the calls in
     that token (a per-layer function is called once per layer), and the call count."""
     host = host_ranges_with_self(events)
-    host = host[(host["phase"] == phase) & (host["kind"] == "range")]
+    host = host[(host["phase"] == phase) & (host["kind"] != "token")]
     keys = ["run", "repeat", "token", "name"]
     h = host.assign(name=host["name"].astype(str)).groupby(keys, observed=True).agg(
         calls=("dur_ns", "size"), host_ns=("dur_ns", "sum"), self_ns=("self_ns", "sum"))
@@ -51,9 +52,11 @@ def per_token(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     g = pd.DataFrame({
         "run": gpu["run"].astype(str), "repeat": gpu["repeat"], "token": gpu["token"],
         "name": gpu["name"].astype(str), "gpu_ns": gpu["end_ns"] - gpu["start_ns"],
-    }).groupby(keys)["gpu_ns"].sum()
+    }).groupby(keys)["gpu_ns"].agg(gpu_ns="sum", gpu_calls="size")
     out = h.join(g, how="outer").reset_index()
-    out["calls"] = out["calls"].fillna(0).astype(int)
+    # Device-only names (kernels, copies from a trace): count their launches instead.
+    out["calls"] = out["calls"].fillna(out["gpu_calls"]).fillna(0).astype(int)
+    out = out.drop(columns="gpu_calls")
     return out
 
 

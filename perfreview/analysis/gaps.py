@@ -40,7 +40,9 @@ def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.Da
     names = host["name"].astype(str)
     # Per host row: its category, once (the per-boundary work is then array slicing only).
     cat = np.full(len(host), -1)
-    ours = (host["kind"] == "range").to_numpy() & (host["depth"].to_numpy() == 1) & ~names.isin(NOT_LAUNCH).to_numpy()
+    # The runner's own function ranges are launches; an imported trace's NVTX ranges may frame the token.
+    ours = ((host["source"] == "host") & (host["kind"] == "range") & (host["depth"] == 1)).to_numpy() \
+        & ~names.isin(NOT_LAUNCH).to_numpy()
     cat[ours | names.str.contains("Launch", regex=False).to_numpy()] = 2  # launching the next token's work
     cat[is_copy(names)] = 1
     cat[is_sync(names)] = 0
