@@ -132,8 +132,6 @@ def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, r
     t1 = time.perf_counter_ns()
     energy1 = dev.energy_mj() if dev.is_gpu else None
     rows = rec.finish_repeat(repeat)
-    for row in rows:
-        row["repeat"] = repeat
     meta: dict[str, Any] = {"repeat": repeat, "wall_ns": t1 - t0}
     if energy0 is not None and energy1 is not None:
         meta["energy_j"] = (energy1 - energy0) / 1000.0
@@ -186,7 +184,9 @@ def base_meta(session: Session, spec: RunSpec, run_id: str) -> dict[str, Any]:
         "git": git_info(),
         "build": spec.build,
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                 "python": platform.python_version(), "user": _user()},
+                 "python": platform.python_version(), "user": _user(), "cpus": os.cpu_count(),
+                 # what pyperf records too: a loaded host makes a noisy host-bound run
+                 "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "device": dev.info(),
         "preset": spec.preset,
         "model": session.preset.as_dict(),
