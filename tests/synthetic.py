@@ -12,7 +12,8 @@ FUNCS = {"embedding": 20_000, "attention": 300_000, "ffn": 250_000, "lm_head": 8
 
 
 def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale: dict | None = None,
-             cv: float = 0.02, seed: int = 0, names: dict | None = None, meta_extra: dict | None = None) -> Path:
+             cv: float = 0.02, seed: int = 0, names: dict | None = None, meta_extra: dict | None = None,
+             sync_ns: int = 2_000) -> Path:
     """Per token: token > input_copy, functions..., output_copy, sync. ``scale`` multiplies a
     function's duration (the injected effect); noise is lognormal with coefficient ``cv`` per call
     plus a per-repeat drift of cv/2 (repeats are the independent samples)."""
@@ -36,9 +37,10 @@ def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale
             rows.append(dict(repeat=r, token=k, phase="decode", kind="range", name="output_copy", depth=1,
                              start_ns=t, end_ns=t + 3_000))
             t += 3_000
+            d = int(sync_ns * rng.lognormal(0, cv))
             rows.append(dict(repeat=r, token=k, phase="decode", kind="range", name="sync", depth=1,
-                             start_ns=t, end_ns=t + 2_000))
-            t += 2_000
+                             start_ns=t, end_ns=t + d))
+            t += d
             rows.append(dict(repeat=r, token=k, phase="decode", kind="token", name="token", depth=0,
                              start_ns=tok_start, end_ns=t))
             t += 4_000

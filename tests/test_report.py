@@ -69,3 +69,10 @@ def test_run_report_renders(cpu_runs, tmp_path):
     assert "### Functions" in md and "attention" in md
     for cells in table_rows(md):
         assert len(set(cells)) == 1
+
+
+def test_longer_waits_are_explained_as_moved_time(tmp_path):
+    a = runs.read_run(make_run(tmp_path, "a", seed=1))
+    b = runs.read_run(make_run(tmp_path, "b", seed=2, sync_ns=40_000, scale={"attention": 0.85}))
+    md = review.review_markdown(compare([a], [b]), [a], [b])
+    assert "| sync | host |" in md and "time moved, not a slowdown" in md

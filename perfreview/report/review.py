@@ -152,6 +152,8 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
                                         or [0])) / 1e9,
         conclusion=conclusion(rows, cmp.theta, side_a["label"], side_b["label"]),
         plots=plots or {}, not_measured=meta.get("not_measured", []), only_a=cmp.only_a, only_b=cmp.only_b,
+        waits_grew=bool(len(significant)) and bool(gaps.is_sync(pd.Series(
+            [r["name"] for r in significant if r["verdict"] == stats.REGRESSED], dtype=str)).any()),
     )
 
 
