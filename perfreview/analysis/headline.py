@@ -22,11 +22,13 @@ HEADLINES: dict[str, tuple[str, bool]] = {
 }
 
 
-def per_repeat(events: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
-    """One row per repeat of one run with every headline figure (NaN where not measured)."""
-    toks = tokens_mod.token_table(events)
+def per_repeat(events: pd.DataFrame, meta: dict[str, Any], toks: pd.DataFrame | None = None,
+               gap_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per repeat of one run with every headline figure (NaN where not measured).
+    ``toks``/``gap_rows``: the token table and sync gaps when the caller has them already."""
+    toks = tokens_mod.token_table(events) if toks is None else toks
     rep = tokens_mod.per_repeat(toks)
-    g = gaps_mod.per_repeat(gaps_mod.sync_gaps(events, toks))
+    g = gaps_mod.per_repeat(gaps_mod.sync_gaps(events, toks) if gap_rows is None else gap_rows)
     out = rep.merge(g[["run", "repeat", "gap_ns"]], on=["run", "repeat"], how="left")
     out["median_token_ms"] = out["median_token_ns"] / 1e6
     out["time_to_first_token_ms"] = out["ttft_ns"] / 1e6

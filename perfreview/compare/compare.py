@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis import functions, headline
+from perfreview.analysis import functions, headline, of_run
 from perfreview.compare import stats
 from perfreview.trace.runs import Run
 
@@ -71,7 +71,7 @@ def check_compatible(a: list[Run], b: list[Run], force: bool = False) -> list[st
 def figures(run: Run) -> pd.DataFrame:
     """Long table: repeat, name, kind, metric, value, unit, higher_is_better, resolution."""
     rows = []
-    heads = headline.per_repeat(run.events, run.meta)
+    heads = of_run.headlines(run)
     gpu_run = (run.meta.get("device") or {}).get("backend") == "cupy"
     for name, (unit, higher) in headline.HEADLINES.items():
         res = {"median_token_ms": HOST_RESOLUTION_NS / 1e6, "time_to_first_token_ms": HOST_RESOLUTION_NS / 1e6,
@@ -79,7 +79,7 @@ def figures(run: Run) -> pd.DataFrame:
         for rep, value in zip(heads["repeat"], heads[name]):
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 rows.append((f"{run.id}", rep, name, "headline", "", float(value), unit, higher, res))
-    per_rep = functions.per_repeat(functions.per_token(run.events))
+    per_rep = functions.per_repeat(of_run.functions_per_token(run))
     # A leaf range's self time is its inclusive time: one row for it, not two (and one test fewer).
     leaf = per_rep.groupby("name")[["host_ns", "self_ns"]].apply(lambda g: bool((g["host_ns"] == g["self_ns"]).all()))
     per_rep.loc[per_rep["name"].map(leaf), "self_ns"] = np.nan

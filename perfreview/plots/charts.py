@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from perfreview.analysis.tokens import token_table  # noqa: E402
+from perfreview.analysis import of_run  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
 VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#7f7f7f",
@@ -62,7 +62,7 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
     """Distribution of decode token latency (host wall time per token, ms) per run, medians marked."""
     data, names = [], []
     for i, run in enumerate(runs):
-        t = token_table(run.events)
+        t = of_run.token_table(run)
         d = t[t["phase"] == "decode"]["host_ns"].to_numpy() / 1e6
         if len(d) == 0:
             raise ValueError(f"{run.path}: no decode tokens")

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from perfreview.analysis import gaps  # noqa: E402
-from perfreview.analysis.tokens import token_table  # noqa: E402
+from perfreview.analysis import of_run  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
 SPECIAL_COLORS = {"sync": "#d62728", "memcpy_h2d": "#2ca02c", "memcpy_d2h": "#98df8a",
@@ -41,7 +41,7 @@ def _colors(names: list[str]) -> dict[str, str]:
 def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tuple[int, int, int, list]:
     """(repeat, t0_ns, t1_ns, gaps) for decode tokens [a, b] (relative to the first decode token),
     or, with ``tokens`` None, zoomed on the boundary before the 5th decode token."""
-    toks = token_table(run.events)
+    toks = of_run.token_table(run)
     dec = toks[toks["phase"] == "decode"]
     reps = sorted(dec["repeat"].unique())
     if not reps:

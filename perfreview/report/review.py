@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis import functions, gaps, headline, streams
+from perfreview.analysis import functions, gaps, headline, of_run, streams
 from perfreview.compare import stats
 from perfreview.compare.compare import Comparison
 from perfreview.report import render
@@ -65,14 +65,13 @@ def describe_side(runs: list[Run]) -> dict[str, Any]:
 
 
 def _tps_summary(runs: list[Run]) -> tuple[float, float]:
-    tps = np.concatenate([headline.per_repeat(r.events, r.meta)["tokens_per_s"].to_numpy() for r in runs])
+    tps = np.concatenate([of_run.headlines(r)["tokens_per_s"].to_numpy() for r in runs])
     return float(tps.mean()), float(tps.std(ddof=1)) if len(tps) > 1 else 0.0
 
 
 def gap_section(runs: list[Run]) -> dict[str, Any]:
-    ev = pd.concat([r.events for r in runs])
-    g = gaps.sync_gaps(ev)
-    counts = gaps.counts_per_token(ev)
+    g = pd.concat([of_run.sync_gaps(r) for r in runs])
+    counts = gaps.counts_per_token(pd.concat([r.events for r in runs]))
     out = {"n": len(g), "source": g["source"].iloc[0] if len(g) else "n/a"}
     for col in ["gap_ns", *(f"{c}_ns" for c in gaps.CATEGORIES)]:
         out[col.replace("_ns", "_us")] = float(g[col].median() / 1e3) if len(g) else math.nan
@@ -158,10 +157,10 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
 
 
 def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
-    per_tok = functions.per_token(run.events)
+    per_tok = of_run.functions_per_token(run)
     summ = functions.summary(per_tok)
     summ = summ.assign(name=summ["name"].astype(str))
-    heads = headline.per_repeat(run.events, run.meta)
+    heads = of_run.headlines(run)
     figures = {
         name: {"median": float(np.nanmedian(heads[name])) if heads[name].notna().any() else math.nan,
                "p5": float(np.nanpercentile(heads[name], 5)) if heads[name].notna().any() else math.nan,

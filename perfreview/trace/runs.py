@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -30,10 +30,18 @@ class Run:
     path: Path
     meta: dict[str, Any]
     events: pd.DataFrame
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
         return str(self.meta.get("run", self.path.name))
+
+    def derived(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run: the comparison, the review and the plots all need the same
+        token table and gaps, and the event table does not change once read."""
+        if name not in self._derived:
+            self._derived[name] = compute()
+        return self._derived[name]
 
 
 def check_writable(root: Path) -> None:
