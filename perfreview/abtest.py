@@ -40,27 +40,32 @@ def parse(side: str) -> tuple[str | None, str]:
     return rev, rest
 
 
-def run_sides(a: str, b: str, spec: RunSpec, out: Path) -> tuple[list[Path], list[Path]]:
-    (rev_a, conf_a), (rev_b, conf_b) = parse(a), parse(b)
-    if rev_a is None and rev_b is None:
-        stored = measure.measure(spec, [cfg.parse_side(conf_a), cfg.parse_side(conf_b)], out)
-        return [stored[0].path], [stored[1].path]
-    return _run_revs((rev_a or "HEAD", conf_a), (rev_b or "HEAD", conf_b), spec, out)
+def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False) -> list[list[Path]]:
+    """Run folders of side A, side B and, with ``aa``, a second A (interleaved A B A' ...), whose
+    comparison with A measures this machine's noise for θ."""
+    sides = [parse(a), parse(b)] + ([parse(a)] if aa else [])
+    if all(rev is None for rev, _ in sides):
+        stored = measure.measure(spec, [cfg.parse_side(conf) for _, conf in sides], out)
+        return [[s.path] for s in stored]
+    return _run_revs([(rev or "HEAD", conf) for rev, conf in sides], spec, out)
 
 
-def _run_revs(a: tuple[str, str], b: tuple[str, str], spec: RunSpec, out: Path) -> tuple[list[Path], list[Path]]:
+def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[list[Path]]:
     blocks = max(1, min(BLOCKS, spec.repeats))
     sizes = [spec.repeats // blocks + (i < spec.repeats % blocks) for i in range(blocks)]
     with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp:
-        trees = [_worktree(rev, Path(tmp) / f"side{i}") for i, (rev, _) in enumerate((a, b))]
+        trees: dict[str, Path] = {}
         try:
-            paths: tuple[list[Path], list[Path]] = ([], [])
+            for rev, _ in sides:
+                if rev not in trees:
+                    trees[rev] = _worktree(rev, Path(tmp) / f"tree{len(trees)}")
+            paths: list[list[Path]] = [[] for _ in sides]
             for n in sizes:
-                for side, (tree, (rev, conf)) in enumerate(zip(trees, (a, b))):
-                    paths[side].append(_run_in(tree, rev, conf, replace(spec, repeats=n), out))
+                for side, (rev, conf) in enumerate(sides):
+                    paths[side].append(_run_in(trees[rev], rev, conf, replace(spec, repeats=n), out))
             return paths
         finally:
-            for tree in trees:
+            for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=PROJECT_ROOT,
                                capture_output=True, check=False)
 

@@ -157,14 +157,17 @@ def _check_out_file(path: Path | None) -> None:
         raise UsageError(f"{path}: folder {folder} is not writable")
 
 
-def _review(args: argparse.Namespace, a: list[Any], b: list[Any]) -> dict[str, Any]:
-    """Compare, then write the markdown review and its pictures next to it (with --out)."""
+def _review(args: argparse.Namespace, a: list[Any], b: list[Any], aa_pair: tuple | None = None) -> dict[str, Any]:
+    """Compare, then write the markdown review and its pictures next to it (with --out). θ comes
+    from ``aa_pair`` (two groups of the same config) or ``--noise-from``, else the default."""
     from perfreview.compare import compare as cmp_mod
     from perfreview.report import review
 
     theta, source, thetas = cmp_mod.noise_threshold(None, args.noise)
-    if args.noise_from:
-        aa = cmp_mod.compare(*[[r] for r in _load(args.noise_from)], force=args.force)
+    if aa_pair is None and args.noise_from:
+        aa_pair = tuple([r] for r in _load(args.noise_from))
+    if aa_pair is not None:
+        aa = cmp_mod.compare(*aa_pair, force=args.force)
         theta, source, thetas = cmp_mod.noise_threshold(aa, args.noise)
     result = cmp_mod.compare(a, b, theta=args.noise, theta_source=source, force=args.force, thetas=thetas)
     result.theta = theta
@@ -227,8 +230,12 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from perfreview import abtest
 
     _check_out_file(args.report_out)
-    a, b = abtest.run_sides(args.a, args.b, _spec(args, None), args.out)
-    payload = _review(args, _load(a), _load(b))
+    if args.aa and args.noise_from:
+        raise UsageError("--aa measures the noise itself; leave out --noise-from")
+    paths = abtest.run_sides(args.a, args.b, _spec(args, None), args.out, aa=args.aa)
+    a, b = _load(paths[0]), _load(paths[1])
+    payload = _review(args, a, b, (a, _load(paths[2])) if args.aa else None)
+    payload["aa_runs"] = [str(p) for p in paths[2]] if args.aa else []
     _emit(args, payload, _verdict_text(payload))
     return 0
 
@@ -412,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
     _run_options(p, repeats=20, out_flag=False)
     p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where runs are stored")
+    p.add_argument("--aa", action="store_true",
+                   help="also run A a second time, interleaved (A B A' ...), and take θ from A vs A'")
     _compare_options(p)
 
     p = sub.add_parser("compare-llama-bench", help="compare two llama-bench -o json/jsonl results, with intervals")

@@ -80,3 +80,13 @@ def test_report_and_list(cpu_runs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["list", "--out", str(cpu_runs["root"]), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) >= 5
+
+
+def test_ab_with_its_own_aa_pair(tmp_path, capsys):
+    assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=3000", "--aa", "--tokens", "4",
+                 "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                 "--json", "--no-plots"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["aa_runs"]) == 1 and "A/A" in obj["noise_source"]
+    assert obj["noise_threshold"] >= 0.005
+    assert next(r for r in obj["rows"] if r["name"] == "tokens_per_s")["verdict"] == "regressed"
