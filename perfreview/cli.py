@@ -171,6 +171,11 @@ def _review(args: argparse.Namespace, a: list[Any], b: list[Any], aa_pair: tuple
         theta, source, thetas = cmp_mod.noise_threshold(aa, args.noise)
     result = cmp_mod.compare(a, b, theta=args.noise, theta_source=source, force=args.force, thetas=thetas)
     result.theta = theta
+    if theta > 0.05:
+        result.warnings.append(
+            f"this machine's noise is large: the A/A pair spans ±{theta:.0%} in throughput, so changes smaller "
+            "than that cannot be seen here and 'no change' means 'none larger than that'; quieten the host or "
+            "add repeats")
     payload: dict[str, Any] = {
         "a": [r.id for r in a], "b": [r.id for r in b], "noise_threshold": theta, "noise_source": source,
         "warnings": result.warnings, "rows": review.json_rows(result), "report": None, "plots": {},
