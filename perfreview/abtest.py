@@ -9,6 +9,7 @@ two revisions: "compare two builds").
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,9 +54,12 @@ def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False) -> lis
 def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[list[Path]]:
     blocks = max(1, min(BLOCKS, spec.repeats))
     sizes = [spec.repeats // blocks + (i < spec.repeats % blocks) for i in range(blocks)]
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp:
         trees: dict[str, Path] = {}
         try:
+            if spec.cpu is not None:
+                os.sched_setaffinity(0, {spec.cpu})  # the runs are child processes: they inherit it
             for rev, _ in sides:
                 if rev not in trees:
                     trees[rev] = _worktree(rev, Path(tmp) / f"tree{len(trees)}")
@@ -65,6 +69,8 @@ def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[li
                     paths[side].append(_run_in(trees[rev], rev, conf, replace(spec, repeats=n), out))
             return paths
         finally:
+            if spec.cpu is not None and allowed:
+                os.sched_setaffinity(0, allowed)
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=PROJECT_ROOT,
                                capture_output=True, check=False)
@@ -85,7 +91,7 @@ def _run_in(tree: Path, rev: str, conf: str, spec: RunSpec, out: Path) -> Path:
             "--repeats", str(spec.repeats), "--device", spec.device, "--timing", spec.timing,
             "--seed", str(spec.seed), "--prompt-tokens", str(spec.prompt_tokens),
             "--warmup-tokens", str(spec.warmup_tokens), "--out", str(Path(out).resolve()),
-            "--build", spec.build or f"rev={rev}", "--json"]
+            "--build", spec.build or f"rev={rev}", "--json"]  # --cpu: inherited affinity (older revs lack it)
     for p in parts[1:]:
         args += ["--set", p]
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from perfreview.cli import main; sys.exit(main())"

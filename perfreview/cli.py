@@ -46,6 +46,7 @@ def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True
     if out_flag:
         p.add_argument("--out", type=Path, default=Path("runs"), help="folder of runs and the results store")
     p.add_argument("--build", default="", help="a label for this build (stored; 'compare --a build=...')")
+    p.add_argument("--cpu", type=int, help="pin the process to this CPU while measuring (less host jitter)")
 
 
 def _preset(args: argparse.Namespace) -> str:
@@ -62,7 +63,7 @@ def _spec(args: argparse.Namespace, config: Any) -> Any:
 
     return RunSpec(preset=_preset(args), config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
-                   warmup_tokens=args.warmup_tokens, build=args.build)
+                   warmup_tokens=args.warmup_tokens, build=args.build, cpu=args.cpu)
 
 
 @command("run")

@@ -44,6 +44,7 @@ class RunSpec:
     prompt_tokens: int = 16
     warmup_tokens: int = 8  # one unrecorded pass of this many tokens before the first repeat
     build: str = ""
+    cpu: int | None = None  # pin the process to this CPU while measuring (less host jitter)
 
 
 @dataclass
@@ -89,6 +90,8 @@ def check_spec(spec: RunSpec) -> Preset:
     if spec.prompt_tokens + spec.tokens > preset.max_ctx:
         raise ValueError(f"prompt + tokens = {spec.prompt_tokens + spec.tokens} exceeds the context "
                          f"of preset {preset.name} ({preset.max_ctx})")
+    if spec.cpu is not None and (not hasattr(os, "sched_setaffinity") or spec.cpu not in os.sched_getaffinity(0)):
+        raise ValueError(f"--cpu {spec.cpu}: not a CPU this process may run on")
     if spec.timing not in ("tokens", "functions"):
         raise ValueError(f"unknown timing level {spec.timing!r} (use tokens or functions)")
     return preset
@@ -186,7 +189,8 @@ def base_meta(session: Session, spec: RunSpec, run_id: str) -> dict[str, Any]:
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                  "python": platform.python_version(), "user": _user(), "cpus": os.cpu_count(),
                  # what pyperf records too: a loaded host makes a noisy host-bound run
-                 "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+                 "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                 "pinned_cpu": spec.cpu},
         "device": dev.info(),
         "preset": spec.preset,
         "model": session.preset.as_dict(),
@@ -223,6 +227,17 @@ def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | Non
     check_spec(spec)
     session = session or Session(spec.preset, spec.device, spec.seed)
     prompt = session.prompt(spec.prompt_tokens)
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if spec.cpu is not None:
+        os.sched_setaffinity(0, {spec.cpu})
+    try:
+        return _run_configs(spec, configs, session, prompt)
+    finally:
+        if spec.cpu is not None and allowed:
+            os.sched_setaffinity(0, allowed)
+
+
+def _run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session, prompt: list[int]) -> list[RunResult]:
     sides = []
     for config in configs:
         side_spec = RunSpec(**{**spec.__dict__, "config": config})

@@ -79,3 +79,17 @@ def test_check_command_passes_on_cpu(capsys):
     assert main(["check", "--device", "cpu", "--steps", "8", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["ok"] and obj["same_tokens"] and len(obj["configs"]) >= 5
+
+
+def test_pinned_cpu_is_recorded_and_checked(tmp_path, capsys):
+    import os
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    assert main(["run", "--device", "cpu", "--tokens", "3", "--repeats", "1", "--prompt-tokens", "2", "--cpu", str(cpu),
+                 "--out", str(tmp_path), "--json"]) == 0
+    path = json.loads(capsys.readouterr().out)["run"]
+    meta = json.loads((tmp_path / path.split("/")[-1] / "run.json").read_text())
+    assert meta["host"]["pinned_cpu"] == cpu
+    assert os.sched_getaffinity(0) != {cpu} or os.cpu_count() == 1  # restored afterwards
+    assert main(["run", "--device", "cpu", "--cpu", "9999", "--out", str(tmp_path / "x")]) == 2
+    assert "--cpu 9999" in capsys.readouterr().err
