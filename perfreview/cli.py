@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from perfreview.report.render import check_output
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {}
 
 
@@ -145,104 +147,39 @@ def _side_runs(args: argparse.Namespace, which: str) -> list[Any]:
     return []
 
 
-def _check_out_file(path: Path | None) -> None:
-    """Fail before any work when an output file cannot be written where asked."""
-    import os
-
-    if path is None:
-        return
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{path}: folder {folder} is not writable")
-
-
-def _review(args: argparse.Namespace, a: list[Any], b: list[Any], aa_pair: tuple | None = None) -> dict[str, Any]:
-    """Compare, then write the markdown review and its pictures next to it (with --out). θ comes
-    from ``aa_pair`` (two groups of the same config) or ``--noise-from``, else the default."""
-    from perfreview.compare import compare as cmp_mod
-    from perfreview.report import review
-
-    theta, source, thetas = cmp_mod.noise_threshold(None, args.noise)
-    if aa_pair is None and args.noise_from:
-        aa_pair = tuple([r] for r in _load(args.noise_from))
-    if aa_pair is not None:
-        aa = cmp_mod.compare(*aa_pair, force=args.force)
-        theta, source, thetas = cmp_mod.noise_threshold(aa, args.noise)
-    result = cmp_mod.compare(a, b, theta=args.noise, theta_source=source, force=args.force, thetas=thetas)
-    result.theta = theta
-    if theta > 0.05:
-        result.warnings.append(
-            f"this machine's noise is large: the A/A pair spans ±{theta:.0%} in throughput, so changes smaller "
-            "than that cannot be seen here and 'no change' means 'none larger than that'; quieten the host or "
-            "add repeats")
-    payload: dict[str, Any] = {
-        "a": [r.id for r in a], "b": [r.id for r in b], "noise_threshold": theta, "noise_source": source,
-        "warnings": result.warnings, "rows": review.json_rows(result), "report": None, "plots": {},
-    }
-    if args.report_out:
-        md_path = Path(args.report_out)
-        plots = {} if args.no_plots else _review_plots(md_path, a, b, payload)
-        review.write(md_path, review.review_markdown(result, a, b, plots))
-        payload["report"], payload["plots"] = str(md_path), plots
-        json_path = md_path.with_suffix(".json")
-        json_path.write_text(json.dumps(payload, indent=1, default=str))
-    return payload
-
-
-def _review_plots(md_path: Path, a: list[Any], b: list[Any], payload: dict[str, Any]) -> dict[str, str]:
-    from perfreview.plots import charts, timeline
-
-    stem = md_path.with_suffix("")
-    made = {
-        "timeline": timeline.timeline([a[0], b[0]], Path(f"{stem}_timeline.png")),
-        "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), theta=payload["noise_threshold"]),
-        "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"),
-                                  labels=[f"{side}: {runs[0].meta.get('config_label')}"
-                                          for side, runs in (("A", a), ("B", b))]),
-    }
-    return {k: v.name for k, v in made.items()}
-
-
-def _verdict_text(payload: dict[str, Any]) -> str:
-    lines = [f"noise threshold θ = ±{payload['noise_threshold']:.2%} ({payload['noise_source']})"]
-    lines += [f"warning: {w}" for w in payload["warnings"]]
-    for r in payload["rows"]:
-        if r["kind"] == "headline" or r["verdict"] in ("improved", "regressed"):
-            ci = (f"[{(r['ci_low'] - 1) * 100:+.2f}%, {(r['ci_high'] - 1) * 100:+.2f}%]"
-                  if r["ci_low"] is not None else "[n/a]")
-            metric = f" ({r['metric']})" if r["metric"] else ""
-            lines.append(f"{r['name']}{metric}: {r['a']:.4g} -> {r['b']:.4g} {r['unit']}  {ci}  {r['verdict']}")
-    if payload["report"]:
-        lines.append(f"report: {payload['report']}")
-    return "\n".join(lines)
+def _noise_pair(args: argparse.Namespace) -> tuple | None:
+    """``--noise-from RUN RUN2``: the A/A pair θ comes from."""
+    return tuple([r] for r in _load(args.noise_from)) if args.noise_from else None
 
 
 @command("compare")
 def cmd_compare(args: argparse.Namespace) -> int:
-    _check_out_file(args.report_out)
+    from perfreview import workflow
+
+    check_output(args.report_out)
     a = _side_runs(args, "a") or _load(args.runs[:1])
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
         raise UsageError("compare needs two run folders, or --a KEY=VALUE and --b KEY=VALUE")
-    payload = _review(args, a, b)
-    _emit(args, payload, _verdict_text(payload))
+    payload = workflow.review(a, b, args.report_out, noise=args.noise, aa_pair=_noise_pair(args),
+                              force=args.force, plots=not args.no_plots)
+    _emit(args, payload, workflow.summary_text(payload))
     return 0
 
 
 @command("ab")
 def cmd_ab(args: argparse.Namespace) -> int:
-    from perfreview import abtest
+    from perfreview import abtest, workflow
 
-    _check_out_file(args.report_out)
+    check_output(args.report_out)
     if args.aa and args.noise_from:
         raise UsageError("--aa measures the noise itself; leave out --noise-from")
     paths = abtest.run_sides(args.a, args.b, _spec(args, None), args.out, aa=args.aa)
     a, b = _load(paths[0]), _load(paths[1])
-    payload = _review(args, a, b, (a, _load(paths[2])) if args.aa else None)
-    payload["aa_runs"] = [str(p) for p in paths[2]] if args.aa else []
-    _emit(args, payload, _verdict_text(payload))
+    aa_pair = (a, _load(paths[2])) if args.aa else _noise_pair(args)
+    payload = workflow.review(a, b, args.report_out, noise=args.noise, aa_pair=aa_pair, force=args.force,
+                              plots=not args.no_plots, extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
+    _emit(args, payload, workflow.summary_text(payload))
     return 0
 
 
@@ -252,7 +189,7 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
     from perfreview.importers import llama_bench
     from perfreview.report import review
 
-    _check_out_file(args.report_out)
+    check_output(args.report_out)
     recs = [llama_bench.load(p) for p in (args.a_file, args.b_file)]
     result = cmp_mod.compare_llama_bench(*recs, theta=args.noise)
     sides = []
@@ -306,7 +243,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from perfreview.plots import timeline
     from perfreview.report import review
 
-    _check_out_file(args.report_out)
+    check_output(args.report_out)
     run = _load([args.run])[0]
     plots = {}
     if not args.no_plots:
@@ -347,7 +284,7 @@ def _size(text: str | None) -> tuple[float, float] | None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from perfreview.plots import charts, timeline
 
-    _check_out_file(args.plot_out)
+    check_output(args.plot_out)
     if args.plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"{args.plot_out}: use a .png, .svg or .pdf file name")
     size = _size(args.size)
@@ -374,7 +311,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from perfreview.plots import perfetto
 
-    _check_out_file(args.export_out)
+    check_output(args.export_out)
     out = perfetto.export(_load([args.run])[0], args.export_out)
     _emit(args, {"trace": str(out)}, f"trace: {out} (open in https://ui.perfetto.dev)")
     return 0

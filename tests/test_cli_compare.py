@@ -83,9 +83,9 @@ def test_report_and_list(cpu_runs, tmp_path, capsys):
 
 
 def test_ab_with_its_own_aa_pair(tmp_path, capsys):
-    assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=3000", "--aa", "--tokens", "4",
-                 "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
-                 "--json", "--no-plots"]) == 0
+    assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=20000", "--aa",
+                 "--tokens", "8", "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu",
+                 "--runs-dir", str(tmp_path / "runs"), "--json", "--no-plots"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert len(obj["aa_runs"]) == 1 and "A/A" in obj["noise_source"]
     assert obj["noise_threshold"] >= 0.005

@@ -86,3 +86,10 @@ def test_functions_on_one_side_only_are_listed_not_tested(tmp_path):
     assert [f["name"] for f in cmp.only_a] == ["sample"] and [f["name"] for f in cmp.only_b] == ["sample_v2"]
     assert cmp.only_b[0]["median"] > 5  # µs per token, ~10 µs in the synthetic run
     assert all(r["name"] not in ("sample", "sample_v2") for r in cmp.rows)
+
+
+def test_a_huge_noise_threshold_never_calls_a_big_slowdown_noise():
+    # θ = 150% from a wild A/A pair: the band is [0.4, 2.5], so 10x slower is still outside it
+    assert stats.band(1.5) == pytest.approx((0.4, 2.5))
+    assert stats.verdict(0.1, 0.08, 0.12, 0.001, 1.5, higher_is_better=True) == stats.REGRESSED
+    assert stats.noise_from_aa(0.80, 1.10) == pytest.approx(0.15)  # the half-width, as the rule says

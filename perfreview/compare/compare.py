@@ -169,7 +169,7 @@ def clock_notes(a: list[Run], b: list[Run]) -> list[str]:
 
 
 def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -> tuple[float, str, Thetas]:
-    """θ: ``floor`` (0.5%), raised per figure to the extent of that figure's interval in an A/A
+    """θ: ``floor`` (0.5%), raised per figure to the half-width of that figure's interval in an A/A
     comparison (two runs of the same config) when one is given. Returns (θ of tokens/s, a line
     saying where θ came from, θ per figure)."""
     if aa is None:

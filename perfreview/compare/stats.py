@@ -88,14 +88,21 @@ def verdict(ratio: float, lo: float, hi: float, q: float, theta: float, higher_i
     least twice ``resolution`` (the timer's) for a real change."""
     if not all(math.isfinite(x) for x in (ratio, lo, hi)):
         return INCONCLUSIVE
-    above, below = lo > 1 + theta, hi < 1 - theta
+    low_band, high_band = band(theta)
+    above, below = lo > high_band, hi < low_band
     big_enough = abs_change is None or abs_change >= 2 * resolution
     if q < alpha and (above or below) and big_enough:
         better = above if higher_is_better else below
         return IMPROVED if better else REGRESSED
-    if lo >= 1 - theta and hi <= 1 + theta:
+    if lo >= low_band and hi <= high_band:
         return NO_CHANGE
     return INCONCLUSIVE
+
+
+def band(theta: float) -> tuple[float, float]:
+    """The noise band of ratios, [1/(1+θ), 1+θ]: symmetric on the log scale, so a large θ never
+    makes a 10x slowdown "within noise" (1-θ would reach 0); for θ = 0.5% it is ±0.5%."""
+    return 1 / (1 + theta), 1 + theta
 
 
 def repeats_needed(ratio: float, lo: float, hi: float, n: int, theta: float, cap: int = 10_000) -> int | None:
@@ -104,7 +111,8 @@ def repeats_needed(ratio: float, lo: float, hi: float, n: int, theta: float, cap
     if not all(math.isfinite(x) for x in (ratio, lo, hi)) or n < 2:
         return None
     half = (hi - lo) / 2
-    room = abs(abs(ratio - 1) - theta)
+    low_band, high_band = band(theta)
+    room = min(abs(ratio - low_band), abs(ratio - high_band))
     if room <= 0 or half <= 0:
         return None
     need = math.ceil(n * (half / room) ** 2)
@@ -112,7 +120,8 @@ def repeats_needed(ratio: float, lo: float, hi: float, n: int, theta: float, cap
 
 
 def noise_from_aa(ci_low: float, ci_high: float, floor: float = DEFAULT_THETA) -> float:
-    """θ from an A/A comparison: the interval's half-width around 1, never below ``floor``."""
+    """θ from an A/A comparison (two groups of the same config): its interval's half-width, never
+    below ``floor``."""
     if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         return floor
-    return max(floor, (ci_high - ci_low) / 2, abs(ci_low - 1), abs(ci_high - 1))
+    return max(floor, (ci_high - ci_low) / 2)

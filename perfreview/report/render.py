@@ -98,6 +98,21 @@ def render(template: str, **context: Any) -> str:
         raise FileNotFoundError(f"{TEMPLATES / template}: template not found") from None
 
 
+class OutputError(ValueError):
+    """An output file that cannot be written where asked (the message names it)."""
+
+
+def check_output(path: Path | None) -> None:
+    """Fail before any work when an output file's folder is missing or read-only."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{path}: folder {folder} is not writable")
+
+
 def write(path: Path, text: str) -> Path:
     """Write atomically: a temporary file renamed into place, so nothing is ever half-written."""
     path = Path(path)
