@@ -132,3 +132,18 @@ def test_nsys_bad_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "t.sqlite" in err and "'nope' occurs 0 time" in err
     assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_perfetto_export_of_an_nsys_import_links_launches_to_kernels(tmp_path, capsys):
+    from nsys_fixture import make
+
+    f = make(tmp_path / "t.sqlite", "sa", tokens=3)
+    assert main(["import", "nsys", str(f), "--token-marker", "llama_decode", "--out", str(tmp_path / "runs")]) == 0
+    out = tmp_path / "t.json"
+    assert main(["export", "perfetto", str(tmp_path / "runs" / "t"), "--out", str(out)]) == 0
+    evs = json.loads(out.read_text())["traceEvents"]
+    starts = {e["id"] for e in evs if e["ph"] == "s"}
+    ends = {e["id"] for e in evs if e["ph"] == "f"}
+    assert ends and ends <= starts  # every GPU op's arrow starts at its launching call
+    xs = {(e["ts"], e["pid"], e["tid"]) for e in evs if e["ph"] == "X"}
+    assert all((e["ts"], e["pid"], e["tid"]) in xs for e in evs if e["ph"] in "sf")  # bound to a slice

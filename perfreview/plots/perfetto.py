@@ -27,6 +27,9 @@ def _ids(track: str) -> tuple[int, int, str, str]:
     return 1, 1 + zlib.crc32(thread.encode()) % 997, "Host", f"host thread {thread}"
 
 
+FLOW_ENDS = ("api", "kernel", "memcpy", "memset")  # launch call -> GPU work, joined by correlation
+
+
 def events(run: Run) -> Iterator[dict]:
     ev = run.events.sort_values(["start_ns", "end_ns"])
     origin = int(ev["start_ns"].min()) if len(ev) else 0
@@ -44,12 +47,16 @@ def events(run: Run) -> Iterator[dict]:
                 "source": str(row.source), "depth": int(row.depth), "stream": int(row.stream)}
         if row.bytes >= 0:
             args.update(bytes=int(row.bytes), copy_kind=str(row.copy_kind), mem_kind=str(row.mem_kind))
+        ts = round((int(row.start_ns) - origin) / 1e3, 3)
         if row.correlation >= 0:
             args["correlation"] = int(row.correlation)
-        yield {"ph": "X", "name": str(row.name), "cat": str(row.kind), "pid": pid, "tid": tid,
-               "ts": round((int(row.start_ns) - origin) / 1e3, 3),
-               "dur": round((int(row.end_ns) - int(row.start_ns)) / 1e3, 3),
-               "args": args}
+        yield {"ph": "X", "name": str(row.name), "cat": str(row.kind), "pid": pid, "tid": tid, "ts": ts,
+               "dur": round((int(row.end_ns) - int(row.start_ns)) / 1e3, 3), "args": args}
+        if row.correlation >= 0 and str(row.kind) in FLOW_ENDS:
+            # An arrow from the launching call to its GPU work (flow v1, bound to the enclosing slice),
+            # as Kineto's "ac2g" flows: Perfetto draws it between the two slices.
+            yield {"ph": "s" if str(row.kind) == "api" else "f", "bp": "e", "id": int(row.correlation),
+                   "cat": "launch", "name": "launch", "pid": pid, "tid": tid, "ts": ts}
 
 
 def export(run: Run, out: Path) -> Path:
