@@ -223,6 +223,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.token_marker:
             events = schema_rows(nsys_sqlite.cut_tokens(events.drop(columns=["run"]), args.token_marker, args.file),
                                  run_id)
+    if args.blocks:
+        if not args.token_marker:
+            raise UsageError("--blocks needs --token-marker (blocks are runs of tokens)")
+        events = nsys_sqlite.block_repeats(events, args.blocks, args.file)
     meta = nsys_sqlite.meta_for(args.file, run_id, events, args.token_marker)
     meta["format"] = "nsys-sqlite" if args.format == "nsys" else "chrome-trace"
     path = runs.write_run(args.out, run_id, events, meta)
@@ -377,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=["nsys", "chrome"])
     p.add_argument("file", type=Path, help="nsys export --type sqlite file, or a Chrome-trace/Kineto JSON")
     p.add_argument("--token-marker", help="NVTX range or API name that occurs once per token, e.g. cudaGraphLaunch")
+    p.add_argument("--blocks", type=int, help="cut the tokens into N blocks used as repeats (batch means), "
+                   "so two imported traces can be compared")
     p.add_argument("--name", help="run id (default: the file's name)")
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true")

@@ -147,3 +147,21 @@ def test_perfetto_export_of_an_nsys_import_links_launches_to_kernels(tmp_path, c
     assert ends and ends <= starts  # every GPU op's arrow starts at its launching call
     xs = {(e["ts"], e["pid"], e["tid"]) for e in evs if e["ph"] == "X"}
     assert all((e["ts"], e["pid"], e["tid"]) in xs for e in evs if e["ph"] in "sf")  # bound to a slice
+
+
+def test_two_nsys_traces_compared_with_token_blocks(tmp_path, capsys):
+    from nsys_fixture import make
+
+    for name, pattern in (("before", "sasassas"), ("after", "aaaas")):
+        f = make(tmp_path / f"{name}.sqlite", pattern, tokens=41)
+        assert main(["import", "nsys", str(f), "--token-marker", "llama_decode", "--blocks", "10",
+                     "--out", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "runs" / "before"), str(tmp_path / "runs" / "after"), "--json",
+                 "--no-plots"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    gap = next(r for r in obj["rows"] if r["name"] == "median_sync_gap_us")
+    assert gap["verdict"] == "improved" and gap["b"] < gap["a"]
+    assert any("batch means" in w for w in obj["warnings"])
+    before = str(tmp_path / "before.sqlite")
+    assert main(["import", "nsys", before, "--blocks", "3", "--out", str(tmp_path / "r2")]) == 2  # no marker

@@ -105,6 +105,9 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
         notes.append(f"only {min(n_a, n_b)} repeats on a side (fewer than {stats.MIN_REPEATS}): "
                      "intervals are wide and verdicts rarely decisive")
     notes += clock_notes(a, b)
+    if any(r.meta.get("repeats_are", "").startswith("blocks") for r in a + b):
+        notes.append("repeats here are blocks of consecutive tokens of one trace (batch means), not separate runs: "
+                     "drift that spans blocks is not averaged out, so intervals may be too narrow")
     for side, runs in (("A", a), ("B", b)):
         ignored = sorted({s for r in runs for s in r.meta.get("switches_without_effect", [])})
         if ignored:

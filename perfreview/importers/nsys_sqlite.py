@@ -162,6 +162,17 @@ def _depths(ranges: pd.DataFrame) -> np.ndarray:
     return depth
 
 
+def block_repeats(events: pd.DataFrame, blocks: int, path: Path) -> pd.DataFrame:
+    """Number consecutive runs of tokens as repeats 0..blocks-1 ("batch means"): one trace then
+    gives ``blocks`` samples per figure for a comparison. Blocks of a trace are less independent
+    than separate runs (slow drifts span blocks); the run's metadata says so."""
+    n = int(events["token"].max()) + 1 if (events["token"] >= 0).any() else 0
+    if blocks < 2 or n < 2 * blocks:
+        raise NsysError(f"{path}: {n} tokens cannot make {blocks} blocks of at least 2 tokens")
+    rep = np.where(events["token"] >= 0, events["token"].to_numpy() * blocks // n, -1)
+    return events.assign(repeat=rep.astype("int16"))
+
+
 def cut_tokens(frame: pd.DataFrame, marker: str, path: Path) -> pd.DataFrame:
     """Token i runs from the i-th occurrence of ``marker`` (host side) to the next; every row gets
     its token (device rows through the API call that launched them, else by start time), host
@@ -190,12 +201,15 @@ def cut_tokens(frame: pd.DataFrame, marker: str, path: Path) -> pd.DataFrame:
 def meta_for(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None) -> dict[str, Any]:
     """A run.json for an imported trace: what is known, and what is not."""
     n_tokens = int((events["kind"] == "token").sum())
+    repeats = sorted(int(r) for r in events.loc[events["kind"] == "token", "repeat"].unique()) or [0]
     return {
         "schema_version": schema.SCHEMA_VERSION, "tool": "perfreview", "tool_version": "import", "run": run_id,
         "imported_from": str(path), "format": "nsys-sqlite", "token_marker": token_marker,
         "preset": "imported", "config": "imported", "config_label": Path(path).stem, "switches": {},
         "switches_in_effect": {}, "switches_without_effect": [], "tokens": n_tokens, "prompt_tokens": 0,
-        "repeats": 1, "per_repeat": [{"repeat": 0}], "warmup_tokens": 0, "timing": "nsys",
+        "repeats": len(repeats), "per_repeat": [{"repeat": r} for r in repeats], "warmup_tokens": 0,
+        "timing": "nsys", "repeats_are": ("blocks of consecutive tokens of one trace (batch means)"
+                                          if len(repeats) > 1 else "one trace"),
         "device": {"name": "from nsys trace", "backend": "nsys"}, "git": {"commit": None, "dirty": None},
         "host": {"hostname": "", "python": ""}, "clock": "nsys session clock, ns",
         "clock_alignment": "CUPTI timestamps as nsys recorded them", "build": "",
