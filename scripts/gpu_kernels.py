@@ -20,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from perfreview.report import render  # noqa: E402
 from runner.own_kernels import CHUNK, OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
@@ -213,16 +214,8 @@ def main() -> int:
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
                                                           indent=1))
-    lines = ["| preset | kernel | relative error vs float64 | ok | note |", "| --- | --- | ---: | --- | --- |"]
-    lines += [f"| {r['preset']} | {r['kernel']} | {r['rel_err']:.2e} | {'yes' if r['ok'] else 'NO'} | {r['note']} |"
-              for r in results]
-    lines += ["", f"device copy: {copy_bw:.0f} GB/s (bytes read + written)", "",
-              "| preset | GEMV | shape | MB | µs | GB/s | of copy BW |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['preset']} | {r['shape']} | {r['rows']}x{r['cols']} | {r['mb']:.1f} | {r['us']:.1f} | "
-              f"{r['gbs']:.0f} | {r['fraction_of_copy']:.1%} |" for r in bw]
-    text = "\n".join(lines)
-    (args.out / "gpu_kernels.md").write_text(text + "\n")
+    text = render.render("gpu_kernels.md.j2", checks=results, copy_bw=copy_bw, gemv=bw)
+    render.write(args.out / "gpu_kernels.md", text)
     print(text)
     ok = all(r["ok"] for r in results)
     print("KERNELS", "PASS" if ok else "FAIL")

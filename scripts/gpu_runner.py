@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from perfreview import measure  # noqa: E402
 from perfreview.analysis import gaps  # noqa: E402
+from perfreview.report import render  # noqa: E402
 from perfreview.trace import runs  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.check import check_configs  # noqa: E402
@@ -159,31 +160,9 @@ def main() -> int:
     report["functions"] = fn_rows
     report["git"] = stored[0].meta["git"]
     (args.out / "gpu_runner.json").write_text(json.dumps(report, indent=1, default=str))
-    dev = report["device"]
-    lines = [
-        f"device: {dev.get('name')}, driver {dev.get('driver')}, CUDA runtime {dev.get('cuda_runtime')}, "
-        f"CuPy {dev.get('cupy')}; commit {report['git']}",
-        f"device copy bandwidth {bw:.0f} GB/s (bytes read + written); tg{args.tokens} after a 16-token prompt",
-        "",
-        "| preset | config | timing | t/s median | t/s mean ± std | sync gap µs | syncs/tok | copies/tok "
-        "| J/token | GB/token | GB/s | of copy BW |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        e = f"{r['energy_j_per_token']:.3f}" if r["energy_j_per_token"] is not None else "n/a"
-        lines.append(f"| {r['preset']} | {r['config']} | {r['timing']} | {r['tps_median']:.1f} | {r['tps_mean']:.1f} ± "
-                     f"{r['tps_std']:.1f} | {r['sync_gap_us']:.1f} | {r['syncs_per_token']:.0f} | "
-                     f"{r['copies_per_token']:.0f} | {e} | {r['bytes_per_token'] / 1e9:.3f} | "
-                     f"{r['achieved_gbs']:.0f} | {r['fraction_of_copy_bw']:.1%} |")
-    lines += ["", "GPU time per decode token by function (functions-level runs, CUDA event pairs):", "",
-              "| preset | config | function | calls/token | GPU µs/token | host µs/token |",
-              "| --- | --- | --- | ---: | ---: | ---: |"]
-    for r in fn_rows:
-        g = "n/a" if r["gpu_us_per_token"] is None else f"{r['gpu_us_per_token']:.1f}"
-        lines.append(f"| {r['preset']} | {r['config']} | {r['name']} | {r['calls']:.0f} | {g} | "
-                     f"{r['host_us_per_token']:.1f} |")
-    text = "\n".join(lines)
-    (args.out / "gpu_runner.md").write_text(text + "\n")
+    text = render.render("gpu_runner.md.j2", dev=report["device"], git=report["git"], bw=bw, tokens=args.tokens,
+                         rows=rows, functions=fn_rows)
+    render.write(args.out / "gpu_runner.md", text)
     print(text)
     print("CORRECTNESS", "PASS" if ok else "FAIL")
     return 0 if ok else 1

@@ -1,0 +1,32 @@
+"""The GPU scripts' tables render through templates: fed the JSON of the committed H100 runs,
+they reproduce the committed markdown's rows (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from perfreview.report import render
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def table_lines(text: str) -> list[str]:
+    """Table rows, with the markdown escaping of names undone (the old scripts did not escape)."""
+    return [line.replace("\\_", "_") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def test_gpu_runner_table_matches_the_committed_run():
+    report = json.loads((REPORTS / "h100-runner" / "gpu_runner.json").read_text())
+    text = render.render("gpu_runner.md.j2", dev=report["device"], git=report["git"],
+                         bw=report["copy_bandwidth_gbs"], tokens=report["tokens"], rows=report["rows"],
+                         functions=report["functions"])
+    committed = (REPORTS / "h100-runner" / "gpu_runner.md").read_text()
+    assert table_lines(text) == table_lines(committed)
+
+
+def test_gpu_kernels_table_matches_the_committed_run():
+    report = json.loads((REPORTS / "h100-kernels" / "gpu_kernels.json").read_text())
+    text = render.render("gpu_kernels.md.j2", checks=report["checks"], copy_bw=report["copy_gbs"], gemv=report["gemv"])
+    committed = (REPORTS / "h100-kernels" / "gpu_kernels.md").read_text()
+    assert table_lines(text) == table_lines(committed)
