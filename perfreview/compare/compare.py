@@ -137,6 +137,12 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
         return [{"name": k[0], "metric": k[2], "median": float(np.median(g["value"])), "unit": g["unit"].iloc[0]}
                 for k, g in mine.items() if k not in other and k[1] == "function"]
 
+    decide(rows, theta, thetas, alpha)
+    return Comparison(rows, theta, theta_source, n_a, n_b, notes, only(ga, gb), only(gb, ga))
+
+
+def decide(rows: list[dict[str, Any]], theta: float, thetas: Thetas | None = None, alpha: float = 0.05) -> None:
+    """Fill each row's q (Benjamini-Hochberg across ``rows``), θ, verdict, repeats needed and impact."""
     for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
         row["q"] = q
         res = row["resolution"]
@@ -148,7 +154,6 @@ def compare(a: list[Run], b: list[Run], theta: float = stats.DEFAULT_THETA, thet
                                                       min(row["n_a"], row["n_b"]), row["theta"])
                                  if row["verdict"] == stats.INCONCLUSIVE else None)
         row["impact"] = _impact(row)
-    return Comparison(rows, theta, theta_source, n_a, n_b, notes, only(ga, gb), only(gb, ga))
 
 
 def _impact(row: dict[str, Any]) -> float:
@@ -202,16 +207,10 @@ def compare_llama_bench(a: list[dict[str, Any]], b: list[dict[str, Any]], theta:
         rows.append({"name": f"{ra.get('model_type', '?')} {lb.test_name(ra)}", "kind": "headline", "metric": "",
                      "unit": "t/s", "higher_is_better": True, "resolution": None, "a": float(np.median(va)),
                      "b": float(np.median(vb)), "n_a": len(va), "n_b": len(vb), "ratio": eff.ratio,
-                     "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p": eff.p_value, "theta": theta,
+                     "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p": eff.p_value,
                      "mean_a": float(va.mean()), "std_a": float(va.std(ddof=1)) if len(va) > 1 else 0.0,
                      "mean_b": float(vb.mean()), "std_b": float(vb.std(ddof=1)) if len(vb) > 1 else 0.0})
-    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows])):
-        row["q"] = q
-        row["verdict"] = stats.verdict(row["ratio"], row["ci_low"], row["ci_high"], q, theta, True, alpha=alpha)
-        row["repeats_needed"] = (stats.repeats_needed(row["ratio"], row["ci_low"], row["ci_high"],
-                                                      min(row["n_a"], row["n_b"]), theta)
-                                 if row["verdict"] == stats.INCONCLUSIVE else None)
-        row["impact"] = abs(row["ratio"] - 1) * 100
+    decide(rows, theta, alpha=alpha)
     n = min(min(r["n_a"], r["n_b"]) for r in rows)
     notes = [] if n >= stats.MIN_REPEATS else [
         f"only {n} repetitions per test (llama-bench -r {n}); use -r 20 or more for intervals that can decide 1%"]
