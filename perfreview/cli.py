@@ -212,34 +212,24 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Another tool's trace -> a stored run, so report/plot/export/compare work on it."""
     from perfreview.analysis import headline
-    from perfreview.importers import chrome_trace, nsys_sqlite
+    from perfreview.importers import chrome_trace, nsys_sqlite, tokens
     from perfreview.trace import runs, store
 
+    if args.blocks and not args.token_marker:
+        raise UsageError("--blocks needs --token-marker (blocks are runs of tokens)")
     run_id = args.name or args.file.stem
     if args.format == "nsys":
         events = nsys_sqlite.load(args.file, args.token_marker, run=run_id)
     else:
-        events, _ = chrome_trace.load(args.file, run=run_id)
-        if args.token_marker:
-            events = schema_rows(nsys_sqlite.cut_tokens(events.drop(columns=["run"]), args.token_marker, args.file),
-                                 run_id)
+        events, _ = chrome_trace.load(args.file, run=run_id, token_marker=args.token_marker)
     if args.blocks:
-        if not args.token_marker:
-            raise UsageError("--blocks needs --token-marker (blocks are runs of tokens)")
-        events = nsys_sqlite.block_repeats(events, args.blocks, args.file)
-    meta = nsys_sqlite.meta_for(args.file, run_id, events, args.token_marker)
-    meta["format"] = "nsys-sqlite" if args.format == "nsys" else "chrome-trace"
+        events = tokens.block_repeats(events, args.blocks, args.file)
+    meta = tokens.meta_for(args.file, run_id, events, args.token_marker, args.format)
     path = runs.write_run(args.out, run_id, events, meta)
     store.register(store.store_path(args.out), path, meta, headline.records(events, meta))
     _emit(args, {"run": str(path), "events": len(events), "tokens": meta["tokens"]},
           f"imported {len(events)} events, {meta['tokens']} tokens: {path}")
     return 0
-
-
-def schema_rows(frame: Any, run_id: str) -> Any:
-    from perfreview.trace import schema
-
-    return schema.from_records(frame.to_dict("records"), run_id)
 
 
 @command("report")

@@ -165,3 +165,26 @@ def test_two_nsys_traces_compared_with_token_blocks(tmp_path, capsys):
     assert any("batch means" in w for w in obj["warnings"])
     before = str(tmp_path / "before.sqlite")
     assert main(["import", "nsys", before, "--blocks", "3", "--out", str(tmp_path / "r2")]) == 2  # no marker
+
+
+def test_chrome_trace_cut_into_tokens(tmp_path, capsys):
+    evs = []
+    for i in range(4):
+        t = 100.0 * i
+        evs += [{"ph": "X", "cat": "user_annotation", "name": "decode_step", "pid": 1, "tid": 1, "ts": t, "dur": 80.0},
+                {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": t + 1,
+                 "dur": 2.0, "args": {"correlation": i + 1}},
+                {"ph": "X", "cat": "kernel", "name": "gemv", "pid": 0, "tid": 7, "ts": t + 5, "dur": 60.0,
+                 "args": {"correlation": i + 1, "stream": 7}}]
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"traceEvents": evs}))
+    assert main(["import", "chrome", str(path), "--token-marker", "decode_step", "--out", str(tmp_path / "runs"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == 4
+    from perfreview.analysis import gaps
+    from perfreview.trace import runs
+
+    run = runs.read_run(tmp_path / "runs" / "k")
+    assert run.meta["format"] == "chrome-trace"
+    g = gaps.sync_gaps(run.events)
+    assert list(g["gap_ns"]) == [40_000] * 3  # kernel ends at t+65 µs, the next starts at t+105 µs

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfreview.importers.tokens import cut_tokens
 from perfreview.trace import schema
 
 KINETO_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset", "cuda_runtime": "api",
@@ -24,7 +25,10 @@ class TraceError(ValueError):
     pass
 
 
-def load(path: Path, run: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load(path: Path, run: str | None = None,
+         token_marker: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The trace's complete events as the event table (cut into tokens at ``token_marker``, if
+    given), and its ``otherData``."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -60,6 +64,8 @@ def load(path: Path, run: str | None = None) -> tuple[pd.DataFrame, dict[str, An
             "correlation": args.get("correlation", -1),
         })
     try:
+        if token_marker:
+            rows = cut_tokens(pd.DataFrame(rows), token_marker, path, source="kineto").to_dict("records")
         frame = schema.from_records(rows, run or other.get("perfreview_run") or path.stem)
     except schema.SchemaError as exc:
         raise TraceError(f"{path}: {exc}") from None

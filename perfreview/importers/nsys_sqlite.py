@@ -13,11 +13,11 @@ import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from perfreview.importers.tokens import cut_tokens
 from perfreview.trace import schema
 
 COPY_KINDS = {1: "HtoD", 2: "DtoH", 8: "DtoD", 10: "PtoP"}
@@ -160,58 +160,3 @@ def _depths(ranges: pd.DataFrame) -> np.ndarray:
         depth[ranges.index.get_loc(i)] = len(stack)
         stack.append((track, end))
     return depth
-
-
-def block_repeats(events: pd.DataFrame, blocks: int, path: Path) -> pd.DataFrame:
-    """Number consecutive runs of tokens as repeats 0..blocks-1 ("batch means"): one trace then
-    gives ``blocks`` samples per figure for a comparison. Blocks of a trace are less independent
-    than separate runs (slow drifts span blocks); the run's metadata says so."""
-    n = int(events["token"].max()) + 1 if (events["token"] >= 0).any() else 0
-    if blocks < 2 or n < 2 * blocks:
-        raise NsysError(f"{path}: {n} tokens cannot make {blocks} blocks of at least 2 tokens")
-    rep = np.where(events["token"] >= 0, events["token"].to_numpy() * blocks // n, -1)
-    return events.assign(repeat=rep.astype("int16"))
-
-
-def cut_tokens(frame: pd.DataFrame, marker: str, path: Path) -> pd.DataFrame:
-    """Token i runs from the i-th occurrence of ``marker`` (host side) to the next; every row gets
-    its token (device rows through the API call that launched them, else by start time), host
-    ``token`` rows frame them, and ranges nest one level below."""
-    host = frame[frame["track"].astype(str).str.startswith("host/")]
-    marks = host[host["name"] == marker].sort_values("start_ns")
-    if len(marks) < 2:
-        raise NsysError(f"{path}: token marker {marker!r} occurs {len(marks)} time(s); need one per token")
-    starts = marks["start_ns"].to_numpy()
-    token = np.searchsorted(starts, frame["start_ns"].to_numpy(), side="right") - 1
-    by_corr = dict(zip(frame.loc[frame["kind"] == "api", "correlation"],
-                       token[(frame["kind"] == "api").to_numpy()]))
-    device = frame["kind"].isin(["kernel", "memcpy", "memset"]).to_numpy()
-    corr_tok = frame["correlation"].map(by_corr).to_numpy(dtype=float)
-    token = np.where(device & ~np.isnan(corr_tok), np.nan_to_num(corr_tok, nan=-1).astype(int), token)
-    frame = frame.assign(token=token, phase=np.where(token >= 0, "decode", ""), repeat=0)
-    ends = np.append(starts[1:], frame["end_ns"].max())
-    track = str(marks["track"].iloc[0])
-    tokens = pd.DataFrame({"kind": "token", "source": "nsys", "name": "token", "track": track, "start_ns": starts,
-                           "end_ns": ends, "token": np.arange(len(starts)), "phase": "decode", "repeat": 0, "depth": 0})
-    nested = frame["kind"].isin(["range", "api"]) & (frame["token"] >= 0)
-    frame.loc[nested, "depth"] = frame.loc[nested, "depth"].fillna(0) + 1
-    return pd.concat([frame, tokens], ignore_index=True).sort_values("start_ns", kind="stable").reset_index(drop=True)
-
-
-def meta_for(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None) -> dict[str, Any]:
-    """A run.json for an imported trace: what is known, and what is not."""
-    n_tokens = int((events["kind"] == "token").sum())
-    repeats = sorted(int(r) for r in events.loc[events["kind"] == "token", "repeat"].unique()) or [0]
-    return {
-        "schema_version": schema.SCHEMA_VERSION, "tool": "perfreview", "tool_version": "import", "run": run_id,
-        "imported_from": str(path), "format": "nsys-sqlite", "token_marker": token_marker,
-        "preset": "imported", "config": "imported", "config_label": Path(path).stem, "switches": {},
-        "switches_in_effect": {}, "switches_without_effect": [], "tokens": n_tokens, "prompt_tokens": 0,
-        "repeats": len(repeats), "per_repeat": [{"repeat": r} for r in repeats], "warmup_tokens": 0,
-        "timing": "nsys", "repeats_are": ("blocks of consecutive tokens of one trace (batch means)"
-                                          if len(repeats) > 1 else "one trace"),
-        "device": {"name": "from nsys trace", "backend": "nsys"}, "git": {"commit": None, "dirty": None},
-        "host": {"hostname": "", "python": ""}, "clock": "nsys session clock, ns",
-        "clock_alignment": "CUPTI timestamps as nsys recorded them", "build": "",
-        "not_measured": [{"what": "energy", "why": "not in an nsys SQLite export"}],
-    }
