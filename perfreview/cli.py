@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from perfreview import __version__
 from perfreview.report.render import check_output
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {}
@@ -61,7 +62,7 @@ def _preset(args: argparse.Namespace) -> str:
 
 
 def _spec(args: argparse.Namespace, config: Any) -> Any:
-    from runner.session import RunSpec
+    from runner.spec import RunSpec
 
     return RunSpec(preset=_preset(args), config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
@@ -70,7 +71,8 @@ def _spec(args: argparse.Namespace, config: Any) -> Any:
 
 @command("run")
 def cmd_run(args: argparse.Namespace) -> int:
-    from perfreview import measure
+    from perfreview.flows import measure
+    from perfreview.report import console
     from runner import config as cfg
 
     overrides = {}
@@ -81,39 +83,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides[key.strip()] = value.strip()
     config = cfg.resolve(args.config, overrides)
     stored = measure.measure(_spec(args, config), [config], args.out)
-    _emit(args, measure.summary(stored[0]), measure.table(stored) + f"\nstored: {stored[0].path}")
+    _emit(args, measure.summary(stored[0]), console.stored_runs(stored))
     return 0
 
 
 @command("check")
 def cmd_check(args: argparse.Namespace) -> int:
     """Every config against the float64 reference (teacher forced) and against each other."""
-    from runner import config as cfg
-    from runner.check import check_configs
-    from runner.session import Session
+    from perfreview.flows.check import check
+    from perfreview.report import console
 
-    configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
-    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS if cfg.SWITCHES[k][3]]
-    session = Session(_preset(args), args.device, args.seed)
-    res = check_configs(session, configs, n_steps=args.steps, n_generate=args.steps, prompt_tokens=4)
-    lines = [f"{label}: {'ok' if r['ok'] else 'FAILED'}  max|Δ|/std {r['max_err_over_std']:.2e}  "
-             f"rel L2 {r['rel_l2']:.2e}  greedy agrees on {r['greedy_agree_decisive']}/{r['decisive_steps']} "
-             f"decisive steps" for label, r in res["configs"].items()]
-    lines.append(f"same tokens within each kernel family: {res['same_tokens']}")
-    lines.append("CHECK PASSED" if res["ok"] else "CHECK FAILED")
-    _emit(args, {k: v for k, v in res.items()}, "\n".join(lines))
+    res = check(_preset(args), args.device, args.seed, args.steps)
+    _emit(args, res, console.check_lines(res))
     return 0 if res["ok"] else 1
 
 
 @command("list")
 def cmd_list(args: argparse.Namespace) -> int:
+    from perfreview.report import console
     from perfreview.trace import store
 
-    filters = dict(_parse_filters(args.filter))
-    found = store.find(store.store_path(args.out), **filters)
-    lines = [f"{r['run']}  {r['preset']}  {r['config_label']}  {r['device']}  {r['timing']}  "
-             f"tg{r['tokens']} x{r['repeats']}  {(r['git_commit'] or '')[:10]}" for r in found]
-    _emit(args, found, "\n".join(lines) or "no runs")
+    found = store.find(store.store_path(args.out), **dict(_parse_filters(args.filter)))
+    _emit(args, found, console.run_list(found))
     return 0
 
 
@@ -154,56 +145,43 @@ def _noise_pair(args: argparse.Namespace) -> tuple | None:
 
 @command("compare")
 def cmd_compare(args: argparse.Namespace) -> int:
-    from perfreview import workflow
+    from perfreview.flows import review
+    from perfreview.report import console
 
     check_output(args.report_out)
     a = _side_runs(args, "a") or _load(args.runs[:1])
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
         raise UsageError("compare needs two run folders, or --a KEY=VALUE and --b KEY=VALUE")
-    payload = workflow.review(a, b, args.report_out, noise=args.noise, aa_pair=_noise_pair(args),
-                              force=args.force, plots=not args.no_plots)
-    _emit(args, payload, workflow.summary_text(payload))
+    payload = review.review(a, b, args.report_out, noise=args.noise, aa_pair=_noise_pair(args),
+                            force=args.force, plots=not args.no_plots)
+    _emit(args, payload, console.review_summary(payload))
     return 0
 
 
 @command("ab")
 def cmd_ab(args: argparse.Namespace) -> int:
-    from perfreview import abtest, workflow
+    from perfreview.flows import ab, review
+    from perfreview.report import console
 
     check_output(args.report_out)
     if args.aa and args.noise_from:
         raise UsageError("--aa measures the noise itself; leave out --noise-from")
-    paths = abtest.run_sides(args.a, args.b, _spec(args, None), args.out, aa=args.aa)
+    paths = ab.run_sides(args.a, args.b, _spec(args, None), args.out, aa=args.aa)
     a, b = _load(paths[0]), _load(paths[1])
     aa_pair = (a, _load(paths[2])) if args.aa else _noise_pair(args)
-    payload = workflow.review(a, b, args.report_out, noise=args.noise, aa_pair=aa_pair, force=args.force,
-                              plots=not args.no_plots, extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
-    _emit(args, payload, workflow.summary_text(payload))
+    payload = review.review(a, b, args.report_out, noise=args.noise, aa_pair=aa_pair, force=args.force,
+                            plots=not args.no_plots, extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
+    _emit(args, payload, console.review_summary(payload))
     return 0
 
 
 @command("compare-llama-bench")
 def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
-    from perfreview.compare import compare as cmp_mod
-    from perfreview.importers import llama_bench
-    from perfreview.report import review
+    from perfreview.flows.llama_bench import compare_files
 
     check_output(args.report_out)
-    recs = [llama_bench.load(p) for p in (args.a_file, args.b_file)]
-    result = cmp_mod.compare_llama_bench(*recs, theta=args.noise)
-    sides = []
-    for path, records in zip((args.a_file, args.b_file), recs):
-        commit = str(records[0].get("build_commit", "?"))
-        sides.append({"label": commit, "commit": commit, "file": path.name})
-    if sides[0]["label"] == sides[1]["label"]:
-        sides[0]["label"], sides[1]["label"] = "A", "B"
-    text = review.llama_bench_markdown(result, *sides)
-    if args.report_out:
-        review.write(args.report_out, text)
-    payload = {"a": str(args.a_file), "b": str(args.b_file), "noise_threshold": result.theta,
-               "warnings": result.warnings, "rows": review.json_rows(result),
-               "report": str(args.report_out) if args.report_out else None}
+    payload, text = compare_files(args.a_file, args.b_file, args.report_out, args.noise)
     _emit(args, payload, text)
     return 0
 
@@ -211,40 +189,24 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
 @command("import")
 def cmd_import(args: argparse.Namespace) -> int:
     """Another tool's trace -> a stored run, so report/plot/export/compare work on it."""
-    from perfreview.analysis import headline
-    from perfreview.importers import chrome_trace, nsys_sqlite, tokens
-    from perfreview.trace import runs, store
+    from perfreview.flows.imports import import_trace
+    from perfreview.report import console
 
-    if args.blocks and not args.token_marker:
-        raise UsageError("--blocks needs --token-marker (blocks are runs of tokens)")
-    run_id = args.name or args.file.stem
-    if args.format == "nsys":
-        events = nsys_sqlite.load(args.file, args.token_marker, run=run_id)
-    else:
-        events, _ = chrome_trace.load(args.file, run=run_id, token_marker=args.token_marker)
-    if args.blocks:
-        events = tokens.block_repeats(events, args.blocks, args.file)
-    meta = tokens.meta_for(args.file, run_id, events, args.token_marker, args.format)
-    path = runs.write_run(args.out, run_id, events, meta)
-    store.register(store.store_path(args.out), path, meta, headline.records(events, meta))
-    _emit(args, {"run": str(path), "events": len(events), "tokens": meta["tokens"]},
-          f"imported {len(events)} events, {meta['tokens']} tokens: {path}")
+    s, events = import_trace(args.format, args.file, args.out, args.token_marker, args.blocks, args.name)
+    _emit(args, {"run": str(s.path), "events": events, "tokens": s.meta.tokens},
+          console.imported(s.path, events, s.meta.tokens))
     return 0
 
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from perfreview.plots import timeline
-    from perfreview.report import review
+    from perfreview.flows import pictures
+    from perfreview.report import console
 
     check_output(args.report_out)
-    run = _load([args.run])[0]
-    plots = {}
-    if not args.no_plots:
-        plots["timeline"] = timeline.timeline([run], args.report_out.with_name(
-            args.report_out.stem + "_timeline.png")).name
-    review.write(args.report_out, review.run_markdown(run, plots))
-    _emit(args, {"run": run.id, "report": str(args.report_out), "plots": plots}, f"report: {args.report_out}")
+    plots = pictures.run_report(_load([args.run])[0], args.report_out, plots=not args.no_plots)
+    _emit(args, {"run": str(args.run), "report": str(args.report_out), "plots": plots},
+          console.wrote("report", args.report_out))
     return 0
 
 
@@ -276,38 +238,29 @@ def _size(text: str | None) -> tuple[float, float] | None:
 
 @command("plot")
 def cmd_plot(args: argparse.Namespace) -> int:
-    from perfreview.plots import charts, timeline
+    from perfreview.flows import pictures
+    from perfreview.report import console
 
     check_output(args.plot_out)
-    if args.plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UsageError(f"{args.plot_out}: use a .png, .svg or .pdf file name")
     size = _size(args.size)
-    if args.what == "timeline":
-        out = timeline.timeline(_load(args.inputs), args.plot_out, _token_range(args.tokens), args.repeat,
-                                size=size, dpi=PLOT_DPI)
-    elif args.what == "latency":
-        out = charts.latency(_load(args.inputs), args.plot_out, size=size, dpi=PLOT_DPI)
-    else:
-        if len(args.inputs) != 1:
-            raise UsageError("plot deltas takes one review JSON (written by compare/ab --out)")
-        path = args.inputs[0]
-        try:
-            payload = json.loads(path.read_text())
-            rows = payload["rows"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}: not a perfreview review JSON ({type(exc).__name__})") from None
-        out = charts.deltas(rows, args.plot_out, theta=payload.get("noise_threshold"), size=size, dpi=PLOT_DPI)
-    _emit(args, {"plot": str(out)}, f"plot: {out}")
+    if args.what == "deltas" and len(args.inputs) != 1:
+        raise UsageError("plot deltas takes one review JSON (written by compare/ab --out)")
+    runs = _load(args.inputs) if args.what != "deltas" else None
+    review_json = args.inputs[0] if args.what == "deltas" else None
+    out = pictures.plot(args.what, runs, review_json, args.plot_out, _token_range(args.tokens), args.repeat,
+                        size=size, dpi=PLOT_DPI)
+    _emit(args, {"plot": str(out)}, console.wrote("plot", out))
     return 0
 
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from perfreview.plots import perfetto
+    from perfreview.flows import pictures
+    from perfreview.report import console
 
     check_output(args.export_out)
-    out = perfetto.export(_load([args.run])[0], args.export_out)
-    _emit(args, {"trace": str(out)}, f"trace: {out} (open in https://ui.perfetto.dev)")
+    out = pictures.export_perfetto(_load([args.run])[0], args.export_out)
+    _emit(args, {"trace": str(out)}, console.wrote("trace", out, "open in https://ui.perfetto.dev"))
     return 0
 
 
@@ -322,7 +275,10 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perfreview", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="perfreview", description="Measure a GPU decode workload in two configurations or builds, decide "
+        "whether the change is real, explain where the time went, and write the PR review.")
+    parser.add_argument("--version", action="version", version=f"perfreview {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the decode workload in one config and store the run")

@@ -13,7 +13,7 @@ import numpy as np
 
 from runner import config as cfg
 from runner.model import check_logits, reference_logits
-from runner.session import Session, generate
+from runner.loop import Session, generate
 
 
 def teacher_forced(session: Session, config: cfg.Config, tokens: list[int]) -> np.ndarray:

@@ -7,20 +7,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-# name -> (kind, default, GPU only, built, help)
-SWITCHES: dict[str, tuple[type, object, bool, bool, str]] = {
-    "async_copies": (bool, False, True, True,
-                     "PR 17795: inputs from pinned staging buffers, async copies on the compute "
-                     "stream, one synchronization per token"),
-    "qkv_streams": (bool, False, True, True,
-                    "PR 16991: Q, K and V projections on three streams, forked and joined with events"),
-    "own_kernels": (bool, False, True, True,
-                    "our own fused CUDA kernels (RawKernel) instead of cuBLAS + CuPy elementwise ops"),
-    "cuda_graph": (bool, False, True, True,
-                   "capture one token as a CUDA graph once and replay it every token (implies own_kernels)"),
-    "inject_delay_us": (int, 0, False, True,
-                        "a calibrated busy wait of N us added to every token on the device "
-                        "(sensitivity checks, known regressions)"),
+
+@dataclass(frozen=True)
+class Switch:
+    kind: type  # bool or int
+    default: object
+    gpu_only: bool  # no effect on the CPU backend
+    built: bool  # reserved names may exist before their implementation
+    help: str
+
+
+SWITCHES: dict[str, Switch] = {
+    "async_copies": Switch(bool, False, True, True,
+                           "PR 17795: inputs from pinned staging buffers, async copies on the compute "
+                           "stream, one synchronization per token"),
+    "qkv_streams": Switch(bool, False, True, True,
+                          "PR 16991: Q, K and V projections on three streams, forked and joined with events"),
+    "own_kernels": Switch(bool, False, True, True,
+                          "our own fused CUDA kernels (RawKernel) instead of cuBLAS + CuPy elementwise ops"),
+    "cuda_graph": Switch(bool, False, True, True,
+                         "capture one token as a CUDA graph once and replay it every token (implies own_kernels)"),
+    "inject_delay_us": Switch(int, 0, False, True,
+                              "a calibrated busy wait of N us added to every token on the device "
+                              "(sensitivity checks, known regressions)"),
 }
 
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
@@ -28,13 +37,13 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},
     # Every optimization that is built, the delay off.
-    "optimized": {k: True for k in OPTIMIZATIONS if SWITCHES[k][3]},
+    "optimized": {k: True for k in OPTIMIZATIONS if SWITCHES[k].built},
 }
 
 
 def not_built(switches: dict[str, object]) -> list[str]:
     """Switches turned on that are reserved but not built yet."""
-    return [k for k, v in switches.items() if v not in (False, 0) and not SWITCHES[k][3]]
+    return [k for k, v in switches.items() if v not in (False, 0) and not SWITCHES[k].built]
 
 
 class NotBuiltError(RuntimeError):
@@ -68,14 +77,14 @@ class Config:
 
 
 def defaults() -> dict[str, object]:
-    return {name: spec[1] for name, spec in SWITCHES.items()}
+    return {name: spec.default for name, spec in SWITCHES.items()}
 
 
 def parse_switch(name: str, value: object) -> object:
     """Parse one switch value (``on``/``off``/``true``/``1``/numbers); errors name the switch."""
     if name not in SWITCHES:
         raise ValueError(f"unknown switch {name!r} (known: {', '.join(SWITCHES)})")
-    kind = SWITCHES[name][0]
+    kind = SWITCHES[name].kind
     text = str(value).strip().lower()
     if kind is bool:
         if text in ("on", "true", "1", "yes"):
@@ -125,8 +134,8 @@ def effective(config: Config, gpu: bool) -> dict[str, object]:
         out["own_kernels"] = True
     if not gpu:
         for name, spec in SWITCHES.items():
-            if spec[2]:
-                out[name] = spec[1]
+            if spec.gpu_only:
+                out[name] = spec.default
     return out
 
 

@@ -9,13 +9,42 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any
+from typing import Any, ContextManager, Protocol
 
 import numpy as np
 
 
 class DeviceError(RuntimeError):
     """The device asked for cannot be used (the message says why)."""
+
+
+class Device(Protocol):
+    """What the decode loop, the recorder and the run's provenance need from a backend."""
+
+    name: str
+    is_gpu: bool
+    xp: Any  # numpy or cupy
+    compute_dtype: Any
+    streams: list[Any]
+
+    def new_stream(self) -> Any: ...
+    def stream_index(self, stream: Any) -> int: ...
+    def use(self, stream: Any) -> ContextManager[Any]: ...
+    def empty_host(self, shape: Any, dtype: Any, pinned: bool) -> np.ndarray: ...
+    def upload(self, a: np.ndarray) -> Any: ...
+    def copy_h2d(self, dst: Any, src: np.ndarray, stream: Any) -> None: ...
+    def copy_d2h(self, dst: np.ndarray, src: Any, stream: Any) -> None: ...
+    def synchronize(self, stream: Any) -> None: ...
+    def synchronize_all(self) -> None: ...
+    def event(self) -> Any: ...
+    def record(self, event: Any, stream: Any) -> None: ...
+    def wait(self, stream: Any, event: Any) -> None: ...
+    def elapsed_ns(self, start: Any, end: Any) -> int: ...
+    def spin(self, us: int, stream: Any) -> None: ...
+    def energy_mj(self) -> int | None: ...
+    def why_no_energy(self) -> str: ...
+    def clocks(self) -> dict[str, Any]: ...
+    def info(self) -> dict[str, Any]: ...
 
 
 class CpuDevice:
@@ -36,7 +65,7 @@ class CpuDevice:
     def stream_index(self, stream: Any) -> int:
         return 0
 
-    def use(self, stream: Any) -> Any:
+    def use(self, stream: Any) -> ContextManager[Any]:
         return _NullContext()
 
     def empty_host(self, shape: Any, dtype: Any, pinned: bool) -> np.ndarray:
@@ -73,6 +102,15 @@ class CpuDevice:
         end = time.perf_counter_ns() + us * 1000
         while time.perf_counter_ns() < end:
             pass
+
+    def energy_mj(self) -> int | None:
+        return None
+
+    def why_no_energy(self) -> str:
+        return "CPU backend"
+
+    def clocks(self) -> dict[str, Any]:
+        return {}
 
     def info(self) -> dict[str, Any]:
         return {
@@ -176,6 +214,9 @@ class CudaDevice:
     def energy_mj(self) -> int | None:
         return self._nvml.energy_mj()
 
+    def why_no_energy(self) -> str:
+        return self._nvml.why
+
     def clocks(self) -> dict[str, Any]:
         return self._nvml.clocks()
 
@@ -262,7 +303,7 @@ def gpu_available() -> bool:
         return False
 
 
-def open_device(kind: str) -> CpuDevice | CudaDevice:
+def open_device(kind: str) -> Device:
     """``auto`` picks CUDA when a GPU is usable, else the CPU; ``cuda`` without one is an error."""
     if kind == "cpu":
         return CpuDevice()

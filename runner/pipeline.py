@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from perfreview.trace.schema import Kind
 from runner.model import rope_inv_freq
 from runner.presets import Preset
 from runner.recorder import Recorder
@@ -80,7 +81,7 @@ class Pipeline:
         """Run one token at position ``pos``; returns the greedy next token id."""
         rec, dev, s = self.rec, self.dev, self.main
         n_ctx = min(self.p.max_ctx, -(-(pos + 1) // MASK_PAD) * MASK_PAD)
-        with rec.span("token", kind="token"):
+        with rec.span("token", kind=Kind.TOKEN.value):
             rec.mark("token_start", s)
             self._copy_inputs(token, pos, n_ctx)
             rec.mark("compute_start", s)

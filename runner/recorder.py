@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from perfreview.trace.schema import Kind, Source, host_track, stream_track
+
 try:  # NVTX is a no-op without an attached tool; absent on some machines altogether.
     import nvtx as _nvtx
 except ImportError:  # pragma: no cover - nvtx is a dependency, but stay usable without it
@@ -96,7 +98,7 @@ class Recorder:
         self.dev.record(ev, stream)
         return ev
 
-    def span(self, name: str, stream: Any = False, kind: str = "range",
+    def span(self, name: str, stream: Any = False, kind: str = Kind.RANGE.value,
              nbytes: int = -1, copy_kind: str = "", mem_kind: str = "") -> _Span:
         """A host range; with ``stream`` given at the functions level, also a GPU event pair."""
         gpu = stream if (self.gpu_functions and stream is not False) else False
@@ -117,9 +119,9 @@ class Recorder:
 
     def finish_repeat(self, repeat: int, thread: str = "main") -> list[dict]:
         """After the device is synchronised: this repeat's rows as schema dicts."""
-        host = f"host/{thread}"
+        host = host_track(thread)
         out = [
-            {"repeat": repeat, "token": t, "phase": ph, "source": "host", "kind": kind, "name": name,
+            {"repeat": repeat, "token": t, "phase": ph, "source": Source.HOST.value, "kind": kind, "name": name,
              "track": host, "start_ns": s, "end_ns": e, "depth": d, "bytes": b,
              "copy_kind": ck, "mem_kind": mk}
             for (t, ph, kind, name, s, e, d, b, _, ck, mk) in self.rows
@@ -131,8 +133,8 @@ class Recorder:
 
         def gpu_row(token: int, phase: str, name: str, stream: Any, s: int, e: int) -> dict:
             idx = dev.stream_index(stream)
-            return {"repeat": repeat, "token": token, "phase": phase, "source": "cuda_event",
-                    "kind": "gpu_range", "name": name, "track": f"gpu{dev_id}/stream{idx}",
+            return {"repeat": repeat, "token": token, "phase": phase, "source": Source.CUDA_EVENT.value,
+                    "kind": Kind.GPU_RANGE.value, "name": name, "track": stream_track(dev_id, idx),
                     "stream": idx, "start_ns": s, "end_ns": e}
 
         for token, phase, name, stream, e0, e1 in self.pairs:

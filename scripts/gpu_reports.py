@@ -1,8 +1,8 @@
 """GPU task for the review reports (issues 4 and 5), in one device call:
 
 one interleaved measurement (A B C D E A B C D E ...) of baseline, a second baseline (the A/A
-pair), each seed switch alone and optimized; then, through the perfreview CLI exactly as a user
-runs it, the reviews: (1) baseline vs optimized, (2) each seed switch alone vs baseline, with θ
+pair), each seed switch alone and optimized; then, through the review flow that `perfreview compare`
+runs, the reviews: (1) baseline vs optimized, (2) each seed switch alone vs baseline, with θ
 raised by the A/A pair, and (3) the A/A comparison itself, each with its timeline, delta and
 latency pictures. Works on the CPU too (--device cpu --preset tiny) for a dry run.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perfreview import measure  # noqa: E402
-from perfreview.cli import main as cli  # noqa: E402
+from perfreview.flows import measure, review  # noqa: E402
+from perfreview.trace import runs  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.session import RunSpec  # noqa: E402
+from runner.spec import RunSpec  # noqa: E402
 
 def sides(base: str) -> dict[str, cfg.Config]:
     """The measured sides on top of ``base`` (``baseline``, or e.g. ``baseline,cuda_graph=on`` to
@@ -64,17 +64,15 @@ def main() -> int:
     summary = {"runs": {k: p.name for k, p in paths.items()}, "reviews": {}}
     for stem, a, b, use_aa in REVIEWS:
         md = rep_dir / f"{args.prefix}{stem}.md"
-        argv = ["compare", str(paths[a]), str(paths[b]), "--out", str(md), "--json"]
-        if use_aa:
-            argv += ["--noise-from", str(paths["baseline"]), str(paths["baseline_aa"])]
-        code = cli(argv)
-        payload = json.loads(md.with_suffix(".json").read_text()) if code == 0 else {}
+        side = {k: [runs.read_run(p)] for k, p in paths.items()}
+        aa_pair = (side["baseline"], side["baseline_aa"]) if use_aa else None
+        payload = review.review(side[a], side[b], md, noise=0.005, aa_pair=aa_pair)
         heads = {r["name"]: r for r in payload.get("rows", []) if r["kind"] == "headline"}
-        summary["reviews"][stem] = {"exit": code, "theta": payload.get("noise_threshold"),
+        summary["reviews"][stem] = {"theta": payload.get("noise_threshold"),
                                     "headlines": heads,
                                     "findings": [r for r in payload.get("rows", [])
                                                  if r["verdict"] in ("improved", "regressed")]}
-        print(f"[{time.time() - t0:.0f}s] {stem}: exit {code}", flush=True)
+        print(f"[{time.time() - t0:.0f}s] {stem}: written", flush=True)
     (rep_dir / f"{args.prefix}summary.json").write_text(json.dumps(summary, indent=1, default=str))
     for stem, rev in summary["reviews"].items():
         print(f"\n== {stem} (θ = {rev['theta']})")

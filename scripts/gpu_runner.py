@@ -23,13 +23,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perfreview import measure  # noqa: E402
+from perfreview.flows import measure  # noqa: E402
 from perfreview.analysis import gaps  # noqa: E402
 from perfreview.report import render  # noqa: E402
 from perfreview.trace import runs  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.check import check_configs  # noqa: E402
-from runner.session import RunSpec, Session  # noqa: E402
+from runner.loop import Session  # noqa: E402
+from runner.spec import RunSpec  # noqa: E402
 
 
 def copy_bandwidth_gbs(cp, nbytes: int = 2 << 30, reps: int = 20) -> float:
@@ -86,15 +87,15 @@ def table_rows(stored, preset, bw: float, tokens: int) -> list[dict]:
         energy = [h["energy_j_per_token"] for h in s.headlines if h["energy_j_per_token"] is not None]
         achieved = bytes_per_token * np.median(tps) / 1e9
         rows.append({
-            "preset": s.meta["preset"], "config": s.meta["config_label"], "timing": s.meta["timing"],
+            "preset": s.meta.preset, "config": s.meta.config_label, "timing": s.meta.timing,
             "tps_median": float(np.median(tps)), "tps_mean": float(tps.mean()),
             "tps_std": float(tps.std(ddof=1)) if len(tps) > 1 else 0.0,
             "sync_gap_us": float(gap), "syncs_per_token": float(counts["syncs"]),
             "copies_per_token": float(counts["copies"]),
             "energy_j_per_token": float(np.median(energy)) if energy else None,
             "bytes_per_token": bytes_per_token, "achieved_gbs": achieved, "fraction_of_copy_bw": achieved / bw,
-            "graph_captures": s.meta.get("graph_captures"),
-            "sm_clock_mhz": [r.get("sm_clock_mhz") for r in s.meta["per_repeat"]], "run": s.path.name,
+            "graph_captures": s.meta.graph_captures,
+            "sm_clock_mhz": [r.sm_clock_mhz for r in s.meta.per_repeat], "run": s.path.name,
         })
     return rows
 
@@ -107,7 +108,7 @@ def per_function_gpu(stored) -> list[dict]:
     for s in stored:
         summ = functions.summary(functions.per_token(runs.read_run(s.path).events))
         for r in summ.itertuples():
-            out.append({"config": s.meta["config_label"], "preset": s.meta["preset"], "name": r.name,
+            out.append({"config": s.meta.config_label, "preset": s.meta.preset, "name": r.name,
                         "gpu_us_per_token": None if np.isnan(r.gpu_median_ns) else r.gpu_median_ns / 1e3,
                         "host_us_per_token": r.median_ns / 1e3, "calls": r.calls_per_token})
     return out
@@ -158,7 +159,7 @@ def main() -> int:
         del session, cp
     report["rows"] = rows
     report["functions"] = fn_rows
-    report["git"] = stored[0].meta["git"]
+    report["git"] = stored[0].meta.git
     (args.out / "gpu_runner.json").write_text(json.dumps(report, indent=1, default=str))
     text = render.render("gpu_runner.md.j2", dev=report["device"], git=report["git"], bw=bw, tokens=args.tokens,
                          rows=rows, functions=fn_rows)

@@ -7,9 +7,9 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from perfreview import measure  # noqa: E402
+from perfreview.flows import measure  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.session import RunSpec  # noqa: E402
+from runner.spec import RunSpec  # noqa: E402
 
 
 def small_spec(**kw) -> RunSpec:

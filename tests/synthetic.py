@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from perfreview.trace import runs, schema
+from perfreview.trace.meta import RepeatInfo, RunMeta
 
 FUNCS = {"embedding": 20_000, "attention": 300_000, "ffn": 250_000, "lm_head": 80_000, "sample": 10_000}
 
@@ -46,11 +47,10 @@ def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale
             t += 4_000
     for row in rows:
         row.update(source="host", track="host/main")
-    meta = {"run": run_id, "schema_version": schema.SCHEMA_VERSION, "preset": "tiny", "tokens": tokens,
-            "prompt_tokens": 0, "timing": "tokens", "repeats": repeats, "config_label": run_id,
-            "device": {"name": "synthetic", "backend": "numpy"}, "git": {"commit": "0" * 40, "dirty": False},
-            "per_repeat": [{"repeat": r} for r in range(repeats)], "tool_version": "test", "warmup_tokens": 0,
-            "clock": "synthetic", "clock_alignment": "host only", "host": {"hostname": "test", "python": "3"},
-            "not_measured": [{"what": "energy", "why": "synthetic"}]}
-    meta.update(meta_extra or {})
-    return runs.write_run(root, run_id, schema.from_records(rows, run_id), meta)
+    meta = RunMeta(run=run_id, preset="tiny", tokens=tokens, prompt_tokens=0, timing="tokens", repeats=repeats,
+                   config_label=run_id, device={"name": "synthetic", "backend": "numpy"},
+                   git={"commit": "0" * 40, "dirty": False}, per_repeat=[RepeatInfo(r) for r in range(repeats)],
+                   tool_version="test", clock="synthetic", clock_alignment="host only",
+                   host={"hostname": "test", "python": "3"}, not_measured=[{"what": "energy", "why": "synthetic"}],
+                   **(meta_extra or {}))
+    return runs.write_run(root, schema.from_records(rows, run_id), meta)

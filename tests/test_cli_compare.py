@@ -61,7 +61,7 @@ def test_ab_configs_end_to_end(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 def test_ab_two_revisions(tmp_path, capsys):
-    from runner.session import PROJECT_ROOT
+    from perfreview.trace.meta import PROJECT_ROOT
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     if head.returncode != 0:

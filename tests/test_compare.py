@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from perfreview.compare import stats
-from perfreview.compare.compare import MismatchError, compare
+from perfreview.compare.comparison import MismatchError, compare
 from perfreview.trace import runs
 from synthetic import make_run
 
 
 def verdicts(cmp, metric="host"):
-    return {r["name"]: r["verdict"] for r in cmp.rows if r["kind"] == "function" and r["metric"] == metric}
+    return {r.name: r.verdict for r in cmp.rows if r.kind == "function" and r.metric == metric}
 
 
 def test_injected_five_percent_regression_is_found(tmp_path):
@@ -27,10 +27,10 @@ def test_injected_speedup_shows_in_throughput(tmp_path):
     a = runs.read_run(make_run(tmp_path, "a", seed=3))
     b = runs.read_run(make_run(tmp_path, "b", seed=4, scale={"attention": 0.8, "ffn": 0.8}))
     cmp = compare([a], [b])
-    heads = {r["name"]: r for r in cmp.rows if r["kind"] == "headline"}
-    assert heads["tokens_per_s"]["verdict"] == stats.IMPROVED
-    assert heads["tokens_per_s"]["ci_low"] > 1.0
-    assert heads["median_token_ms"]["verdict"] == stats.IMPROVED
+    heads = {r.name: r for r in cmp.rows if r.kind == "headline"}
+    assert heads["tokens_per_s"].verdict == stats.IMPROVED
+    assert heads["tokens_per_s"].ci_low > 1.0
+    assert heads["median_token_ms"].verdict == stats.IMPROVED
 
 
 def test_tiny_change_inside_noise_is_no_change_not_a_finding(tmp_path):
@@ -45,9 +45,9 @@ def test_noise_with_few_repeats_is_inconclusive_with_a_repeat_estimate(tmp_path)
     a = runs.read_run(make_run(tmp_path, "a", repeats=4, seed=7, cv=0.05))
     b = runs.read_run(make_run(tmp_path, "b", repeats=4, seed=8, cv=0.05, scale={"ffn": 1.02}))
     cmp = compare([a], [b])
-    row = next(r for r in cmp.rows if r["name"] == "ffn" and r["metric"] == "host")
-    assert row["verdict"] == stats.INCONCLUSIVE
-    assert row["repeats_needed"] is None or row["repeats_needed"] > 4
+    row = next(r for r in cmp.rows if r.name == "ffn" and r.metric == "host")
+    assert row.verdict == stats.INCONCLUSIVE
+    assert row.repeats_needed is None or row.repeats_needed > 4
     assert any("fewer than" in w for w in cmp.warnings)
 
 
@@ -55,8 +55,8 @@ def test_aa_real_cpu_runs_have_no_improved_or_regressed(cpu_runs):
     a, b = runs.read_run(cpu_runs["aa1"]), runs.read_run(cpu_runs["aa2"])
     cmp = compare([a], [b])
     assert len(cmp.rows) > 20
-    bad = [(r["name"], r["metric"], r["verdict"]) for r in cmp.rows
-           if r["verdict"] in (stats.IMPROVED, stats.REGRESSED)]
+    bad = [(r.name, r.metric, r.verdict) for r in cmp.rows
+           if r.verdict in (stats.IMPROVED, stats.REGRESSED)]
     assert bad == []
 
 
@@ -83,9 +83,9 @@ def test_functions_on_one_side_only_are_listed_not_tested(tmp_path):
     a = runs.read_run(make_run(tmp_path, "a", repeats=5, seed=9))
     b = runs.read_run(make_run(tmp_path, "b", repeats=5, seed=10, names={"sample": "sample_v2"}))
     cmp = compare([a], [b])
-    assert [f["name"] for f in cmp.only_a] == ["sample"] and [f["name"] for f in cmp.only_b] == ["sample_v2"]
-    assert cmp.only_b[0]["median"] > 5  # µs per token, ~10 µs in the synthetic run
-    assert all(r["name"] not in ("sample", "sample_v2") for r in cmp.rows)
+    assert [f.name for f in cmp.only_a] == ["sample"] and [f.name for f in cmp.only_b] == ["sample_v2"]
+    assert cmp.only_b[0].median > 5  # µs per token, ~10 µs in the synthetic run
+    assert all(r.name not in ("sample", "sample_v2") for r in cmp.rows)
 
 
 def test_a_huge_noise_threshold_never_calls_a_big_slowdown_noise():

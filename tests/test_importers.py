@@ -9,7 +9,7 @@ import numpy as np
 from markdown_it import MarkdownIt
 
 from perfreview.cli import main
-from perfreview.importers import chrome_trace, llama_bench
+from perfreview.formats import chrome_trace, llama_bench
 
 
 def bench_record(n_gen: int, tps: np.ndarray, commit: str, n_prompt: int = 0) -> dict:
@@ -185,6 +185,6 @@ def test_chrome_trace_cut_into_tokens(tmp_path, capsys):
     from perfreview.trace import runs
 
     run = runs.read_run(tmp_path / "runs" / "k")
-    assert run.meta["format"] == "chrome-trace"
+    assert run.meta.format == "chrome-trace"
     g = gaps.sync_gaps(run.events)
     assert list(g["gap_ns"]) == [40_000] * 3  # kernel ends at t+65 µs, the next starts at t+105 µs

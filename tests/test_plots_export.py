@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from perfreview.cli import main
-from perfreview.importers import chrome_trace
+from perfreview.formats import chrome_trace
 from perfreview.trace import runs, schema
 
 

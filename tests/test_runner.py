@@ -9,7 +9,7 @@ from perfreview.trace import runs, schema
 from runner import config as cfg
 from runner.check import check_configs, reference, teacher_forced
 from runner.model import check_logits
-from runner.session import Session
+from runner.loop import Session
 
 SWITCH_SETTINGS = [
     ("async_copies", "on"), ("qkv_streams", "on"), ("inject_delay_us", "30"),
@@ -64,7 +64,7 @@ def test_event_table_has_schema_and_one_row_per_function_per_token(cpu_runs):
     for col, dtype in schema.COLUMNS.items():
         assert str(ev[col].dtype) == dtype, col
     meta = run.meta
-    n_layers = meta["model"]["n_layers"]
+    n_layers = meta.model["n_layers"]
     decode = ev[(ev["phase"] == "decode") & (ev["kind"] == "range")]
     counts = decode.groupby(["repeat", "token", decode["name"].astype(str)], observed=True).size()
     expected = {"embedding": 1, "rope_table": 1, "lm_head": 1, "sample": 1, "output_copy": 1,
@@ -72,39 +72,41 @@ def test_event_table_has_schema_and_one_row_per_function_per_token(cpu_runs):
                 "v_proj": n_layers, "rope": n_layers, "kv_write": n_layers, "attention": n_layers,
                 "o_proj": n_layers, "ffn": n_layers, "rmsnorm": 2 * n_layers + 1,
                 "memcpy_h2d": 4, "memcpy_d2h": 1, "sync": 5}
-    n_tokens = meta["tokens"] * meta["repeats"]
+    n_tokens = meta.tokens * meta.repeats
     for name, per_token in expected.items():
         got = counts.xs(name, level=2)
         assert len(got) == n_tokens, name
         assert (got == per_token).all(), (name, got.unique())
     tokens = ev[ev["kind"] == "token"]
-    assert len(tokens) == (meta["tokens"] + meta["prompt_tokens"]) * meta["repeats"]
+    assert len(tokens) == (meta.tokens + meta.prompt_tokens) * meta.repeats
     assert (ev["end_ns"] >= ev["start_ns"]).all()
 
 
 def test_async_copies_changes_sync_count_on_cpu_metadata(cpu_runs):
     """On the CPU the GPU-only switches are recorded as having no effect."""
     meta = runs.read_meta(cpu_runs["optimized"])
-    assert meta["switches"]["async_copies"] is True
-    assert "async_copies" in meta["switches_without_effect"]
-    assert meta["switches_in_effect"]["async_copies"] is False
+    assert meta.switches["async_copies"] is True
+    assert "async_copies" in meta.switches_without_effect
+    assert meta.switches_in_effect["async_copies"] is False
 
 
 def test_metadata_complete(cpu_runs):
     meta = runs.read_meta(cpu_runs["baseline"])
+    stored = meta.to_json()
     for key in ("schema_version", "tool_version", "created", "git", "device", "host", "preset", "model",
                 "config", "switches", "timing", "tokens", "repeats", "clock", "per_repeat", "generated",
                 "not_measured"):
-        assert key in meta, key
-    assert {"commit", "dirty"} <= set(meta["git"])
-    assert meta["device"]["backend"] == "numpy"
-    assert len(meta["per_repeat"]) == meta["repeats"]
-    assert any("GPU" in m["what"] for m in meta["not_measured"])
+        assert stored[key] not in (None, "", [], {}), key
+    assert {"commit", "dirty"} <= set(meta.git)
+    assert meta.device["backend"] == "numpy"
+    assert len(meta.per_repeat) == meta.repeats
+    assert any("GPU" in m["what"] for m in meta.not_measured)
 
 
 def test_inject_delay_slows_tokens(session):
     """The delay switch adds a busy wait per token on the CPU too (a known regression)."""
-    from runner.session import RunSpec, run_configs
+    from runner.loop import run_configs
+    from runner.spec import RunSpec
 
     spec = RunSpec(preset="tiny", tokens=6, repeats=1, device="cpu", prompt_tokens=2, warmup_tokens=1)
     fast, slow = run_configs(spec, [cfg.resolve("baseline"), cfg.resolve("baseline", {"inject_delay_us": "2000"})],
@@ -112,7 +114,7 @@ def test_inject_delay_slows_tokens(session):
     def decode_ns(rows):
         return sorted(r["end_ns"] - r["start_ns"] for r in rows if r["kind"] == "token" and r["phase"] == "decode")
     assert min(decode_ns(slow.rows)) >= 2_000_000
-    assert fast.generated == slow.generated
+    assert fast.meta.generated == slow.meta.generated
 
 
 def test_config_parsing_errors():
@@ -124,4 +126,4 @@ def test_config_parsing_errors():
         cfg.resolve("baseline", {"async_copies": "maybe"})
     assert cfg.parse_side("config=baseline,inject_delay_us=300").switches["inject_delay_us"] == 300
     assert cfg.resolve("baseline", {"async_copies": "on"}).label == "baseline+async_copies"
-    assert cfg.not_built({"cuda_graph": True}) == ([] if cfg.SWITCHES["cuda_graph"][3] else ["cuda_graph"])
+    assert cfg.not_built({"cuda_graph": True}) == ([] if cfg.SWITCHES["cuda_graph"].built else ["cuda_graph"])

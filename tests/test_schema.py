@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from perfreview.trace import runs, schema
+from perfreview.trace.meta import RunMeta
 
 
 def test_from_records_fills_columns_left_out_by_some_rows():
@@ -33,7 +34,7 @@ def test_normalize_rejects_bad_tables(change, message):
 def test_corrupt_run_files_one_line_errors(tmp_path):
     ev = schema.from_records([{"kind": "range", "name": "x", "track": "t", "source": "host",
                                "start_ns": 0, "end_ns": 1}], "r")
-    path = runs.write_run(tmp_path, "r", ev, {"run": "r", "schema_version": schema.SCHEMA_VERSION})
+    path = runs.write_run(tmp_path, ev, RunMeta(run="r"))
     assert runs.read_run(path).events.shape[0] == 1
     (path / "events.parquet").write_bytes(b"garbage")
     with pytest.raises(runs.RunError, match="events.parquet: not a readable Parquet"):
@@ -48,5 +49,5 @@ def test_corrupt_run_files_one_line_errors(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     bad = pd.DataFrame({"kind": ["nope"]})
     with pytest.raises(schema.SchemaError):
-        runs.write_run(tmp_path, "r", bad, {"run": "r"})
+        runs.write_run(tmp_path, bad, RunMeta(run="r"))
     assert list(tmp_path.iterdir()) == []

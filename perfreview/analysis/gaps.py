@@ -27,6 +27,10 @@ def is_sync(names: pd.Series) -> np.ndarray:
     return ((names == "sync") | names.str.contains("Synchronize", regex=False)).to_numpy()
 
 
+def is_sync_name(name: str) -> bool:
+    return bool(is_sync(pd.Series([name], dtype=str))[0])
+
+
 def is_copy(names: pd.Series) -> np.ndarray:
     return (names.isin(COPY_NAMES) | names.str.match(r"^cu(da)?Memcpy")).to_numpy()
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from perfreview.analysis import of_run  # noqa: E402
+from perfreview.analysis import samples  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
 VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#7f7f7f",
@@ -62,12 +62,12 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
     """Distribution of decode token latency (host wall time per token, ms) per run, medians marked."""
     data, names = [], []
     for i, run in enumerate(runs):
-        t = of_run.token_table(run)
+        t = samples.token_table(run)
         d = t[t["phase"] == "decode"]["host_ns"].to_numpy() / 1e6
         if len(d) == 0:
             raise ValueError(f"{run.path}: no decode tokens")
         data.append(d)
-        names.append(labels[i] if labels else str(run.meta.get("config_label", run.id)))
+        names.append(labels[i] if labels else run.meta.config_label or run.id)
     fig, ax = plt.subplots(figsize=size or (8, 1.6 + 0.9 * len(runs)))
     parts = ax.violinplot(data, orientation="horizontal", showextrema=False)
     for body in parts["bodies"]:

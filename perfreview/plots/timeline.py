@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from perfreview.analysis import gaps  # noqa: E402
-from perfreview.analysis import of_run  # noqa: E402
+from perfreview.analysis import samples  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
 SPECIAL_COLORS = {"sync": "#d62728", "memcpy_h2d": "#2ca02c", "memcpy_d2h": "#98df8a",
@@ -41,7 +41,7 @@ def _colors(names: list[str]) -> dict[str, str]:
 def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tuple[int, int, int, list]:
     """(repeat, t0_ns, t1_ns, gaps) for decode tokens [a, b] (relative to the first decode token),
     or, with ``tokens`` None, zoomed on the boundary before the 5th decode token."""
-    toks = of_run.token_table(run)
+    toks = samples.token_table(run)
     dec = toks[toks["phase"] == "decode"]
     reps = sorted(dec["repeat"].unique())
     if not reps:
@@ -117,8 +117,7 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
                              gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
     for ax, run, (rep, t0, t1, token_gaps) in zip(axes[:, 0], runs, wins):
         m = run.meta
-        device = (m.get("device") or {}).get("name")
-        title = f"{m.get('config_label')}  ·  {m.get('preset')}  ·  {device}  ·  repeat {rep}"
+        title = f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}"
         draw(ax, run, rep, t0, t1, token_gaps, span_us, colors, title)
     axes[-1, 0].set_xlabel("time (µs)")
     drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}

@@ -12,6 +12,10 @@ from typing import Any
 
 import jinja2
 
+from perfreview.compare import stats
+from perfreview.trace import figures
+
+
 def _templates() -> Path:
     """The repo's templates/ (editable install), else the copy a wheel installs under share/."""
     if os.environ.get("PERFREVIEW_TEMPLATES"):
@@ -78,6 +82,47 @@ def _finite(x: Any) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def cell(row: Any, which: str) -> str:
+    """Median of side ``which`` ("a" or "b") of a comparison row, with the digits its interval supports."""
+    value = getattr(row, which)
+    half = abs(value) * (row.ci_high - row.ci_low) / 2 if _finite(row.ci_high) and _finite(row.ci_low) else 0
+    return f"{value:,.{decimals_for(half)}f}"
+
+
+def change(row: Any) -> str:
+    """``+1.4% [+0.9, +1.9]``; a "no change" row says only how tightly it is bounded."""
+    if row.verdict == stats.NO_CHANGE:
+        bound = max(abs(row.ci_low - 1), abs(row.ci_high - 1)) * 100
+        return f"within ±{bound:.1f}%"
+    return pct_ci(row.ratio, row.ci_low, row.ci_high)
+
+
+def verdict_text(row: Any) -> str:
+    need = row.repeats_needed
+    if row.verdict == stats.INCONCLUSIVE and need:
+        return f"inconclusive (needs ≈{need} repeats)" if need <= 1000 else "inconclusive (needs > 1000 repeats)"
+    return row.verdict
+
+
+def noise_source(noise: Any) -> str:
+    """Where θ came from, in words."""
+    if noise.aa_row is None and not noise.per_figure:
+        return f"default {noise.floor:.1%}"
+    row = noise.aa_row
+    where = f"A/A tokens/s interval {pct_ci(row.ratio, row.ci_low, row.ci_high)}" if row else "A/A pair"
+    return f"per figure from the A/A pair, never below {noise.floor:.1%}; tokens/s: {where} -> θ = {noise.theta:.2%}"
+
+
+def commit(git: dict[str, Any]) -> str:
+    """``0123456789`` or ``0123456789-dirty`` or ``unknown``."""
+    return (git.get("commit") or "unknown")[:10] + ("-dirty" if git.get("dirty") else "")
+
+
+def model_label(meta: Any) -> str:
+    """llama-bench's model column: what ran, or where an imported trace came from."""
+    return f"imported {meta.format} trace" if meta.imported else f"llama {meta.preset} F16"
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -87,7 +132,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # markdown, not HTML: names are escaped with the md filter instead
     )
-    env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, pct_ci=pct_ci)
+    env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, pct_ci=pct_ci, cell=cell, change=change,
+                       verdict_txt=verdict_text, title=figures.title, noise_source=noise_source)
     return env
 
 

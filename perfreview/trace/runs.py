@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from perfreview.trace import schema
+from perfreview.trace.meta import MetaError, RunMeta
 
 EVENTS = "events.parquet"
 META = "run.json"
@@ -28,13 +29,13 @@ class RunError(Exception):
 @dataclass
 class Run:
     path: Path
-    meta: dict[str, Any]
+    meta: RunMeta
     events: pd.DataFrame
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
-        return str(self.meta.get("run", self.path.name))
+        return self.meta.run
 
     def derived(self, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per run: the comparison, the review and the plots all need the same
@@ -55,9 +56,11 @@ def check_writable(root: Path) -> None:
         raise RunError(f"{root}: output folder is not writable")
 
 
-def write_run(root: Path, run_id: str, events: pd.DataFrame, meta: dict[str, Any]) -> Path:
+def write_run(root: Path, events: pd.DataFrame, meta: RunMeta) -> Path:
+    """``<root>/<meta.run>/``: the event table and run.json, complete or not at all."""
     root = Path(root)
     check_writable(root)
+    run_id = meta.run
     final = root / run_id
     if final.exists():
         raise RunError(f"{final}: a run with this id exists already")
@@ -65,7 +68,7 @@ def write_run(root: Path, run_id: str, events: pd.DataFrame, meta: dict[str, Any
     try:
         tmp.mkdir()
         schema.normalize(events).to_parquet(tmp / EVENTS, index=False)
-        (tmp / META).write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
+        (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, default=_json_default) + "\n")
         tmp.rename(final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,21 +78,19 @@ def write_run(root: Path, run_id: str, events: pd.DataFrame, meta: dict[str, Any
     return final
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_meta(path: Path) -> RunMeta:
     path = _run_dir(Path(path))
     meta_file = path / META
     if not meta_file.is_file():
         raise RunError(f"{meta_file}: missing (not a perfreview run folder)")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{meta_file}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or "run" not in meta:
-        raise RunError(f"{meta_file}: not a perfreview run.json (no 'run' field)")
-    if meta.get("schema_version") != schema.SCHEMA_VERSION:
-        raise RunError(f"{meta_file}: schema version {meta.get('schema_version')!r}, "
-                       f"this perfreview reads {schema.SCHEMA_VERSION}")
-    return meta
+        data = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RunError(f"{meta_file}: not valid JSON ({type(exc).__name__})") from None
+    try:
+        return RunMeta.from_json(data, str(meta_file))
+    except MetaError as exc:
+        raise RunError(str(exc)) from None
 
 
 def read_run(path: Path) -> Run:

@@ -33,6 +33,7 @@ producer passes its rows through it, so consumers can rely on names, dtypes and 
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -72,11 +73,46 @@ DEFAULTS: dict[str, Any] = {
     "mem_kind": "",
 }
 
-KINDS = ("token", "range", "gpu_range", "kernel", "memcpy", "memset", "api", "sync", "marker")
-PHASES = ("", "warmup", "prefill", "decode")
-SOURCES = ("host", "cuda_event", "cupti", "kineto", "nsys", "llama_bench")
+
+class Kind(str, Enum):
+    """What a row is. ``str`` values, so ``frame["kind"] == Kind.KERNEL`` works on the table."""
+
+    TOKEN = "token"
+    RANGE = "range"
+    GPU_RANGE = "gpu_range"
+    KERNEL = "kernel"
+    MEMCPY = "memcpy"
+    MEMSET = "memset"
+    API = "api"
+    SYNC = "sync"
+    MARKER = "marker"
+
+
+class Phase(str, Enum):
+    NONE = ""
+    WARMUP = "warmup"
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+class Source(str, Enum):
+    HOST = "host"
+    CUDA_EVENT = "cuda_event"
+    CUPTI = "cupti"
+    KINETO = "kineto"
+    NSYS = "nsys"
+    LLAMA_BENCH = "llama_bench"
+
+
+KINDS = tuple(k.value for k in Kind)
+PHASES = tuple(p.value for p in Phase)
+SOURCES = tuple(s.value for s in Source)
 # Kinds that occupy a GPU stream (HTA's "GPU events": stream != -1).
-DEVICE_KINDS = ("gpu_range", "kernel", "memcpy", "memset")
+DEVICE_KINDS = tuple(k.value for k in (Kind.GPU_RANGE, Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET))
+# GPU work recorded by a tracer (kernels, copies, memsets), as opposed to our event-pair ranges.
+TRACED_DEVICE_KINDS = tuple(k.value for k in (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET))
+# Host-side rows that nest on a thread: our ranges, or runtime/driver API calls from a tracer.
+HOST_KINDS = tuple(k.value for k in (Kind.RANGE, Kind.API))
 
 
 class SchemaError(ValueError):
@@ -140,9 +176,36 @@ def duration_ns(frame: pd.DataFrame) -> pd.Series:
     return frame["end_ns"] - frame["start_ns"]
 
 
-def host_track(thread: str = "main") -> str:
+def host_track(thread: Any = "main") -> str:
+    """The timeline row of a host thread: ``host/<thread>``."""
     return f"host/{thread}"
 
 
-def stream_track(device: int, stream: int) -> str:
+def stream_track(device: Any, stream: Any) -> str:
+    """The timeline row of a CUDA stream: ``gpu<device>/stream<id>``."""
     return f"gpu{device}/stream{stream}"
+
+
+def host_tracks(threads: pd.Series) -> pd.Series:
+    """:func:`host_track` for a column of thread ids (importers build whole columns at once)."""
+    return "host/" + threads.astype(str)
+
+
+def stream_tracks(devices: pd.Series, streams: pd.Series) -> pd.Series:
+    """:func:`stream_track` for columns of device and stream ids."""
+    return "gpu" + devices.astype(str) + "/stream" + streams.astype(str)
+
+
+def sync_track(device: Any) -> str:
+    """Synchronisation records of a device (not tied to one stream) get a row of their own."""
+    return f"gpu{device}/sync"
+
+
+def parse_stream_track(track: str) -> tuple[int, int] | None:
+    """``gpu0/stream7`` -> (0, 7); None for host and other rows (``gpu0/sync``)."""
+    if not track.startswith("gpu"):
+        return None
+    dev, sep, stream = track[3:].partition("/stream")
+    if not sep or not dev.isdigit() or not stream.lstrip("-").isdigit():
+        return None
+    return int(dev), int(stream)

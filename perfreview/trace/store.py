@@ -12,6 +12,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable
 
+from perfreview.trace.meta import RunMeta
+
 STORE_NAME = "results.sqlite"
 
 _SCHEMA = """
@@ -20,12 +22,13 @@ CREATE TABLE IF NOT EXISTS runs (
   git_dirty INTEGER, config TEXT, config_label TEXT, switches TEXT, preset TEXT, device TEXT,
   backend TEXT, timing TEXT, tokens INTEGER, repeats INTEGER
 );
-CREATE TABLE IF NOT EXISTS repeats (
-  run TEXT NOT NULL REFERENCES runs(run), repeat INTEGER NOT NULL, tokens_per_s REAL,
-  median_token_ms REAL, time_to_first_token_ms REAL, median_sync_gap_us REAL, energy_j_per_token REAL,
-  PRIMARY KEY (run, repeat)
+CREATE TABLE IF NOT EXISTS figures (
+  run TEXT NOT NULL REFERENCES runs(run), repeat INTEGER NOT NULL, figure TEXT NOT NULL, value REAL,
+  PRIMARY KEY (run, repeat, figure)
 );
 """
+# One row per (run, repeat, figure) of perfreview.trace.figures.HEADLINES: a new figure needs no
+# new column, so stores written by older versions stay readable.
 
 # Filter keys a user may give (``build=X``) -> how they match.
 FILTERS = ("build", "commit", "config", "config_label", "preset", "device", "timing", "run")
@@ -41,31 +44,28 @@ def store_path(runs_root: Path) -> Path:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        con = sqlite3.connect(path)
+        con = sqlite3.connect(path, timeout=30)  # parallel writers wait for each other, not fail
+        con.execute("PRAGMA journal_mode=WAL")
         con.executescript(_SCHEMA)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: not a usable results store ({exc})") from None
     return con
 
 
-def register(path: Path, run_dir: Path, meta: dict[str, Any], headlines: Iterable[dict[str, Any]]) -> None:
-    git = meta.get("git") or {}
+def register(path: Path, run_dir: Path, meta: RunMeta, headlines: Iterable[dict[str, Any]]) -> None:
+    """Index a complete run folder with its per-repeat headline figures, in one transaction."""
+    git = meta.git
     row = (
-        meta["run"], str(Path(run_dir).resolve()), meta.get("created"), meta.get("build") or "",
-        git.get("commit"), None if git.get("dirty") is None else int(git["dirty"]), meta.get("config"),
-        meta.get("config_label"), json.dumps(meta.get("switches", {}), sort_keys=True), meta.get("preset"),
-        (meta.get("device") or {}).get("name"), (meta.get("device") or {}).get("backend"), meta.get("timing"),
-        meta.get("tokens"), meta.get("repeats"),
+        meta.run, str(Path(run_dir).resolve()), meta.created, meta.build, git.get("commit"),
+        None if git.get("dirty") is None else int(git["dirty"]), meta.config, meta.config_label,
+        json.dumps(meta.switches, sort_keys=True), meta.preset, meta.device.get("name"),
+        meta.device.get("backend"), meta.timing, meta.tokens, meta.repeats,
     )
+    values = [(meta.run, h["repeat"], k, v) for h in headlines for k, v in h.items() if k != "repeat"]
     with closing(_connect(path)) as con, con:
         con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-        con.execute("DELETE FROM repeats WHERE run = ?", (meta["run"],))
-        con.executemany(
-            "INSERT INTO repeats VALUES (?,?,?,?,?,?,?)",
-            [(meta["run"], h["repeat"], h.get("tokens_per_s"), h.get("median_token_ms"),
-              h.get("time_to_first_token_ms"), h.get("median_sync_gap_us"), h.get("energy_j_per_token"))
-             for h in headlines],
-        )
+        con.execute("DELETE FROM figures WHERE run = ?", (meta.run,))
+        con.executemany("INSERT INTO figures VALUES (?,?,?,?)", values)
 
 
 def find(path: Path, **filters: str) -> list[dict[str, Any]]:
@@ -92,6 +92,10 @@ def find(path: Path, **filters: str) -> list[dict[str, Any]]:
 
 
 def repeats(path: Path, run: str) -> list[dict[str, Any]]:
+    """Per repeat of ``run``: ``{"repeat": r, figure: value, ...}``."""
     with closing(_connect(Path(path))) as con:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute("SELECT * FROM repeats WHERE run = ? ORDER BY repeat", (run,))]
+        rows = con.execute("SELECT repeat, figure, value FROM figures WHERE run = ? ORDER BY repeat", (run,))
+        out: dict[int, dict[str, Any]] = {}
+        for rep, fig, value in rows:
+            out.setdefault(rep, {"repeat": rep})[fig] = value
+        return list(out.values())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfreview.importers.tokens import cut_tokens
+from perfreview.formats.markers import cut_tokens
 from perfreview.trace import schema
 
 COPY_KINDS = {1: "HtoD", 2: "DtoH", 8: "DtoD", 10: "PtoP"}
@@ -38,8 +38,9 @@ def _strings(con: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
     return dict(con.execute("SELECT id, value FROM StringIds")) if "StringIds" in tables else {}
 
 
-def _tid(global_tid: pd.Series) -> pd.Series:
-    return (global_tid.astype("int64") % 0x1000000).astype(str)
+def _host_tracks(global_tid: pd.Series) -> pd.Series:
+    """nsys' globalTid packs pid and tid; the low 24 bits are the thread id."""
+    return schema.host_tracks(global_tid.astype("int64") % 0x1000000)
 
 
 def load(path: Path, token_marker: str | None = None, run: str | None = None) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def _kernels(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -
     name_id = k["demangledName"].fillna(k["shortName"])
     return pd.DataFrame({
         "kind": "kernel", "source": "nsys", "name": name_id.map(names).fillna("kernel"),
-        "track": "gpu" + k["deviceId"].astype(str) + "/stream" + k["streamId"].astype(str),
+        "track": schema.stream_tracks(k["deviceId"], k["streamId"]),
         "stream": k["streamId"], "start_ns": k["start"], "end_ns": k["end"], "correlation": k["correlationId"],
     })
 
@@ -93,7 +94,7 @@ def _copies(con: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
         kind = m["copyKind"].map(COPY_KINDS).fillna("other")
         out.append(pd.DataFrame({
             "kind": "memcpy", "source": "nsys", "name": "memcpy " + kind,
-            "track": "gpu" + m["deviceId"].astype(str) + "/stream" + m["streamId"].astype(str),
+            "track": schema.stream_tracks(m["deviceId"], m["streamId"]),
             "stream": m["streamId"], "start_ns": m["start"], "end_ns": m["end"], "correlation": m["correlationId"],
             "bytes": m["bytes"], "copy_kind": kind,
             "mem_kind": m["srcKind"].map(MEM_KINDS).fillna("?") + "->" + m["dstKind"].map(MEM_KINDS).fillna("?"),
@@ -102,7 +103,7 @@ def _copies(con: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
         m = _query(con, "SELECT start, end, deviceId, streamId, correlationId, bytes FROM CUPTI_ACTIVITY_KIND_MEMSET")
         out.append(pd.DataFrame({
             "kind": "memset", "source": "nsys", "name": "memset",
-            "track": "gpu" + m["deviceId"].astype(str) + "/stream" + m["streamId"].astype(str),
+            "track": schema.stream_tracks(m["deviceId"], m["streamId"]),
             "stream": m["streamId"], "start_ns": m["start"], "end_ns": m["end"], "correlation": m["correlationId"],
             "bytes": m["bytes"],
         }))
@@ -116,7 +117,7 @@ def _api(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd
     return pd.DataFrame({
         "kind": "api", "source": "nsys",
         "name": r["nameId"].map(names).fillna("api").str.replace(_SUFFIX, "", regex=True),
-        "track": "host/" + _tid(r["globalTid"]), "start_ns": r["start"], "end_ns": r["end"],
+        "track": _host_tracks(r["globalTid"]), "start_ns": r["start"], "end_ns": r["end"],
         "correlation": r["correlationId"], "depth": 1,
     })
 
@@ -130,7 +131,7 @@ def _syncs(con: sqlite3.Connection, tables: set[str]) -> pd.DataFrame:
     stream = s["streamId"].where(s["streamId"] < 4294967295, -1)  # N/A is 4294967295
     return pd.DataFrame({
         "kind": "sync", "source": "nsys", "name": s["syncType"].map(kinds).fillna("sync"),
-        "track": "gpu" + s["deviceId"].astype(str) + "/sync", "stream": stream,
+        "track": s["deviceId"].map(schema.sync_track), "stream": stream,
         "start_ns": s["start"], "end_ns": s["end"], "correlation": s["correlationId"],
     })
 
@@ -141,7 +142,7 @@ def _nvtx(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> p
     n = _query(con, f"SELECT start, end, text, textId, globalTid FROM NVTX_EVENTS "
                     f"WHERE eventType IN {NVTX_RANGES} AND end IS NOT NULL")
     text = n["text"].fillna(n["textId"].map(names)).fillna("range")
-    out = pd.DataFrame({"kind": "range", "source": "nsys", "name": text, "track": "host/" + _tid(n["globalTid"]),
+    out = pd.DataFrame({"kind": "range", "source": "nsys", "name": text, "track": _host_tracks(n["globalTid"]),
                         "start_ns": n["start"], "end_ns": n["end"]})
     out["depth"] = _depths(out)
     return out

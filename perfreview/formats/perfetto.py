@@ -3,7 +3,7 @@
 Complete ("X") events with process/thread name metadata: one process for the host, one per GPU;
 one thread per host thread and per stream. ``ts``/``dur`` are µs from the run's first event with
 three decimals, so nanoseconds survive; ``args`` carry repeat, token, phase, kind and depth, which
-lets :mod:`perfreview.importers.chrome_trace` read the file back into the same event table.
+lets :mod:`perfreview.formats.chrome_trace` read the file back into the same event table.
 Events are written one by one (large runs are not built in memory twice).
 """
 
@@ -15,14 +15,19 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from perfreview.trace.runs import Run
+from perfreview.trace.schema import parse_stream_track
 
 
 def _ids(track: str) -> tuple[int, int, str, str]:
     """(pid, tid, process name, thread name) for a track."""
-    if track.startswith("gpu"):
-        dev, _, stream = track[3:].partition("/stream")
-        d, s = int(dev or 0), int(stream or 0)
+    stream = parse_stream_track(track)
+    if stream is not None:
+        d, s = stream
         return 100 + d, 1000 + s, f"GPU {d}", f"stream {s}"
+    if track.startswith("gpu"):  # a device row that is not a stream (nsys' synchronisation records)
+        dev, _, rest = track[3:].partition("/")
+        d = int(dev) if dev.isdigit() else 0
+        return 100 + d, 1 + zlib.crc32(rest.encode()) % 997, f"GPU {d}", rest or "device"
     thread = track.partition("/")[2] or "main"
     return 1, 1 + zlib.crc32(thread.encode()) % 997, "Host", f"host thread {thread}"
 
@@ -71,7 +76,7 @@ def export(run: Run, out: Path) -> Path:
 
 def _write(fh: IO[str], run: Run, origin: int) -> None:
     header = {"displayTimeUnit": "ns", "otherData": {"perfreview_run": run.id, "origin_ns": origin,
-                                                      "config": run.meta.get("config_label", "")}}
+                                                      "config": run.meta.config_label}}
     fh.write(json.dumps(header)[:-1] + ', "traceEvents": [\n')
     first = True
     for e in events(run):

@@ -1,24 +1,25 @@
 """``perfreview ab``: measure two sides interleaved, so machine drift hits both alike.
 
-A side is ``config=NAME[,switch=value...]`` (this checkout's code; both sides run in one process,
-repeat by repeat: A B A B ...) or ``rev=<git rev>[,config=...]`` (that revision checked out into a
+A side is ``config=NAME[,switch=value...]`` (this checkout's code; the sides run in one process,
+in rounds of one repeat each) or ``rev=<git rev>[,config=...]`` (that revision checked out into a
 temporary git worktree and run with its own code, in blocks of repeats alternating between the
-two revisions: "compare two builds").
+revisions: "compare two builds").
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from perfreview import measure
+from perfreview.flows import measure
+from perfreview.trace.meta import PROJECT_ROOT
 from runner import config as cfg
-from runner.session import PROJECT_ROOT, RunSpec
+from runner.affinity import pinned
+from runner.spec import RunSpec
 
 BLOCKS = 5  # processes per rev side: A B A B ... blocks of repeats
 
@@ -43,7 +44,7 @@ def parse(side: str) -> tuple[str | None, str]:
 
 def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False) -> list[list[Path]]:
     """Run folders of side A, side B and, with ``aa``, a second A (interleaved A B A' ...), whose
-    comparison with A measures this machine's noise for θ."""
+    comparison with A measures this machine's noise."""
     sides = [parse(a), parse(b)] + ([parse(a)] if aa else [])
     if all(rev is None for rev, _ in sides):
         stored = measure.measure(spec, [cfg.parse_side(conf) for _, conf in sides], out)
@@ -54,23 +55,19 @@ def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False) -> lis
 def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[list[Path]]:
     blocks = max(1, min(BLOCKS, spec.repeats))
     sizes = [spec.repeats // blocks + (i < spec.repeats % blocks) for i in range(blocks)]
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp, pinned(spec.cpu):
         trees: dict[str, Path] = {}
         try:
-            if spec.cpu is not None:
-                os.sched_setaffinity(0, {spec.cpu})  # the runs are child processes: they inherit it
             for rev, _ in sides:
                 if rev not in trees:
                     trees[rev] = _worktree(rev, Path(tmp) / f"tree{len(trees)}")
             paths: list[list[Path]] = [[] for _ in sides]
             for n in sizes:
                 for side, (rev, conf) in enumerate(sides):
-                    paths[side].append(_run_in(trees[rev], rev, conf, replace(spec, repeats=n), out))
+                    child = replace(spec, repeats=n, build=spec.build or f"rev={rev}")
+                    paths[side].append(_run_in(trees[rev], rev, child.cli_args(conf, str(Path(out).resolve()))))
             return paths
         finally:
-            if spec.cpu is not None and allowed:
-                os.sched_setaffinity(0, allowed)
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=PROJECT_ROOT,
                                capture_output=True, check=False)
@@ -84,16 +81,8 @@ def _worktree(rev: str, path: Path) -> Path:
     return path
 
 
-def _run_in(tree: Path, rev: str, conf: str, spec: RunSpec, out: Path) -> Path:
-    parts = conf.split(",")
-    name = parts[0].split("=", 1)[-1]
-    args = ["run", "--config", name, "--preset", spec.preset, "--tokens", str(spec.tokens),
-            "--repeats", str(spec.repeats), "--device", spec.device, "--timing", spec.timing,
-            "--seed", str(spec.seed), "--prompt-tokens", str(spec.prompt_tokens),
-            "--warmup-tokens", str(spec.warmup_tokens), "--out", str(Path(out).resolve()),
-            "--build", spec.build or f"rev={rev}", "--json"]  # --cpu: inherited affinity (older revs lack it)
-    for p in parts[1:]:
-        args += ["--set", p]
+def _run_in(tree: Path, rev: str, args: list[str]) -> Path:
+    """``perfreview run`` with the revision's own code (its tree first on sys.path)."""
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from perfreview.cli import main; sys.exit(main())"
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
                           cwd=tree)

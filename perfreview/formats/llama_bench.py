@@ -59,3 +59,9 @@ def pair(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[dict, d
     """Matching records of the two files (same tested parameters), in A's order."""
     by_key = {key(r): r for r in b}
     return [(r, by_key[key(r)]) for r in a if key(r) in by_key]
+
+
+def paired_samples(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+    """(test name, A's per-repetition t/s, B's) for each test both files have."""
+    return [(f"{ra.get('model_type', '?')} {test_name(ra)}", ra["samples_ts"], rb["samples_ts"])
+            for ra, rb in pair(a, b)]

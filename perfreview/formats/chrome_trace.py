@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfreview.importers.tokens import cut_tokens
+from perfreview.formats.markers import cut_tokens
 from perfreview.trace import schema
 
 KINETO_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset", "cuda_runtime": "api",

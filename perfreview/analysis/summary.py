@@ -1,0 +1,95 @@
+"""Summaries of a group of runs that the reports show beside the comparison: throughput as
+llama-bench prints it, the gap between tokens and its host breakdown, stream concurrency, the spread
+of each headline over repeats, and the per-function table. Numbers only; the report renders them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perfreview.analysis import functions, gaps, samples, streams
+from perfreview.trace import figures
+from perfreview.trace.runs import Run
+
+
+@dataclass
+class Throughput:
+    mean: float  # t/s over repeats, as llama-bench prints it
+    std: float
+
+
+@dataclass
+class GapSummary:
+    n: int  # token boundaries
+    source: str  # what timed the compute windows (cuda_event, kernels, host)
+    gap_us: float
+    blocked_sync_us: float
+    copies_us: float
+    launch_us: float
+    other_us: float
+    syncs: float  # synchronize calls per token
+    copies: float  # copies per token
+
+
+@dataclass
+class StreamSummary:
+    streams: int
+    overlap_share: float
+    overlap_us: float
+
+
+@dataclass
+class Spread:
+    median: float
+    p5: float
+    p95: float
+
+
+def throughput(runs: list[Run]) -> Throughput:
+    tps = np.concatenate([samples.headlines(r)["tokens_per_s"].to_numpy(dtype=float) for r in runs])
+    return Throughput(float(tps.mean()), float(tps.std(ddof=1)) if len(tps) > 1 else 0.0)
+
+
+def gap_summary(runs: list[Run]) -> GapSummary:
+    g = pd.concat([samples.sync_gaps(r) for r in runs])
+    counts = gaps.counts_per_token(pd.concat([r.events for r in runs]))
+
+    def med(col: str) -> float:
+        return float(g[col].median() / 1e3) if len(g) else math.nan
+
+    return GapSummary(
+        n=len(g), source=str(g["source"].iloc[0]) if len(g) else "n/a", gap_us=med("gap_ns"),
+        blocked_sync_us=med("blocked_sync_ns"), copies_us=med("copies_ns"), launch_us=med("launch_ns"),
+        other_us=med("other_ns"),
+        syncs=float(counts["syncs"].median()) if len(counts) else math.nan,
+        copies=float(counts["copies"].median()) if len(counts) else math.nan,
+    )
+
+
+def stream_summary(runs: list[Run]) -> StreamSummary:
+    conc = streams.concurrency(pd.concat([r.events for r in runs]))
+    if conc.empty:
+        return StreamSummary(0, math.nan, math.nan)
+    return StreamSummary(int(conc["streams"].max()), float(conc["overlap_share"].median()),
+                         float(conc["overlap_ns"].median() / 1e3))
+
+
+def headline_spread(run: Run) -> dict[str, Spread]:
+    """Per headline figure: median, 5th and 95th percentile over the run's repeats."""
+    heads = samples.headlines(run)
+    out = {}
+    for name in figures.HEADLINES:
+        values = heads[name].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        out[name] = (Spread(float(np.median(values)), float(np.percentile(values, 5)),
+                            float(np.percentile(values, 95))) if len(values) else Spread(math.nan, math.nan, math.nan))
+    return out
+
+
+def function_table(run: Run) -> pd.DataFrame:
+    """functions.summary of the run with plain string names."""
+    summ = functions.summary(samples.functions_per_token(run))
+    return summ.assign(name=summ["name"].astype(str))

@@ -1,0 +1,16 @@
+"""``perfreview check``: every config against the float64 reference (teacher forced) and each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner import config as cfg
+from runner.check import check_configs
+from runner.loop import Session
+
+
+def check(preset: str, device: str, seed: int, steps: int) -> dict[str, Any]:
+    configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
+    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS if cfg.SWITCHES[k].built]
+    session = Session(preset, device, seed)
+    return check_configs(session, configs, n_steps=steps, n_generate=steps, prompt_tokens=4)

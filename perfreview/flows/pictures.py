@@ -1,0 +1,49 @@
+"""One run's report, pictures and exports, as the CLI's report/plot/export commands make them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from perfreview.formats import perfetto
+from perfreview.plots import charts, timeline
+from perfreview.report import render
+from perfreview.report.review import run_markdown
+from perfreview.trace.runs import Run
+
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+class PictureError(ValueError):
+    pass
+
+
+def run_report(run: Run, out: Path, plots: bool = True) -> dict[str, str]:
+    """Markdown report of one run (and its timeline beside it); returns the pictures made."""
+    made = {}
+    if plots:
+        made["timeline"] = timeline.timeline([run], out.with_name(out.stem + "_timeline.png")).name
+    render.write(out, run_markdown(run, made))
+    return made
+
+
+def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
+         tokens: tuple[int, int] | None = None, repeat: int | None = None,
+         size: tuple[float, float] | None = None, dpi: int = 100) -> Path:
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise PictureError(f"{out}: use a .png, .svg or .pdf file name")
+    if what == "timeline":
+        return timeline.timeline(runs or [], out, tokens, repeat, size=size, dpi=dpi)
+    if what == "latency":
+        return charts.latency(runs or [], out, size=size, dpi=dpi)
+    assert review_json is not None
+    try:
+        payload = json.loads(review_json.read_text())
+        rows = payload["rows"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise PictureError(f"{review_json}: not a perfreview review JSON ({type(exc).__name__})") from None
+    return charts.deltas(rows, out, theta=payload.get("noise_threshold"), size=size, dpi=dpi)
+
+
+def export_perfetto(run: Run, out: Path) -> Path:
+    return perfetto.export(run, out)

@@ -1,0 +1,28 @@
+"""The metadata of an imported trace: what the file tells, and what it cannot (no preset, no
+energy, no switches). Shared by every importer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from perfreview.trace.meta import RepeatInfo, RunMeta
+from perfreview.trace.schema import Kind
+
+FORMATS = {"nsys": "nsys-sqlite", "chrome": "chrome-trace"}
+
+
+def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None, fmt: str) -> RunMeta:
+    tokens = events[events["kind"] == Kind.TOKEN]
+    repeats = sorted(int(r) for r in tokens["repeat"].unique()) or [0]
+    return RunMeta(
+        run=run_id, imported_from=str(path), format=FORMATS.get(fmt, fmt), token_marker=token_marker,
+        preset="imported", config="imported", config_label=Path(path).stem, tokens=len(tokens),
+        repeats=len(repeats), per_repeat=[RepeatInfo(r) for r in repeats], timing=fmt,
+        repeats_are=("blocks of consecutive tokens of one trace (batch means)" if len(repeats) > 1 else "one trace"),
+        device={"name": f"from {fmt} trace", "backend": fmt}, git={"commit": None, "dirty": None},
+        host={"hostname": "", "python": ""}, clock=f"{fmt} trace clock, ns",
+        clock_alignment="timestamps as the trace recorded them", tool_version="import",
+        not_measured=[{"what": "energy", "why": f"not in a {fmt} trace"}],
+    )

@@ -1,1 +1,0 @@
-"""Importers: other tools' files -> the one event table (perfreview.trace.schema)."""

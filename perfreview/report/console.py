@@ -1,0 +1,78 @@
+"""Everything perfreview prints to the terminal (besides --json payloads and errors): one place, so
+the wording stays consistent and the CLI only chooses what to print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfreview.report import render
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.2f} MiB"
+
+
+def run_table(stored: list[Any]) -> str:
+    """llama-bench-like table of stored runs (``flows.measure.Stored``), markdown through the template."""
+    rows = []
+    for s in stored:
+        m = s.meta
+        params = m.model.get("params", 0)
+        tps = np.array([h["tokens_per_s"] for h in s.headlines], dtype=float)
+        std = tps.std(ddof=1) if len(tps) > 1 else 0.0
+        dev = m.device
+        rows.append({
+            "model": render.model_label(m), "size": _size(params * 2),
+            "params": f"{params / 1e9:.2f} B" if params >= 1e8 else f"{params / 1e6:.2f} M",
+            "backend": f"CUDA ({dev['name']})" if dev.get("backend") == "cupy" else "CPU (NumPy)",
+            "config": m.config_label, "timing": m.timing, "test": f"tg{m.tokens}",
+            "tps": f"{tps.mean():.2f} ± {std:.2f}",
+        })
+    first = stored[0].meta
+    footer = (f"perfreview {first.tool_version}, commit {render.commit(first.git)}, {len(stored[0].headlines)} "
+              "repeats (mean ± sample stddev of per-repeat t/s)")
+    return render.render("run_table.md.j2", rows=rows, footer=footer)
+
+
+def stored_runs(stored: list[Any]) -> str:
+    return run_table(stored) + "\n" + "\n".join(f"stored: {s.path}" for s in stored)
+
+
+def check_lines(res: dict[str, Any]) -> str:
+    lines = [f"{label}: {'ok' if r['ok'] else 'FAILED'}  max|Δ|/std {r['max_err_over_std']:.2e}  "
+             f"rel L2 {r['rel_l2']:.2e}  greedy agrees on {r['greedy_agree_decisive']}/{r['decisive_steps']} "
+             f"decisive steps" for label, r in res["configs"].items()]
+    lines.append(f"same tokens within each kernel family: {res['same_tokens']}")
+    lines.append("CHECK PASSED" if res["ok"] else "CHECK FAILED")
+    return "\n".join(lines)
+
+
+def run_list(found: list[dict[str, Any]]) -> str:
+    lines = [f"{r['run']}  {r['preset']}  {r['config_label']}  build={r['build'] or '-'}  {r['device']}  "
+             f"{r['timing']}  tg{r['tokens']} x{r['repeats']}  {(r['git_commit'] or '')[:10]}" for r in found]
+    return "\n".join(lines) or "no runs"
+
+
+def review_summary(payload: dict[str, Any]) -> str:
+    """θ, warnings, headline rows and every real change."""
+    lines = [f"noise threshold θ = ±{payload['noise_threshold']:.2%} ({payload['noise_source']})"]
+    lines += [f"warning: {w}" for w in payload["warnings"]]
+    for r in payload["rows"]:
+        if r["kind"] == "headline" or r["verdict"] in ("improved", "regressed"):
+            ci = render.pct_ci(r["ratio"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else "[n/a]"
+            metric = f" ({r['metric']})" if r["metric"] else ""
+            lines.append(f"{r['name']}{metric}: {r['a']:.4g} -> {r['b']:.4g} {r['unit']}  {ci}  {r['verdict']}")
+    if payload["report"]:
+        lines.append(f"report: {payload['report']}")
+    return "\n".join(lines)
+
+
+def imported(path: Path, events: int, tokens: int) -> str:
+    return f"imported {events} events, {tokens} tokens: {path}"
+
+
+def wrote(what: str, path: Any, hint: str = "") -> str:
+    return f"{what}: {path}" + (f" ({hint})" if hint else "")

@@ -1,0 +1,166 @@
+"""Driving the decode loop: weights once per device, one pipeline per config, repeats in rounds.
+
+A repeat = empty KV cache, prefill the prompt token by token, decode N tokens greedily (each
+feeding the next). Every repeat does the same work, so repeats are comparable samples. Several
+configs run in rounds: each round runs every config once, in a seeded random order, so drift of
+the machine and position in the round hit every config alike (and the pairing is recorded).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from perfreview.trace.meta import RepeatInfo, RunMeta, new_run_id
+from runner import config as cfg
+from runner.affinity import pinned
+from runner.device import Device, open_device
+from runner.model import init_weights
+from runner.pipeline import Pipeline
+from runner.presets import Preset, get_preset
+from runner.provenance import run_meta
+from runner.recorder import Recorder
+from runner.spec import RunSpec, check_spec
+
+
+@dataclass
+class RunResult:
+    """What a run produced: schema rows and metadata (perfreview.trace turns these into files)."""
+
+    rows: list[dict]
+    meta: RunMeta
+
+    @property
+    def run_id(self) -> str:
+        return self.meta.run
+
+
+class Session:
+    """A device and one model's weights (shared by every config run on it)."""
+
+    def __init__(self, preset: str, device: str, seed: int) -> None:
+        self.preset: Preset = get_preset(preset)
+        self.device: Device = open_device(device)
+        self.seed = seed
+        self.weights = init_weights(self.preset, seed, self.device.xp)
+        self.device.synchronize_all()
+
+    def prompt(self, n: int) -> list[int]:
+        rng = np.random.default_rng(self.seed + 1)
+        return [int(t) for t in rng.integers(0, self.preset.vocab, size=n)]
+
+    def pipeline(self, config: cfg.Config, timing: str) -> tuple[Pipeline, Recorder]:
+        missing = cfg.not_built(config.switches) if self.device.is_gpu else []
+        if missing:
+            raise cfg.NotBuiltError(f"switch {', '.join(missing)} is reserved but not built yet on the GPU")
+        switches = cfg.effective(config, self.device.is_gpu)
+        rec = Recorder(self.device, timing)
+        return Pipeline(self.preset, self.weights, self.device, switches, rec), rec
+
+
+def generate(pipe: Pipeline, prompt: list[int], n_tokens: int, rec: Recorder | None = None) -> list[int]:
+    """Prefill then greedy decode; returns the ``n_tokens`` decoded ids."""
+    pipe.reset()
+    nxt = 0
+    for pos, tok in enumerate(prompt):
+        if rec:
+            rec.token, rec.phase = pos, "prefill"
+        nxt = pipe.step(tok, pos)
+    out = []
+    for i in range(n_tokens):
+        pos = len(prompt) + i
+        if rec:
+            rec.token, rec.phase = pos, "decode"
+        nxt = pipe.step(nxt, pos)
+        out.append(nxt)
+    return out
+
+
+def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, repeat: int,
+               prompt: list[int]) -> tuple[list[dict], RepeatInfo, list[int]]:
+    dev = session.device
+    for stream in dev.streams:
+        dev.synchronize(stream)
+    energy0 = dev.energy_mj() if dev.is_gpu else None
+    # The collector's pauses land on random tokens; collect now, none during the repeat.
+    gc.collect()
+    gc.disable()
+    t0 = time.perf_counter_ns()
+    rec.start_repeat()
+    try:
+        generated = generate(pipe, prompt, spec.tokens, rec)
+    finally:
+        gc.enable()
+    for stream in dev.streams:
+        dev.synchronize(stream)
+    t1 = time.perf_counter_ns()
+    energy1 = dev.energy_mj() if dev.is_gpu else None
+    rows = rec.finish_repeat(repeat)
+    info = RepeatInfo(repeat=repeat, wall_ns=t1 - t0)
+    if energy0 is not None and energy1 is not None:
+        info.energy_j = (energy1 - energy0) / 1000.0
+    if dev.is_gpu:
+        for key, value in dev.clocks().items():
+            setattr(info, key, value)
+    return rows, info, generated
+
+
+def round_orders(n_sides: int, rounds: int, seed: int) -> list[list[int]]:
+    """The order of the sides in each round: a seeded random permutation per round (one side: 0)."""
+    rng = np.random.default_rng(seed)
+    return [[int(i) for i in rng.permutation(n_sides)] if n_sides > 1 else [0] for _ in range(rounds)]
+
+
+def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | None = None) -> list[RunResult]:
+    """Run each config ``spec.repeats`` times in rounds (every config once per round, in a seeded
+    random order), so drift of the machine hits every config alike. One config gives a plain run."""
+    check_spec(spec)
+    session = session or Session(spec.preset, spec.device, spec.seed)
+    prompt = session.prompt(spec.prompt_tokens)
+    with pinned(spec.cpu):
+        return _run_configs(spec, configs, session, prompt)
+
+
+@dataclass
+class _Side:
+    spec: RunSpec
+    pipe: Pipeline
+    rec: Recorder
+    run_id: str
+    rows: list[dict]
+    repeats: list[RepeatInfo]
+    generated: list[int] | None = None
+
+
+def _run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session, prompt: list[int]) -> list[RunResult]:
+    sides = []
+    for config in configs:
+        pipe, rec = session.pipeline(config, spec.timing)
+        # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
+        generate(pipe, prompt[: max(1, min(len(prompt), spec.warmup_tokens))], spec.warmup_tokens)
+        side_spec = RunSpec(**{**spec.__dict__, "config": config})
+        sides.append(_Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], []))
+    for r, order in enumerate(round_orders(len(sides), spec.repeats, spec.order_seed)):
+        for position, i in enumerate(order):
+            side = sides[i]
+            rows, info, generated = run_repeat(session, side.pipe, side.rec, side.spec, r, prompt)
+            info.round, info.order = r, position
+            side.rows.extend(rows)
+            side.repeats.append(info)
+            if side.generated is None:
+                side.generated = generated
+    results = []
+    for side in sides:
+        meta = run_meta(session, side.spec, side.run_id)
+        meta.per_repeat = side.repeats
+        meta.prompt = prompt
+        meta.generated = side.generated or []
+        meta.interleaved_with = [s.run_id for s in sides if s is not side]
+        meta.interleaving = (f"rounds: every config once per round, in a random order (seed {spec.order_seed})"
+                             if len(sides) > 1 else "")
+        meta.graph_captures = side.pipe.captures
+        results.append(RunResult(side.rows, meta))
+    return results
