@@ -8,7 +8,7 @@ from pathlib import Path
 
 from perfreview.report import render
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 
 def table_lines(text: str) -> list[str]:

@@ -1,0 +1,108 @@
+"""The analysis functions on small hand-built event tables with answers worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfreview.analysis import functions, gaps, intervals, streams, tokens
+from perfreview.trace import schema
+
+HOST = "host/main"
+
+
+def host(token, name, start, end, depth=1, kind="range", repeat=0, phase="decode"):
+    return dict(kind=kind, name=name, start_ns=start, end_ns=end, depth=depth, token=token, repeat=repeat,
+                phase=phase, track=HOST, source="host")
+
+
+def gpu(token, name, start, end, stream=0, kind="gpu_range", repeat=0, phase="decode"):
+    return dict(kind=kind, name=name, start_ns=start, end_ns=end, token=token, repeat=repeat, phase=phase,
+                stream=stream, track=schema.stream_track(0, stream), source="cuda_event")
+
+
+def table(rows):
+    return schema.from_records(rows, "r")
+
+
+def two_tokens():
+    """Two decode tokens on the host (0-100, 100-220) with GPU marks: token n's GPU work ends at 80,
+    token n+1's input copy ends (its compute starts) at 130: a 50 ns gap, of which the host spent
+    80-95 in sync, 100-110 in the input_copy frame, 112-125 launching ``attention``."""
+    return table([
+        host(0, "token", 0, 100, depth=0, kind="token"), host(0, "input_copy", 0, 10), host(0, "attention", 12, 60),
+        host(0, "sync", 80, 95),
+        host(1, "token", 100, 220, depth=0, kind="token"), host(1, "input_copy", 100, 110),
+        host(1, "attention", 112, 125), host(1, "sync", 190, 215),
+        gpu(0, "token", 2, 80), gpu(0, "input_copy", 2, 15), gpu(1, "token", 102, 200), gpu(1, "input_copy", 102, 130),
+    ])
+
+
+def test_token_table_windows_and_throughput():
+    t = tokens.token_table(two_tokens())
+    assert list(t["host_ns"]) == [100, 120]
+    assert list(t["gpu_ns"]) == [78, 98]
+    assert list(t["compute_start"]) == [15, 130] and list(t["compute_end"]) == [80, 200]
+    assert set(t["window_source"]) == {"cuda_event"}
+    rep = tokens.per_repeat(t)
+    assert rep["tokens_per_s"].iloc[0] == pytest.approx(2 * 1e9 / 220)
+    assert rep["median_token_ns"].iloc[0] == 110
+
+
+def test_sync_gap_and_its_host_breakdown():
+    g = gaps.sync_gaps(two_tokens())
+    assert len(g) == 1
+    row = g.iloc[0]
+    assert row["gap_ns"] == 50  # 80 -> 130
+    assert row["blocked_sync_ns"] == 15  # 80-95
+    assert row["copies_ns"] == 0  # input_copy is a frame, not a copy call
+    assert row["launch_ns"] == 13  # attention 112-125
+    # the input_copy frame (100-110) holds no copy call here: its time is other host work
+    assert row["other_ns"] == 50 - 15 - 13
+
+
+def test_gap_skips_boundaries_without_gpu_windows():
+    ev = table([host(0, "token", 0, 100, depth=0, kind="token"), host(2, "token", 200, 300, depth=0, kind="token"),
+                host(0, "input_copy", 0, 10), host(2, "input_copy", 200, 210),
+                host(0, "output_copy", 90, 95), host(2, "output_copy", 290, 295)])
+    assert gaps.sync_gaps(ev).empty  # tokens 0 and 2 are not neighbours
+
+
+def test_self_time_subtracts_direct_children_only():
+    ev = table([host(0, "token", 0, 100, depth=0, kind="token"), host(0, "qkv", 10, 50, depth=1),
+                host(0, "q_proj", 12, 22, depth=2), host(0, "k_proj", 25, 35, depth=2),
+                host(0, "inner", 26, 30, depth=3)])
+    h = functions.host_ranges_with_self(ev).set_index("name")
+    assert h.loc["token", "self_ns"] == 100 - 40
+    assert h.loc["qkv", "self_ns"] == 40 - 10 - 10
+    assert h.loc["k_proj", "self_ns"] == 10 - 4
+    assert h.loc["inner", "self_ns"] == 4
+
+
+def test_per_token_sums_calls_and_joins_gpu_time():
+    ev = table([host(0, "token", 0, 100, depth=0, kind="token"), host(0, "rmsnorm", 10, 20), host(0, "rmsnorm", 30, 45),
+                gpu(0, "rmsnorm", 11, 14), gpu(0, "rmsnorm", 31, 36), gpu(0, "token", 0, 99)])
+    pt = functions.per_token(ev).set_index("name")
+    assert pt.loc["rmsnorm", "calls"] == 2
+    assert pt.loc["rmsnorm", "host_ns"] == 25 and pt.loc["rmsnorm", "gpu_ns"] == 8
+    assert "token" not in pt.index  # the frame is not a function
+
+
+def test_stream_overlap_from_intervals():
+    ev = table([gpu(0, "q", 0, 100, stream=1, kind="kernel"), gpu(0, "k", 50, 150, stream=2, kind="kernel"),
+                gpu(0, "v", 140, 160, stream=3, kind="kernel"), gpu(0, "o", 200, 300, stream=0, kind="kernel")])
+    s = streams.stream_summary(ev)
+    assert dict(zip(s["stream"], s["busy_ns"])) == {0: 100, 1: 100, 2: 100, 3: 20}
+    assert s["overlap_ns"].iloc[0] == 50 + 10  # 50-100 (q,k) and 140-150 (k,v)
+
+
+def test_streams_that_never_overlap_have_zero_overlap():
+    ev = table([gpu(0, "a", 0, 10, stream=7, kind="kernel"), gpu(0, "b", 10, 20, stream=8, kind="kernel")])
+    assert streams.stream_summary(ev)["overlap_ns"].iloc[0] == 0
+
+
+def test_interval_union_and_clipping():
+    s, e = intervals.union(np.array([5, 0, 20]), np.array([12, 10, 30]))
+    assert list(s) == [0, 20] and list(e) == [12, 30]
+    assert intervals.total(np.array([0, 5]), np.array([10, 8])) == 10
+    assert intervals.clipped_total(np.array([0, 20]), np.array([12, 30]), 10, 25) == 2 + 5
