@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perfreview.flows import measure, review  # noqa: E402
+from perfreview.report import render  # noqa: E402
 from perfreview.trace import runs  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.spec import RunSpec  # noqa: E402
@@ -77,10 +78,8 @@ def main() -> int:
     for stem, rev in summary["reviews"].items():
         print(f"\n== {stem} (θ = {rev['theta']})")
         for name, r in rev["headlines"].items():
-            lo, hi = r["ci_low"], r["ci_high"]
-            ci = f"[{(lo - 1) * 100:+.2f}%, {(hi - 1) * 100:+.2f}%]" if lo is not None else "[n/a]"
-            print(f"  {name}: {r['a']:.4g} -> {r['b']:.4g}  {(r['ratio'] - 1) * 100:+.2f}% {ci}  q={r['q']:.2g}  "
-                  f"{r['verdict']}")
+            ci = render.pct_ci(r["ratio"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else "n/a"
+            print(f"  {name}: {r['a']:.4g} -> {r['b']:.4g}  {ci}  q={r['q']:.2g}  {r['verdict']}")
         print(f"  improved/regressed rows: {len(rev['findings'])}")
     return 0
 

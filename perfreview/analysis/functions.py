@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from perfreview.analysis.tokens import GPU_FRAME_NAMES
+from perfreview.trace.schema import DEVICE_KINDS, HOST_KINDS, Kind
 
 METRICS = ("host_ns", "self_ns", "gpu_ns")
 
@@ -18,7 +19,7 @@ METRICS = ("host_ns", "self_ns", "gpu_ns")
 def host_ranges_with_self(events: pd.DataFrame) -> pd.DataFrame:
     """Host ``range`` and ``api`` rows (and ``token`` rows, their parents) with ``dur_ns`` and
     ``self_ns``."""
-    ev = events[events["kind"].isin(["range", "api", "token"]) & (events["depth"] >= 0)].copy()
+    ev = events[events["kind"].isin([*HOST_KINDS, Kind.TOKEN.value]) & (events["depth"] >= 0)].copy()
     ev["run"] = ev["run"].astype(str)
     ev["track"] = ev["track"].astype(str)
     ev["dur_ns"] = ev["end_ns"] - ev["start_ns"]
@@ -47,7 +48,7 @@ def per_token(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     keys = ["run", "repeat", "token", "name"]
     h = host.assign(name=host["name"].astype(str)).groupby(keys, observed=True).agg(
         calls=("dur_ns", "size"), host_ns=("dur_ns", "sum"), self_ns=("self_ns", "sum"))
-    gpu = events[(events["kind"].isin(["gpu_range", "kernel", "memcpy", "memset"]))
+    gpu = events[events["kind"].isin(DEVICE_KINDS)
                  & (events["phase"] == phase) & ~events["name"].isin(GPU_FRAME_NAMES)]
     g = pd.DataFrame({
         "run": gpu["run"].astype(str), "repeat": gpu["repeat"], "token": gpu["token"],

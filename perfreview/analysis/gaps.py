@@ -15,11 +15,11 @@ import pandas as pd
 
 from perfreview.analysis.intervals import clipped_total, union
 from perfreview.analysis.tokens import token_table
+from perfreview.trace.schema import HOST_KINDS
 
 COPY_NAMES = ("memcpy_h2d", "memcpy_d2h")
 NOT_LAUNCH = ("token", "input_copy", "output_copy", "sync", *COPY_NAMES)
 CATEGORIES = ("blocked_sync", "copies", "launch", "other")
-HOST_KINDS = ("range", "api")  # our ranges, or runtime/driver API calls from imported traces
 
 
 def is_sync(names: pd.Series) -> np.ndarray:

@@ -11,12 +11,11 @@ import pandas as pd
 
 from perfreview.analysis.intervals import union
 from perfreview.analysis.tokens import GPU_FRAME_NAMES
-
-WORK_KINDS = ("gpu_range", "kernel", "memcpy", "memset")
+from perfreview.trace.schema import DEVICE_KINDS
 
 
 def work_rows(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
-    ev = events[events["kind"].isin(WORK_KINDS) & ~events["name"].isin(GPU_FRAME_NAMES)]
+    ev = events[events["kind"].isin(DEVICE_KINDS) & ~events["name"].isin(GPU_FRAME_NAMES)]
     return ev[ev["phase"] == phase] if phase else ev
 
 

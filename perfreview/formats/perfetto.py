@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from perfreview.trace.runs import Run
-from perfreview.trace.schema import parse_stream_track
+from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind, parse_stream_track
 
 
 def _ids(track: str) -> tuple[int, int, str, str]:
@@ -32,7 +32,7 @@ def _ids(track: str) -> tuple[int, int, str, str]:
     return 1, 1 + zlib.crc32(thread.encode()) % 997, "Host", f"host thread {thread}"
 
 
-FLOW_ENDS = ("api", "kernel", "memcpy", "memset")  # launch call -> GPU work, joined by correlation
+FLOW_ENDS = (Kind.API.value, *TRACED_DEVICE_KINDS)  # launch call -> GPU work, joined by correlation
 
 
 def events(run: Run) -> Iterator[dict]:
