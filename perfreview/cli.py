@@ -35,11 +35,13 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
         print(text)
 
 
-def _run_options(p: argparse.ArgumentParser, repeats: int, out_flag: bool = True) -> None:
+def _run_options(p: argparse.ArgumentParser, repeats: int | None, out_flag: bool = True) -> None:
     p.add_argument("--preset", default="auto",
                    help="tiny, small, 1b or 8b; auto (default): 1b where a GPU is usable, else tiny")
     p.add_argument("--tokens", type=int, default=32, help="decode tokens per repeat (default 32)")
-    p.add_argument("--repeats", type=int, default=repeats, help=f"repeats per side (default {repeats})")
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help=f"repeats per side (default {repeats})" if repeats else
+                   "rounds per side, fixed; default: sequential looks at 10, 20, 40 ... rounds until decided")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--timing", default="tokens", choices=["tokens", "functions"],
                    help="tokens: 3 events per token; functions: an event pair per function (costs more)")
@@ -138,9 +140,24 @@ def _side_runs(args: argparse.Namespace, which: str) -> list[Any]:
     return []
 
 
-def _noise_pair(args: argparse.Namespace) -> tuple | None:
-    """``--noise-from RUN RUN2``: the A/A pair θ comes from."""
-    return tuple([r] for r in _load(args.noise_from)) if args.noise_from else None
+def _control_pair(args: argparse.Namespace) -> tuple | None:
+    """``--aa-from RUN RUN2``: an A/A pair, reported as the negative control."""
+    return tuple([r] for r in _load(args.aa_from)) if args.aa_from else None
+
+
+def _threshold(args: argparse.Namespace) -> float:
+    if not (0 < args.threshold < 100):
+        raise UsageError(f"--threshold {args.threshold}: a percentage above 0 and below 100, e.g. 0.5")
+    return args.threshold / 100
+
+
+def _exit_code(args: argparse.Namespace, verdict: str | None) -> int:
+    """``--fail-on regressed``: exit 1 when the primary figure's verdict is one of those named."""
+    wanted = {v.strip() for v in (args.fail_on or "").split(",") if v.strip()}
+    unknown = wanted - {"improved", "regressed", "no change", "inconclusive"}
+    if unknown:
+        raise UsageError(f"--fail-on {args.fail_on!r}: use improved, regressed, 'no change' or inconclusive")
+    return 1 if verdict in wanted else 0
 
 
 @command("compare")
@@ -153,27 +170,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
         raise UsageError("compare needs two run folders, or --a KEY=VALUE and --b KEY=VALUE")
-    payload = review.review(a, b, args.report_out, noise=args.noise, aa_pair=_noise_pair(args),
+    _exit_code(args, None)  # a bad --fail-on fails before the work
+    payload = review.review(a, b, args.report_out, threshold=_threshold(args), aa_pair=_control_pair(args),
                             force=args.force, plots=not args.no_plots)
     _emit(args, payload, console.review_summary(payload))
-    return 0
+    return _exit_code(args, payload["verdict"])
 
 
 @command("ab")
 def cmd_ab(args: argparse.Namespace) -> int:
+    from perfreview.compare import stats
     from perfreview.flows import ab, review
     from perfreview.report import console
 
     check_output(args.report_out)
-    if args.aa and args.noise_from:
-        raise UsageError("--aa measures the noise itself; leave out --noise-from")
-    paths = ab.run_sides(args.a, args.b, _spec(args, None), args.out, aa=args.aa)
+    _exit_code(args, None)
+    if args.aa and args.aa_from:
+        raise UsageError("--aa runs its own A/A pair; leave out --aa-from")
+    if args.budget <= 0:
+        raise UsageError(f"--budget {args.budget}: seconds, above 0")
+    threshold = _threshold(args)
+    quiet = args.quiet or args.json
+
+    def progress(look: Any) -> None:
+        if not quiet:
+            print(console.look_line(look), file=sys.stderr, flush=True)
+
+    sequential = args.repeats is None
+    spec = _spec(args, None)
+    if sequential:
+        spec.repeats = stats.LOOKS[0]
+    if args.processes < 2:
+        raise UsageError(f"--processes {args.processes}: at least 2 (10 or more to decide 1%)")
+    sides = ab.run_sides(args.a, args.b, spec, args.out, aa=args.aa, sequential=sequential, threshold=threshold,
+                         budget_s=args.budget, progress=progress, processes=args.processes)
+    paths = sides.paths
     a, b = _load(paths[0]), _load(paths[1])
-    aa_pair = (a, _load(paths[2])) if args.aa else _noise_pair(args)
-    payload = review.review(a, b, args.report_out, noise=args.noise, aa_pair=aa_pair, force=args.force,
-                            plots=not args.no_plots, extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
+    aa_pair = (a, _load(paths[2])) if args.aa else _control_pair(args)
+    payload = review.review(a, b, args.report_out, threshold=threshold, aa_pair=aa_pair, force=args.force,
+                            plots=not args.no_plots, processes=sides.processes, alpha_primary=sides.alpha_primary,
+                            look=sides.look, stopped_because=sides.stopped_because,
+                            extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
     _emit(args, payload, console.review_summary(payload))
-    return 0
+    return _exit_code(args, payload["verdict"])
 
 
 @command("compare-llama-bench")
@@ -181,7 +220,7 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
     from perfreview.flows.llama_bench import compare_files
 
     check_output(args.report_out)
-    payload, text = compare_files(args.a_file, args.b_file, args.report_out, args.noise)
+    payload, text = compare_files(args.a_file, args.b_file, args.report_out, _threshold(args))
     _emit(args, payload, text)
     return 0
 
@@ -264,11 +303,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=0.5, metavar="PCT",
+                   help="the smallest change that matters, in percent (default 0.5): 'no change' means an interval "
+                   "inside ±PCT")
+
+
 def _compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", dest="report_out", type=Path, help="write the markdown review here (plus .json, PNGs)")
-    p.add_argument("--noise", type=float, default=0.005, help="noise threshold θ as a fraction (default 0.005)")
-    p.add_argument("--noise-from", nargs=2, type=Path, metavar=("RUN_A", "RUN_A2"),
-                   help="an A/A pair of runs: θ is raised to its tokens/s interval")
+    _threshold_option(p)
+    p.add_argument("--aa-from", "--noise-from", dest="aa_from", nargs=2, type=Path, metavar=("RUN_A", "RUN_A2"),
+                   help="an A/A pair of runs (same config), compared as a negative control: any decided figure there "
+                   "is a loud warning")
+    p.add_argument("--fail-on", metavar="VERDICTS",
+                   help="exit 1 when decode throughput's verdict is one of these (comma-separated), e.g. regressed")
     p.add_argument("--force", action="store_true", help="compare runs whose preset/tokens/device/timing differ")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -310,17 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ab", help="run two sides interleaved (A B A B ...) and compare them")
     p.add_argument("--a", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
     p.add_argument("--b", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
-    _run_options(p, repeats=20, out_flag=False)
+    _run_options(p, repeats=None, out_flag=False)
     p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where runs are stored")
+    p.add_argument("--budget", type=float, default=300.0, metavar="SECONDS",
+                   help="sequential: stop before a look that would pass this much measuring time (default 300)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--processes", type=int, default=10,
+                   help="rev= sides: processes per side, the units compared (default 10)")
     p.add_argument("--aa", action="store_true",
-                   help="also run A a second time, interleaved (A B A' ...), and take θ from A vs A'")
+                   help="also run A a second time in every round (A B A' in a random order): the negative control")
     _compare_options(p)
 
     p = sub.add_parser("compare-llama-bench", help="compare two llama-bench -o json/jsonl results, with intervals")
     p.add_argument("a_file", type=Path, help="baseline build's llama-bench JSON or JSONL")
     p.add_argument("b_file", type=Path, help="compared build's llama-bench JSON or JSONL")
     p.add_argument("--out", dest="report_out", type=Path, help="write the markdown here")
-    p.add_argument("--noise", type=float, default=0.005, help="noise threshold θ as a fraction (default 0.005)")
+    _threshold_option(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("import", help="import another tool's trace as a run (nsys SQLite export, Chrome/Kineto JSON)")

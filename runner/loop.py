@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,20 +108,12 @@ def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, r
     return rows, info, generated
 
 
-def round_orders(n_sides: int, rounds: int, seed: int) -> list[list[int]]:
-    """The order of the sides in each round: a seeded random permutation per round (one side: 0)."""
-    rng = np.random.default_rng(seed)
-    return [[int(i) for i in rng.permutation(n_sides)] if n_sides > 1 else [0] for _ in range(rounds)]
-
-
 def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | None = None) -> list[RunResult]:
     """Run each config ``spec.repeats`` times in rounds (every config once per round, in a seeded
     random order), so drift of the machine hits every config alike. One config gives a plain run."""
-    check_spec(spec)
-    session = session or Session(spec.preset, spec.device, spec.seed)
-    prompt = session.prompt(spec.prompt_tokens)
-    with pinned(spec.cpu):
-        return _run_configs(spec, configs, session, prompt)
+    rounds = Interleaved(spec, configs, session)
+    rounds.run(spec.repeats)
+    return rounds.results()
 
 
 @dataclass
@@ -135,32 +127,55 @@ class _Side:
     generated: list[int] | None = None
 
 
-def _run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session, prompt: list[int]) -> list[RunResult]:
-    sides = []
-    for config in configs:
-        pipe, rec = session.pipeline(config, spec.timing)
+class Interleaved:
+    """Configs set up once (warm-up, capture) and run in rounds, as many as asked, in steps: a
+    sequential comparison looks at the data after 10, 20, 40 ... rounds and asks for more."""
+
+    def __init__(self, spec: RunSpec, configs: list[cfg.Config], session: Session | None = None) -> None:
+        check_spec(spec)
+        self.spec = spec
+        self.session = session or Session(spec.preset, spec.device, spec.seed)
+        self.prompt = self.session.prompt(spec.prompt_tokens)
+        self.rounds = 0
+        self._orders = np.random.default_rng(spec.order_seed)
+        with pinned(spec.cpu):
+            self.sides = [self._side(config) for config in configs]
+
+    def _side(self, config: cfg.Config) -> _Side:
+        spec = self.spec
+        pipe, rec = self.session.pipeline(config, spec.timing)
         # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
-        generate(pipe, prompt[: max(1, min(len(prompt), spec.warmup_tokens))], spec.warmup_tokens)
+        generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)
         side_spec = RunSpec(**{**spec.__dict__, "config": config})
-        sides.append(_Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], []))
-    for r, order in enumerate(round_orders(len(sides), spec.repeats, spec.order_seed)):
-        for position, i in enumerate(order):
-            side = sides[i]
-            rows, info, generated = run_repeat(session, side.pipe, side.rec, side.spec, r, prompt)
-            info.round, info.order = r, position
-            side.rows.extend(rows)
-            side.repeats.append(info)
-            if side.generated is None:
-                side.generated = generated
-    results = []
-    for side in sides:
-        meta = run_meta(session, side.spec, side.run_id)
-        meta.per_repeat = side.repeats
-        meta.prompt = prompt
-        meta.generated = side.generated or []
-        meta.interleaved_with = [s.run_id for s in sides if s is not side]
-        meta.interleaving = (f"rounds: every config once per round, in a random order (seed {spec.order_seed})"
-                             if len(sides) > 1 else "")
-        meta.graph_captures = side.pipe.captures
-        results.append(RunResult(side.rows, meta))
-    return results
+        return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [])
+
+    def run(self, rounds: int) -> None:
+        """``rounds`` more rounds, each side once per round in a seeded random order."""
+        with pinned(self.spec.cpu):
+            for _ in range(rounds):
+                r = self.rounds
+                order = self._orders.permutation(len(self.sides)) if len(self.sides) > 1 else [0]
+                for position, i in enumerate(order):
+                    side = self.sides[int(i)]
+                    rows, info, generated = run_repeat(self.session, side.pipe, side.rec, side.spec, r, self.prompt)
+                    info.round, info.order = r, position
+                    side.rows.extend(rows)
+                    side.repeats.append(info)
+                    if side.generated is None:
+                        side.generated = generated
+                self.rounds += 1
+
+    def results(self) -> list[RunResult]:
+        """One run per config with every round so far (rows are shared, not copied)."""
+        out = []
+        for side in self.sides:
+            meta = run_meta(self.session, replace(side.spec, repeats=self.rounds), side.run_id)
+            meta.per_repeat = list(side.repeats)
+            meta.prompt = self.prompt
+            meta.generated = side.generated or []
+            meta.interleaved_with = [s.run_id for s in self.sides if s is not side]
+            meta.interleaving = (f"rounds: every config once per round, in a random order (seed {self.spec.order_seed})"
+                                 if len(self.sides) > 1 else "")
+            meta.graph_captures = side.pipe.captures
+            out.append(RunResult(side.rows, meta))
+        return out

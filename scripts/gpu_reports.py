@@ -67,16 +67,16 @@ def main() -> int:
         md = rep_dir / f"{args.prefix}{stem}.md"
         side = {k: [runs.read_run(p)] for k, p in paths.items()}
         aa_pair = (side["baseline"], side["baseline_aa"]) if use_aa else None
-        payload = review.review(side[a], side[b], md, noise=0.005, aa_pair=aa_pair)
+        payload = review.review(side[a], side[b], md, aa_pair=aa_pair)
         heads = {r["name"]: r for r in payload.get("rows", []) if r["kind"] == "headline"}
-        summary["reviews"][stem] = {"theta": payload.get("noise_threshold"),
+        summary["reviews"][stem] = {"verdict": payload.get("verdict"),
                                     "headlines": heads,
                                     "findings": [r for r in payload.get("rows", [])
                                                  if r["verdict"] in ("improved", "regressed")]}
         print(f"[{time.time() - t0:.0f}s] {stem}: written", flush=True)
     (rep_dir / f"{args.prefix}summary.json").write_text(json.dumps(summary, indent=1, default=str))
     for stem, rev in summary["reviews"].items():
-        print(f"\n== {stem} (θ = {rev['theta']})")
+        print(f"\n== {stem} (verdict: {rev['verdict']})")
         for name, r in rev["headlines"].items():
             ci = render.pct_ci(r["ratio"], r["ci_low"], r["ci_high"]) if r["ci_low"] is not None else "n/a"
             print(f"  {name}: {r['a']:.4g} -> {r['b']:.4g}  {ci}  q={r['q']:.2g}  {r['verdict']}")

@@ -14,10 +14,11 @@ FUNCS = {"embedding": 20_000, "attention": 300_000, "ffn": 250_000, "lm_head": 8
 
 def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale: dict | None = None,
              cv: float = 0.02, seed: int = 0, names: dict | None = None, meta_extra: dict | None = None,
-             sync_ns: int = 2_000) -> Path:
+             sync_ns: int = 2_000, partners: tuple[str, ...] = ()) -> Path:
     """Per token: token > input_copy, functions..., output_copy, sync. ``scale`` multiplies a
     function's duration (the injected effect); noise is lognormal with coefficient ``cv`` per call
-    plus a per-repeat drift of cv/2 (repeats are the independent samples)."""
+    plus a per-repeat drift of cv/2 (repeats are the independent samples). ``partners``: the runs this
+    one was interleaved with (round i of each pairs up), as ``ab`` records it."""
     rng = np.random.default_rng(seed)
     scale = scale or {}
     names = names or {}
@@ -47,10 +48,18 @@ def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale
             t += 4_000
     for row in rows:
         row.update(source="host", track="host/main")
-    meta = RunMeta(run=run_id, preset="tiny", tokens=tokens, prompt_tokens=0, timing="tokens", repeats=repeats,
+    meta = RunMeta(run=run_id, interleaved_with=list(partners), preset="tiny", tokens=tokens, prompt_tokens=0,
+                   timing="tokens", repeats=repeats,
                    config_label=run_id, device={"name": "synthetic", "backend": "numpy"},
                    git={"commit": "0" * 40, "dirty": False}, per_repeat=[RepeatInfo(r) for r in range(repeats)],
                    tool_version="test", clock="synthetic", clock_alignment="host only",
                    host={"hostname": "test", "python": "3"}, not_measured=[{"what": "energy", "why": "synthetic"}],
                    **(meta_extra or {}))
     return runs.write_run(root, schema.from_records(rows, run_id), meta)
+
+
+def make_pair(root: Path, a: dict | None = None, b: dict | None = None, **common) -> tuple[Path, Path]:
+    """Two runs recorded as interleaved with each other (paired by round), A and B."""
+    pa = make_run(root, "a", partners=("b",), **{"seed": 1, **common, **(a or {})})
+    pb = make_run(root, "b", partners=("a",), **{"seed": 2, **common, **(b or {})})
+    return pa, pb

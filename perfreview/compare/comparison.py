@@ -1,7 +1,10 @@
 """Two groups of runs -> one :class:`Row` per figure (headlines and every function) with a verdict.
 
-A figure is one value per repeat (perfreview.analysis.samples). Repeats of every run on a side are
-pooled as independent samples. Numbers only: the report turns rows into text.
+A figure is one value per repeat (perfreview.analysis.samples). How the repeats pair up decides the
+test (perfreview.compare.stats): runs that were interleaved in rounds pair round by round; runs of
+separate processes (``ab rev=``) pair process by process; runs that were not interleaved are
+compared per run (Welch on the logs of per-run values), never repeat by repeat, because repeats of
+one process share its offset. Numbers only: the report turns rows into text.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import pandas as pd
 
 from perfreview.analysis import samples
 from perfreview.compare import stats
+from perfreview.trace import figures
 from perfreview.trace.runs import Run
 
 # Fields that must agree between the two sides (unless --force); the first that differs is named.
 MATCH_FIELDS = ("preset", "tokens", "prompt_tokens", "timing", "device.name", "device.backend")
+# The unit a comparison pairs or pools: rounds of one process, processes, whole runs, or blocks of
+# consecutive tokens of one imported trace (batch means: the only units a single trace has).
+ROUNDS, PROCESSES, RUNS, BLOCKS = "rounds", "processes", "runs", "blocks"
 
 FigureKey = tuple[str, str, str]  # (name, kind, metric)
 
@@ -37,19 +44,21 @@ class Row:
     unit: str
     higher_is_better: bool
     resolution: float | None  # timer resolution in the figure's unit
-    a: float  # median of side A's samples
+    a: float  # median of side A's per-unit values
     b: float
-    n_a: int
-    n_b: int
+    n: int  # units compared (rounds, processes or runs per side)
     ratio: float
     ci_low: float
     ci_high: float
+    confidence: float
     p: float
-    cv_a: float = math.nan
+    sd: float  # SD of the per-unit log-differences
+    method: str
+    role: str = "family"  # primary, family (BH-tested) or shown (a near-duplicate, not tested)
     q: float = math.nan
-    theta: float = stats.DEFAULT_THETA
     verdict: str = stats.INCONCLUSIVE
-    repeats_needed: int | None = None
+    smaller_than_threshold: bool = False
+    units_needed: int | None = None
     # llama-bench rows: mean and sample stddev of each side, as llama-bench prints them
     mean_a: float = math.nan
     std_a: float = math.nan
@@ -81,34 +90,33 @@ class OneSided:
 
 
 @dataclass
-class NoiseThreshold:
-    """θ for every figure, and where it came from (an A/A pair's interval, or the default)."""
+class Design:
+    """How the comparison was made and decided."""
 
-    theta: float  # θ of tokens/s
-    per_figure: dict[FigureKey, float] = field(default_factory=dict)
-    floor: float = stats.DEFAULT_THETA
-    aa_row: Row | None = None  # the A/A pair's tokens/s row, when θ came from one
-
-    def of(self, key: FigureKey) -> float:
-        return max(self.floor, self.per_figure.get(key, self.floor))
+    unit: str  # rounds, processes or runs
+    threshold: float  # Δ
+    alpha_primary: float
+    alpha_family: float = stats.ALPHA_FAMILY
+    look: int | None = None  # sequential: which look (1-based) this is, of len(stats.LOOKS)
+    seconds_per_unit: float | None = None  # device time one round took (for the budget estimate)
+    stopped_because: str = ""
 
 
 @dataclass
 class Comparison:
     rows: list[Row]
-    noise: NoiseThreshold
-    n_a: int
-    n_b: int
+    design: Design
+    n: int
     warnings: list[str] = field(default_factory=list)
     only_a: list[OneSided] = field(default_factory=list)
     only_b: list[OneSided] = field(default_factory=list)
 
-    @property
-    def theta(self) -> float:
-        return self.noise.theta
-
     def row(self, name: str, kind: str = "headline", metric: str = "") -> Row | None:
         return next((r for r in self.rows if r.key == (name, kind, metric)), None)
+
+    @property
+    def primary(self) -> Row | None:
+        return self.row(figures.PRIMARY)
 
 
 def _field(meta: Any, dotted: str) -> Any:
@@ -133,49 +141,129 @@ def check_compatible(a: list[Run], b: list[Run], force: bool = False) -> list[st
     return notes
 
 
-def compare(a: list[Run], b: list[Run], noise: NoiseThreshold | None = None, force: bool = False,
-            alpha: float = 0.05) -> Comparison:
-    """Every figure both sides have, with θ per figure from ``noise`` (default: 0.5% everywhere)."""
-    noise = noise or NoiseThreshold(stats.DEFAULT_THETA)
-    notes = check_compatible(a, b, force)
-    fa = pd.concat([samples.samples(r) for r in a])
-    fb = pd.concat([samples.samples(r) for r in b])
-    n_a = fa[["run", "repeat"]].drop_duplicates().shape[0]
-    n_b = fb[["run", "repeat"]].drop_duplicates().shape[0]
-    notes += design_notes(a, b, min(n_a, n_b))
+def pairing(a: list[Run], b: list[Run], processes: bool = False) -> str:
+    """ROUNDS when the two sides are single runs interleaved with each other (one process, rounds);
+    PROCESSES when the caller ran them as alternating processes (``ab rev=``); RUNS otherwise."""
+    if len(a) == 1 and len(b) == 1 and b[0].id in a[0].meta.interleaved_with:
+        return ROUNDS
+    if processes and len(a) == len(b):
+        return PROCESSES
+    if len(a) == 1 and len(b) == 1 and all(r.meta.repeats_are.startswith("blocks") for r in a + b):
+        return BLOCKS
+    return RUNS
+
+
+def unit_values(frame: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Per figure and unit, one value: the repeat itself (rounds), or the geometric mean of a run's
+    repeats (processes, runs); index (name, kind, metric, unit id)."""
     keys = ["name", "kind", "metric"]
-    ga = {k: g for k, g in fa.groupby(keys, sort=False)}
-    gb = {k: g for k, g in fb.groupby(keys, sort=False)}
+    if unit in (ROUNDS, BLOCKS):
+        return frame.set_index(keys + ["repeat"])["value"]
+    logs = frame.assign(value=np.log(frame["value"].clip(lower=1e-300)))
+    return np.exp(logs.groupby(keys + ["run_index"])["value"].mean())
+
+
+def compare(a: list[Run], b: list[Run], threshold: float = stats.DEFAULT_THRESHOLD, force: bool = False,
+            alpha_primary: float = stats.ALPHA_PRIMARY, processes: bool = False, look: int | None = None) -> Comparison:
+    """Every figure both sides have, decided with the rule of perfreview.compare.stats."""
+    notes = check_compatible(a, b, force)
+    unit = pairing(a, b, processes)
+    fa = pd.concat([samples.samples(r).assign(run_index=i) for i, r in enumerate(a)])
+    fb = pd.concat([samples.samples(r).assign(run_index=i) for i, r in enumerate(b)])
+    ua, ub = unit_values(fa, unit).sort_index(), unit_values(fb, unit).sort_index()
+    info = pd.concat([fa, fb]).drop_duplicates(["name", "kind", "metric"]).set_index(["name", "kind", "metric"])
+    design = Design(unit, threshold, alpha_primary, look=look, seconds_per_unit=seconds_per_round(a + b, unit))
     rows = []
-    for key in [k for k in ga if k in gb]:
-        va, vb = ga[key]["value"].to_numpy(), gb[key]["value"].to_numpy()
-        first = ga[key].iloc[0]
-        if np.median(va) == 0:
+    for key in info.index:
+        if key not in ua.index.droplevel(-1) or key not in ub.index.droplevel(-1):
             continue
-        resolution = first["resolution"]
-        resolution = None if resolution is None or not math.isfinite(resolution) else float(resolution)
-        eff = stats.effect(va, vb)
-        rows.append(Row(
-            name=key[0], kind=key[1], metric=key[2], unit=first["unit"],
-            higher_is_better=bool(first["higher_is_better"]), resolution=resolution,
-            a=float(np.median(va)), b=float(np.median(vb)), n_a=len(va), n_b=len(vb),
-            cv_a=float(np.std(va, ddof=1) / np.mean(va)) if len(va) > 1 else math.nan,
-            ratio=eff.ratio, ci_low=eff.ci_low, ci_high=eff.ci_high, p=eff.p_value))
+        va, vb = ua.loc[key], ub.loc[key]
+        if unit in (ROUNDS, PROCESSES):  # paired: the units both sides have
+            common = va.index.intersection(vb.index)
+            va, vb = va.loc[common], vb.loc[common]
+        va, vb = va.to_numpy(float), vb.to_numpy(float)
+        if len(va) == 0 or len(vb) == 0 or np.median(va) <= 0 or np.any(va <= 0) or np.any(vb <= 0):
+            continue
+        rows.append(_row(key, info.loc[key], va, vb, design))
+    decide(rows, design)
+    n = max((r.n for r in rows), default=0)
+    notes += design_notes(a, b, design, n)
 
-    def only(mine: dict, other: dict) -> list[OneSided]:
-        return [OneSided(k[0], k[2], float(np.median(g["value"])), g["unit"].iloc[0])
-                for k, g in mine.items() if k not in other and k[1] == "function"]
+    def only(mine: pd.Series, other: pd.Series) -> list[OneSided]:
+        theirs = set(other.index.droplevel(-1))
+        out = []
+        for k in dict.fromkeys(mine.index.droplevel(-1)):
+            if k not in theirs and k[1] == "function":
+                out.append(OneSided(k[0], k[2], float(np.median(mine.loc[k])), figures.FUNCTION_UNIT))
+        return out
 
-    decide(rows, noise, alpha)
-    return Comparison(rows, noise, n_a, n_b, notes, only(ga, gb), only(gb, ga))
+    return Comparison(rows, design, n, notes, only(ua, ub), only(ub, ua))
 
 
-def design_notes(a: list[Run], b: list[Run], n: int) -> list[str]:
-    """What the reader must know about how the repeats were made before trusting the rows."""
+def _row(key: FigureKey, info: pd.Series, va: np.ndarray, vb: np.ndarray, design: Design) -> Row:
+    role = _role(key)
+    alpha = design.alpha_primary if role == "primary" else design.alpha_family
+    paired = design.unit in (ROUNDS, PROCESSES)
+    est = stats.paired(va, vb, alpha) if paired else stats.unpaired(va, vb, alpha)
+    res = info["resolution"]
+    return Row(name=key[0], kind=key[1], metric=key[2], unit=info["unit"],
+               higher_is_better=bool(info["higher_is_better"]),
+               resolution=None if res is None or not math.isfinite(res) else float(res),
+               a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio, ci_low=est.ci_low,
+               ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd, method=est.method, role=role)
+
+
+def _role(key: FigureKey) -> str:
+    fig = figures.HEADLINES.get(key[0]) if key[1] == "headline" else None
+    if fig is not None and fig.primary:
+        return "primary"
+    if fig is not None and fig.shadows:
+        return "shown"
+    return "family"
+
+
+def decide(rows: list[Row], design: Design) -> None:
+    """Verdicts: the primary figure on its own α, the family through Benjamini-Hochberg at α_family,
+    near-duplicates shown with their interval but not tested."""
+    family = [r for r in rows if r.role == "family"]
+    for row, q in zip(family, stats.benjamini_hochberg([r.p for r in family])):
+        row.q = q
+    for row in rows:
+        if row.role == "shown":
+            row.verdict = stats.SHOWN
+            continue
+        significant = row.role == "primary" or row.q <= design.alpha_family
+        est = stats.Estimate(row.ratio, row.ci_low, row.ci_high, row.p, row.n, row.sd, row.method, row.confidence)
+        v = stats.verdict(est, design.threshold, row.higher_is_better, row.a, row.resolution, significant)
+        row.verdict, row.smaller_than_threshold = v.verdict, v.smaller_than_threshold
+        if row.verdict == stats.INCONCLUSIVE:
+            alpha = design.alpha_primary if row.role == "primary" else design.alpha_family
+            row.units_needed = stats.units_needed(est, design.threshold, alpha)
+
+
+def seconds_per_round(runs: list[Run], unit: str) -> float | None:
+    """Wall time one unit of every side took (a round: one repeat of each side)."""
+    walls = [[r.wall_ns for r in run.meta.per_repeat if r.wall_ns] for run in runs]
+    if not all(walls):
+        return None
+    if unit == ROUNDS:
+        return float(sum(np.median(w) for w in walls)) / 1e9
+    return float(sum(np.sum(w) for w in walls) / len(runs) * 2) / 1e9
+
+
+def design_notes(a: list[Run], b: list[Run], design: Design, n: int) -> list[str]:
+    """What the reader must know about how the units were made before trusting the rows."""
     notes = []
-    if n < stats.MIN_REPEATS:
-        notes.append(f"only {n} repeats on a side (fewer than {stats.MIN_REPEATS}): "
-                     "intervals are wide and verdicts rarely decisive")
+    if design.unit == RUNS:
+        notes.append(f"the sides were not interleaved: each run is one unit ({len(a)} vs {len(b)} runs), compared "
+                     "with Welch's t on the logs of per-run values; repeats inside one process are not independent "
+                     "samples. Interleave the sides (perfreview ab) to compare round by round")
+        if min(len(a), len(b)) < 2:
+            notes.append("one run per side cannot separate a change from one process's offset: no verdict is possible "
+                         "(store two or more runs per side, or use perfreview ab)")
+    elif n < stats.MIN_UNITS:
+        notes.append(f"only {n} {design.unit} (fewer than {stats.MIN_UNITS}): Student t on the log-differences, "
+                     "wide intervals")
     notes += clock_notes(a, b)
     if any(r.meta.repeats_are.startswith("blocks") for r in a + b):
         notes.append("repeats here are blocks of consecutive tokens of one trace (batch means), not separate runs: "
@@ -189,19 +277,6 @@ def design_notes(a: list[Run], b: list[Run], n: int) -> list[str]:
     return notes
 
 
-def decide(rows: list[Row], noise: NoiseThreshold, alpha: float = 0.05) -> None:
-    """Fill each row's q (Benjamini-Hochberg across ``rows``), θ, verdict and repeats needed."""
-    for row, q in zip(rows, stats.benjamini_hochberg([r.p for r in rows])):
-        row.q = q
-        row.theta = noise.of(row.key)
-        row.verdict = stats.verdict(row.ratio, row.ci_low, row.ci_high, q, row.theta, row.higher_is_better,
-                                    None if row.resolution is None else abs(row.b - row.a),
-                                    row.resolution or 0.0, alpha)
-        row.repeats_needed = (stats.repeats_needed(row.ratio, row.ci_low, row.ci_high, min(row.n_a, row.n_b),
-                                                   row.theta)
-                              if row.verdict == stats.INCONCLUSIVE else None)
-
-
 def clock_notes(a: list[Run], b: list[Run]) -> list[str]:
     def median_clock(runs: list[Run]) -> float | None:
         clocks = [r.sm_clock_mhz for run in runs for r in run.meta.per_repeat if r.sm_clock_mhz]
@@ -212,13 +287,3 @@ def clock_notes(a: list[Run], b: list[Run]) -> list[str]:
         return [f"SM clocks differ between the sides: median {ca:.0f} MHz (A) vs {cb:.0f} MHz (B); "
                 "part of any change may be the clock"]
     return []
-
-
-def noise_threshold(aa: Comparison | None, floor: float = stats.DEFAULT_THETA) -> NoiseThreshold:
-    """θ: ``floor`` (0.5%), raised per figure to the half-width of that figure's interval in an A/A
-    comparison (two runs of the same config) when one is given."""
-    if aa is None:
-        return NoiseThreshold(floor, floor=floor)
-    per_figure = {r.key: stats.noise_from_aa(r.ci_low, r.ci_high, floor) for r in aa.rows}
-    tps = per_figure.get(("tokens_per_s", "headline", ""), floor)
-    return NoiseThreshold(tps, per_figure, floor, aa.row("tokens_per_s"))

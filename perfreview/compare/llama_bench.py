@@ -1,5 +1,9 @@
-"""llama-bench results of two builds -> one :class:`Row` per test both files have: each repetition's
-t/s is a sample, and the same rule as every other comparison decides."""
+"""llama-bench results of two builds -> one :class:`Row` per test both files have.
+
+Each file is one llama-bench process per build, so the repetitions are the only units there are:
+they are compared with Welch's t on their logs (the sides were not interleaved), and the review
+says that a process's own offset is not captured.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,37 @@ from typing import Any
 import numpy as np
 
 from perfreview.compare import stats
-from perfreview.compare.comparison import Comparison, MismatchError, NoiseThreshold, Row, decide
+from perfreview.compare.comparison import RUNS, Comparison, Design, MismatchError, Row, decide
+
+NOTE = ("llama-bench repetitions of one process per build are the units (Welch's t on their logs): an offset of a "
+        "whole process (clocks, placement) is not captured; run each build several times to include it")
 
 
 def compare_tests(pairs: list[tuple[str, list[float], list[float]]], unmatched: int = 0,
-                  theta: float = stats.DEFAULT_THETA, alpha: float = 0.05) -> Comparison:
-    """``pairs``: (test name, A's per-repetition t/s, B's) for every test in both files."""
+                  threshold: float = stats.DEFAULT_THRESHOLD) -> Comparison:
+    """``pairs``: (test name, A's per-repetition t/s, B's) for every test in both files. Each test is
+    a primary figure of its own (α = 0.04): llama-bench users read them one by one."""
     if not pairs:
         raise MismatchError("no llama-bench test is in both files (same model and parameters)")
+    design = Design(RUNS, threshold, stats.ALPHA_PRIMARY)
     rows = []
     for name, sa, sb in pairs:
         va, vb = np.asarray(sa, float), np.asarray(sb, float)
-        eff = stats.effect(va, vb)
+        est = stats.unpaired(va, vb, design.alpha_primary)
         rows.append(Row(name=name, kind="headline", metric="", unit="t/s", higher_is_better=True, resolution=None,
-                        a=float(np.median(va)), b=float(np.median(vb)), n_a=len(va), n_b=len(vb),
-                        ratio=eff.ratio, ci_low=eff.ci_low, ci_high=eff.ci_high, p=eff.p_value,
-                        mean_a=float(va.mean()), std_a=_std(va), mean_b=float(vb.mean()), std_b=_std(vb)))
-    noise = NoiseThreshold(theta, floor=theta)
-    decide(rows, noise, alpha)
-    n = min(min(r.n_a, r.n_b) for r in rows)
-    notes: list[str] = [] if n >= stats.MIN_REPEATS else [
-        f"only {n} repetitions per test (llama-bench -r {n}); use -r 20 or more for intervals that can decide 1%"]
+                        a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio,
+                        ci_low=est.ci_low, ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd,
+                        method=est.method, role="primary", mean_a=float(va.mean()), std_a=_std(va),
+                        mean_b=float(vb.mean()), std_b=_std(vb)))
+    decide(rows, design)
+    n = min(r.n for r in rows)
+    notes: list[str] = [NOTE]
+    if n < stats.MIN_UNITS:
+        notes.append(f"only {n} repetitions per test (llama-bench -r {n}); use -r 20 or more for intervals "
+                     "that can decide 1%")
     if unmatched:
         notes.append(f"{unmatched} test(s) of A have no match in B and are left out")
-    return Comparison(rows, noise, n, n, notes)
+    return Comparison(rows, design, n, notes)
 
 
 def _std(v: Any) -> float:

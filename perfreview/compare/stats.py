@@ -1,71 +1,135 @@
-"""The one statistics module: bootstrap intervals, rank tests, false-discovery control, verdicts.
+"""The one statistics module (shared/reference/statistics-for-comparisons.md, section 6).
 
-The rule (shared/reference/statistics-for-comparisons.md, section 6):
-
-1. each side is N independent repeats; each figure is one value per repeat (a median over tokens);
-2. effect = ratio of medians B/A, with a 95% BCa bootstrap interval resampling repeats;
-3. Mann-Whitney U per figure, Benjamini-Hochberg across all figures of a comparison;
-4. improved/regressed only when q < alpha, the whole interval lies outside ±θ and the change is at
-   least twice the timer's resolution; "no change" when the interval lies inside ±θ;
-   "inconclusive" otherwise, with the repeats it would need.
+1. Units: rounds of interleaved repeats (each round ran A and B once, in a random order), or
+   processes. Per figure, paired log-differences d_i = ln B_i - ln A_i.
+2. Estimate: Hodges-Lehmann (median of the Walsh averages), ratio exp(HL); interval from the
+   Wilcoxon signed-rank distribution (exact for n <= 60, normal approximation above); Student t
+   on d below 10 units. Sides that were not interleaved: Welch t on the logs of per-unit values.
+3. Verdict against a practical threshold Δ, m = ln(1 + Δ): "no change" when the interval (widened
+   by the timer's resolution) lies inside ±m; "improved"/"regressed" when it excludes 0 and the
+   change is at least twice the timer resolution ("may be smaller than Δ" when it crosses ±m);
+   otherwise "inconclusive", with the units a t-based power calculation says would decide it.
+4. One primary figure (decode tokens/s, α = 0.04) sets the review's verdict; near-duplicates are
+   shown, not tested; every other figure is one Benjamini-Hochberg family at α = 0.01.
+5. Sequential looks at 10, 20, 40, 80, 160, 320 rounds with a Pocock boundary (α' = 0.0085 per
+   look for 0.04 overall).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats as sps
 
 IMPROVED, REGRESSED, NO_CHANGE, INCONCLUSIVE = "improved", "regressed", "no change", "inconclusive"
-DEFAULT_THETA = 0.005
-MIN_REPEATS = 10
+SHOWN = "shown, not tested"
+DEFAULT_THRESHOLD = 0.005  # Δ: the smallest change that matters, 0.5%
+ALPHA_PRIMARY = 0.04
+ALPHA_FAMILY = 0.01
+LOOKS = (10, 20, 40, 80, 160, 320)
+ALPHA_POCOCK = 0.0085  # per look: 6 looks at 0.04 overall (critical value 2.63)
+POWER = 0.95  # β = 0.05 for the rounds needed
+MIN_UNITS = 10  # below this the signed-rank interval is too coarse: Student t instead
+EXACT_MAX = 60  # exact signed-rank distribution up to this many units
+HL_EFFICIENCY = 1.02  # the HL interval is about 2% wider than t's under normal noise
 
 
 @dataclass
-class Effect:
-    ratio: float  # median(B) / median(A)
+class Estimate:
+    """One figure's effect: ratio B/A with its interval, on ``n`` units."""
+
+    ratio: float
     ci_low: float
     ci_high: float
-    p_value: float
+    p: float
+    n: int
+    sd: float  # SD of the per-unit log-differences (paired) or pooled per-unit SD of the logs (unpaired)
+    method: str  # "HL/signed-rank", "paired t", "Welch t"
+    confidence: float
 
 
-def ratio_of_medians_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95,
-                        n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """Ratio median(b)/median(a) with a BCa bootstrap interval (independent resampling of the two
-    groups of repeats). Falls back to percentile where BCa is degenerate (e.g. ties)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ratio = float(np.median(b) / np.median(a))
-    if len(a) < 2 or len(b) < 2:
-        return ratio, math.nan, math.nan
-
-    def stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.median(y, axis=axis) / np.median(x, axis=axis)
-
-    rng = np.random.default_rng(seed)
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = sps.bootstrap((a, b), stat, n_resamples=n_resamples, confidence_level=confidence,
-                                method=method, vectorized=True, random_state=rng)
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if math.isfinite(lo) and math.isfinite(hi):
-            return ratio, min(lo, ratio), max(hi, ratio)
-    return ratio, math.nan, math.nan
+def _logs(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, float)
+    if np.any(x <= 0) or not np.all(np.isfinite(x)):
+        raise ValueError("figures must be positive and finite to be compared as ratios")
+    return np.log(x)
 
 
-def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2 or (np.ptp(np.concatenate([a, b])) == 0):
+def walsh_averages(d: np.ndarray) -> np.ndarray:
+    """(d_i + d_j) / 2 for i <= j, sorted."""
+    i, j = np.triu_indices(len(d))
+    return np.sort((d[i] + d[j]) / 2)
+
+
+@lru_cache(maxsize=None)
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    """P(T <= t) for t = 0 .. n(n+1)/2 under the null (each rank's sign a fair coin)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for k in range(1, n + 1):  # add rank k to the subsets: counts[t] += counts[t - k]
+        counts[k:] = counts[k:] + counts[:-k].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def signed_rank_k(n: int, alpha: float) -> int:
+    """k for the interval [W_(k), W_(N+1-k)]: k = c + 1, c the largest value with
+    P(T <= c) <= alpha / 2 (exact up to EXACT_MAX units, normal approximation above)."""
+    if n <= EXACT_MAX:
+        cdf = _signed_rank_cdf(n)
+        c = int(np.searchsorted(cdf, alpha / 2, side="right")) - 1
+        return max(c + 1, 1)
+    mean, sd = n * (n + 1) / 4, math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    return max(int(math.floor(mean - sps.norm.ppf(1 - alpha / 2) * sd + 0.5)), 1)
+
+
+def paired(a: np.ndarray, b: np.ndarray, alpha: float) -> Estimate:
+    """Paired units (rounds or processes): ``a[i]`` and ``b[i]`` ran in the same round."""
+    d = _logs(b) - _logs(a)
+    n = len(d)
+    sd = float(np.std(d, ddof=1)) if n > 1 else math.nan
+    if n < 2:
+        return Estimate(float(np.exp(d.mean())) if n else math.nan, math.nan, math.nan, 1.0, n, sd, "none", 1 - alpha)
+    if n < MIN_UNITS:
+        mean = float(d.mean())
+        half = sps.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n) if sd > 0 else 0.0
+        p = float(sps.ttest_1samp(d, 0.0).pvalue) if sd > 0 else (1.0 if mean == 0 else 0.0)
+        return Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, sd, "paired t", 1 - alpha)
+    w = walsh_averages(d)
+    k = signed_rank_k(n, alpha)
+    lo, hi = w[k - 1], w[len(w) - k]
+    return Estimate(float(np.exp(np.median(w))), float(np.exp(lo)), float(np.exp(hi)), signed_rank_p(d), n, sd,
+                    "HL/signed-rank", 1 - alpha)
+
+
+def signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value (exact where scipy can, zeros dropped)."""
+    nz = d[d != 0]
+    if len(nz) == 0:
         return 1.0
-    return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    method = "exact" if len(nz) <= EXACT_MAX and len(np.unique(np.abs(nz))) == len(nz) else "approx"
+    return float(sps.wilcoxon(nz, method=method).pvalue)
 
 
-def effect(a: np.ndarray, b: np.ndarray, seed: int = 0) -> Effect:
-    ratio, lo, hi = ratio_of_medians_ci(a, b, seed=seed)
-    return Effect(ratio, lo, hi, mann_whitney_p(a, b))
+def unpaired(a: np.ndarray, b: np.ndarray, alpha: float) -> Estimate:
+    """Sides that were not interleaved: Welch t on the logs of per-unit (per-run) values."""
+    la, lb = _logs(a), _logs(b)
+    n = min(len(la), len(lb))
+    diff = float(lb.mean() - la.mean())
+    if n < 2:
+        return Estimate(math.exp(diff), math.nan, math.nan, 1.0, n, math.nan, "none", 1 - alpha)
+    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+    se = math.sqrt(va + vb)
+    sd = math.sqrt((la.var(ddof=1) + lb.var(ddof=1)) / 2)
+    if se == 0:
+        return Estimate(math.exp(diff), math.exp(diff), math.exp(diff), 1.0 if diff == 0 else 0.0, n, 0.0,
+                        "Welch t", 1 - alpha)
+    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1))
+    half = sps.t.ppf(1 - alpha / 2, df) * se
+    p = float(2 * sps.t.sf(abs(diff) / se, df))
+    return Estimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, sd, "Welch t", 1 - alpha)
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
@@ -82,46 +146,69 @@ def benjamini_hochberg(p_values: list[float]) -> list[float]:
     return out.tolist()
 
 
-def verdict(ratio: float, lo: float, hi: float, q: float, theta: float, higher_is_better: bool,
-            abs_change: float | None = None, resolution: float = 0.0, alpha: float = 0.05) -> str:
-    """Classify one figure. ``abs_change`` (|median B - median A|, in the figure's unit) must be at
-    least twice ``resolution`` (the timer's) for a real change."""
-    if not all(math.isfinite(x) for x in (ratio, lo, hi)):
-        return INCONCLUSIVE
-    low_band, high_band = band(theta)
-    above, below = lo > high_band, hi < low_band
-    big_enough = abs_change is None or abs_change >= 2 * resolution
-    if q < alpha and (above or below) and big_enough:
-        better = above if higher_is_better else below
-        return IMPROVED if better else REGRESSED
-    if lo >= low_band and hi <= high_band:
-        return NO_CHANGE
-    return INCONCLUSIVE
+@dataclass
+class Verdict:
+    verdict: str
+    smaller_than_threshold: bool = False  # decided, but the interval reaches inside ±Δ
 
 
-def band(theta: float) -> tuple[float, float]:
-    """The noise band of ratios, [1/(1+θ), 1+θ]: symmetric on the log scale, so a large θ never
-    makes a 10x slowdown "within noise" (1-θ would reach 0); for θ = 0.5% it is ±0.5%."""
-    return 1 / (1 + theta), 1 + theta
+def verdict(est: Estimate, threshold: float, higher_is_better: bool, median_a: float,
+            resolution: float | None = None, significant: bool = True) -> Verdict:
+    """Classify one figure (see the module's docstring, step 3). ``significant``: for a figure of the
+    BH family, whether its q-value passed; the primary figure passes its own α through the interval."""
+    if not all(math.isfinite(x) for x in (est.ratio, est.ci_low, est.ci_high)):
+        return Verdict(INCONCLUSIVE)
+    m = math.log1p(threshold)
+    lo, hi = math.log(est.ci_low), math.log(est.ci_high)
+    res = (resolution or 0.0) / abs(median_a) if median_a else 0.0
+    if lo - res > -m and hi + res < m:
+        return Verdict(NO_CHANGE)
+    change = abs(est.ratio - 1) * abs(median_a)
+    big_enough = resolution is None or change >= 2 * resolution
+    if (lo > 0 or hi < 0) and big_enough and significant:
+        up = lo > 0
+        return Verdict(IMPROVED if up == higher_is_better else REGRESSED, smaller_than_threshold=(lo < m and hi > -m))
+    return Verdict(INCONCLUSIVE)
 
 
-def repeats_needed(ratio: float, lo: float, hi: float, n: int, theta: float, cap: int = 10_000) -> int | None:
-    """Repeats per side that would shrink the interval enough to decide (width ~ 1/sqrt(n)):
-    outside ±θ if the estimate is outside it, inside ±θ if inside. None when it cannot decide."""
-    if not all(math.isfinite(x) for x in (ratio, lo, hi)) or n < 2:
+def units_needed(est: Estimate, threshold: float, alpha: float, cap: int = 100_000) -> int | None:
+    """Units (rounds) that would likely decide an inconclusive figure: enough to exclude 0 when the
+    estimate lies outside ±Δ/2, else enough to fit the interval inside ±Δ (power 95%)."""
+    sd = est.sd
+    if not math.isfinite(sd) or sd <= 0 or not math.isfinite(est.ratio):
         return None
-    half = (hi - lo) / 2
-    low_band, high_band = band(theta)
-    room = min(abs(ratio - low_band), abs(ratio - high_band))
-    if room <= 0 or half <= 0:
+    m, eff = math.log1p(threshold), abs(math.log(est.ratio))
+    delta = eff if eff >= m / 2 else m - eff
+    if delta <= 0:
         return None
-    need = math.ceil(n * (half / room) ** 2)
-    return min(max(need, n + 1), cap)
+    s = sd * HL_EFFICIENCY
+
+    def need(n: int) -> float:  # ((t_{1-α/2,ν} + t_{1-β,ν}) s / δ)² with ν = n - 1
+        nu = n - 1
+        return ((sps.t.ppf(1 - alpha / 2, nu) + sps.t.ppf(POWER, nu)) * s / delta) ** 2
+
+    if need(cap) > cap:
+        return None
+    lo, hi = 2, cap  # the smallest n that needs no more than itself (need falls as n grows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if need(mid) <= mid else (mid + 1, hi)
+    return lo
 
 
-def noise_from_aa(ci_low: float, ci_high: float, floor: float = DEFAULT_THETA) -> float:
-    """θ from an A/A comparison (two groups of the same config): its interval's half-width, never
-    below ``floor``."""
-    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        return floor
-    return max(floor, (ci_high - ci_low) / 2)
+def next_look(n: int) -> int | None:
+    """The next planned look after ``n`` rounds, or None after the last."""
+    return next((k for k in LOOKS if k > n), None)
+
+
+def stop_reason(verdict: str, n: int, seconds_per_unit: float, budget_s: float) -> str:
+    """After a look at ``n`` rounds: why to stop, or "" to go on to the next look."""
+    if verdict in (IMPROVED, REGRESSED, NO_CHANGE):
+        return f"the primary figure was decided at look {LOOKS.index(n) + 1 if n in LOOKS else '?'} ({n} rounds)"
+    nxt = next_look(n)
+    if nxt is None:
+        return f"the last planned look ({n} rounds) left the primary figure undecided"
+    if seconds_per_unit * nxt > budget_s:
+        return (f"the next look ({nxt} rounds, about {seconds_per_unit * nxt:.0f} s) would pass the budget "
+                f"of {budget_s:.0f} s")
+    return ""

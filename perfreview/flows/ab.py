@@ -12,16 +12,46 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
+
+from perfreview.compare import comparison, stats
 from perfreview.flows import measure
+from perfreview.trace import runs as runs_mod
+from perfreview.trace import schema
 from perfreview.trace.meta import PROJECT_ROOT
+from perfreview.trace.runs import Run
 from runner import config as cfg
 from runner.affinity import pinned
+from runner.loop import Interleaved
 from runner.spec import RunSpec
 
-BLOCKS = 5  # processes per rev side: A B A B ... blocks of repeats
+PROCESSES = 10  # processes per rev side, in a random alternation: the process is the unit
+DEFAULT_BUDGET_S = 300.0
+
+
+@dataclass
+class Sides:
+    """What ``ab`` measured: run folders per side, and how the measurement ended."""
+
+    paths: list[list[Path]]
+    processes: bool = False  # rev sides: each run is one process, paired by position
+    alpha_primary: float = stats.ALPHA_PRIMARY
+    look: int | None = None
+    stopped_because: str = ""
+
+
+@dataclass
+class Look:
+    """One sequential look, for the progress line."""
+
+    number: int
+    rounds: int
+    seconds: float
+    primary: comparison.Row | None
 
 
 class AbError(ValueError):
@@ -42,19 +72,51 @@ def parse(side: str) -> tuple[str | None, str]:
     return rev, rest
 
 
-def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False) -> list[list[Path]]:
-    """Run folders of side A, side B and, with ``aa``, a second A (interleaved A B A' ...), whose
-    comparison with A measures this machine's noise."""
+def run_sides(a: str, b: str, spec: RunSpec, out: Path, aa: bool = False, sequential: bool = False,
+              threshold: float = stats.DEFAULT_THRESHOLD, budget_s: float = DEFAULT_BUDGET_S,
+              progress: Callable[[Look], None] | None = None, processes: int = PROCESSES) -> Sides:
+    """Run side A, side B and, with ``aa``, a second A (A' in every round: the negative control).
+    ``sequential``: rounds until the primary figure is decided at a look (10, 20, 40 ... rounds) or
+    the next look would pass ``budget_s`` seconds of measuring; else ``spec.repeats`` rounds."""
     sides = [parse(a), parse(b)] + ([parse(a)] if aa else [])
-    if all(rev is None for rev, _ in sides):
-        stored = measure.measure(spec, [cfg.parse_side(conf) for _, conf in sides], out)
-        return [[s.path] for s in stored]
-    return _run_revs([(rev or "HEAD", conf) for rev, conf in sides], spec, out)
+    if any(rev is not None for rev, _ in sides):
+        return Sides(_run_revs([(rev or "HEAD", conf) for rev, conf in sides], spec, out, processes), processes=True)
+    configs = [cfg.parse_side(conf) for _, conf in sides]
+    if not sequential:
+        return Sides([[s.path] for s in measure.measure(spec, configs, out)])
+    return _sequential(spec, configs, out, threshold, budget_s, progress)
 
 
-def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[list[Path]]:
-    blocks = max(1, min(BLOCKS, spec.repeats))
-    sizes = [spec.repeats // blocks + (i < spec.repeats % blocks) for i in range(blocks)]
+def in_memory(rounds: Interleaved) -> list[Run]:
+    """The runs so far, as Run objects that were never written (for a look)."""
+    return [Run(Path(r.run_id), r.meta, schema.from_records(r.rows, r.run_id)) for r in rounds.results()]
+
+
+def _sequential(spec: RunSpec, configs: list[cfg.Config], out: Path, threshold: float, budget_s: float,
+                progress: Callable[[Look], None] | None) -> Sides:
+    runs_mod.check_writable(out)
+    rounds = Interleaved(spec, configs)
+    why, look = "", 0
+    for look, n in enumerate(stats.LOOKS, start=1):
+        rounds.run(n - rounds.rounds)
+        every = in_memory(rounds)
+        result = comparison.compare(every[:1], every[1:2], threshold, alpha_primary=stats.ALPHA_POCOCK, look=look)
+        seconds = comparison.seconds_per_round(every, comparison.ROUNDS) or 0.0  # A, B and A' when present
+        if progress:
+            progress(Look(look, n, seconds * n, result.primary))
+        primary = result.primary
+        why = stats.stop_reason(primary.verdict if primary else stats.INCONCLUSIVE, n, seconds, budget_s)
+        if why:
+            break
+    paths = [[measure.save(out, schema.from_records(r.rows, r.run_id), r.meta).path] for r in rounds.results()]
+    return Sides(paths, alpha_primary=stats.ALPHA_POCOCK, look=look, stopped_because=why)
+
+
+def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path, processes: int) -> list[list[Path]]:
+    """Each side as ``processes`` processes (at least one repeat each), in a seeded random order per
+    round of processes; run i of each side is the pair of round i."""
+    sizes = [max(1, spec.repeats // processes)] * processes
+    rng = np.random.default_rng(spec.order_seed)
     with tempfile.TemporaryDirectory(prefix="perfreview-ab-") as tmp, pinned(spec.cpu):
         trees: dict[str, Path] = {}
         try:
@@ -62,10 +124,11 @@ def _run_revs(sides: list[tuple[str, str]], spec: RunSpec, out: Path) -> list[li
                 if rev not in trees:
                     trees[rev] = _worktree(rev, Path(tmp) / f"tree{len(trees)}")
             paths: list[list[Path]] = [[] for _ in sides]
-            for n in sizes:
-                for side, (rev, conf) in enumerate(sides):
-                    child = replace(spec, repeats=n, build=spec.build or f"rev={rev}")
-                    paths[side].append(_run_in(trees[rev], rev, child.cli_args(conf, str(Path(out).resolve()))))
+            for size in sizes:
+                for side in rng.permutation(len(sides)):
+                    rev, conf = sides[int(side)]
+                    child = replace(spec, repeats=size, build=spec.build or f"rev={rev}")
+                    paths[int(side)].append(_run_in(trees[rev], rev, child.cli_args(conf, str(Path(out).resolve()))))
             return paths
         finally:
             for tree in trees.values():

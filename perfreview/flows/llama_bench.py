@@ -12,11 +12,11 @@ from perfreview.report import render
 from perfreview.report.review import llama_bench_markdown
 
 
-def compare_files(a_file: Path, b_file: Path, out: Path | None, theta: float) -> tuple[dict[str, Any], str]:
+def compare_files(a_file: Path, b_file: Path, out: Path | None, threshold: float) -> tuple[dict[str, Any], str]:
     """Returns the ``--json`` payload and the markdown (written to ``out`` when given)."""
     recs = [llama_bench.load(p) for p in (a_file, b_file)]
     pairs = llama_bench.paired_samples(*recs)
-    result = compare_tests(pairs, unmatched=len(recs[0]) - len(pairs), theta=theta)
+    result = compare_tests(pairs, unmatched=len(recs[0]) - len(pairs), threshold=threshold)
     sides = []
     for path, records in zip((a_file, b_file), recs):
         commit = str(records[0].get("build_commit", "?"))
@@ -26,6 +26,6 @@ def compare_files(a_file: Path, b_file: Path, out: Path | None, theta: float) ->
     text = llama_bench_markdown(result, *sides)
     if out:
         render.write(out, text)
-    payload = {"a": str(a_file), "b": str(b_file), "noise_threshold": result.theta, "warnings": result.warnings,
+    payload = {"a": str(a_file), "b": str(b_file), "threshold": threshold, "warnings": result.warnings,
                "rows": json_rows(result.rows), "report": str(out) if out else None}
     return payload, text

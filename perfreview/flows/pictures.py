@@ -42,7 +42,7 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
         rows = payload["rows"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PictureError(f"{review_json}: not a perfreview review JSON ({type(exc).__name__})") from None
-    return charts.deltas(rows, out, theta=payload.get("noise_threshold"), size=size, dpi=dpi)
+    return charts.deltas(rows, out, threshold=payload.get("threshold"), size=size, dpi=dpi)
 
 
 def export_perfetto(run: Run, out: Path) -> Path:

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from perfreview.compare import comparison
+from perfreview.compare import comparison, stats
 from perfreview.compare.comparison import Comparison, Row
 from perfreview.plots import charts, timeline
 from perfreview.report import render
 from perfreview.report import review as review_md
 from perfreview.trace.runs import Run
 
-LARGE_NOISE = 0.05
-JSON_ROW_KEYS = ("name", "kind", "metric", "unit", "a", "b", "ratio", "ci_low", "ci_high", "p", "q", "theta",
-                 "verdict", "repeats_needed", "n_a", "n_b")
+JSON_ROW_KEYS = ("name", "kind", "metric", "unit", "a", "b", "ratio", "ci_low", "ci_high", "confidence", "p", "q",
+                 "role", "verdict", "smaller_than_threshold", "units_needed", "n", "method")
 
 
 def json_rows(rows: list[Row]) -> list[dict[str, Any]]:
@@ -28,32 +28,51 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def review(a: list[Run], b: list[Run], out: Path | None, *, noise: float, aa_pair: tuple | None = None,
-           force: bool = False, plots: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Compare A and B (θ from ``aa_pair``, two groups of the same config, when given); with ``out``,
-    write the review there, its pictures and ``<out>.json`` beside it. Returns the JSON payload."""
-    aa = comparison.compare(*aa_pair, force=force) if aa_pair is not None else None
-    threshold = comparison.noise_threshold(aa, noise)
-    result = comparison.compare(a, b, threshold, force=force)
-    if threshold.theta > LARGE_NOISE:
-        result.warnings.append(
-            f"this machine's noise is large: the A/A pair spans ±{threshold.theta:.0%} in throughput, so changes "
-            "smaller than that cannot be seen here and 'no change' means 'none larger than that'; quieten the host "
-            "or add repeats")
+def negative_control(a: list[Run], a2: list[Run], threshold: float, force: bool) -> tuple[Comparison, list[str]]:
+    """A against A' (the same config, interleaved): any decided figure means the units are not
+    independent or the setup drifts in a way the design does not absorb: a loud warning."""
+    aa = comparison.compare(a, a2, threshold, force=force)
+    decided = [r for r in aa.rows if r.decided]
+    if not decided:
+        return aa, []
+    names = ", ".join(f"{render.figure_label(r)} {render.pct_ci(r.ratio, r.ci_low, r.ci_high)}" for r in decided[:5])
+    return aa, [f"NEGATIVE CONTROL FAILED: A against A' (the same config) gave {len(decided)} decided figure(s) "
+                f"({names}): the repeats are not independent or the machine drifted; do not trust this review's "
+                "verdicts until an A/A comparison comes back clean"]
+
+
+def review(a: list[Run], b: list[Run], out: Path | None, *, threshold: float = stats.DEFAULT_THRESHOLD,
+           aa_pair: tuple | None = None, force: bool = False, plots: bool = True, processes: bool = False,
+           alpha_primary: float = stats.ALPHA_PRIMARY, look: int | None = None, stopped_because: str = "",
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compare A and B (and, with ``aa_pair``, the negative control A vs A'); with ``out``, write
+    the review there, its pictures and ``<out>.json`` beside it. Returns the JSON payload."""
+    result = comparison.compare(a, b, threshold, force=force, alpha_primary=alpha_primary, processes=processes,
+                                look=look)
+    result.design.stopped_because = stopped_because
+    control = None
+    if aa_pair is not None:
+        control, loud = negative_control(*aa_pair, threshold, force)
+        result.warnings[:0] = loud
+    primary = result.primary
     payload: dict[str, Any] = {
-        "a": [r.id for r in a], "b": [r.id for r in b], "noise_threshold": threshold.theta,
-        "noise_source": render.noise_source(threshold), "warnings": result.warnings,
-        "rows": json_rows(result.rows), "report": None, "plots": {}, **(extra or {}),
+        "a": [r.id for r in a], "b": [r.id for r in b], "threshold": threshold, "design": asdict(result.design),
+        "verdict": primary.verdict if primary else None, "warnings": result.warnings,
+        "rows": json_rows(result.rows),
+        "negative_control": None if control is None else {
+            "decided": [r.key for r in control.rows if r.decided],
+            "primary": json_rows([control.primary])[0] if control.primary else None},
+        "report": None, "plots": {}, **(extra or {}),
     }
     if out:
-        write_review(Path(out), result, a, b, payload, plots)
+        write_review(Path(out), result, control, a, b, payload, plots)
     return payload
 
 
-def write_review(out: Path, result: Comparison, a: list[Run], b: list[Run], payload: dict[str, Any],
-                 plots: bool) -> None:
+def write_review(out: Path, result: Comparison, control: Comparison | None, a: list[Run], b: list[Run],
+                 payload: dict[str, Any], plots: bool) -> None:
     pictures = review_plots(out, a, b, payload) if plots else {}
-    render.write(out, review_md.review_markdown(result, a, b, pictures))
+    render.write(out, review_md.review_markdown(result, a, b, pictures, control))
     payload["report"], payload["plots"] = str(out), pictures
     render.write(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str))
 
@@ -63,7 +82,7 @@ def review_plots(md_path: Path, a: list[Run], b: list[Run], payload: dict[str, A
     stem = md_path.with_suffix("")
     made = {
         "timeline": timeline.timeline([a[0], b[0]], Path(f"{stem}_timeline.png")),
-        "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), theta=payload["noise_threshold"]),
+        "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), threshold=payload["threshold"]),
         "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"),
                                   labels=[f"A: {a[0].meta.config_label}", f"B: {b[0].meta.config_label}"]),
     }

@@ -18,7 +18,7 @@ VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#
                   "inconclusive": "#ff9f1c"}
 
 
-def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | None = None,
+def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: float | None = None,
            dpi: int = 110, size: tuple[float, float] | None = None) -> Path:
     """Horizontal bars of % change (B/A - 1) with 95% interval whiskers, coloured by verdict,
     sorted by impact (headline figures first). ``rows`` are compare's JSON rows."""
@@ -37,8 +37,8 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, theta: float | 
     fig, ax = plt.subplots(figsize=size or (9, 1.2 + 0.32 * len(chosen)))
     ax.barh(y, change, color=[VERDICT_COLORS.get(r["verdict"], "#7f7f7f") for r in chosen], alpha=0.85)
     ax.errorbar(change, y, xerr=[change - lo, hi - change], fmt="none", ecolor="black", capsize=3, lw=1)
-    if theta:
-        ax.axvspan(-theta * 100, theta * 100, color="#bbbbbb", alpha=0.3, label=f"noise ±{theta:.1%}")
+    if threshold:  # the practical threshold Δ: "no change" means an interval inside this band
+        ax.axvspan(-threshold * 100, threshold * 100, color="#bbbbbb", alpha=0.3, label=f"Δ ±{threshold:.1%}")
     ax.axvline(0, color="black", lw=0.8)
     span = float(np.nanmax(np.abs(np.concatenate([lo, hi])))) if len(chosen) else 0.0
     if span > 20:  # a few huge changes would flatten every small one: linear within ±5%, log beyond

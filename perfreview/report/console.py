@@ -57,8 +57,12 @@ def run_list(found: list[dict[str, Any]]) -> str:
 
 
 def review_summary(payload: dict[str, Any]) -> str:
-    """θ, warnings, headline rows and every real change."""
-    lines = [f"noise threshold θ = ±{payload['noise_threshold']:.2%} ({payload['noise_source']})"]
+    """The verdict, warnings, headline rows and every real change."""
+    d = payload["design"]
+    lines = [f"verdict: {payload['verdict']}  (Δ = ±{payload['threshold']:.1%}, {d['unit']}, "
+             f"primary α = {d['alpha_primary']:g}" + (f", look {d['look']}" if d.get("look") else "") + ")"]
+    if d.get("stopped_because"):
+        lines.append(f"stopped because {d['stopped_because']}")
     lines += [f"warning: {w}" for w in payload["warnings"]]
     for r in payload["rows"]:
         if r["kind"] == "headline" or r["verdict"] in ("improved", "regressed"):
@@ -68,6 +72,14 @@ def review_summary(payload: dict[str, Any]) -> str:
     if payload["report"]:
         lines.append(f"report: {payload['report']}")
     return "\n".join(lines)
+
+
+def look_line(look: Any) -> str:
+    """Progress of a sequential ``ab``: one line per look."""
+    row = look.primary
+    where = (f"tokens/s {render.pct_ci(row.ratio, row.ci_low, row.ci_high)} {row.verdict}" if row is not None
+             else "tokens/s n/a")
+    return f"look {look.number}: {look.rounds} rounds, {where} ({look.seconds:.0f} s measured)"
 
 
 def imported(path: Path, events: int, tokens: int) -> str:

@@ -98,19 +98,30 @@ def change(row: Any) -> str:
 
 
 def verdict_text(row: Any) -> str:
-    need = row.repeats_needed
-    if row.verdict == stats.INCONCLUSIVE and need:
-        return f"inconclusive (needs ≈{need} repeats)" if need <= 1000 else "inconclusive (needs > 1000 repeats)"
+    """The verdict with what qualifies it: the units that would decide it, or that it may be small."""
+    if row.verdict == stats.INCONCLUSIVE and row.units_needed:
+        need = row.units_needed
+        return f"inconclusive (≈{need} units would decide)" if need <= 100_000 else "inconclusive"
+    if row.verdict in (stats.IMPROVED, stats.REGRESSED) and row.smaller_than_threshold:
+        return f"{row.verdict} (may be smaller than the threshold)"
     return row.verdict
 
 
-def noise_source(noise: Any) -> str:
-    """Where θ came from, in words."""
-    if noise.aa_row is None and not noise.per_figure:
-        return f"default {noise.floor:.1%}"
-    row = noise.aa_row
-    where = f"A/A tokens/s interval {pct_ci(row.ratio, row.ci_low, row.ci_high)}" if row else "A/A pair"
-    return f"per figure from the A/A pair, never below {noise.floor:.1%}; tokens/s: {where} -> θ = {noise.theta:.2%}"
+def figure_label(row: Any) -> str:
+    """``decode throughput (t/s)`` or ``attention (GPU)``."""
+    return figures.title(row.name) + (f" ({row.metric})" if row.metric else "")
+
+
+def design_text(design: Any) -> str:
+    """How the comparison decided, in one sentence."""
+    unit = {"rounds": "paired by round (Hodges-Lehmann on the log-differences, signed-rank interval)",
+            "processes": "paired by process (Hodges-Lehmann on the log-differences of per-process means)",
+            "runs": "per run (Welch's t on the logs of per-run values; the sides were not interleaved)",
+            "blocks": "per block of tokens (Welch's t on the logs of block values; one trace per side)"}[design.unit]
+    look = (f"; sequential look {design.look} of {len(stats.LOOKS)} (Pocock α' = {design.alpha_primary:g} per look)"
+            if design.look else "")
+    return (f"{unit}; Δ = ±{design.threshold:.1%}; primary figure at α = {design.alpha_primary:g}{look}; "
+            f"other figures one Benjamini-Hochberg family at α = {design.alpha_family:g}")
 
 
 def commit(git: dict[str, Any]) -> str:
@@ -133,7 +144,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # markdown, not HTML: names are escaped with the md filter instead
     )
     env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, pct_ci=pct_ci, cell=cell, change=change,
-                       verdict_txt=verdict_text, title=figures.title, noise_source=noise_source)
+                       verdict_txt=verdict_text, title=figures.title, label=figure_label, design=design_text)
     return env
 
 

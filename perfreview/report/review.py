@@ -11,9 +11,8 @@ import numpy as np
 
 from perfreview.analysis import gaps, summary
 from perfreview.compare import stats
-from perfreview.compare.comparison import Comparison, Row
+from perfreview.compare.comparison import Comparison
 from perfreview.report import render
-from perfreview.trace import figures
 from perfreview.trace.runs import Run
 
 
@@ -37,35 +36,42 @@ def describe_side(runs: list[Run]) -> Side:
                 switches={k: v for k, v in m.switches_in_effect.items() if v not in (False, 0)})
 
 
-def conclusion(rows: list[Row], a: str, b: str) -> str:
-    tps = next((r for r in rows if r.name == figures.PRIMARY), None)
+def conclusion(cmp: Comparison, a: str, b: str) -> str:
+    tps = cmp.primary
     if tps is None:
         return "No throughput figure could be compared."
     a, b = render.md(a), render.md(b)
-    head = f"{b} vs {a}: decode throughput {render.pct_ci(tps.ratio, tps.ci_low, tps.ci_high)}"
-    theta = tps.theta
-    if tps.verdict == stats.IMPROVED:
-        text = f"{head}, a real speedup (outside the ±{theta:.1%} noise threshold, q = {tps.q:.2g})."
-    elif tps.verdict == stats.REGRESSED:
-        text = f"{head}, a real slowdown (outside the ±{theta:.1%} noise threshold, q = {tps.q:.2g})."
+    d = cmp.design
+    head = (f"{b} vs {a}: decode throughput {render.pct_ci(tps.ratio, tps.ci_low, tps.ci_high)} "
+            f"({tps.confidence:.1%} interval, {tps.n} {d.unit})")
+    if tps.verdict in (stats.IMPROVED, stats.REGRESSED):
+        kind = "speedup" if tps.verdict == stats.IMPROVED else "slowdown"
+        text = f"{head}: a real {kind}; the interval excludes no change"
+        text += (f", though it may be smaller than the ±{d.threshold:.1%} threshold." if tps.smaller_than_threshold
+                 else f" and lies beyond ±{d.threshold:.1%}.")
     elif tps.verdict == stats.NO_CHANGE:
-        text = f"{head}: no change in throughput; the interval lies inside ±{theta:.1%}."
+        text = f"{head}: no change; the interval lies inside the ±{d.threshold:.1%} threshold."
     else:
-        need = f" About {tps.repeats_needed} repeats per side would decide it." if tps.repeats_needed else ""
-        text = (f"{head}: inconclusive; the interval straddles the ±{theta:.1%} noise threshold, so this "
-                f"measurement cannot say whether throughput changed.{need}")
-    others = [r for r in rows if r.decided and r.name != figures.PRIMARY]
+        need = ""
+        if tps.units_needed:
+            secs = f" (about {tps.units_needed * d.seconds_per_unit:.0f} s of measuring)" if d.seconds_per_unit else ""
+            need = f" About {tps.units_needed} {d.unit} would decide it{secs}."
+        text = (f"{head}: inconclusive; the interval neither excludes no change nor fits inside "
+                f"±{d.threshold:.1%}.{need}")
+    if d.stopped_because:
+        text += f" Stopped because {d.stopped_because}."
+    others = [r for r in cmp.rows if r.decided and r.role != "primary"]
     if others:
         top = sorted(others, key=lambda r: -r.impact)[:3]
         text += " Real changes elsewhere: " + "; ".join(
-            f"{render.md(figures.title(r.name))}{' (' + r.metric + ')' if r.metric else ''} {render.pct(r.ratio)}"
-            for r in top) + "."
+            f"{render.md(render.figure_label(r))} {render.pct(r.ratio)}" for r in top) + "."
     else:
-        text += " No function changed beyond noise."
+        text += " No other figure changed beyond what the family test allows."
     return text
 
 
-def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str, str] | None = None) -> str:
+def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str, str] | None = None,
+                    control: Comparison | None = None) -> str:
     rows = cmp.rows
     heads = [r for r in rows if r.kind == "headline"]
     funcs = sorted([r for r in rows if r.kind == "function"], key=lambda r: -r.impact)
@@ -77,19 +83,20 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
         side_a.label, side_b.label = side_a.label + " (A)", side_b.label + " (B)"
     meta = a[0].meta
     counts = {v: sum(r.verdict == v for r in rows) for v in
-              (stats.IMPROVED, stats.REGRESSED, stats.NO_CHANGE, stats.INCONCLUSIVE)}
+              (stats.IMPROVED, stats.REGRESSED, stats.NO_CHANGE, stats.INCONCLUSIVE, stats.SHOWN)}
     waits_grew = any(r.verdict == stats.REGRESSED and gaps.is_sync_name(r.name) for r in significant)
     return render.render(
         "review.md.j2", a=side_a, b=side_b, meta=meta, device=meta.device, heads=heads,
-        findings=findings, significant=significant, rest=rest, counts=counts, noise=cmp.noise,
-        n_a=cmp.n_a, n_b=cmp.n_b, notes=cmp.warnings,
-        bench={"a": summary.throughput(a), "b": summary.throughput(b), "row": cmp.row(figures.PRIMARY),
+        findings=findings, significant=significant, rest=rest, counts=counts, design=cmp.design,
+        n=cmp.n, notes=cmp.warnings, control=control.primary if control else None,
+        control_decided=[r for r in control.rows if r.decided] if control else [],
+        bench={"a": summary.throughput(a), "b": summary.throughput(b), "row": cmp.primary,
                "test": f"tg{meta.tokens}", "model": render.model_label(meta)},
         gaps={"a": summary.gap_summary(a), "b": summary.gap_summary(b)},
         streams={"a": summary.stream_summary(a), "b": summary.stream_summary(b)},
         energy=cmp.row("energy_j_per_token"),
         energy_window_s=float(np.median([r.wall_ns or 0 for run in a for r in run.meta.per_repeat] or [0])) / 1e9,
-        conclusion=conclusion(rows, side_a.label, side_b.label),
+        conclusion=conclusion(cmp, side_a.label, side_b.label),
         plots=plots or {}, not_measured=meta.not_measured, only_a=cmp.only_a, only_b=cmp.only_b,
         waits_grew=waits_grew,
     )
@@ -106,4 +113,4 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
 
 def llama_bench_markdown(cmp: Comparison, a: dict[str, str], b: dict[str, str]) -> str:
     """``a``/``b``: label, commit and file of each llama-bench result."""
-    return render.render("llama_bench.md.j2", rows=cmp.rows, a=a, b=b, theta=cmp.theta, notes=cmp.warnings)
+    return render.render("llama_bench.md.j2", rows=cmp.rows, a=a, b=b, design=cmp.design, notes=cmp.warnings)

@@ -17,12 +17,14 @@ def test_compare_json_contract(cpu_runs, capsys, tmp_path):
                  "--no-plots", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["report"] == str(md) and md.is_file()
-    assert obj["noise_threshold"] == pytest.approx(0.005)
+    assert obj["threshold"] == pytest.approx(0.005)
+    assert obj["design"]["unit"] == "rounds"  # the two runs were interleaved: paired by round
     kinds = {r["kind"] for r in obj["rows"]}
     assert kinds == {"headline", "function"}
     for r in obj["rows"]:
-        assert {"name", "kind", "a", "b", "ratio", "ci_low", "ci_high", "verdict"} <= set(r)
-        assert r["verdict"] in ("improved", "regressed", "no change", "inconclusive")
+        assert {"name", "kind", "a", "b", "ratio", "ci_low", "ci_high", "verdict", "role", "n"} <= set(r)
+        assert r["verdict"] in ("improved", "regressed", "no change", "inconclusive", "shown, not tested")
+    assert obj["verdict"] == next(r for r in obj["rows"] if r["role"] == "primary")["verdict"]
 
 
 def test_compare_from_store_by_label(cpu_runs, capsys):
@@ -30,14 +32,18 @@ def test_compare_from_store_by_label(cpu_runs, capsys):
     assert main(["compare", "--a", "config_label=baseline", "--b", "config_label=optimized", "--runs-dir", root,
                  "--no-plots", "--json", "--force"]) == 0
     obj = json.loads(capsys.readouterr().out)
-    assert len(obj["a"]) >= 2 and len(obj["b"]) == 1  # every stored baseline run of that label is pooled
+    assert len(obj["a"]) >= 2 and len(obj["b"]) == 1  # every stored baseline run of that label is a unit
+    assert obj["design"]["unit"] == "runs" and obj["verdict"] == "inconclusive"  # one run on a side: no verdict
+    assert any("not interleaved" in w for w in obj["warnings"])
 
 
-def test_noise_from_aa_pair(cpu_runs, capsys):
-    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--noise-from",
+def test_aa_pair_is_a_negative_control(cpu_runs, capsys):
+    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--aa-from",
                  str(cpu_runs["aa1"]), str(cpu_runs["aa2"]), "--json", "--no-plots"]) == 0
     obj = json.loads(capsys.readouterr().out)
-    assert obj["noise_threshold"] >= 0.005 and "A/A" in obj["noise_source"] or "default" in obj["noise_source"]
+    control = obj["negative_control"]
+    assert control["primary"]["name"] == "tokens_per_s"
+    assert control["decided"] == [] or any("NEGATIVE CONTROL" in w for w in obj["warnings"])
 
 
 def test_mismatch_refused_on_command_line(cpu_runs, tmp_path, capsys):
@@ -52,7 +58,7 @@ def test_ab_configs_end_to_end(tmp_path, capsys):
     md = tmp_path / "review.md"
     assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=3000", "--tokens", "4",
                  "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
-                 "--out", str(md), "--json"]) == 0
+                 "--out", str(md), "--json", "--fail-on", "improved"]) == 0
     obj = json.loads(capsys.readouterr().out)
     tps = next(r for r in obj["rows"] if r["name"] == "tokens_per_s")
     assert tps["verdict"] == "regressed" and tps["ci_high"] < 1
@@ -67,10 +73,11 @@ def test_ab_two_revisions(tmp_path, capsys):
     if head.returncode != 0:
         pytest.skip("not a git checkout with commits")
     assert main(["ab", "--a", "rev=HEAD", "--b", "rev=HEAD,inject_delay_us=0", "--tokens", "3", "--repeats", "2",
-                 "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--json",
-                 "--no-plots"]) == 0
+                 "--processes", "2", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                 "--json", "--no-plots"]) == 0
     obj = json.loads(capsys.readouterr().out)
-    assert len(obj["a"]) == 2 and len(obj["b"]) == 2  # two blocks per side, alternating
+    assert len(obj["a"]) == 2 and len(obj["b"]) == 2  # two processes per side, alternating
+    assert obj["design"]["unit"] == "processes"
 
 
 def test_report_and_list(cpu_runs, tmp_path, capsys):
@@ -82,11 +89,15 @@ def test_report_and_list(cpu_runs, tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)) >= 5
 
 
-def test_ab_with_its_own_aa_pair(tmp_path, capsys):
-    assert main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=20000", "--aa",
-                 "--tokens", "8", "--repeats", "10", "--prompt-tokens", "2", "--device", "cpu",
-                 "--runs-dir", str(tmp_path / "runs"), "--json", "--no-plots"]) == 0
-    obj = json.loads(capsys.readouterr().out)
-    assert len(obj["aa_runs"]) == 1 and "A/A" in obj["noise_source"]
-    assert obj["noise_threshold"] >= 0.005
-    assert next(r for r in obj["rows"] if r["name"] == "tokens_per_s")["verdict"] == "regressed"
+def test_sequential_ab_with_its_own_aa_pair_stops_when_decided(tmp_path, capsys):
+    """No --repeats: looks at 10, 20 ... rounds; a 20 ms delay per token is decided at the first look,
+    the exit code follows --fail-on, and progress goes to stderr."""
+    code = main(["ab", "--a", "config=baseline", "--b", "config=baseline,inject_delay_us=20000", "--aa",
+                 "--tokens", "4", "--prompt-tokens", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "r.md"), "--no-plots", "--fail-on", "regressed"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "verdict: regressed" in out
+    assert "look 1: 10 rounds" in err
+    review = json.loads((tmp_path / "r.json").read_text())
+    assert review["design"]["look"] == 1 and "decided at look 1" in review["design"]["stopped_because"]
+    assert len(review["aa_runs"]) == 1 and review["negative_control"]["primary"] is not None

@@ -30,7 +30,7 @@ def write_bench(tmp_path, name, commit, effects, jsonl=False):
 
 def test_compare_llama_bench_verdicts(tmp_path, capsys):
     a = write_bench(tmp_path, "a.json", "aaaa111", {32: (1.0, 0.001), 64: (1.0, 0.001), 128: (1.0, 0.08)})
-    b = write_bench(tmp_path, "b.jsonl", "bbbb222", {32: (1.03, 0.001), 64: (1.0, 0.001), 128: (1.02, 0.08)},
+    b = write_bench(tmp_path, "b.jsonl", "bbbb222", {32: (1.03, 0.001), 64: (1.0, 0.001), 128: (1.0, 0.08)},
                     jsonl=True)
     out = tmp_path / "bench.md"
     assert main(["compare-llama-bench", str(a), str(b), "--out", str(out), "--json"]) == 0

@@ -9,7 +9,7 @@ from markdown_it import MarkdownIt
 from perfreview.compare.comparison import compare
 from perfreview.report import render, review
 from perfreview.trace import runs
-from synthetic import make_run
+from synthetic import make_pair
 
 HOSTILE = {"ffn": "void k<float, 4>(T*) | `x` <b>", "sample": "std::vector<std::pair<int,int>>::at|*_"}
 
@@ -33,8 +33,7 @@ def table_rows(md: str):
 
 
 def test_review_renders_with_hostile_names(tmp_path):
-    a = runs.read_run(make_run(tmp_path, "a", seed=1, names=HOSTILE))
-    b = runs.read_run(make_run(tmp_path, "b", seed=2, names=HOSTILE, scale={"ffn": 1.05}))
+    a, b = (runs.read_run(p) for p in make_pair(tmp_path, b={"scale": {"ffn": 1.05}}, names=HOSTILE))
     cmp = compare([a], [b])
     md = review.review_markdown(cmp, [a], [b], {"timeline": "t.png"})
     for section in ("### Overview", "### Key findings", "### Throughput", "### Per-function deltas",
@@ -74,7 +73,6 @@ def test_run_report_renders(cpu_runs, tmp_path):
 
 
 def test_longer_waits_are_explained_as_moved_time(tmp_path):
-    a = runs.read_run(make_run(tmp_path, "a", seed=1))
-    b = runs.read_run(make_run(tmp_path, "b", seed=2, sync_ns=40_000, scale={"attention": 0.85}))
+    a, b = (runs.read_run(p) for p in make_pair(tmp_path, b={"sync_ns": 40_000, "scale": {"attention": 0.85}}))
     md = review.review_markdown(compare([a], [b]), [a], [b])
     assert "| sync | host |" in md and "time moved, not a slowdown" in md
