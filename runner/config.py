@@ -28,8 +28,11 @@ SWITCHES: dict[str, Switch] = {
     "cuda_graph": Switch(bool, False, True, True,
                          "capture one token as a CUDA graph once and replay it every token (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
-                              "a calibrated busy wait of N us added to every token on the device "
+                              "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
+    "inject_slowdown_pct": Switch(float, 0.0, False, True,
+                                  "a busy wait per token sized to N percent of the token time measured on this "
+                                  "device just before the run (calibrated; the run records the delay it chose)"),
 }
 
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
@@ -92,6 +95,14 @@ def parse_switch(name: str, value: object) -> object:
         if text in ("off", "false", "0", "no"):
             return False
         raise ValueError(f"switch {name!r} takes on/off, not {value!r}")
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"switch {name!r} takes a number, not {value!r}") from None
+        if not (0 <= number < 100):
+            raise ValueError(f"switch {name!r} must be between 0 and 100, not {number}")
+        return number
     try:
         number = int(text)
     except ValueError:

@@ -40,7 +40,7 @@ class Device(Protocol):
     def record(self, event: Any, stream: Any) -> None: ...
     def wait(self, stream: Any, event: Any) -> None: ...
     def elapsed_ns(self, start: Any, end: Any) -> int: ...
-    def spin(self, us: int, stream: Any) -> None: ...
+    def spin_ns(self, ns: int, stream: Any) -> None: ...
     def energy_mj(self) -> int | None: ...
     def why_no_energy(self) -> str: ...
     def clocks(self) -> dict[str, Any]: ...
@@ -98,8 +98,8 @@ class CpuDevice:
     def elapsed_ns(self, start: Any, end: Any) -> int:
         raise DeviceError("the CPU backend has no device events")
 
-    def spin(self, us: int, stream: Any) -> None:
-        end = time.perf_counter_ns() + us * 1000
+    def spin_ns(self, ns: int, stream: Any) -> None:
+        end = time.perf_counter_ns() + ns
         while time.perf_counter_ns() < end:
             pass
 
@@ -137,7 +137,7 @@ class CudaDevice:
     name = "cuda"
     is_gpu = True
 
-    def __init__(self, device_id: int = 0) -> None:
+    def __init__(self, device_id: int = 0, host_wait: str = "block") -> None:
         try:
             import cupy
         except Exception as exc:  # ImportError, or CUDA libraries missing
@@ -157,6 +157,8 @@ class CudaDevice:
 
         self._spin = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",)).get_function("spin_ns")
         self._nvml = _Nvml(device_id)
+        self.spin_wait = host_wait == "spin"
+        self._wait_event = cupy.cuda.Event(disable_timing=True)
 
     def new_stream(self) -> Any:
         s = self.cp.cuda.Stream(non_blocking=True)
@@ -188,7 +190,14 @@ class CudaDevice:
         rt.memcpyAsync(dst.ctypes.data, src.data.ptr, src.nbytes, rt.memcpyDeviceToHost, stream.ptr)
 
     def synchronize(self, stream: Any) -> None:
-        stream.synchronize()
+        if not self.spin_wait:
+            stream.synchronize()
+            return
+        # Spin on an event instead of the driver's wait: the host thread never sleeps, so it wakes
+        # the moment the work ends (no scheduler wake-up latency in the token's critical path).
+        self._wait_event.record(stream)
+        while not self._wait_event.done:
+            pass
 
     def synchronize_all(self) -> None:
         """Whole device: work on the legacy default stream (allocation, init) does not order
@@ -207,9 +216,9 @@ class CudaDevice:
     def elapsed_ns(self, start: Any, end: Any) -> int:
         return int(round(self.cp.cuda.get_elapsed_time(start, end) * 1e6))
 
-    def spin(self, us: int, stream: Any) -> None:
+    def spin_ns(self, ns: int, stream: Any) -> None:
         with stream:
-            self._spin((1,), (1,), (np.uint64(us * 1000),))
+            self._spin((1,), (1,), (np.uint64(ns),))
 
     def energy_mj(self) -> int | None:
         return self._nvml.energy_mj()
@@ -303,12 +312,18 @@ def gpu_available() -> bool:
         return False
 
 
-def open_device(kind: str) -> Device:
-    """``auto`` picks CUDA when a GPU is usable, else the CPU; ``cuda`` without one is an error."""
+HOST_WAITS = ("block", "spin")
+
+
+def open_device(kind: str, host_wait: str = "block") -> Device:
+    """``auto`` picks CUDA when a GPU is usable, else the CPU; ``cuda`` without one is an error.
+    ``host_wait``: how the host waits for the GPU at a synchronize (the driver's wait, or a spin)."""
+    if host_wait not in HOST_WAITS:
+        raise DeviceError(f"unknown host wait {host_wait!r} (use block or spin)")
     if kind == "cpu":
         return CpuDevice()
     if kind == "cuda":
-        return CudaDevice()
+        return CudaDevice(host_wait=host_wait)
     if kind == "auto":
-        return CudaDevice() if gpu_available() else CpuDevice()
+        return CudaDevice(host_wait=host_wait) if gpu_available() else CpuDevice()
     raise DeviceError(f"unknown device {kind!r} (use auto, cuda or cpu)")

@@ -41,9 +41,9 @@ class RunResult:
 class Session:
     """A device and one model's weights (shared by every config run on it)."""
 
-    def __init__(self, preset: str, device: str, seed: int) -> None:
+    def __init__(self, preset: str, device: str, seed: int, host_wait: str = "block") -> None:
         self.preset: Preset = get_preset(preset)
-        self.device: Device = open_device(device)
+        self.device: Device = open_device(device, host_wait)
         self.seed = seed
         self.weights = init_weights(self.preset, seed, self.device.xp)
         self.device.synchronize_all()
@@ -125,6 +125,7 @@ class _Side:
     rows: list[dict]
     repeats: list[RepeatInfo]
     generated: list[int] | None = None
+    injected: dict[str, float] | None = None
 
 
 class Interleaved:
@@ -134,7 +135,7 @@ class Interleaved:
     def __init__(self, spec: RunSpec, configs: list[cfg.Config], session: Session | None = None) -> None:
         check_spec(spec)
         self.spec = spec
-        self.session = session or Session(spec.preset, spec.device, spec.seed)
+        self.session = session or Session(spec.preset, spec.device, spec.seed, spec.host_wait)
         self.prompt = self.session.prompt(spec.prompt_tokens)
         self.rounds = 0
         self._orders = np.random.default_rng(spec.order_seed)
@@ -144,10 +145,28 @@ class Interleaved:
     def _side(self, config: cfg.Config) -> _Side:
         spec = self.spec
         pipe, rec = self.session.pipeline(config, spec.timing)
+        injected = self._calibrate(config, pipe)
         # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
         generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)
         side_spec = RunSpec(**{**spec.__dict__, "config": config})
-        return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [])
+        return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [], injected=injected)
+
+    def _calibrate(self, config: cfg.Config, pipe: Pipeline) -> dict[str, float]:
+        """``inject_slowdown_pct``: time this config's token without the delay (a twin pipeline,
+        warmed up), then size the delay to that percentage of it."""
+        pct = float(config.switches.get("inject_slowdown_pct") or 0)
+        if not pct:
+            return {}
+        twin, _ = self.session.pipeline(config.with_switches(inject_slowdown_pct=0), self.spec.timing)
+        n = max(self.spec.tokens, 16)
+        generate(twin, self.prompt[:1], n)  # warm-up (kernels, graph capture)
+        t0 = time.perf_counter_ns()
+        generate(twin, self.prompt[:1], n)
+        token_ns = (time.perf_counter_ns() - t0) / (n + 1)
+        del twin
+        delay_ns = int(round(token_ns * pct / 100))
+        pipe.set_delay_ns(delay_ns + pipe.delay_ns)
+        return {"slowdown_pct": pct, "token_us": token_ns / 1e3, "delay_us": delay_ns / 1e3}
 
     def run(self, rounds: int) -> None:
         """``rounds`` more rounds, each side once per round in a seeded random order."""
@@ -177,5 +196,6 @@ class Interleaved:
             meta.interleaving = (f"rounds: every config once per round, in a random order (seed {self.spec.order_seed})"
                                  if len(self.sides) > 1 else "")
             meta.graph_captures = side.pipe.captures
+            meta.injected = side.injected or {}
             out.append(RunResult(side.rows, meta))
         return out

@@ -117,8 +117,8 @@ class OwnForward:
     def sample(self) -> None:
         self.k["argmax"]((1,), (1024,), (self.logits, np.int32(self.p.vocab), self.next_id))
 
-    def spin(self, us: int) -> None:
-        self.k["spin_ns"]((1,), (1,), (np.uint64(us * 1000),))
+    def spin_ns(self, ns: int) -> None:
+        self.k["spin_ns"]((1,), (1,), (np.uint64(ns),))
 
 
 # ---- NumPy versions of the kernels' algorithms (checked on the CPU, compared on the GPU) ------

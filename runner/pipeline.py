@@ -9,7 +9,8 @@ synchronises. The switches change how that is scheduled, never the arithmetic:
 * ``qkv_streams``: Q, K, V projections forked onto three streams and joined with events.
 * ``own_kernels``: our fused kernels (runner/kernels/decode.cu) instead of cuBLAS + CuPy ops.
 * ``cuda_graph``: the token's launches captured once as a CUDA graph, replayed every token.
-* ``inject_delay_us``: a busy wait of N us on the device every token.
+* ``inject_delay_us`` / ``inject_slowdown_pct``: a busy wait on the device every token (the
+  percentage is turned into nanoseconds by the loop, which times the token first).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Pipeline:
         self.logits = None
         self.own = None
         self.graph = None
+        self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
         if switches.get("own_kernels") or switches.get("cuda_graph"):
             from runner.own_kernels import OwnForward
@@ -69,6 +71,12 @@ class Pipeline:
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot)
         device.synchronize_all()
+
+    def set_delay_ns(self, ns: int) -> None:
+        """The injected delay per token; before the first token (a captured graph holds it)."""
+        if self.graph is not None:
+            raise RuntimeError("the delay must be set before the token graph is captured")
+        self.delay_ns = int(ns)
 
     def reset(self) -> None:
         """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens."""
@@ -132,10 +140,9 @@ class Pipeline:
         with rec.span("rope_table", s):
             ang = self.d_pos.astype(f32) * self.inv_freq
             cos, sin = xp.cos(ang), xp.sin(ang)
-        delay = int(self.sw.get("inject_delay_us") or 0)
-        if delay:
+        if self.delay_ns:
             with rec.span("inject_delay", s):
-                self.dev.spin(delay, s)
+                self.dev.spin_ns(self.delay_ns, s)
         mask = self.d_mask[:n_ctx]
         for li, layer in enumerate(self.layers):
             with rec.span("rmsnorm", s):
@@ -185,10 +192,9 @@ class Pipeline:
         rec, s, own = self.rec, self.main, self.own
         with rec.span("embedding", s):
             own.embed()
-        delay = int(self.sw.get("inject_delay_us") or 0)
-        if delay:
+        if self.delay_ns:
             with rec.span("inject_delay", s):
-                own.spin(delay)
+                own.spin_ns(self.delay_ns)
         for li, layer in enumerate(self.layers):
             with rec.span("rmsnorm", s):
                 own.rmsnorm(layer["attn_norm"])

@@ -26,6 +26,7 @@ class RunSpec:
     build: str = ""
     cpu: int | None = None  # pin the process to this CPU while measuring (less host jitter)
     order_seed: int = 0  # seeds the random order of the sides inside each round
+    host_wait: str = "block"  # how the host waits at a synchronize: the driver's wait, or a spin
 
     def cli_args(self, side: str, out: str) -> list[str]:
         """``perfreview run`` arguments that measure this spec with ``side`` (``config=NAME,switch=v``)
@@ -37,6 +38,8 @@ class RunSpec:
                 "--warmup-tokens", str(self.warmup_tokens), "--out", out, "--build", self.build, "--json"]
         for p in parts[1:]:
             args += ["--set", p]
+        if self.host_wait != "block":  # only when asked: older revisions lack the flag
+            args += ["--host-wait", self.host_wait]
         return args  # --cpu: the child inherits the parent's affinity (older revisions lack the flag)
 
 

@@ -58,10 +58,16 @@ def _logs(x: np.ndarray) -> np.ndarray:
     return np.log(x)
 
 
-def walsh_averages(d: np.ndarray) -> np.ndarray:
-    """(d_i + d_j) / 2 for i <= j, sorted."""
-    i, j = np.triu_indices(len(d))
-    return np.sort((d[i] + d[j]) / 2)
+@lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n)
+
+
+def walsh_averages(d: np.ndarray, sort: bool = True) -> np.ndarray:
+    """(d_i + d_j) / 2 for i <= j (sorted unless asked not to)."""
+    i, j = _pairs(len(d))
+    w = (d[i] + d[j]) / 2
+    return np.sort(w) if sort else w
 
 
 @lru_cache(maxsize=None)
@@ -97,10 +103,12 @@ def paired(a: np.ndarray, b: np.ndarray, alpha: float) -> Estimate:
         half = sps.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n) if sd > 0 else 0.0
         p = float(sps.ttest_1samp(d, 0.0).pvalue) if sd > 0 else (1.0 if mean == 0 else 0.0)
         return Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, sd, "paired t", 1 - alpha)
-    w = walsh_averages(d)
-    k = signed_rank_k(n, alpha)
-    lo, hi = w[k - 1], w[len(w) - k]
-    return Estimate(float(np.exp(np.median(w))), float(np.exp(lo)), float(np.exp(hi)), signed_rank_p(d), n, sd,
+    w = walsh_averages(d, sort=False)
+    k, big = signed_rank_k(n, alpha), len(w)
+    mid = [(big - 1) // 2, big // 2]  # the median's order statistics (one, or two to average)
+    w = np.partition(w, sorted({k - 1, big - k, *mid}))  # only these order statistics are needed
+    hl = (w[mid[0]] + w[mid[1]]) / 2
+    return Estimate(float(np.exp(hl)), float(np.exp(w[k - 1])), float(np.exp(w[big - k])), signed_rank_p(d), n, sd,
                     "HL/signed-rank", 1 - alpha)
 
 

@@ -34,7 +34,7 @@ def save(out: Path, events: Any, meta: RunMeta) -> Stored:
 def measure(spec: RunSpec, configs: list[cfg.Config], out: Path, session: Session | None = None) -> list[Stored]:
     """Run ``configs`` (in rounds when several) and store each as a run under ``out``."""
     check_spec(spec)
-    session = session or Session(spec.preset, spec.device, spec.seed)  # a missing device fails here, first
+    session = session or Session(spec.preset, spec.device, spec.seed, spec.host_wait)  # a missing device fails here
     runs.check_writable(out)  # before minutes of work, not after
     return [save(out, schema.from_records(result.rows, result.run_id), result.meta)
             for result in run_configs(spec, configs, session)]

@@ -77,6 +77,8 @@ class RunMeta:
     interleaved_with: list[str] = field(default_factory=list)
     interleaving: str = ""  # how the sides alternated ("rounds in a seeded random order", ...)
     graph_captures: int = 0
+    host_wait: str = ""  # how the host waited for the GPU at each synchronize (block or spin)
+    injected: dict[str, Any] = field(default_factory=dict)  # a calibrated slowdown: pct, token_us, delay_us
     clock: str = ""
     clock_alignment: str = ""
     gc: str = ""

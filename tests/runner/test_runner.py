@@ -127,3 +127,18 @@ def test_config_parsing_errors():
     assert cfg.parse_side("config=baseline,inject_delay_us=300").switches["inject_delay_us"] == 300
     assert cfg.resolve("baseline", {"async_copies": "on"}).label == "baseline+async_copies"
     assert cfg.not_built({"cuda_graph": True}) == ([] if cfg.SWITCHES["cuda_graph"].built else ["cuda_graph"])
+
+
+def test_calibrated_slowdown_is_sized_from_the_measured_token(session):
+    from runner.loop import run_configs
+    from runner.spec import RunSpec
+
+    spec = RunSpec(preset="tiny", tokens=6, repeats=1, device="cpu", prompt_tokens=2, warmup_tokens=1)
+    plain, slow = run_configs(spec, [cfg.resolve("baseline"), cfg.resolve("baseline", {"inject_slowdown_pct": "50"})],
+                              session=session)
+    inj = slow.meta.injected
+    assert plain.meta.injected == {} and inj["slowdown_pct"] == 50
+    assert inj["delay_us"] == pytest.approx(inj["token_us"] * 0.5, rel=1e-3)
+    assert slow.meta.config_label == "baseline+inject_slowdown_pct=50.0"
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        cfg.resolve("baseline", {"inject_slowdown_pct": "150"})

@@ -1,0 +1,202 @@
+"""How small a change can perfreview decide on this GPU, and how often is it wrong? (issue 13)
+
+``record`` (one device call): one long interleaved sequence of rounds on the 1b graph path; each
+round runs, in a random order, A, A' (the same config again), A slowed by 1% and A slowed by 0.5%
+(``inject_slowdown_pct``, calibrated against the token time measured just before). Every figure of
+every repeat is saved (rounds.json).
+
+``analyse`` (CPU, from rounds.json): the review's sequential rule (perfreview.compare.sequential:
+looks at 10, 20, 40 ... rounds, Pocock α', budget 300 s) applied to
+- live trials: consecutive, disjoint stretches of the recorded rounds, each trial starting where the
+  last one stopped (what ``perfreview ab`` would have seen, one trial after another);
+- replay trials: rounds drawn with replacement from the whole recording (thousands of trials from
+  the real per-repeat values); for A/A, A and A' are also swapped at random in each drawn round, so
+  the replayed world has no difference at all (the recording's own small A-A' difference would
+  otherwise become a "true" effect of the bootstrap world).
+Cases: ``aa`` (A vs A'), ``slow_1pct`` (A vs A-1%), ``slow_0.5pct``; for each, the verdicts with
+binomial intervals, the rounds and GPU-seconds per trial, and the measured size of the slowdown.
+Writes sensitivity.json and sensitivity.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfreview.compare import stats  # noqa: E402
+from perfreview.compare.sequential import review  # noqa: E402
+
+PRIMARY = "tokens_per_s|headline|"
+CASES = {"aa": "A2", "slow_1pct": "S1", "slow_0.5pct": "S05"}
+BUDGET_S = 300.0
+
+
+def record(args: argparse.Namespace) -> int:
+    from perfreview.analysis import samples
+    from perfreview.flows.ab import in_memory
+    from perfreview.trace.meta import git_info
+    from runner import config as cfg
+    from runner.loop import Interleaved
+    from runner.spec import RunSpec
+
+    wait, cpu = args.host_wait, args.cpu
+    if args.noise_json and Path(args.noise_json).is_file():  # the quietest variant bench/noise.py found
+        best = json.loads(Path(args.noise_json).read_text())["best"]
+        wait, cpu = best["host_wait"], best["pinned_cpu"]
+    base = cfg.parse_side(args.config)
+    sides = {"A": base, "A2": base, "S1": base.with_switches(inject_slowdown_pct="1"),
+             "S05": base.with_switches(inject_slowdown_pct="0.5")}
+    spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=args.prompt,
+                   warmup_tokens=16, cpu=cpu, host_wait=wait, order_seed=1)
+    rounds = Interleaved(spec, list(sides.values()))
+    t0 = time.time()
+    while time.time() - t0 < args.seconds and rounds.rounds < args.max_rounds:
+        rounds.run(10)
+        print(f"[{time.time() - t0:.0f}s] {rounds.rounds} rounds", flush=True)
+    runs = dict(zip(sides, in_memory(rounds)))
+    out = {"device": rounds.session.device.info(), "git": git_info(), "preset": args.preset, "config": base.label,
+           "tokens": args.tokens, "host_wait": wait, "pinned_cpu": cpu, "rounds": rounds.rounds, "sides": {}}
+    for name, run in runs.items():
+        s = samples.samples(run)
+        table = s.pivot_table(index="repeat", columns=["name", "kind", "metric"], values="value")
+        out["sides"][name] = {
+            "label": run.meta.config_label, "injected": run.meta.injected,
+            "wall_s": [r.wall_ns / 1e9 for r in run.meta.per_repeat],
+            "figures": {"|".join(map(str, k)): table[k].tolist() for k in table.columns},
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rounds.json").write_text(json.dumps(out, default=str))
+    print(f"recorded {rounds.rounds} rounds in {time.time() - t0:.0f} s -> {args.out / 'rounds.json'}")
+    return 0
+
+
+def arrays(side: dict, keys: list[str], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.asarray(side["figures"][k], float)[idx] for k in keys}
+
+
+def usable_keys(a: dict, b: dict) -> list[str]:
+    """Figures both sides have in every round, positive (ratios)."""
+    keys = []
+    for k in a["figures"]:
+        if k not in b["figures"]:
+            continue
+        va, vb = np.asarray(a["figures"][k], float), np.asarray(b["figures"][k], float)
+        if np.all(np.isfinite(va)) and np.all(np.isfinite(vb)) and np.all(va > 0) and np.all(vb > 0):
+            keys.append(k)
+    return keys
+
+
+def binom_ci(k: int, n: int) -> list[float]:
+    if n == 0:
+        return [float("nan"), float("nan")]
+    ci = sps.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+def summarise(outcomes: list, seconds_per_round: float) -> dict:
+    n = len(outcomes)
+    count = {v: sum(o.verdict == v for o in outcomes) for v in
+             (stats.REGRESSED, stats.IMPROVED, stats.NO_CHANGE, stats.INCONCLUSIVE)}
+    anyd = sum(o.any_decided for o in outcomes)
+    rounds = [o.rounds for o in outcomes]
+    return {"trials": n, "regressed": count[stats.REGRESSED], "improved": count[stats.IMPROVED],
+            "no_change": count[stats.NO_CHANGE], "inconclusive": count[stats.INCONCLUSIVE],
+            "any_verdict_trials": anyd, "regressed_rate_ci": binom_ci(count[stats.REGRESSED], n),
+            "any_verdict_rate_ci": binom_ci(anyd, n),
+            "rounds_median": float(np.median(rounds)) if rounds else None,
+            "gpu_s_median": float(np.median(rounds) * seconds_per_round) if rounds else None,
+            "gpu_s_max": float(np.max(rounds) * seconds_per_round) if rounds else None}
+
+
+def analyse(args: argparse.Namespace) -> int:
+    rec = json.loads(Path(args.rounds).read_text())
+    a = rec["sides"]["A"]
+    n_rounds = rec["rounds"]
+    rng = np.random.default_rng(0)
+    result = {"device": rec["device"], "git": rec["git"], "preset": rec["preset"], "config": rec["config"],
+              "tokens": rec["tokens"], "host_wait": rec["host_wait"], "pinned_cpu": rec["pinned_cpu"],
+              "rounds_recorded": n_rounds, "budget_s": BUDGET_S, "threshold": stats.DEFAULT_THRESHOLD}
+    wall = {k: float(np.median(v["wall_s"])) for k, v in rec["sides"].items()}
+    a_tps = np.asarray(a["figures"][PRIMARY], float)
+    result["per_repeat_cv_tokens_per_s"] = float(np.std(a_tps, ddof=1) / np.mean(a_tps))
+    gpu_key = "median_gpu_token_ms|headline|"
+    if gpu_key in a["figures"]:
+        g = np.asarray(a["figures"][gpu_key], float)
+        result["per_repeat_cv_gpu_token_ms"] = float(np.std(g, ddof=1) / np.mean(g))
+    for case, other in CASES.items():
+        b = rec["sides"][other]
+        keys = usable_keys(a, b)
+        per_round = wall["A"] + wall[other] + wall["A2"]  # what one round of `ab --aa` takes
+        whole = stats.paired(a_tps, np.asarray(b["figures"][PRIMARY], float), 0.05)
+        measured = {"measured_slowdown_pct": (1 - whole.ratio) * 100,
+                    "measured_slowdown_ci_pct": [(1 - whole.ci_high) * 100, (1 - whole.ci_low) * 100],
+                    "injected": b.get("injected") or {}}
+        live, start = [], 0
+        while n_rounds - start >= stats.LOOKS[0] and len(live) < args.max_live:
+            idx = np.arange(start, n_rounds)
+            o = review(arrays(a, keys, idx), arrays(b, keys, idx), PRIMARY, seconds_per_round=per_round,
+                       budget_s=BUDGET_S)
+            live.append(o)
+            start += o.rounds
+        replay = []
+        for _ in range(args.replays):
+            idx = rng.integers(0, n_rounds, max(stats.LOOKS))
+            ra, rb = arrays(a, keys, idx), arrays(b, keys, idx)
+            if case == "aa":  # A and A' swapped at random per round: a world where the null holds exactly
+                swap = rng.random(len(idx)) < 0.5
+                ra, rb = ({k: np.where(swap, rb[k], ra[k]) for k in keys},
+                          {k: np.where(swap, ra[k], rb[k]) for k in keys})
+            replay.append(review(ra, rb, PRIMARY, seconds_per_round=per_round, budget_s=BUDGET_S))
+        result[case] = {**summarise(live, per_round), **measured, "figures": len(keys)}
+        result[f"replay_{case}"] = {**summarise(replay, per_round), **measured, "figures": len(keys)}
+        print(f"{case}: live {len(live)} trials, replay {len(replay)}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sensitivity.json").write_text(json.dumps(result, indent=1, default=str))
+    text = table(result)
+    (out / "sensitivity.md").write_text(text)
+    print(text)
+    return 0
+
+
+def table(r: dict) -> str:
+    from perfreview.report import render
+
+    return render.render("sensitivity.md.j2", r=r, cases=[c for c in CASES] + [f"replay_{c}" for c in CASES])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("record")
+    p.add_argument("--preset", default="1b")
+    p.add_argument("--config", default="baseline,cuda_graph=on")
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--prompt", type=int, default=32)
+    p.add_argument("--device", default="cuda", help="cuda; cpu for a dry run of the script")
+    p.add_argument("--seconds", type=float, default=330)
+    p.add_argument("--max-rounds", type=int, default=2000)
+    p.add_argument("--host-wait", default="block")
+    p.add_argument("--cpu", type=int)
+    p.add_argument("--noise-json", help="bench/noise.py's output: use its quietest variant")
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("analyse")
+    p.add_argument("rounds", help="rounds.json from record")
+    p.add_argument("--replays", type=int, default=1000)
+    p.add_argument("--max-live", type=int, default=100)
+    p.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    return record(args) if args.what == "record" else analyse(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
