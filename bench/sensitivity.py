@@ -36,6 +36,7 @@ from perfreview.compare import stats  # noqa: E402
 from perfreview.compare.sequential import review  # noqa: E402
 
 PRIMARY = "tokens_per_s|headline|"
+GPU_PRIMARY = "median_gpu_compute_ms|headline|"  # the device's own part of the token (CUDA events)
 CASES = {"aa": "A2", "slow_1pct": "S1", "slow_0.5pct": "S05"}
 BUDGET_S = 300.0
 
@@ -117,6 +118,16 @@ def summarise(outcomes: list, seconds_per_round: float) -> dict:
             "gpu_s_max": float(np.max(rounds) * seconds_per_round) if rounds else None}
 
 
+def higher_is_better(keys: list[str]) -> dict[str, bool]:
+    from perfreview.trace import figures
+
+    out = {}
+    for k in keys:
+        name, kind, _ = k.split("|")
+        out[k] = figures.HEADLINES[name].higher_is_better if kind == "headline" and name in figures.HEADLINES else False
+    return out
+
+
 def analyse(args: argparse.Namespace) -> int:
     rec = json.loads(Path(args.rounds).read_text())
     a = rec["sides"]["A"]
@@ -128,23 +139,41 @@ def analyse(args: argparse.Namespace) -> int:
     wall = {k: float(np.median(v["wall_s"])) for k, v in rec["sides"].items()}
     a_tps = np.asarray(a["figures"][PRIMARY], float)
     result["per_repeat_cv_tokens_per_s"] = float(np.std(a_tps, ddof=1) / np.mean(a_tps))
-    gpu_key = "median_gpu_token_ms|headline|"
-    if gpu_key in a["figures"]:
-        g = np.asarray(a["figures"][gpu_key], float)
-        result["per_repeat_cv_gpu_token_ms"] = float(np.std(g, ddof=1) / np.mean(g))
+    for key, name in (("median_gpu_token_ms|headline|", "gpu_token_ms"), (GPU_PRIMARY, "gpu_compute_ms")):
+        if key in a["figures"]:
+            g = np.asarray(a["figures"][key], float)
+            result[f"per_repeat_cv_{name}"] = float(np.std(g, ddof=1) / np.mean(g))
+    for prefix, primary in (("", PRIMARY), ("gpu_primary_", GPU_PRIMARY)):
+        if primary in a["figures"]:
+            _cases(result, rec, prefix, primary, args, rng, wall)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sensitivity.json").write_text(json.dumps(result, indent=1, default=str))
+    text = table(result)
+    (out / "sensitivity.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _cases(result: dict, rec: dict, prefix: str, primary: str, args: argparse.Namespace, rng: np.random.Generator,
+           wall: dict[str, float]) -> None:
+    """Live and replay trials of every case with ``primary`` as the review's primary figure."""
+    a, n_rounds = rec["sides"]["A"], rec["rounds"]
     for case, other in CASES.items():
         b = rec["sides"][other]
         keys = usable_keys(a, b)
+        hib = higher_is_better(keys)
         per_round = wall["A"] + wall[other] + wall["A2"]  # what one round of `ab --aa` takes
-        whole = stats.paired(a_tps, np.asarray(b["figures"][PRIMARY], float), 0.05)
-        measured = {"measured_slowdown_pct": (1 - whole.ratio) * 100,
-                    "measured_slowdown_ci_pct": [(1 - whole.ci_high) * 100, (1 - whole.ci_low) * 100],
+        whole = stats.paired(np.asarray(a["figures"][primary], float), np.asarray(b["figures"][primary], float), 0.05)
+        sign = 1 if hib[primary] else -1  # a slowdown lowers t/s and raises a time
+        measured = {"primary": primary.split("|")[0], "measured_slowdown_pct": sign * (1 - whole.ratio) * 100,
+                    "measured_slowdown_ci_pct": sorted(sign * (1 - x) * 100 for x in (whole.ci_low, whole.ci_high)),
                     "injected": b.get("injected") or {}}
         live, start = [], 0
         while n_rounds - start >= stats.LOOKS[0] and len(live) < args.max_live:
             idx = np.arange(start, n_rounds)
-            o = review(arrays(a, keys, idx), arrays(b, keys, idx), PRIMARY, seconds_per_round=per_round,
-                       budget_s=BUDGET_S)
+            o = review(arrays(a, keys, idx), arrays(b, keys, idx), primary, seconds_per_round=per_round,
+                       budget_s=BUDGET_S, higher_is_better=hib)
             live.append(o)
             start += o.rounds
         replay = []
@@ -155,23 +184,18 @@ def analyse(args: argparse.Namespace) -> int:
                 swap = rng.random(len(idx)) < 0.5
                 ra, rb = ({k: np.where(swap, rb[k], ra[k]) for k in keys},
                           {k: np.where(swap, ra[k], rb[k]) for k in keys})
-            replay.append(review(ra, rb, PRIMARY, seconds_per_round=per_round, budget_s=BUDGET_S))
-        result[case] = {**summarise(live, per_round), **measured, "figures": len(keys)}
-        result[f"replay_{case}"] = {**summarise(replay, per_round), **measured, "figures": len(keys)}
-        print(f"{case}: live {len(live)} trials, replay {len(replay)}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps(result, indent=1, default=str))
-    text = table(result)
-    (out / "sensitivity.md").write_text(text)
-    print(text)
-    return 0
+            replay.append(review(ra, rb, primary, seconds_per_round=per_round, budget_s=BUDGET_S,
+                                 higher_is_better=hib))
+        result[f"{prefix}{case}"] = {**summarise(live, per_round), **measured, "figures": len(keys)}
+        result[f"{prefix}replay_{case}"] = {**summarise(replay, per_round), **measured, "figures": len(keys)}
+        print(f"{prefix}{case}: live {len(live)} trials, replay {len(replay)}", flush=True)
 
 
 def table(r: dict) -> str:
     from perfreview.report import render
 
-    return render.render("sensitivity.md.j2", r=r, cases=[c for c in CASES] + [f"replay_{c}" for c in CASES])
+    cases = [f"{p}{r}{c}" for p in ("", "gpu_primary_") for r in ("", "replay_") for c in CASES]
+    return render.render("sensitivity.md.j2", r=r, cases=[c for c in cases if c in r])
 
 
 def main() -> int:

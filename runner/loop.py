@@ -85,8 +85,10 @@ def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, r
     for stream in dev.streams:
         dev.synchronize(stream)
     energy0 = dev.energy_mj() if dev.is_gpu else None
-    # The collector's pauses land on random tokens; collect now, none during the repeat.
+    # The collector's pauses land on random tokens; collect now, none during the repeat. Freezing what
+    # survives keeps later collections short as the recorded rows pile up over many rounds.
     gc.collect()
+    gc.freeze()
     gc.disable()
     t0 = time.perf_counter_ns()
     rec.start_repeat()

@@ -26,6 +26,7 @@ def per_repeat(events: pd.DataFrame, meta: RunMeta, toks: pd.DataFrame | None = 
     out = rep.merge(g[["run", "repeat", "gap_ns"]], on=["run", "repeat"], how="left")
     out["median_token_ms"] = out["median_token_ns"] / 1e6
     out["median_gpu_token_ms"] = out["median_gpu_token_ns"] / 1e6
+    out["median_gpu_compute_ms"] = out["median_gpu_compute_ns"] / 1e6
     out["time_to_first_token_ms"] = out["ttft_ns"] / 1e6
     out["median_sync_gap_us"] = out["gap_ns"] / 1e3
     # Energy covers the whole repeat (prefill + decode): joules over every token of the repeat.

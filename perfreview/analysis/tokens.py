@@ -53,14 +53,19 @@ def _by_token(rows: pd.DataFrame, name: str, cols: list[str], prefix: str) -> pd
 def per_repeat(tokens: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     """Per (run, repeat): tokens/s over the phase's tokens (wall clock from the first token's start
     to the last token's end, host overhead included, as llama-bench times tg), the median
-    host/GPU token latency, and the time to first token (the prefill's wall time)."""
+    host/GPU token latency, the median GPU compute per token, and the time to first token (the
+    prefill's wall time)."""
     t = tokens[tokens["phase"] == phase]
-    g = t.groupby(["run", "repeat"])
+    # The device's own part of a token: from the end of its input copies to its last work (CUDA
+    # events only: host-timed windows would bring the host's jitter back in).
+    compute = (t["compute_end"] - t["compute_start"]).where(t["window_source"] == "cuda_event")
+    g = t.assign(compute_ns=compute).groupby(["run", "repeat"])
     out = pd.DataFrame({
         "tokens": g.size(),
         "span_ns": g["host_end"].max() - g["host_start"].min(),
         "median_token_ns": g["host_ns"].median(),
         "median_gpu_token_ns": g["gpu_ns"].median(),
+        "median_gpu_compute_ns": g["compute_ns"].median(),
     })
     out["tokens_per_s"] = out["tokens"] * 1e9 / out["span_ns"]
     out = out.reset_index()

@@ -184,8 +184,12 @@ def new_run_id(preset: str, label: str) -> str:
 
 
 def git_info(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """Commit and dirty flag of the code that ran; ``PERFREVIEW_GIT_COMMIT`` stands in where the tree
-    was copied without .git (a remote GPU machine)."""
+    """Commit and dirty flag of the code that ran. ``PERFREVIEW_GIT_COMMIT``, when set, says it instead:
+    a tree copied to a remote GPU machine may carry no .git, or a stale one."""
+    if os.environ.get("PERFREVIEW_GIT_COMMIT"):
+        return {"commit": os.environ["PERFREVIEW_GIT_COMMIT"],
+                "dirty": os.environ.get("PERFREVIEW_GIT_DIRTY", "0") == "1", "from": "PERFREVIEW_GIT_COMMIT"}
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -195,9 +199,6 @@ def git_info(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
-    if not commit and os.environ.get("PERFREVIEW_GIT_COMMIT"):
-        return {"commit": os.environ["PERFREVIEW_GIT_COMMIT"],
-                "dirty": os.environ.get("PERFREVIEW_GIT_DIRTY", "0") == "1", "from": "PERFREVIEW_GIT_COMMIT"}
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 

@@ -47,6 +47,7 @@ def test_token_table_windows_and_throughput():
     rep = tokens.per_repeat(t)
     assert rep["tokens_per_s"].iloc[0] == pytest.approx(2 * 1e9 / 220)
     assert rep["median_token_ns"].iloc[0] == 110
+    assert rep["median_gpu_compute_ns"].iloc[0] == (65 + 70) / 2  # input copies done -> last GPU work
 
 
 def test_sync_gap_and_its_host_breakdown():
