@@ -185,7 +185,9 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from perfreview.compare import stats
     from perfreview.flows import ab, review
     from perfreview.report import console
+    from perfreview.trace import runs
 
+    runs.check_writable(args.out)  # the runs folder may also hold the review (--out runs/review.md)
     check_output(args.report_out)
     _exit_code(args, None)
     if args.aa and args.aa_from:

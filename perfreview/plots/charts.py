@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from perfreview.analysis import samples  # noqa: E402
+from perfreview.trace import figures  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
 VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#7f7f7f",
-                  "inconclusive": "#ff9f1c"}
+                  "inconclusive": "#ff9f1c", "shown, not tested": "#9ecae1"}
 
 
 def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: float | None = None,
@@ -29,7 +30,7 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     funcs = sorted((r for r in usable if r["kind"] == "function"),
                    key=lambda r: -abs((r["b"] or 0) - (r["a"] or 0)))
     chosen = (heads + funcs)[:top]
-    labels = [r["name"] + (f" ({r['metric']})" if r.get("metric") else "") for r in chosen]
+    labels = [figures.title(r["name"]) + (f" ({r['metric']})" if r.get("metric") else "") for r in chosen]
     change = np.array([(r["ratio"] - 1) * 100 for r in chosen])
     lo = np.array([(r["ci_low"] - 1) * 100 for r in chosen])
     hi = np.array([(r["ci_high"] - 1) * 100 for r in chosen])
@@ -47,9 +48,10 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     scale_note = " (linear within ±5%, log beyond)" if span > 20 else ""
-    ax.set_xlabel("change B vs A (%), 95% bootstrap interval" + scale_note)
+    ax.set_xlabel("change B vs A (%), interval of the review's rule (throughput at its own α, the rest at 99%)"
+                  + scale_note)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=v) for v, c in VERDICT_COLORS.items()]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.legend(handles=handles, fontsize=7, loc="best")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=dpi)
