@@ -103,6 +103,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res["ok"] else 1
 
 
+@command("doctor")
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """This machine's state that makes measurements noisy, and what to change."""
+    from dataclasses import asdict
+
+    from perfreview.flows.doctor import doctor
+    from perfreview.report import console
+
+    checks = doctor()
+    _emit(args, [asdict(c) for c in checks], console.doctor_lines(checks))
+    return 0
+
+
 @command("list")
 def cmd_list(args: argparse.Namespace) -> int:
     from perfreview.report import console
@@ -346,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--steps", type=int, default=16, help="teacher-forced steps and generated tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("doctor", help="report what on this machine makes measurements noisy (clocks, governor, "
+                       "load, GPU state) and what to change; changes nothing")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("list", help="list stored runs")

@@ -88,3 +88,14 @@ def imported(path: Path, events: int, tokens: int) -> str:
 
 def wrote(what: str, path: Any, hint: str = "") -> str:
     return f"{what}: {path}" + (f" ({hint})" if hint else "")
+
+
+def doctor_lines(checks: list[Any]) -> str:
+    """``perfreview doctor``: one line per check, advice under the ones that hurt measurements."""
+    mark = {True: "ok  ", False: "WARN", None: "    "}
+    lines = []
+    for c in checks:
+        lines.append(f"{mark[c.ok]}  {c.what}: {c.value}")
+        if c.advice:
+            lines.append(f"        -> {c.advice}")
+    return "\n".join(lines)

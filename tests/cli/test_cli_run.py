@@ -93,3 +93,19 @@ def test_pinned_cpu_is_recorded_and_checked(tmp_path, capsys):
     assert os.sched_getaffinity(0) != {cpu} or os.cpu_count() == 1  # restored afterwards
     assert main(["run", "--device", "cpu", "--cpu", "9999", "--out", str(tmp_path / "x")]) == 2
     assert "--cpu 9999" in capsys.readouterr().err
+
+
+def test_doctor_reports_and_changes_nothing(capsys):
+    assert main(["doctor", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)
+    whats = {c["what"] for c in checks}
+    assert {"load average (1 min)", "GPU"} <= whats
+    assert all(c["ok"] in (True, False, None) and isinstance(c["value"], str) for c in checks)
+
+
+def test_version_flag(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("perfreview ")
