@@ -246,12 +246,11 @@ def cmd_compare_llama_bench(args: argparse.Namespace) -> int:
 @command("import")
 def cmd_import(args: argparse.Namespace) -> int:
     """Another tool's trace -> a stored run, so report/plot/export/compare work on it."""
-    from perfreview.flows.imports import import_trace
+    from perfreview.flows.imports import import_trace, summary
     from perfreview.report import console
 
     s, events = import_trace(args.format, args.file, args.out, args.token_marker, args.blocks, args.name)
-    _emit(args, {"run": str(s.path), "events": events, "tokens": s.meta.tokens},
-          console.imported(s.path, events, s.meta.tokens))
+    _emit(args, summary(s, events), console.imported(s.path, len(events), s.meta.tokens))
     return 0
 
 
@@ -399,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("import", help="import another tool's trace as a run (nsys SQLite export, Chrome/Kineto JSON)")
-    p.add_argument("format", choices=["nsys", "chrome"])
-    p.add_argument("file", type=Path, help="nsys export --type sqlite file, or a Chrome-trace/Kineto JSON")
+    p.add_argument("format", choices=["kineto", "chrome", "nsys"], help="kineto (or chrome): a PyTorch profiler / "
+                   "Chrome trace .json or .json.gz; nsys: an 'nsys export --type sqlite' file")
+    p.add_argument("file", type=Path, help="the trace file")
     p.add_argument("--token-marker", help="NVTX range or API name that occurs once per token, e.g. cudaGraphLaunch")
     p.add_argument("--blocks", type=int, help="cut the tokens into N blocks used as repeats (batch means), "
                    "so two imported traces can be compared")

@@ -48,14 +48,17 @@ def _overlap(streams: list[tuple[np.ndarray, np.ndarray]]) -> int:
 
 
 def concurrency(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
-    """Per run: streams used, median busy per stream per repeat, and the share of side-stream
-    (non-zero stream) work that overlapped other work."""
+    """Per run: streams used, median busy per stream per repeat, and the share of side-stream work
+    that overlapped other work. The main stream is the busiest one of the run, whatever its id
+    (Kineto's default stream is 7, ours 0)."""
     summ = stream_summary(events, phase)
     if summ.empty:
         return pd.DataFrame(columns=["run", "streams", "overlap_ns", "side_busy_ns", "overlap_share"])
+    main = summ.groupby(["run", "stream"])["busy_ns"].sum().groupby(level="run").idxmax().map(lambda k: k[1])
+    summ = summ.assign(side=summ["stream"] != summ["run"].map(main))
     per_rep = summ.groupby(["run", "repeat"]).agg(
         streams=("stream", "nunique"), overlap_ns=("overlap_ns", "first"),
-        side_busy_ns=("busy_ns", lambda b: b[summ.loc[b.index, "stream"] != 0].sum()))
+        side_busy_ns=("busy_ns", lambda b: b[summ.loc[b.index, "side"]].sum()))
     out = per_rep.groupby("run").median()
     out["overlap_share"] = np.where(out["side_busy_ns"] > 0, out["overlap_ns"] / out["side_busy_ns"], np.nan)
     return out.reset_index()

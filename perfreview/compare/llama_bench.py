@@ -18,22 +18,24 @@ NOTE = ("llama-bench repetitions of one process per build are the units (Welch's
         "whole process (clocks, placement) is not captured; run each build several times to include it")
 
 
-def compare_tests(pairs: list[tuple[str, list[float], list[float]]], unmatched: int = 0,
+def compare_tests(pairs: list[tuple[Any, Any]], unmatched: int = 0,
                   threshold: float = stats.DEFAULT_THRESHOLD) -> Comparison:
-    """``pairs``: (test name, A's per-repetition t/s, B's) for every test in both files. Each test is
-    a primary figure of its own (α = 0.04): llama-bench users read them one by one."""
+    """``pairs``: the two sides of every test in both files (perfreview.formats.llama_bench.Test:
+    name, per-repetition t/s, per-record means). Each test is a primary figure of its own (α = 0.04):
+    llama-bench users read them one by one."""
     if not pairs:
         raise MismatchError("no llama-bench test is in both files (same model and parameters)")
     design = Design(RUNS, threshold, stats.ALPHA_PRIMARY)
     rows = []
-    for name, sa, sb in pairs:
-        va, vb = np.asarray(sa, float), np.asarray(sb, float)
+    for ta, tb in pairs:
+        name = ta.name
+        va, vb = np.asarray(ta.samples_ts, float), np.asarray(tb.samples_ts, float)
         est = stats.unpaired(va, vb, design.alpha_primary)
         rows.append(Row(name=name, kind="headline", metric="", unit="t/s", higher_is_better=True, resolution=None,
                         a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio,
                         ci_low=est.ci_low, ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd,
-                        method=est.method, role="primary", mean_a=float(va.mean()), std_a=_std(va),
-                        mean_b=float(vb.mean()), std_b=_std(vb)))
+                        method=est.method, role="primary", mean_a=ta.mean_ts, std_a=_std(va),
+                        mean_b=tb.mean_ts, std_b=_std(vb)))
     decide(rows, design)
     n = min(r.n for r in rows)
     notes: list[str] = [NOTE]

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from perfreview.flows.measure import Stored, save
 from perfreview.formats import chrome_trace, markers, nsys_sqlite
 from perfreview.formats.imported import imported_meta
+from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind
 
-FORMATS = ("nsys", "chrome")
+FORMATS = ("kineto", "chrome", "nsys")  # chrome: an alias of kineto (the same reader)
+
+
+def summary(stored: Stored, events: pd.DataFrame) -> dict[str, Any]:
+    """The ``import --json`` object: what was imported, counted from the stored event table."""
+    kernels = events[events["kind"] == Kind.KERNEL]
+    on_streams = events[events["kind"].isin(TRACED_DEVICE_KINDS)]
+    return {"run": str(stored.path), "events": {str(k): int(v) for k, v in events["kind"].value_counts().items() if v},
+            "kernel_count": len(kernels), "kernel_time_ns": int((kernels["end_ns"] - kernels["start_ns"]).sum()),
+            "streams": sorted(int(x) for x in on_streams["stream"].unique()), "tokens": stored.meta.tokens,
+            "device": stored.meta.device}
 
 
 def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = None, blocks: int | None = None,
-                 name: str | None = None) -> tuple[Stored, int]:
-    """The stored run and how many events it has."""
+                 name: str | None = None) -> tuple[Stored, pd.DataFrame]:
+    """The stored run and its event table."""
     if blocks and not token_marker:
         raise ValueError("--blocks needs --token-marker (blocks are runs of tokens)")
-    run_id = name or file.stem
+    run_id = name or Path(file.name.removesuffix(".gz")).stem  # trace.json.gz -> trace
+    identity: dict = {}
     if fmt == "nsys":
         events = nsys_sqlite.load(file, token_marker, run=run_id)
     else:
-        events, _ = chrome_trace.load(file, run=run_id, token_marker=token_marker)
+        events, info = chrome_trace.load(file, run=run_id, token_marker=token_marker)
+        identity = {k: info[k] for k in ("device", "rank") if k in info}
     if blocks:
         events = markers.block_repeats(events, blocks, file)
-    return save(out, events, imported_meta(file, run_id, events, token_marker, fmt)), len(events)
+    return save(out, events, imported_meta(file, run_id, events, token_marker, fmt, identity)), events

@@ -15,8 +15,8 @@ from perfreview.report.review import llama_bench_markdown
 def compare_files(a_file: Path, b_file: Path, out: Path | None, threshold: float) -> tuple[dict[str, Any], str]:
     """Returns the ``--json`` payload and the markdown (written to ``out`` when given)."""
     recs = [llama_bench.load(p) for p in (a_file, b_file)]
-    pairs = llama_bench.paired_samples(*recs)
-    result = compare_tests(pairs, unmatched=len(recs[0]) - len(pairs), threshold=threshold)
+    pairs, unmatched = llama_bench.pair(*recs)
+    result = compare_tests(pairs, unmatched=unmatched, threshold=threshold)
     sides = []
     for path, records in zip((a_file, b_file), recs):
         commit = str(records[0].get("build_commit", "?"))
@@ -26,6 +26,9 @@ def compare_files(a_file: Path, b_file: Path, out: Path | None, threshold: float
     text = llama_bench_markdown(result, *sides)
     if out:
         render.write(out, text)
+    rows = json_rows(result.rows)
+    for row, r in zip(rows, result.rows):  # compare-llama-bench.py's Speedup: mean t/s of B over A, two decimals
+        row["speedup"] = round(r.mean_b / r.mean_a, 2)
     payload = {"a": str(a_file), "b": str(b_file), "threshold": threshold, "warnings": result.warnings,
-               "rows": json_rows(result.rows), "report": str(out) if out else None}
+               "rows": rows, "report": str(out) if out else None}
     return payload, text

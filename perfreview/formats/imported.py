@@ -10,10 +10,16 @@ import pandas as pd
 from perfreview.trace.meta import RepeatInfo, RunMeta
 from perfreview.trace.schema import Kind
 
-FORMATS = {"nsys": "nsys-sqlite", "chrome": "chrome-trace"}
+FORMATS = {"nsys": "nsys-sqlite", "chrome": "chrome-trace", "kineto": "chrome-trace"}
 
 
-def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None, fmt: str) -> RunMeta:
+def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None, fmt: str,
+                  identity: dict | None = None) -> RunMeta:
+    """``identity``: what the file says about where it ran (``device`` name, ``rank``)."""
+    identity = identity or {}
+    device = {"name": identity.get("device") or f"unknown (from a {fmt} trace)", "backend": fmt}
+    if "rank" in identity:
+        device["rank"] = identity["rank"]
     tokens = events[events["kind"] == Kind.TOKEN]
     repeats = sorted(int(r) for r in tokens["repeat"].unique()) or [0]
     return RunMeta(
@@ -21,7 +27,7 @@ def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: s
         preset="imported", config="imported", config_label=Path(path).stem, tokens=len(tokens),
         repeats=len(repeats), per_repeat=[RepeatInfo(r) for r in repeats], timing=fmt,
         repeats_are=("blocks of consecutive tokens of one trace (batch means)" if len(repeats) > 1 else "one trace"),
-        device={"name": f"from {fmt} trace", "backend": fmt}, git={"commit": None, "dirty": None},
+        device=device, git={"commit": None, "dirty": None},
         host={"hostname": "", "python": ""}, clock=f"{fmt} trace clock, ns",
         clock_alignment="timestamps as the trace recorded them", tool_version="import",
         not_measured=[{"what": "energy", "why": f"not in a {fmt} trace"}],

@@ -10,6 +10,7 @@ compare-llama-bench self-joins on its key properties); parse by key, never by po
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +52,43 @@ def test_name(r: dict[str, Any]) -> str:
     return name + (f" @ d{d}" if d else "")
 
 
-def key(r: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in NOT_KEY))
+def key(r: dict[str, Any], fields: set[str]) -> tuple:
+    return tuple(sorted((k, json.dumps(r.get(k), sort_keys=True)) for k in fields))
 
 
-def pair(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
-    """Matching records of the two files (same tested parameters), in A's order."""
-    by_key = {key(r): r for r in b}
-    return [(r, by_key[key(r)]) for r in a if key(r) in by_key]
+@dataclass
+class Test:
+    """One test of one file: every record of it pooled (a test run twice in a file is one test, as
+    compare-llama-bench.py averages it)."""
+
+    name: str
+    samples_ts: list[float]  # every repetition of every record
+    avg_ts: list[float]  # each record's mean t/s, as llama-bench wrote it
+
+    @property
+    def mean_ts(self) -> float:
+        """compare-llama-bench.py's figure: AVG(avg_ts) over the test's records (not weighted by -r)."""
+        return sum(self.avg_ts) / len(self.avg_ts)
 
 
-def paired_samples(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
-    """(test name, A's per-repetition t/s, B's) for each test both files have."""
-    return [(f"{ra.get('model_type', '?')} {test_name(ra)}", ra["samples_ts"], rb["samples_ts"])
-            for ra, rb in pair(a, b)]
+def _fields(records: list[dict[str, Any]]) -> set[str]:
+    return set().union(*(r.keys() for r in records)) - NOT_KEY
+
+
+def group(records: list[dict[str, Any]], fields: set[str]) -> dict[tuple, Test]:
+    tests: dict[tuple, Test] = {}
+    for r in records:
+        t = tests.setdefault(key(r, fields), Test(f"{r.get('model_type', '?')} {test_name(r)}", [], []))
+        t.samples_ts += [float(x) for x in r["samples_ts"]]
+        t.avg_ts.append(float(r.get("avg_ts", sum(r["samples_ts"]) / len(r["samples_ts"]))))
+    return tests
+
+
+def pair(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[list[tuple[Test, Test]], int]:
+    """Tests of the two files with the same tested parameters, in A's order, and how many of A's
+    tests have no match. Only the fields both files know are compared: a newer llama-bench's extra
+    fields (repack, fit_target ...) do not split a test in two."""
+    fields = _fields(a) & _fields(b)
+    ta, tb = group(a, fields), group(b, fields)
+    pairs = [(t, tb[k]) for k, t in ta.items() if k in tb]
+    return pairs, len(ta) - len(pairs)

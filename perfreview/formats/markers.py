@@ -1,5 +1,6 @@
-"""Token markers: cutting another program's timeline into tokens at a call or range that happens
-once per token, and blocks of tokens as repeats. Shared by every importer (nsys SQLite, Kineto)."""
+"""Token markers and host nesting: cutting another program's timeline into tokens at a call or range
+that happens once per token, blocks of tokens as repeats, and the nesting depth of host ranges.
+Shared by every importer (nsys SQLite, Kineto)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,23 @@ def cut_tokens(frame: pd.DataFrame, marker: str, path: Path, source: str = "nsys
     nested = frame["kind"].isin(HOST_KINDS) & (frame["token"] >= 0)
     frame.loc[nested, "depth"] = frame.loc[nested, "depth"].fillna(0).clip(lower=0) + 1
     return pd.concat([frame, tokens], ignore_index=True).sort_values("start_ns", kind="stable").reset_index(drop=True)
+
+
+def nesting_depths(ranges: pd.DataFrame) -> np.ndarray:
+    """Nesting depth of each host range on its track (0 = outermost), from the intervals alone: a
+    range starts inside the last open one that has not ended (sorted by start, longer first on
+    ties). Traces that do not record depth (nsys NVTX, Kineto ops) get their self times from this."""
+    depth = np.zeros(len(ranges), dtype=int)
+    if len(ranges) == 0:
+        return depth
+    frame = pd.DataFrame({"track": ranges["track"].astype(str).to_numpy(), "start": ranges["start_ns"].to_numpy(),
+                          "end": ranges["end_ns"].to_numpy()})
+    order = np.lexsort((frame["start"] - frame["end"], frame["start"], frame["track"]))
+    track, start, end = frame["track"].to_numpy(), frame["start"].to_numpy(), frame["end"].to_numpy()
+    stack: list[tuple[str, int]] = []
+    for i in order:
+        while stack and (stack[-1][0] != track[i] or stack[-1][1] <= start[i]):
+            stack.pop()
+        depth[i] = len(stack)
+        stack.append((track[i], end[i]))
+    return depth

@@ -14,10 +14,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from perfreview.formats.markers import cut_tokens
+from perfreview.formats.markers import cut_tokens, nesting_depths
 from perfreview.trace import schema
 
 COPY_KINDS = {1: "HtoD", 2: "DtoH", 8: "DtoD", 10: "PtoP"}
@@ -144,20 +143,5 @@ def _nvtx(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> p
     text = n["text"].fillna(n["textId"].map(names)).fillna("range")
     out = pd.DataFrame({"kind": "range", "source": "nsys", "name": text, "track": _host_tracks(n["globalTid"]),
                         "start_ns": n["start"], "end_ns": n["end"]})
-    out["depth"] = _depths(out)
+    out["depth"] = nesting_depths(out)
     return out
-
-
-def _depths(ranges: pd.DataFrame) -> np.ndarray:
-    """Nesting depth per range on its thread (ranges sorted by start, longer first on ties)."""
-    depth = np.zeros(len(ranges), dtype=int)
-    order = ranges.assign(_len=ranges["end_ns"] - ranges["start_ns"]).sort_values(
-        ["track", "start_ns", "_len"], ascending=[True, True, False]).index
-    stack: list[tuple[str, int]] = []
-    for i in order:
-        track, start, end = ranges.at[i, "track"], ranges.at[i, "start_ns"], ranges.at[i, "end_ns"]
-        while stack and (stack[-1][0] != track or stack[-1][1] <= start):
-            stack.pop()
-        depth[ranges.index.get_loc(i)] = len(stack)
-        stack.append((track, end))
-    return depth

@@ -53,8 +53,10 @@ def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tupl
     gaps = [(int(d["compute_end"][i - 1]), int(d["compute_start"][i])) for i in range(1, len(d))
             if np.isfinite(d["compute_end"][i - 1]) and np.isfinite(d["compute_start"][i])]
     if tokens is None:
-        i = min(5, len(d) - 1)
-        lo, hi = int(d["compute_end"][max(i - 1, 0)]), int(d["compute_start"][i])
+        if not gaps:  # no boundary with both windows known (tokens without GPU work): the first tokens
+            lo, hi = int(d["host_start"][0]), int(d["host_end"][min(1, len(d) - 1)])
+            return rep, lo, hi, gaps
+        lo, hi = gaps[min(4, len(gaps) - 1)]
         pad = max(hi - lo, 20_000)
         return rep, lo - pad, hi + pad, gaps
     a, b = tokens

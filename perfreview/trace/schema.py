@@ -14,7 +14,8 @@ source         category  ``host`` (host clock around a call), ``cuda_event`` (CU
 kind           category  ``token`` (one generated/prefilled token, host side), ``range`` (a
                          pipeline function on the host), ``gpu_range`` (the same function on a
                          stream, from CUDA events), ``kernel``, ``memcpy``, ``memset``, ``api``
-                         (runtime/driver call), ``sync`` (synchronisation record), ``marker``
+                         (runtime/driver call), ``sync`` (synchronisation record), ``marker``,
+                         ``gpu_annotation`` (a host range mirrored on a stream: a label, never work)
 name           category  function, kernel or API name as the producer gives it
 track          category  one timeline row: ``host/<thread>`` or ``gpu<device>/stream<id>``
 stream         int64     CUDA stream id; -1 on the host
@@ -86,6 +87,7 @@ class Kind(str, Enum):
     API = "api"
     SYNC = "sync"
     MARKER = "marker"
+    GPU_ANNOTATION = "gpu_annotation"  # a host range mirrored on a stream (Kineto): a label, not GPU work
 
 
 class Phase(str, Enum):

@@ -188,3 +188,20 @@ def test_chrome_trace_cut_into_tokens(tmp_path, capsys):
     assert run.meta.format == "chrome-trace"
     g = gaps.sync_gaps(run.events)
     assert list(g["gap_ns"]) == [40_000] * 3  # kernel ends at t+65 µs, the next starts at t+105 µs
+
+
+def test_llama_bench_newer_fields_repeated_tests_and_the_speedup_column(tmp_path, capsys):
+    """A newer llama-bench adds fields (repack, fit_target ...): tests still pair; a test run twice in
+    one file is pooled; the Speedup column is compare-llama-bench.py's mean-of-avg_ts ratio."""
+    rng = np.random.default_rng(1)
+    a = [bench_record(64, 100 + rng.normal(0, 0.1, 10), "aaa"), bench_record(64, 102 + rng.normal(0, 0.1, 10), "aaa")]
+    b = [dict(bench_record(64, 105 + rng.normal(0, 0.1, 10), "bbb"), repack=True, fit_target=1024, n_gen_warmup=1)]
+    pa, pb = tmp_path / "a.json", tmp_path / "b.jsonl"
+    pa.write_text(json.dumps(a))
+    pb.write_text("\n".join(json.dumps(r) for r in b))
+    assert main(["compare-llama-bench", str(pa), str(pb), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert len(rows) == 1 and rows[0]["n"] == 10  # A's two records pooled into one test (20 vs 10 repetitions)
+    mean_a = (a[0]["avg_ts"] + a[1]["avg_ts"]) / 2
+    assert rows[0]["speedup"] == round(b[0]["avg_ts"] / mean_a, 2)
+    assert rows[0]["verdict"] == "improved"

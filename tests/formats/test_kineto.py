@@ -1,0 +1,125 @@
+"""PyTorch profiler (Kineto) traces: gzipped, the token range mirrored on the GPU as
+gpu_user_annotation, nested host ops, the default stream 7 and a side stream, bookkeeping rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from perfreview.analysis import functions, streams
+from perfreview.cli import main
+from perfreview.formats import chrome_trace
+from perfreview.trace import runs
+
+
+def kineto_trace(tokens: int = 6, side_overlaps: bool = False) -> dict:
+    """Per token (1000 µs apart): host ``token`` (user_annotation) > ``aten::mm`` (cpu_op) >
+    cudaLaunchKernel; the kernel on stream 7, a memcpy, and a small kernel on side stream 9; the
+    token range mirrored on stream 7 as gpu_user_annotation; profiler bookkeeping."""
+    ev = [{"ph": "X", "cat": "Trace", "name": "PyTorch Profiler (0)", "pid": 1, "tid": 1, "ts": 0, "dur": 99999},
+          {"ph": "X", "cat": "overhead", "name": "Activity Buffer Request", "pid": 1, "tid": 1, "ts": 1, "dur": 5}]
+    for t in range(tokens):
+        base = 100 + 1000 * t
+        corr = 10 * t
+        ev += [
+            {"ph": "X", "cat": "user_annotation", "name": "token", "pid": 1, "tid": 1, "ts": base, "dur": 900},
+            {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": base + 10, "dur": 100},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": base + 20,
+             "dur": 10, "args": {"correlation": corr}},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": 1, "tid": 1, "ts": base + 40,
+             "dur": 5, "args": {"correlation": corr + 1}},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize", "pid": 1, "tid": 1, "ts": base + 600,
+             "dur": 250, "args": {"correlation": corr + 2}},
+            {"ph": "X", "cat": "kernel", "name": "void gemv<__half, 4>(T*) $_0 | x", "pid": 0, "tid": 7,
+             "ts": base + 50, "dur": 400, "args": {"stream": 7, "device": 0, "correlation": corr}},
+            {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)", "pid": 0, "tid": 7,
+             "ts": base + 460, "dur": 20, "args": {"stream": 7, "device": 0, "correlation": corr + 1, "bytes": 64}},
+            {"ph": "X", "cat": "kernel", "name": "side_kernel", "pid": 0, "tid": 9,
+             "ts": base + (100 if side_overlaps else 500), "dur": 50, "args": {"stream": 9, "device": 0}},
+            {"ph": "X", "cat": "gpu_user_annotation", "name": "token", "pid": 0, "tid": 7, "ts": base + 50,
+             "dur": 430, "args": {"stream": 7, "device": 0}},
+            {"ph": "X", "cat": "cuda_sync", "name": "Stream Sync", "pid": 0, "tid": 7, "ts": base + 600,
+             "dur": 250, "args": {"stream": 7, "device": 0}},
+            {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": corr, "pid": 1, "tid": 1, "ts": base + 20},
+        ]
+    return {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}], "distributedInfo": {"rank": 3},
+            "traceEvents": ev}
+
+
+def write_gz(path, doc):
+    with gzip.open(path, "wt") as fh:
+        json.dump(doc, fh)
+    return path
+
+
+def test_kineto_mapping(tmp_path):
+    ev, info = chrome_trace.load(write_gz(tmp_path / "t.json.gz", kineto_trace()))
+    kinds = ev.groupby("kind", observed=True).size().to_dict()
+    assert kinds == {"api": 18, "gpu_annotation": 6, "kernel": 12, "memcpy": 6, "range": 12, "sync": 6}
+    assert info["device"] == "NVIDIA H100 80GB HBM3" and info["rank"] == 3
+    assert "Activity Buffer Request" not in set(ev["name"]) and "PyTorch Profiler (0)" not in set(ev["name"])
+    copy = ev[ev["kind"] == "memcpy"].iloc[0]
+    assert copy["copy_kind"] == "HtoD" and copy["mem_kind"] == "pageable->device" and copy["bytes"] == 64
+    host = ev[ev["kind"].isin(["range", "api"])]
+    depth = dict(zip(host["name"].astype(str), host["depth"]))
+    assert depth == {"token": 0, "aten::mm": 1, "cudaLaunchKernel": 2, "cudaMemcpyAsync": 2, "cudaStreamSynchronize": 1}
+    self_mm = functions.host_ranges_with_self(ev)
+    mm = self_mm[self_mm["name"] == "aten::mm"].iloc[0]
+    assert mm["self_ns"] == 100_000 - 10_000 - 5_000  # the launch and the copy call nested inside are not its own
+
+
+@pytest.mark.parametrize("overlaps, expected_ns", [(False, 0), (True, 6 * 50_000)])
+def test_stream_overlap_counts_gpu_work_only(tmp_path, overlaps, expected_ns):
+    """The annotation spans the kernel on stream 7; it must not make side-stream work look
+    concurrent. The main stream is the busiest (7 here), not stream 0."""
+    ev, _ = chrome_trace.load(write_gz(tmp_path / "t.json.gz", kineto_trace(side_overlaps=overlaps)))
+    summ = streams.stream_summary(ev, phase="")
+    assert set(summ["stream"]) == {7, 9}
+    assert (summ["overlap_ns"] == expected_ns).all()
+    conc = streams.concurrency(ev, phase="")
+    assert conc["overlap_share"].iloc[0] == pytest.approx(1.0 if overlaps else 0.0)
+
+
+def test_kineto_import_report_and_timeline_with_a_mirrored_token(tmp_path, capsys):
+    path = write_gz(tmp_path / "decode.json.gz", kineto_trace())
+    assert main(["import", "kineto", str(path), "--token-marker", "token", "--out", str(tmp_path / "runs"),
+                 "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["tokens"] == 6 and obj["kernel_count"] == 12 and obj["kernel_time_ns"] == 6 * (400 + 50) * 1000
+    assert obj["streams"] == [7, 9] and obj["device"]["name"] == "NVIDIA H100 80GB HBM3"
+    assert obj["device"]["rank"] == 3 and obj["events"]["gpu_annotation"] == 6
+    run = tmp_path / "runs" / "decode"
+    assert runs.read_meta(run).device["name"] == "NVIDIA H100 80GB HBM3"
+    md = tmp_path / "r.md"
+    assert main(["report", str(run), "--out", str(md)]) == 0
+    text = md.read_text()
+    assert "llama" not in text.split("###")[0]  # no runner boilerplate for an imported run
+    assert main(["plot", "timeline", str(run), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x1f\x8b\x08\x00garbage", "cannot read"),
+    (b"[" * 100_000, "nested too deeply"),
+    (b'{"traceEvents": [{"ph": "X", "name": "k", "ts": 1e400, "dur": 1}]}', "bad ts"),
+    (b'{"traceEvents": [{"ph": "X", "name": "k", "ts": "abc", "dur": 1}]}', "bad ts"),
+    (b'{"traceEvents": 5}', "no traceEvents list"),
+])
+def test_broken_kineto_files_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    assert main(["import", "kineto", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perfreview: error: ") and str(path) in err and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_gzip_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.json.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b" " * (2 << 20))
+    with pytest.raises(chrome_trace.TraceError, match="decompresses to more than"):
+        chrome_trace.read_json(path, max_bytes=1 << 20)
