@@ -54,12 +54,12 @@ def replay_floor(session: Session, config: cfg.Config, tokens: int, repeats: int
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="1b")
-    ap.add_argument("--config", default="baseline,cuda_graph=on")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="1b", help="model preset (default 1b)")
+    ap.add_argument("--config", default="baseline,cuda_graph=on", help="the config whose noise is measured")
+    ap.add_argument("--tokens", type=int, default=128, help="decode tokens per repeat")
+    ap.add_argument("--repeats", type=int, default=30, help="repeats per variant (rounds)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for noise.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = cfg.parse_side(args.config)
