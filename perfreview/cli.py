@@ -121,8 +121,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     from perfreview.report import console
     from perfreview.trace import store
 
+    from perfreview.flows.store import reconcile
+
+    reconcile(args.out)  # a run a crash left unregistered is listed too
     found = store.find(store.store_path(args.out), **dict(_parse_filters(args.filter)))
     _emit(args, found, console.run_list(found))
+    return 0
+
+
+@command("store")
+def cmd_store(args: argparse.Namespace) -> int:
+    """``store check``: adopt runs a crash left unregistered, remove half-written folders of dead
+    writers, report store rows whose folders are gone; ``store prune`` also removes those rows."""
+    from dataclasses import asdict
+
+    from perfreview.flows.store import reconcile
+    from perfreview.report import console
+
+    report = reconcile(args.out, prune=args.action == "prune")
+    _emit(args, asdict(report), console.store_report(report))
     return 0
 
 
@@ -186,6 +203,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
         raise UsageError("compare needs two run folders, or --a KEY=VALUE and --b KEY=VALUE")
+    same = {r.id for r in a} & {r.id for r in b}
+    if same:
+        raise UsageError(f"run {sorted(same)[0]} is on both sides: a run compared with itself says nothing")
     _exit_code(args, None)  # a bad --fail-on fails before the work
     payload = review.review(a, b, args.report_out, threshold=_threshold(args), aa_pair=_control_pair(args),
                             force=args.force, plots=not args.no_plots)
@@ -364,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "load, GPU state) and what to change; changes nothing")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("store", help="check the runs folder against its store after a crash, or prune rows "
+                       "whose folders are gone")
+    p.add_argument("action", choices=["check", "prune"])
+    p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="the runs folder (default runs)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("list", help="list stored runs")
     p.add_argument("filter", nargs="*", help="KEY=VALUE filters: build, commit, config, preset, device...")
     p.add_argument("--out", type=Path, default=Path("runs"))
@@ -443,11 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args) or 0
     # Every bad-input error of ours subclasses one of these (schema, importers, configs: ValueError).
     except (UsageError, RunError, StoreError, DeviceError, NotBuiltError, ValueError) as exc:
-        print(f"perfreview: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc))
     except OSError as exc:  # a file that could not be read or written: name it
-        print(f"perfreview: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"{exc.filename or ''}: {exc.strerror or exc}")
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr (a JSON object under --json), exit code 2."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit": 2}), file=sys.stderr)
+    else:
+        print(f"perfreview: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

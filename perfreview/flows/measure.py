@@ -10,6 +10,7 @@ import numpy as np
 
 from perfreview.analysis import headline
 from perfreview.trace import runs, schema, store
+from perfreview.flows.store import reconcile
 from perfreview.trace.meta import RunMeta
 from runner import config as cfg
 from runner.loop import Session, run_configs
@@ -24,7 +25,9 @@ class Stored:
 
 
 def save(out: Path, events: Any, meta: RunMeta) -> Stored:
-    """Write the run folder, then register it in the store (a run is listed only once complete)."""
+    """Write the run folder, then register it in the store (a run is listed only once complete).
+    A kill between the two leaves a complete run that the next command adopts (flows.store)."""
+    reconcile(out)  # what an earlier crash left
     heads = headline.records(events, meta)
     path = runs.write_run(out, events, meta)
     store.register(store.store_path(out), path, meta, heads)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
+from perfreview.plots.style import short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -30,7 +29,7 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     funcs = sorted((r for r in usable if r["kind"] == "function"),
                    key=lambda r: -abs((r["b"] or 0) - (r["a"] or 0)))
     chosen = (heads + funcs)[:top]
-    labels = [figures.title(r["name"]) + (f" ({r['metric']})" if r.get("metric") else "") for r in chosen]
+    labels = [short(figures.title(r["name"])) + (f" ({r['metric']})" if r.get("metric") else "") for r in chosen]
     change = np.array([(r["ratio"] - 1) * 100 for r in chosen])
     lo = np.array([(r["ci_low"] - 1) * 100 for r in chosen])
     hi = np.array([(r["ci_high"] - 1) * 100 for r in chosen])
@@ -69,7 +68,7 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
         if len(d) == 0:
             raise ValueError(f"{run.path}: no decode tokens")
         data.append(d)
-        names.append(labels[i] if labels else run.meta.config_label or run.id)
+        names.append(short(labels[i] if labels else run.meta.config_label or run.id))
     fig, ax = plt.subplots(figsize=size or (8, 1.6 + 0.9 * len(runs)))
     parts = ax.violinplot(data, orientation="horizontal", showextrema=False)
     for body in parts["bodies"]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+from perfreview.plots.style import short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -119,12 +119,12 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
                              gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
     for ax, run, (rep, t0, t1, token_gaps) in zip(axes[:, 0], runs, wins):
         m = run.meta
-        title = f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}"
+        title = short(f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}", 140)
         draw(ax, run, rep, t0, t1, token_gaps, span_us, colors, title)
     axes[-1, 0].set_xlabel("time (µs)")
     drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
     used = sorted(drawn - {"token"})
-    handles = [Patch(color=colors.get(n, "#7f7f7f"), label=n) for n in used]
+    handles = [Patch(color=colors.get(n, "#7f7f7f"), label=short(n)) for n in used]
     gap_label = "gap between tokens' compute"
     handles.append(Patch(color="#ffdd57", alpha=0.35, label=gap_label))
     ncol = min(6, len(handles))

@@ -99,3 +99,14 @@ def doctor_lines(checks: list[Any]) -> str:
         if c.advice:
             lines.append(f"        -> {c.advice}")
     return "\n".join(lines)
+
+
+def store_report(r: Any) -> str:
+    lines = [f"adopted (complete runs a crash left unregistered): {len(r.adopted)}",
+             f"removed (half-written folders of writers that are gone): {len(r.removed_tmp)}",
+             f"store rows whose folder is gone: {len(r.missing)}" + (f", pruned {len(r.pruned)}" if r.pruned else
+                                                                     (" (perfreview store prune removes them)"
+                                                                      if r.missing else "")),
+             f"unreadable run folders: {len(r.unreadable)}"]
+    lines += [f"  {name}" for name in r.unreadable]
+    return "\n".join(lines)

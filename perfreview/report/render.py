@@ -26,7 +26,7 @@ def _templates() -> Path:
 
 TEMPLATES = _templates()
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#~])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#~$])")  # $: GitHub renders $...$ as math
 
 
 def md(text: Any) -> str:
@@ -168,6 +168,9 @@ def check_output(path: Path | None) -> None:
         raise OutputError(f"{path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: folder {folder} is not writable")
+    if os.path.lexists(path) and (Path(path).is_symlink() or not Path(path).is_file()):
+        # a symlink, FIFO or device node would be replaced by a regular file: refuse
+        raise OutputError(f"{path}: exists and is not a regular file; refusing to replace it")
 
 
 def write(path: Path, text: str) -> Path:

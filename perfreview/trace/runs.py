@@ -20,6 +20,8 @@ from perfreview.trace.meta import MetaError, RunMeta
 
 EVENTS = "events.parquet"
 META = "run.json"
+TMP_PREFIX = ".tmp-"
+WRITER = "writer.pid"
 
 
 class RunError(Exception):
@@ -64,11 +66,13 @@ def write_run(root: Path, events: pd.DataFrame, meta: RunMeta) -> Path:
     final = root / run_id
     if final.exists():
         raise RunError(f"{final}: a run with this id exists already")
-    tmp = root / f".tmp-{run_id}"
+    tmp = root / f"{TMP_PREFIX}{run_id}"
     try:
         tmp.mkdir()
+        (tmp / WRITER).write_text(str(os.getpid()))  # whose it is: a crash leaves it for store check
         schema.normalize(events).to_parquet(tmp / EVENTS, index=False)
         (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, default=_json_default) + "\n")
+        (tmp / WRITER).unlink()
         tmp.rename(final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,3 +130,33 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in run.json")
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary run folders whose writer is gone (killed mid-write): safe to remove. A folder whose
+    writer still runs (a parallel ``run``) is not listed."""
+    out = []
+    for tmp in Path(root).glob(f"{TMP_PREFIX}*"):
+        try:
+            pid = int((tmp / WRITER).read_text())
+        except (OSError, ValueError):
+            pid = -1
+        if pid <= 0 or not _alive(pid):
+            out.append(tmp)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Complete run folders under ``root`` (both files present)."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / META).is_file() and (p / EVENTS).is_file()) if Path(root).is_dir() else []

@@ -99,3 +99,18 @@ def repeats(path: Path, run: str) -> list[dict[str, Any]]:
         for rep, fig, value in rows:
             out.setdefault(rep, {"repeat": rep})[fig] = value
         return list(out.values())
+
+
+def registered(path: Path) -> dict[str, str]:
+    """run id -> folder of every run in the store (none when there is no store yet)."""
+    if not Path(path).is_file():
+        return {}
+    with closing(_connect(Path(path))) as con:
+        return dict(con.execute("SELECT run, path FROM runs"))
+
+
+def remove(path: Path, run_ids: Iterable[str]) -> None:
+    with closing(_connect(Path(path))) as con, con:
+        for run in run_ids:
+            con.execute("DELETE FROM figures WHERE run = ?", (run,))
+            con.execute("DELETE FROM runs WHERE run = ?", (run,))

@@ -76,3 +76,19 @@ def test_longer_waits_are_explained_as_moved_time(tmp_path):
     a, b = (runs.read_run(p) for p in make_pair(tmp_path, b={"sync_ns": 40_000, "scale": {"attention": 0.85}}))
     md = review.review_markdown(compare([a], [b]), [a], [b])
     assert "| sync | host |" in md and "time moved, not a slowdown" in md
+
+
+def test_dollar_and_long_names_in_markdown_and_pictures(tmp_path):
+    """clang lambdas ($_0) are not GitHub math and do not crash matplotlib; a 20k-character name is
+    shortened in the picture."""
+    from perfreview.plots import charts, style, timeline
+
+    names = {"ffn": "auto f()::$_0::operator()<$T$>() const", "sample": "k" * 20_000}
+    a, b = (runs.read_run(p) for p in make_pair(tmp_path, b={"scale": {"ffn": 1.05}}, names=names))
+    md = review.review_markdown(compare([a], [b]), [a], [b])
+    assert "\\$\\_0" in md and "$_0" not in md.replace("\\$\\_0", "")
+    timeline.timeline([a, b], tmp_path / "t.png")
+    rows = [dict(name=n, kind="function", metric="host", ratio=1.01, ci_low=1.0, ci_high=1.02, a=1.0, b=1.01,
+                 verdict="inconclusive") for n in names.values()]
+    charts.deltas(rows, tmp_path / "d.png")
+    assert len(style.short("k" * 20_000)) == style.MAX_LABEL
