@@ -52,6 +52,9 @@ def _run_options(p: argparse.ArgumentParser, repeats: int | None, out_flag: bool
         p.add_argument("--out", type=Path, default=Path("runs"), help="folder of runs and the results store")
     p.add_argument("--build", default="", help="a label for this build (stored; 'compare --a build=...')")
     p.add_argument("--cpu", type=int, help="pin the process to this CPU while measuring (less host jitter)")
+    p.add_argument("--trace", default="", choices=["", "cupti"],
+                   help="cupti: record every kernel, copy, runtime/driver call and sync of each token through "
+                   "CUPTI (needs the cupti extra: pip install -e '.[cupti]')")
     p.add_argument("--host-wait", default="block", choices=["block", "spin"],
                    help="how the host waits for the GPU at a synchronize: the driver's wait (default) or a spin "
                    "on an event (no wake-up latency)")
@@ -71,7 +74,8 @@ def _spec(args: argparse.Namespace, config: Any) -> Any:
 
     return RunSpec(preset=_preset(args), config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
-                   warmup_tokens=args.warmup_tokens, build=args.build, cpu=args.cpu, host_wait=args.host_wait)
+                   warmup_tokens=args.warmup_tokens, build=args.build, cpu=args.cpu, host_wait=args.host_wait,
+                   trace=args.trace)
 
 
 @command("run")

@@ -52,12 +52,12 @@ class Session:
         rng = np.random.default_rng(self.seed + 1)
         return [int(t) for t in rng.integers(0, self.preset.vocab, size=n)]
 
-    def pipeline(self, config: cfg.Config, timing: str) -> tuple[Pipeline, Recorder]:
+    def pipeline(self, config: cfg.Config, timing: str, trace: str = "") -> tuple[Pipeline, Recorder]:
         missing = cfg.not_built(config.switches) if self.device.is_gpu else []
         if missing:
             raise cfg.NotBuiltError(f"switch {', '.join(missing)} is reserved but not built yet on the GPU")
         switches = cfg.effective(config, self.device.is_gpu)
-        rec = Recorder(self.device, timing)
+        rec = Recorder(self.device, timing, trace=trace)
         return Pipeline(self.preset, self.weights, self.device, switches, rec), rec
 
 
@@ -146,7 +146,7 @@ class Interleaved:
 
     def _side(self, config: cfg.Config) -> _Side:
         spec = self.spec
-        pipe, rec = self.session.pipeline(config, spec.timing)
+        pipe, rec = self.session.pipeline(config, spec.timing, spec.trace)
         injected = self._calibrate(config, pipe)
         # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
         generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)

@@ -179,12 +179,17 @@ class Pipeline:
         on. Lengths come from device memory, so one capture serves every position."""
         rec, s = self.rec, self.main
         saved, rec.gpu_functions = rec.gpu_functions, False  # no timing events inside the graph
+        kernels = self.own.k
+        # Which function launched each kernel of the graph: a replay's i-th kernel is the i-th launch here.
+        self.own.k = {n: _Logged(f, n, rec) for n, f in kernels.items()}
+        rec.capture_log = []
         s.begin_capture()
         try:
             self._forward_own()
         finally:
             self.graph = s.end_capture()
             rec.gpu_functions = saved
+            self.own.k = kernels
         self.graph.upload(s)
         self.captures += 1
 
@@ -268,3 +273,14 @@ class Pipeline:
         scores = xp.exp(scores - scores.max(axis=-1, keepdims=True))
         probs = (scores / scores.sum(axis=-1, keepdims=True)).astype(self.act)
         return (probs @ vals).reshape(1, p.hidden)
+
+
+class _Logged:
+    """A kernel whose launches during capture are logged with the function that made them."""
+
+    def __init__(self, fn: Any, name: str, rec: Recorder) -> None:
+        self.fn, self.name, self.rec = fn, name, rec
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.rec.capture_log.append((self.rec.stack[-1] if self.rec.stack else "", self.name))
+        return self.fn(*args, **kwargs)

@@ -17,7 +17,8 @@ def not_measured(session: Any, spec: RunSpec) -> list[dict[str, str]]:
         out.append({"what": "GPU timings, energy, clocks", "why": "CPU backend (NumPy): no GPU"})
     elif dev.energy_mj() is None:
         out.append({"what": "energy", "why": dev.why_no_energy() or "NVML energy counter unavailable"})
-    if dev.is_gpu and spec.timing == "functions" and cfg.effective(spec.config, True).get("cuda_graph"):
+    if dev.is_gpu and spec.timing == "functions" and not spec.trace and cfg.effective(spec.config, True).get(
+            "cuda_graph"):
         out.append({"what": "GPU time per function", "why": "cuda_graph: the token is one graph "
                     "launch; events inside a replayed graph are overwritten each token"})
     return out
@@ -31,13 +32,15 @@ def run_meta(session: Any, spec: RunSpec, run_id: str) -> RunMeta:
         preset=spec.preset, model=session.preset.as_dict(), config=spec.config.base,
         config_label=spec.config.label, switches=dict(spec.config.switches),
         switches_in_effect=cfg.effective(spec.config, gpu), switches_without_effect=cfg.not_in_effect(spec.config, gpu),
-        seed=spec.seed, host_wait=spec.host_wait if gpu else "", prompt_tokens=spec.prompt_tokens,
+        seed=spec.seed, host_wait=spec.host_wait if gpu else "", trace=spec.trace, prompt_tokens=spec.prompt_tokens,
         tokens=spec.tokens, repeats=spec.repeats,
         warmup_tokens=spec.warmup_tokens, timing=spec.timing,
         clock="time.perf_counter_ns (CLOCK_MONOTONIC), ns",
         gc="Python's garbage collector disabled during each repeat (collected before it)",
         clock_alignment=("GPU events placed on the host clock through an anchor event recorded on an "
-                         "idle device at each repeat start; offset <= launch latency (a few us)")
+                         "idle device at each repeat start; offset <= launch latency (a few us)"
+                         + ("; CUPTI records shifted by (host - CUPTI) clock read at each repeat's end, "
+                            "bracketed to within about a microsecond" if spec.trace == "cupti" else ""))
         if gpu else "host only",
         not_measured=not_measured(session, spec),
     )

@@ -60,9 +60,19 @@ _NO_EXTRA = (-1, -1, "", "")
 class Recorder:
     """Collects host ranges and GPU event pairs for one run; emits schema rows per repeat."""
 
-    def __init__(self, device: Any, level: str, nvtx_domain: str = "perfreview") -> None:
+    def __init__(self, device: Any, level: str, nvtx_domain: str = "perfreview", trace: str = "") -> None:
         if level not in LEVELS:
             raise ValueError(f"unknown timing level {level!r} (use {' or '.join(LEVELS)})")
+        self.cupti = None
+        if trace == "cupti":
+            if not device.is_gpu:
+                raise ValueError("--trace cupti needs the CUDA backend (a GPU)")
+            from runner.cupti_trace import collector
+
+            self.cupti = collector()
+        self.stack: list[str] = []  # open spans, innermost last (the capture log names functions by it)
+        self.capture_log: list[tuple[str, str]] = []  # (function, kernel) per launch captured in a graph
+        self.clock_residual_ns = 0
         self.dev = device
         self.level = level
         self.gpu_functions = level == "functions" and device.is_gpu
@@ -79,6 +89,7 @@ class Recorder:
 
     # NVTX with cached attributes: the ranges must stay cheap.
     def _push(self, name: str) -> None:
+        self.stack.append(name)
         if self._domain is None:
             return
         attrs = self._attrs.get(name)
@@ -87,6 +98,7 @@ class Recorder:
         self._domain.push_range(attrs)
 
     def _pop(self) -> None:
+        self.stack.pop()
         if self._domain is not None:
             self._domain.pop_range()
 
@@ -113,6 +125,14 @@ class Recorder:
     def start_repeat(self) -> None:
         """Call with the device idle: reads the host clock and records the anchor event."""
         self.rows, self.pairs, self.marks, self._used = [], [], [], 0
+        if self.cupti is not None:
+            self.cupti.resume()
+            self.cupti.take()  # what ran before this repeat (other sides, warm-up) is not this repeat's
+        elif self.dev.is_gpu:
+            from runner.cupti_trace import active
+
+            if active() is not None:  # a traced side shares this process: no tracing cost here
+                active().pause()
         if self.dev.is_gpu:
             self._anchor_ns = _clock()
             self._anchor_event = self._record(self.dev.streams[0])
@@ -128,6 +148,11 @@ class Recorder:
         ]
         if not self.dev.is_gpu:
             return out
+        if self.cupti is not None:
+            from runner.cupti_trace import to_rows
+
+            offset, self.clock_residual_ns = self.cupti.clock_offset()
+            out += to_rows(self.cupti.take(), offset, repeat, out, self.capture_log, thread)
         dev, anchor, base = self.dev, self._anchor_event, self._anchor_ns
         dev_id = getattr(dev, "device_id", 0)
 

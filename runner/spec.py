@@ -27,6 +27,7 @@ class RunSpec:
     cpu: int | None = None  # pin the process to this CPU while measuring (less host jitter)
     order_seed: int = 0  # seeds the random order of the sides inside each round
     host_wait: str = "block"  # how the host waits at a synchronize: the driver's wait, or a spin
+    trace: str = ""  # "cupti": every kernel, copy, call and sync of each token, through CUPTI
 
     def cli_args(self, side: str, out: str) -> list[str]:
         """``perfreview run`` arguments that measure this spec with ``side`` (``config=NAME,switch=v``)
@@ -40,6 +41,8 @@ class RunSpec:
             args += ["--set", p]
         if self.host_wait != "block":  # only when asked: older revisions lack the flag
             args += ["--host-wait", self.host_wait]
+        if self.trace:
+            args += ["--trace", self.trace]
         return args  # --cpu: the child inherits the parent's affinity (older revisions lack the flag)
 
 
@@ -57,6 +60,8 @@ def check_spec(spec: RunSpec) -> Preset:
                          f"of preset {preset.name} ({preset.max_ctx})")
     if spec.cpu is not None and (not hasattr(os, "sched_setaffinity") or spec.cpu not in os.sched_getaffinity(0)):
         raise ValueError(f"--cpu {spec.cpu}: not a CPU this process may run on")
+    if spec.trace not in ("", "cupti"):
+        raise ValueError(f"unknown --trace {spec.trace!r} (use cupti)")
     if spec.timing not in TIMINGS:
         raise ValueError(f"unknown timing level {spec.timing!r} (use tokens or functions)")
     return preset

@@ -53,7 +53,14 @@ def per_token(events: pd.DataFrame, phase: str = "decode") -> pd.DataFrame:
     g = pd.DataFrame({
         "run": gpu["run"].astype(str), "repeat": gpu["repeat"], "token": gpu["token"],
         "name": gpu["name"].astype(str), "gpu_ns": gpu["end_ns"] - gpu["start_ns"],
-    }).groupby(keys)["gpu_ns"].agg(gpu_ns="sum", gpu_calls="size")
+        "is_range": (gpu["kind"] == Kind.GPU_RANGE.value).to_numpy(),
+    })
+    # A function's gpu_range rows (events, or its kernels attributed by CUPTI) are its GPU time; a name
+    # that is only traced work (a kernel) counts its own rows. A name that is both (a function named
+    # like its kernel) is not counted twice.
+    ranges = g[g["is_range"]].groupby(keys)["gpu_ns"].agg(gpu_ns="sum", gpu_calls="size")
+    work = g[~g["is_range"]].groupby(keys)["gpu_ns"].agg(gpu_ns="sum", gpu_calls="size")
+    g = ranges.combine_first(work)
     out = h.join(g, how="outer").reset_index()
     # Device-only names (kernels, copies from a trace): count their launches instead.
     out["calls"] = out["calls"].fillna(out["gpu_calls"]).fillna(0).astype(int)

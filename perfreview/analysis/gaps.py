@@ -15,7 +15,7 @@ import pandas as pd
 
 from perfreview.analysis.intervals import clipped_total, union
 from perfreview.analysis.tokens import token_table
-from perfreview.trace.schema import HOST_KINDS
+from perfreview.trace.schema import HOST_KINDS, TRACED_DEVICE_KINDS
 
 COPY_NAMES = ("memcpy_h2d", "memcpy_d2h")
 NOT_LAUNCH = ("token", "input_copy", "output_copy", "sync", *COPY_NAMES)
@@ -101,3 +101,18 @@ def counts_per_token(events: pd.DataFrame) -> pd.DataFrame:
         "syncs": is_sync(names), "copies": is_copy(names),
     }).groupby(["run", "repeat", "token"])[["syncs", "copies"]].sum()
     return per_tok.groupby("run").median().reset_index()
+
+
+def traced_gaps(events: pd.DataFrame) -> pd.DataFrame:
+    """GPU idle between decode tokens from traced GPU work (CUPTI, nsys, Kineto records): the first
+    kernel/copy of token n+1 minus the last one of token n, per boundary; empty without such rows."""
+    dev = events[events["kind"].isin(TRACED_DEVICE_KINDS) & (events["phase"] == "decode") & (events["token"] >= 0)]
+    if dev.empty:
+        return pd.DataFrame(columns=["run", "repeat", "token", "gap_ns"])
+    span = dev.groupby([dev["run"].astype(str), "repeat", "token"], observed=True).agg(
+        first=("start_ns", "min"), last=("end_ns", "max")).reset_index()
+    span = span.sort_values(["run", "repeat", "token"])
+    prev = span.groupby(["run", "repeat"])[["token", "last"]].shift(1)
+    ok = prev["token"].notna() & (span["token"] == prev["token"] + 1)
+    out = span[ok].assign(gap_ns=(span["first"] - prev["last"])[ok].clip(lower=0))
+    return out[["run", "repeat", "token", "gap_ns"]].reset_index(drop=True)

@@ -32,6 +32,7 @@ class GapSummary:
     other_us: float
     syncs: float  # synchronize calls per token
     copies: float  # copies per token
+    traced_gap_us: float = math.nan  # the same gap from traced GPU work (CUPTI/nsys/Kineto records)
 
 
 @dataclass
@@ -56,6 +57,7 @@ def throughput(runs: list[Run]) -> Throughput:
 def gap_summary(runs: list[Run]) -> GapSummary:
     g = pd.concat([samples.sync_gaps(r) for r in runs])
     counts = gaps.counts_per_token(pd.concat([r.events for r in runs]))
+    traced = gaps.traced_gaps(pd.concat([r.events for r in runs]))
 
     def med(col: str) -> float:
         return float(g[col].median() / 1e3) if len(g) else math.nan
@@ -66,6 +68,7 @@ def gap_summary(runs: list[Run]) -> GapSummary:
         other_us=med("other_ns"),
         syncs=float(counts["syncs"].median()) if len(counts) else math.nan,
         copies=float(counts["copies"].median()) if len(counts) else math.nan,
+        traced_gap_us=float(traced["gap_ns"].median() / 1e3) if len(traced) else math.nan,
     )
 
 

@@ -22,7 +22,7 @@ from perfreview.trace import figures
 from perfreview.trace.runs import Run
 
 # Fields that must agree between the two sides (unless --force); the first that differs is named.
-MATCH_FIELDS = ("preset", "tokens", "prompt_tokens", "timing", "device.name", "device.backend")
+MATCH_FIELDS = ("preset", "tokens", "prompt_tokens", "timing", "trace", "device.name", "device.backend")
 # The unit a comparison pairs or pools: rounds of one process, processes, whole runs, or blocks of
 # consecutive tokens of one imported trace (batch means: the only units a single trace has).
 ROUNDS, PROCESSES, RUNS, BLOCKS = "rounds", "processes", "runs", "blocks"

@@ -78,6 +78,7 @@ class RunMeta:
     interleaving: str = ""  # how the sides alternated ("rounds in a seeded random order", ...)
     graph_captures: int = 0
     host_wait: str = ""  # how the host waited for the GPU at each synchronize (block or spin)
+    trace: str = ""  # "cupti": kernels, copies, calls and syncs recorded through CUPTI
     injected: dict[str, Any] = field(default_factory=dict)  # a calibrated slowdown: pct, token_us, delay_us
     clock: str = ""
     clock_alignment: str = ""

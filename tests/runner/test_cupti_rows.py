@@ -1,0 +1,104 @@
+"""CUPTI records -> event rows (runner.cupti_trace.to_rows) on hand-built records with known answers:
+tokens and functions through correlation ids, graph replays through the capture log, copies' memory
+kinds, the clock offset; the traced gap; the one-line error without cupti-python."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from perfreview.analysis import functions, gaps
+from perfreview.cli import main
+from perfreview.trace import schema
+from runner.cupti_trace import FIELDS, to_rows
+
+OFFSET = 1_000_000  # host clock = CUPTI clock + 1 ms
+
+
+def host(token, name, start, end, depth=1, kind="range"):
+    return {"repeat": 0, "token": token, "phase": "decode", "source": "host", "kind": kind, "name": name,
+            "track": "host/main", "start_ns": start, "end_ns": end, "depth": depth}
+
+
+def rec(kind, name, start, end, corr, stream=7, nbytes=-1, copy_kind=0, src=0, dst=0, sync=0):
+    """A raw record in FIELDS order; times on the CUPTI clock."""
+    values = dict(kind=kind, name=name, start=start - OFFSET, end=end - OFFSET, correlation=corr, stream=stream,
+                  device=0, bytes=nbytes, copy_kind=copy_kind, src_kind=src, dst_kind=dst, graph_node=0,
+                  sync_type=sync)
+    return [values[f] for f in FIELDS]
+
+
+HOST = [host(0, "token", 0, 10_000, 0, "token"), host(0, "attention", 100, 900),
+        host(1, "token", 10_000, 20_000, 0, "token"), host(1, "graph_launch", 10_100, 10_300)]
+RAW = [
+    rec("DRIVER", "cuLaunchKernel", 200, 260, 1),  # eager: inside attention, token 0
+    rec("CONCURRENT_KERNEL", "attn_split", 300, 2_300, 1),
+    rec("RUNTIME", "cudaMemcpyAsync", 400, 420, 2),
+    rec("MEMCPY", "", 2_400, 2_450, 2, nbytes=16, copy_kind=1, src=1, dst=3),  # pageable -> device
+    rec("RUNTIME", "cudaGraphLaunch", 10_150, 10_250, 3),  # graph: token 1
+    rec("CONCURRENT_KERNEL", "rmsnorm", 10_400, 10_500, 3),
+    rec("CONCURRENT_KERNEL", "gemv_qkv", 10_500, 11_500, 3),
+    rec("CONCURRENT_KERNEL", "rmsnorm", 11_600, 11_700, 3),
+    rec("RUNTIME", "cudaStreamSynchronize", 11_000, 12_000, 4),
+    rec("SYNCHRONIZATION", "", 11_000, 12_000, 4, sync=3),
+]
+LOG = [("rmsnorm", "rmsnorm"), ("qkv", "gemv_qkv"), ("rmsnorm", "rmsnorm")]
+
+
+def rows():
+    return to_rows(RAW, OFFSET, 0, HOST, LOG)
+
+
+def test_calls_and_gpu_work_land_in_their_tokens_and_functions():
+    ev = pd.DataFrame(rows())
+    api = ev[ev["kind"] == "api"].set_index("name")
+    assert api.loc["cuLaunchKernel", "token"] == 0 and api.loc["cuLaunchKernel", "depth"] == 2  # inside attention
+    assert api.loc["cudaGraphLaunch", "token"] == 1 and api.loc["cuLaunchKernel", "start_ns"] == 200
+    kernels = ev[ev["kind"] == "kernel"]
+    assert list(kernels["token"]) == [0, 1, 1, 1]
+    assert set(kernels["track"]) == {"gpu0/stream7"}
+    fn = ev[ev["kind"] == "gpu_range"]
+    assert list(zip(fn["name"], fn["end_ns"] - fn["start_ns"])) == [
+        ("attention", 2_000), ("rmsnorm", 100), ("qkv", 1_000), ("rmsnorm", 100)]
+    copy = ev[ev["kind"] == "memcpy"].iloc[0]
+    assert (copy["copy_kind"], copy["mem_kind"], copy["bytes"], copy["token"]) == ("HtoD", "pageable->device", 16, 0)
+    sync = ev[ev["kind"] == "sync"].iloc[0]
+    assert sync["name"] == "stream sync" and sync["track"] == "gpu0/sync"
+
+
+def test_per_function_gpu_time_on_the_graph_path():
+    table = schema.from_records([*HOST, *rows()], "r")
+    pt = functions.per_token(table).set_index(["token", "name"])
+    assert pt.loc[(1, "rmsnorm"), "gpu_ns"] == 200 and pt.loc[(1, "qkv"), "gpu_ns"] == 1_000
+    assert pt.loc[(1, "gemv_qkv"), "gpu_ns"] == 1_000  # and per kernel name
+
+
+def test_traced_gap_between_tokens():
+    table = schema.from_records([*HOST, *rows()], "r")
+    g = gaps.traced_gaps(table)
+    assert list(g["gap_ns"]) == [10_400 - 2_450]  # last copy of token 0 -> first kernel of token 1
+
+
+def test_trace_cupti_without_a_gpu_is_one_line(tmp_path, capsys):
+    assert main(["run", "--device", "cpu", "--trace", "cupti", "--tokens", "2", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perfreview: error: ") and "cupti" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_cupti_python_says_what_to_install(monkeypatch):
+    import builtins
+
+    from runner import cupti_trace
+
+    real = builtins.__import__
+
+    def no_cupti(name, *a, **k):
+        if name == "cupti":
+            raise ImportError("No module named 'cupti'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupti)
+    with pytest.raises(cupti_trace.CuptiUnavailable, match=r"pip install -e '.\[cupti\]'"):
+        cupti_trace.Collector()
