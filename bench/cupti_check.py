@@ -116,7 +116,8 @@ def main() -> int:
             tar.add(f, arcname=f.name)
     dev = result["device"]
     print(f"\n{dev['name']} driver {dev.get('driver')} CUDA {dev['cuda_runtime']} commit {result['git'].get('commit')}")
-    print("| config | kernels/token | t/s | gap CUDA events (µs) | gap CUPTI (µs) | pageable copies/token | syncs/token |")
+    print("| config | kernels/token | t/s | gap CUDA events (µs) | gap CUPTI (µs) | pageable copies/token "
+          "| syncs/token |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in result["runs"].items():
         print(f"| {name} | {r['kernels_per_token']:.0f} | {r['tokens_per_s']:.1f} | {r['gap_cuda_event_us']:.1f} | "
