@@ -102,3 +102,43 @@ def test_missing_cupti_python_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cupti)
     with pytest.raises(cupti_trace.CuptiUnavailable, match=r"pip install -e '.\[cupti\]'"):
         cupti_trace.Collector()
+
+
+def real(which: str) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "cupti_h100.json").read_text())[which]
+
+
+def test_real_graph_replay_records_from_the_h100():
+    """Records saved from the 1b optimized config (one CUDA graph per token, Q/K/V on three streams):
+    every kernel of a decode token lands in that token, and through the capture log in the function
+    that launched it; the graph's 180 launches are the token's 180 kernels."""
+    fx = real("graph")
+    ev = pd.DataFrame(to_rows(fx["raw"], fx["offset_ns"], 0, fx["host_rows"], [tuple(x) for x in fx["capture_log"]]))
+    decode = ev[ev["phase"] == "decode"]
+    kernels = decode[decode["kind"] == "kernel"]
+    assert kernels.groupby("token").size().to_dict() == {2: 180, 3: 180} == {t: len(fx["capture_log"]) for t in (2, 3)}
+    launches = decode[(decode["kind"] == "api") & (decode["name"] == "cudaGraphLaunch")]
+    assert launches.groupby("token").size().to_dict() == {2: 1, 3: 1}
+    fns = decode[decode["kind"] == "gpu_range"]
+    assert len(fns) == len(kernels)  # every kernel attributed
+    expected = {"rmsnorm", "q_proj", "k_proj", "v_proj", "attention", "o_proj", "ffn", "lm_head", "sample"}
+    assert expected <= set(fns["name"])
+    assert kernels["track"].nunique() == 4  # the compute stream and the three Q/K/V streams
+    assert (ev["end_ns"] >= ev["start_ns"]).all() and fx["residual_ns"] < 1_000
+
+
+def test_real_eager_records_from_the_h100():
+    """The eager baseline (CuPy + cuBLAS): kernels take the function of the range their launch was
+    made in; pageable input copies keep their memory kinds."""
+    fx = real("eager")
+    ev = pd.DataFrame(to_rows(fx["raw"], fx["offset_ns"], 0, fx["host_rows"]))
+    kernels = ev[ev["kind"] == "kernel"]
+    fns = ev[ev["kind"] == "gpu_range"]
+    assert len(kernels) > 0 and len(fns) == len(kernels) and (kernels["token"] == 2).all()
+    copies = ev[ev["kind"] == "memcpy"]
+    assert len(copies) and set(copies["mem_kind"]) <= {"pageable->device", "device->pageable"}
+    api_names = set(ev.loc[ev["kind"] == "api", "name"])
+    assert "cudaMemcpyAsync" in api_names and "cudaStreamSynchronize" in api_names
