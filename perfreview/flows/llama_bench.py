@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from perfreview.compare.comparison import MismatchError
 from perfreview.compare.llama_bench import compare_tests
 from perfreview.flows.review import json_rows
 from perfreview.formats import llama_bench
@@ -16,6 +17,8 @@ def compare_files(a_file: Path, b_file: Path, out: Path | None, threshold: float
     """Returns the ``--json`` payload and the markdown (written to ``out`` when given)."""
     recs = [llama_bench.load(p) for p in (a_file, b_file)]
     pairs, unmatched = llama_bench.pair(*recs)
+    if not pairs:
+        raise MismatchError(f"{a_file}, {b_file}: no llama-bench test is in both files (same model and parameters)")
     result = compare_tests(pairs, unmatched=unmatched, threshold=threshold)
     sides = []
     for path, records in zip((a_file, b_file), recs):

@@ -10,6 +10,7 @@ compare-llama-bench self-joins on its key properties); parse by key, never by po
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,41 @@ def load(path: Path) -> list[dict[str, Any]]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise LlamaBenchError(f"{path}: not llama-bench JSON or JSONL ({exc.msg}, line {exc.lineno})") from None
-    if not records or not all(isinstance(r, dict) for r in records):
+    except RecursionError:
+        raise LlamaBenchError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise LlamaBenchError(f"{path}: no llama-bench records")
     for i, r in enumerate(records):
-        if not r.get("samples_ts"):
-            raise LlamaBenchError(f"{path}: record {i} has no samples_ts (write it with llama-bench -o json or jsonl)")
+        problem = _check(r)
+        if problem:
+            raise LlamaBenchError(f"{path}: record {i}: {problem}")
     return records
+
+
+MAX_SAMPLES = 1_000_000
+
+
+def _check(r: dict[str, Any]) -> str:
+    """What is wrong with one record, or "" (the fields this module reads, with their types)."""
+    samples = r.get("samples_ts")
+    if not samples:
+        return "no samples_ts (write it with llama-bench -o json or jsonl)"
+    if not isinstance(samples, list) or len(samples) > MAX_SAMPLES:
+        return f"samples_ts is not a list of at most {MAX_SAMPLES} numbers"
+    if not all(_number(x) and x > 0 for x in samples):
+        return "samples_ts holds a value that is not a positive finite number"
+    for k in ("n_prompt", "n_gen", "n_depth"):
+        if k in r and r[k] is not None and not (isinstance(r[k], int) and not isinstance(r[k], bool) and r[k] >= 0):
+            return f"{k} is not a whole number >= 0 ({str(r[k])[:30]!r})"
+    if "avg_ts" in r and not (_number(r["avg_ts"]) and r["avg_ts"] > 0):
+        return "avg_ts is not a positive finite number"
+    if "model_type" in r and not isinstance(r["model_type"], str):
+        return "model_type is not text"
+    return ""
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def test_name(r: dict[str, Any]) -> str:

@@ -56,6 +56,8 @@ def load(path: Path, token_marker: str | None = None, run: str | None = None) ->
                      _syncs(con, tables), _nvtx(con, tables, names)]
     except sqlite3.DatabaseError as exc:
         raise NsysError(f"{path}: not a readable SQLite file ({exc})") from None
+    except NsysError as exc:
+        raise NsysError(f"{path}: {exc}") from None
     frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
     if frame is None:
         raise NsysError(f"{path}: no events in the CUPTI or NVTX tables")
@@ -68,8 +70,28 @@ def load(path: Path, token_marker: str | None = None, run: str | None = None) ->
         raise NsysError(f"{path}: {exc}") from None
 
 
+# Columns read as numbers: text or blobs there (another nsys version, a damaged file) are named.
+NUMERIC = ("start", "end", "deviceId", "streamId", "correlationId", "bytes", "copyKind", "srcKind", "dstKind",
+           "globalTid", "syncType", "eventType")
+
+
 def _query(con: sqlite3.Connection, sql: str) -> pd.DataFrame:
-    return pd.read_sql_query(sql, con)
+    table = sql.rsplit("FROM", 1)[-1].split()[0]
+    try:
+        frame = pd.read_sql_query(sql, con)
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise NsysError(f"table {table}: {str(exc).split(': ')[-1]} (an export of another nsys version?)") from None
+    for col in NUMERIC:
+        if col in frame.columns:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() & frame[col].notna() | (col in ("start", "end")) & values.isna()
+            if bad.any():
+                raise NsysError(f"table {table}: column {col} holds a value that is not a number "
+                                f"({str(frame[col][bad].iloc[0])[:30]!r})")
+            frame[col] = values
+    if {"start", "end"} <= set(frame.columns) and (frame["end"] < frame["start"]).any():
+        raise NsysError(f"table {table}: a row ends before it starts")
+    return frame
 
 
 def _kernels(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd.DataFrame:
@@ -79,7 +101,7 @@ def _kernels(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -
                     "FROM CUPTI_ACTIVITY_KIND_KERNEL")
     name_id = k["demangledName"].fillna(k["shortName"])
     return pd.DataFrame({
-        "kind": "kernel", "source": "nsys", "name": name_id.map(names).fillna("kernel"),
+        "kind": "kernel", "source": "nsys", "name": name_id.map(names).astype(object).fillna("kernel").astype(str),
         "track": schema.stream_tracks(k["deviceId"], k["streamId"]),
         "stream": k["streamId"], "start_ns": k["start"], "end_ns": k["end"], "correlation": k["correlationId"],
     })
@@ -115,7 +137,7 @@ def _api(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> pd
     r = _query(con, "SELECT start, end, globalTid, correlationId, nameId FROM CUPTI_ACTIVITY_KIND_RUNTIME")
     return pd.DataFrame({
         "kind": "api", "source": "nsys",
-        "name": r["nameId"].map(names).fillna("api").str.replace(_SUFFIX, "", regex=True),
+        "name": r["nameId"].map(names).astype(object).fillna("api").astype(str).str.replace(_SUFFIX, "", regex=True),
         "track": _host_tracks(r["globalTid"]), "start_ns": r["start"], "end_ns": r["end"],
         "correlation": r["correlationId"], "depth": 1,
     })
@@ -140,7 +162,7 @@ def _nvtx(con: sqlite3.Connection, tables: set[str], names: dict[int, str]) -> p
         return pd.DataFrame()
     n = _query(con, f"SELECT start, end, text, textId, globalTid FROM NVTX_EVENTS "
                     f"WHERE eventType IN {NVTX_RANGES} AND end IS NOT NULL")
-    text = n["text"].fillna(n["textId"].map(names)).fillna("range")
+    text = n["text"].astype(object).fillna(n["textId"].map(names)).fillna("range").astype(str)
     out = pd.DataFrame({"kind": "range", "source": "nsys", "name": text, "track": _host_tracks(n["globalTid"]),
                         "start_ns": n["start"], "end_ns": n["end"]})
     out["depth"] = nesting_depths(out)

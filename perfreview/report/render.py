@@ -3,6 +3,7 @@ they need (escaping trace names, formatting numbers to the precision an interval
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import re
@@ -122,6 +123,12 @@ def design_text(design: Any) -> str:
             if design.look else "")
     return (f"{unit}; Δ = ±{design.threshold:.1%}; primary figure at α = {design.alpha_primary:g}{look}; "
             f"other figures one Benjamini-Hochberg family at α = {design.alpha_family:g}")
+
+
+def known(info: dict[str, Any]) -> dict[str, Any]:
+    """A free-form metadata group (device, host) for a template: a key it lacks reads "n/a" (an
+    imported or older run records fewer), where a missing template variable still fails loudly."""
+    return collections.defaultdict(lambda: "n/a", info)
 
 
 def commit(git: dict[str, Any]) -> str:

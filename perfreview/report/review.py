@@ -86,7 +86,8 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
               (stats.IMPROVED, stats.REGRESSED, stats.NO_CHANGE, stats.INCONCLUSIVE, stats.SHOWN)}
     waits_grew = any(r.verdict == stats.REGRESSED and gaps.is_sync_name(r.name) for r in significant)
     return render.render(
-        "review.md.j2", a=side_a, b=side_b, meta=meta, device=meta.device, heads=heads,
+        "review.md.j2", a=side_a, b=side_b, meta=meta, device=render.known(meta.device), host=render.known(meta.host),
+        heads=heads,
         findings=findings, significant=significant, rest=rest, counts=counts, design=cmp.design,
         n=cmp.n, notes=cmp.warnings, control=control.primary if control else None,
         control_decided=[r for r in control.rows if r.decided] if control else [],
@@ -104,7 +105,7 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
 
 def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
     return render.render(
-        "run.md.j2", meta=run.meta, device=run.meta.device, side=describe_side([run]),
+        "run.md.j2", meta=run.meta, device=render.known(run.meta.device), side=describe_side([run]),
         figures=summary.headline_spread(run), functions=summary.function_table(run).to_dict("records"),
         gaps=summary.gap_summary([run]), streams=summary.stream_summary([run]), plots=plots or {},
         not_measured=run.meta.not_measured,

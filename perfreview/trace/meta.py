@@ -127,6 +127,8 @@ class RunMeta:
             elif not _fits(value, _HINTS[f.name]):
                 raise MetaError(f"{where}: key {f.name!r} has a {type(value).__name__}, "
                                 f"expected {_type_name(_HINTS[f.name])}")
+            elif f.name in _REQUIRED_KEYS and not all(set(_REQUIRED_KEYS[f.name]) <= set(v) for v in value):
+                raise MetaError(f"{where}: every entry of {f.name!r} needs {', '.join(_REQUIRED_KEYS[f.name])}")
             kwargs[f.name] = value
         return cls(**kwargs)
 
@@ -148,6 +150,7 @@ def _repeats(value: Any, where: str) -> list[RepeatInfo]:
 
 
 _HINTS = typing.get_type_hints(RunMeta)
+_REQUIRED_KEYS = {"not_measured": ("what", "why")}  # list-of-object keys whose entries the reports read
 _REPEAT_HINTS = typing.get_type_hints(RepeatInfo)
 
 
@@ -166,7 +169,16 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, origin or hint)
+    if hint is Any:
+        return True
+    if not isinstance(value, origin or hint):
+        return False
+    args = typing.get_args(hint)
+    if origin is list and args:  # every element too: a report iterates them
+        return all(_fits(v, args[0]) for v in value)
+    if origin is dict and len(args) == 2:
+        return all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    return True
 
 
 def _type_name(hint: Any) -> str:
