@@ -38,15 +38,31 @@ def _colors(names: list[str]) -> dict[str, str]:
     return out
 
 
-def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tuple[int, int, int, list]:
-    """(repeat, t0_ns, t1_ns, gaps) for decode tokens [a, b] (relative to the first decode token),
-    or, with ``tokens`` None, zoomed on the boundary before the 5th decode token."""
+def typical_boundary(run: Run) -> tuple[int, int] | None:
+    """(repeat, token) of the boundary to show by default: in the repeat whose median gap is the
+    median over repeats, the boundary whose gap is nearest that median: the picture shows the same
+    gap the table reports, not an accident of one boundary."""
+    g = samples.sync_gaps(run)
+    if g.empty:
+        return None
+    per_rep = g.groupby("repeat")["gap_ns"].median().sort_values(kind="stable")
+    rep = int(per_rep.index[(len(per_rep) - 1) // 2])
+    mine = g[g["repeat"] == rep]
+    target = float(g["gap_ns"].median())
+    row = mine.iloc[int(np.argmin(np.abs(mine["gap_ns"].to_numpy() - target)))]
+    return rep, int(row["token"])
+
+
+def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tuple[int, int, int, list, str]:
+    """(repeat, t0_ns, t1_ns, gaps, why) for decode tokens [a, b] (relative to the first decode token),
+    or, with ``tokens`` None, zoomed on the typical boundary (:func:`typical_boundary`)."""
     toks = samples.token_table(run)
     dec = toks[toks["phase"] == "decode"]
     reps = sorted(dec["repeat"].unique())
     if not reps:
         raise ValueError(f"{run.path}: no decode tokens to draw")
-    rep = reps[len(reps) // 2] if repeat is None else repeat
+    typical = typical_boundary(run) if tokens is None else None
+    rep = repeat if repeat is not None else (typical[0] if typical else reps[len(reps) // 2])
     if rep not in reps:
         raise ValueError(f"{run.path}: no repeat {rep} (has {reps[0]}..{reps[-1]})")
     d = dec[dec["repeat"] == rep].sort_values("token").reset_index(drop=True)
@@ -55,14 +71,19 @@ def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tupl
     if tokens is None:
         if not gaps:  # no boundary with both windows known (tokens without GPU work): the first tokens
             lo, hi = int(d["host_start"][0]), int(d["host_end"][min(1, len(d) - 1)])
-            return rep, lo, hi, gaps
-        lo, hi = gaps[min(4, len(gaps) - 1)]
+            return rep, lo, hi, gaps, "first tokens (no token boundary with known compute windows)"
+        i = 4
+        why = "boundary before the 5th decode token"
+        if typical and typical[0] == rep:
+            i = int(np.flatnonzero(d["token"].to_numpy() == typical[1])[0]) - 1
+            why = "the boundary nearest the median gap, in the repeat with the median gap"
+        lo, hi = gaps[min(max(i, 0), len(gaps) - 1)]
         pad = max(hi - lo, 20_000)
-        return rep, lo - pad, hi + pad, gaps
+        return rep, lo - pad, hi + pad, gaps, why
     a, b = tokens
     if not (0 <= a <= b < len(d)):
         raise ValueError(f"{run.path}: tokens {a}:{b} outside the {len(d)} decode tokens")
-    return rep, int(d["host_start"][a]), int(max(d["host_end"][b], d["compute_end"][b])), gaps
+    return rep, int(d["host_start"][a]), int(max(d["host_end"][b], d["compute_end"][b])), gaps, f"tokens {a}:{b}"
 
 
 def _in_window(ev: pd.DataFrame, rep: int, t0: int, t1: int) -> pd.DataFrame:
@@ -110,16 +131,16 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
              size: tuple[float, float] | None = None, dpi: int = 110) -> Path:
     """One panel per run, stacked, on the same time scale (µs from each panel's window start)."""
     wins = [window(r, tokens, repeat) for r in runs]
-    span_us = max((t1 - t0) / 1e3 for _, t0, t1, _ in wins)
+    span_us = max((t1 - t0) / 1e3 for _, t0, t1, _, _ in wins)
     names = [str(n) for r in runs for n in r.events["name"].unique()]
     colors = _colors(names)
     rows = [len(_tracks(_in_window(r.events, *w[:3]))) for r, w in zip(runs, wins)]
     figsize = size or (12.0, 1.2 + sum(0.45 * n + 0.6 for n in rows))
     fig, axes = plt.subplots(len(runs), 1, figsize=figsize, sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [max(n, 1) for n in rows]})
-    for ax, run, (rep, t0, t1, token_gaps) in zip(axes[:, 0], runs, wins):
+    for ax, run, (rep, t0, t1, token_gaps, why) in zip(axes[:, 0], runs, wins):
         m = run.meta
-        title = short(f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}", 140)
+        title = short(f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}: {why}", 160)
         draw(ax, run, rep, t0, t1, token_gaps, span_us, colors, title)
     axes[-1, 0].set_xlabel("time (µs)")
     drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
