@@ -23,8 +23,9 @@ CATEGORIES = ("blocked_sync", "copies", "launch", "other")
 
 
 def is_sync(names: pd.Series) -> np.ndarray:
-    """Our ``sync`` ranges, or cudaStreamSynchronize / cuCtxSynchronize ... calls."""
-    return ((names == "sync") | names.str.contains("Synchronize", regex=False)).to_numpy()
+    """Our ``sync`` ranges, cudaStreamSynchronize / cuCtxSynchronize ... calls, and tracers' sync
+    records ("Stream Sync", "stream sync")."""
+    return names.str.contains(r"Synchronize|(?i:\bsync\b)", regex=True).to_numpy()
 
 
 def is_sync_name(name: str) -> bool:

@@ -73,7 +73,9 @@ def gap_summary(runs: list[Run]) -> GapSummary:
 
 
 def stream_summary(runs: list[Run]) -> StreamSummary:
-    conc = streams.concurrency(pd.concat([r.events for r in runs]))
+    events = pd.concat([r.events for r in runs])
+    phase = "decode" if (events["phase"] == "decode").any() else ""  # a trace not cut into tokens: all of it
+    conc = streams.concurrency(events, phase)
     if conc.empty:
         return StreamSummary(0, math.nan, math.nan)
     return StreamSummary(int(conc["streams"].max()), float(conc["overlap_share"].median()),

@@ -130,6 +130,8 @@ def _row(e: dict, i: int, path: Path, origin: int, tracks: dict[tuple, str]) -> 
         track = tracks.get((pid, tid), f"pid{pid}/tid{tid}")
     elif kind in ON_STREAM:
         track = schema.stream_track(_int(args.get("device"), _int(e.get("pid"), 0)), stream)
+    elif kind == Kind.SYNC:  # Kineto's cuda_sync records sit on the device, not a host thread
+        track = schema.sync_track(_int(args.get("device"), _int(e.get("pid"), 0)))
     else:
         track = schema.host_track(f"{pid}.{tid}")
     copy_kind, mem_kind = str(args.get("copy_kind", "")), str(args.get("mem_kind", ""))

@@ -20,6 +20,7 @@ from perfreview.trace.runs import Run  # noqa: E402
 SPECIAL_COLORS = {"sync": "#d62728", "memcpy_h2d": "#2ca02c", "memcpy_d2h": "#98df8a",
                   "input_copy": "#c7e9c0", "output_copy": "#c7e9c0", "inject_delay": "#8c564b"}
 FRAME = "#e8e8e8"
+UNCUT_SPAN_NS = 5_000_000  # what a trace without tokens shows: its first 5 ms
 
 
 # tab20 without its greens, reds and greys: those mean copies, syncs and idle here.
@@ -59,8 +60,13 @@ def window(run: Run, tokens: tuple[int, int] | None, repeat: int | None) -> tupl
     toks = samples.token_table(run)
     dec = toks[toks["phase"] == "decode"]
     reps = sorted(dec["repeat"].unique())
-    if not reps:
-        raise ValueError(f"{run.path}: no decode tokens to draw")
+    if not reps:  # a trace imported without a token marker: its first milliseconds
+        if run.events.empty:
+            raise ValueError(f"{run.path}: no events to draw")
+        rep = int(run.events["repeat"].mode().iloc[0])
+        t0 = int(run.events["start_ns"].min())
+        t1 = min(int(run.events["end_ns"].max()), t0 + UNCUT_SPAN_NS)
+        return rep, t0, t1, [], f"the first {(t1 - t0) / 1e3:.0f} µs (no tokens: import with --token-marker)"
     typical = typical_boundary(run) if tokens is None else None
     rep = repeat if repeat is not None else (typical[0] if typical else reps[len(reps) // 2])
     if rep not in reps:
@@ -146,8 +152,8 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
     drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
     used = sorted(drawn - {"token"})
     handles = [Patch(color=colors.get(n, "#7f7f7f"), label=short(n)) for n in used]
-    gap_label = "gap between tokens' compute"
-    handles.append(Patch(color="#ffdd57", alpha=0.35, label=gap_label))
+    if any(w[3] for w in wins):  # token boundaries drawn: say what the shading is
+        handles.append(Patch(color="#ffdd57", alpha=0.35, label="gap between tokens' compute"))
     ncol = min(6, len(handles))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.03 + 0.025 * (1 + (len(handles) - 1) // ncol), 1, 1))

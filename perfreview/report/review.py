@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from perfreview.analysis import gaps, summary
+from perfreview.analysis import gaps, summary, traced
 from perfreview.compare import stats
 from perfreview.compare.comparison import Comparison
 from perfreview.report import render
@@ -108,7 +108,9 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
         "run.md.j2", meta=run.meta, device=render.known(run.meta.device), side=describe_side([run]),
         figures=summary.headline_spread(run), functions=summary.function_table(run).to_dict("records"),
         gaps=summary.gap_summary([run]), streams=summary.stream_summary([run]), plots=plots or {},
-        not_measured=run.meta.not_measured,
+        not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events).head(15).to_dict("records"),
+        copies=traced.copy_summary(run.events).to_dict("records"),
+        idle=traced.stream_idle(run.events).to_dict("records"), findings=traced.findings(run.events),
     )
 
 

@@ -107,3 +107,33 @@ def test_interval_union_and_clipping():
     assert list(s) == [0, 20] and list(e) == [12, 30]
     assert intervals.total(np.array([0, 5]), np.array([10, 8])) == 10
     assert intervals.clipped_total(np.array([0, 20]), np.array([12, 30]), 10, 25) == 2 + 5
+
+
+def test_traced_summaries_and_findings():
+    from perfreview.analysis import traced
+
+    ev = table([
+        host(0, "token", 0, 1_000_000, 0, "token"),
+        dict(kind="api", name="cudaLaunchKernel", start_ns=10, end_ns=20, depth=1, token=0, repeat=0, phase="decode",
+             track=HOST, source="cupti", correlation=1),
+        dict(kind="api", name="cudaStreamSynchronize", start_ns=30, end_ns=900, depth=1, token=0, repeat=0,
+             phase="decode", track=HOST, source="cupti", correlation=2),
+        dict(kind="api", name="cudaLaunchKernel", start_ns=100_000, end_ns=100_010, depth=1, token=0, repeat=0,
+             phase="decode", track=HOST, source="cupti", correlation=3),
+        gpu(0, "k", 100, 200, stream=7, kind="kernel") | {"correlation": 1},
+        gpu(0, "k", 210, 410, stream=7, kind="kernel"),
+        gpu(0, "big", 100_020, 100_520, stream=7, kind="kernel") | {"correlation": 3},
+        gpu(0, "memcpy HtoD", 500, 550, stream=7, kind="memcpy") | {"bytes": 64, "copy_kind": "HtoD",
+                                                                     "mem_kind": "pageable->device"},
+    ])
+    ks = traced.kernel_summary(ev).set_index("name")
+    assert ks.loc["big", "total_ns"] == 500 and ks.loc["k", "count"] == 2 and ks.loc["k", "median_ns"] == 150
+    assert ks["share"].sum() == pytest.approx(1.0)
+    cs = traced.copy_summary(ev).iloc[0]
+    assert (cs["copy_kind"], cs["mem_kind"], cs["count"], cs["bytes"]) == ("HtoD", "pageable->device", 1, 64)
+    idle = traced.stream_idle(ev).iloc[0]
+    # gaps on stream 7: 200->210 (10 ns, kernel wait), 410->500 (90 ns, kernel wait), 550->100020 (launched at
+    # 100010, after the stream went idle: host wait)
+    assert idle["host_wait_ns"] == 100_020 - 550 and idle["kernel_wait_ns"] == 10 + 90 and idle["other_ns"] == 0
+    rules = {f.rule: f for f in traced.findings(ev)}
+    assert rules["async copies from pageable memory"].count == 1 and rules["synchronize calls"].per_token == 1

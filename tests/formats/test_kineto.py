@@ -123,3 +123,16 @@ def test_gzip_bomb_is_refused(tmp_path):
         fh.write(b" " * (2 << 20))
     with pytest.raises(chrome_trace.TraceError, match="decompresses to more than"):
         chrome_trace.read_json(path, max_bytes=1 << 20)
+
+
+def test_a_trace_without_a_marker_still_gets_its_kernel_level_report(tmp_path, capsys):
+    path = write_gz(tmp_path / "uncut.json.gz", kineto_trace())
+    assert main(["import", "kineto", str(path), "--out", str(tmp_path / "runs")]) == 0
+    md = tmp_path / "r.md"
+    assert main(["report", str(tmp_path / "runs" / "uncut"), "--out", str(md)]) == 0
+    text = md.read_text()
+    assert "not cut into tokens" in text and "--token-marker" in text
+    assert "### Kernels" in text and "### Copies" in text and "### Stream idle time" in text
+    assert "async copies from pageable memory" in text and "Streams with work: 2" in text
+    assert "### Headline figures" not in text  # nothing per token to show
+    assert (tmp_path / "r_timeline.png").stat().st_size > 1000

@@ -1,0 +1,90 @@
+"""What a trace of GPU work (CUPTI, nsys, Kineto records) supports on its own, with or without
+tokens: the kernel summary (as ``nsys stats`` cuda_gpu_kern_sum), copies by direction and memory
+kind, the idle time of each stream (split as HTA's idle-time breakdown does), and the findings of
+nsys' expert rules that matter between tokens (pageable async copies, synchronize calls)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perfreview.analysis.gaps import is_sync
+from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind
+
+KERNEL_WAIT_NS = 30_000  # HTA's consecutive_kernel_delay, effectively 30 µs (see the HTA reference)
+
+
+def kernel_summary(events: pd.DataFrame) -> pd.DataFrame:
+    """Per kernel name: count, total, mean, median, min, max, stddev (ns) and share of kernel time,
+    largest total first (cuda_gpu_kern_sum's columns)."""
+    k = events[events["kind"] == Kind.KERNEL.value]
+    if k.empty:
+        return pd.DataFrame(columns=["name", "count", "total_ns", "mean_ns", "median_ns", "min_ns", "max_ns",
+                                     "std_ns", "share"])
+    d = (k["end_ns"] - k["start_ns"]).groupby(k["name"].astype(str))
+    out = pd.DataFrame({"count": d.size(), "total_ns": d.sum(), "mean_ns": d.mean(), "median_ns": d.median(),
+                        "min_ns": d.min(), "max_ns": d.max(), "std_ns": d.std().fillna(0.0)})
+    out["share"] = out["total_ns"] / out["total_ns"].sum()
+    return out.sort_values("total_ns", ascending=False).reset_index(names="name")
+
+
+def copy_summary(events: pd.DataFrame) -> pd.DataFrame:
+    """Per direction and memory kinds: count, bytes and time of the copies."""
+    c = events[events["kind"] == Kind.MEMCPY.value]
+    if c.empty:
+        return pd.DataFrame(columns=["copy_kind", "mem_kind", "count", "bytes", "total_ns"])
+    g = c.assign(dur=c["end_ns"] - c["start_ns"], copy_kind=c["copy_kind"].astype(str),
+                 mem_kind=c["mem_kind"].astype(str)).groupby(["copy_kind", "mem_kind"])
+    out = pd.DataFrame({"count": g.size(), "bytes": g["bytes"].apply(lambda b: int(b[b > 0].sum())),
+                        "total_ns": g["dur"].sum()})
+    return out.sort_values("total_ns", ascending=False).reset_index()
+
+
+def stream_idle(events: pd.DataFrame) -> pd.DataFrame:
+    """Per stream: busy and idle time between its first and last work, the idle split as HTA does:
+    host_wait (the next work's launch came after the stream went idle), kernel_wait (a gap under
+    30 µs), other."""
+    work = events[events["kind"].isin(TRACED_DEVICE_KINDS)].sort_values("start_ns")
+    if work.empty:
+        return pd.DataFrame(columns=["stream", "busy_ns", "idle_ns", "host_wait_ns", "kernel_wait_ns", "other_ns"])
+    launch_end = dict(zip(events.loc[events["kind"] == Kind.API.value, "correlation"],
+                          events.loc[events["kind"] == Kind.API.value, "end_ns"]))
+    rows = []
+    for stream, w in work.groupby("stream"):
+        s, e = w["start_ns"].to_numpy(), np.maximum.accumulate(w["end_ns"].to_numpy())
+        gaps = np.clip(s[1:] - e[:-1], 0, None)
+        launched = w["correlation"].map(launch_end).to_numpy(dtype=float)[1:]
+        host = np.isfinite(launched) & (launched > e[:-1])
+        small = ~host & (gaps < KERNEL_WAIT_NS)
+        busy = int((w["end_ns"] - w["start_ns"]).sum())
+        rows.append({"stream": int(stream), "busy_ns": busy, "idle_ns": int(gaps.sum()),
+                     "host_wait_ns": int(gaps[host].sum()), "kernel_wait_ns": int(gaps[small].sum()),
+                     "other_ns": int(gaps[~host & ~small].sum())})
+    return pd.DataFrame(rows).sort_values("busy_ns", ascending=False).reset_index(drop=True)
+
+
+@dataclass
+class Finding:
+    rule: str  # after nsys' expert rules
+    count: int
+    per_token: float | None
+    advice: str
+
+
+def findings(events: pd.DataFrame) -> list[Finding]:
+    """Pageable async copies (cuda_memcpy_async) and synchronize calls (cuda_api_sync)."""
+    out = []
+    tokens = int((events["kind"] == Kind.TOKEN.value).sum()) or None
+    copies = events[events["kind"] == Kind.MEMCPY.value]
+    pageable = int(copies["mem_kind"].astype(str).str.contains("pageable").sum())
+    if pageable:
+        out.append(Finding("async copies from pageable memory", pageable, pageable / tokens if tokens else None,
+                           "the driver stages them synchronously: copy from pinned buffers (PR 17795's change)"))
+    api = events[events["kind"] == Kind.API.value]
+    syncs = int(is_sync(api["name"].astype(str)).sum())
+    if syncs:
+        out.append(Finding("synchronize calls", syncs, syncs / tokens if tokens else None,
+                           "each one makes the host wait for the GPU: one per token is enough"))
+    return out
