@@ -128,6 +128,13 @@ class _Side:
     repeats: list[RepeatInfo]
     generated: list[int] | None = None
     injected: dict[str, float] | None = None
+    twin_of: "_Side | None" = None  # an untraced copy of a traced side: measures what tracing costs
+
+
+def decode_span_ns(rows: list[dict]) -> int | None:
+    """First decode token's start to the last one's end, from the recorder's host token rows."""
+    spans = [(r["start_ns"], r["end_ns"]) for r in rows if r["kind"] == "token" and r["phase"] == "decode"]
+    return max(e for _, e in spans) - min(s for s, _ in spans) if spans else None
 
 
 class Interleaved:
@@ -143,15 +150,19 @@ class Interleaved:
         self._orders = np.random.default_rng(spec.order_seed)
         with pinned(spec.cpu):
             self.sides = [self._side(config) for config in configs]
+            # --trace cupti: each config also runs untraced in every round, so the run can say what
+            # tracing cost it (an interleaved pair, not two separate runs)
+            self.sides += [self._side(s.spec.config, trace="", twin_of=s) for s in list(self.sides) if spec.trace]
 
-    def _side(self, config: cfg.Config) -> _Side:
+    def _side(self, config: cfg.Config, trace: str | None = None, twin_of: _Side | None = None) -> _Side:
         spec = self.spec
-        pipe, rec = self.session.pipeline(config, spec.timing, spec.trace)
+        pipe, rec = self.session.pipeline(config, spec.timing, spec.trace if trace is None else trace)
         injected = self._calibrate(config, pipe)
         # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
         generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)
         side_spec = RunSpec(**{**spec.__dict__, "config": config})
-        return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [], injected=injected)
+        return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [], injected=injected,
+                     twin_of=twin_of)
 
     def _calibrate(self, config: cfg.Config, pipe: Pipeline) -> dict[str, float]:
         """``inject_slowdown_pct``: time this config's token without the delay (a twin pipeline,
@@ -179,22 +190,25 @@ class Interleaved:
                 for position, i in enumerate(order):
                     side = self.sides[int(i)]
                     rows, info, generated = run_repeat(self.session, side.pipe, side.rec, side.spec, r, self.prompt)
-                    info.round, info.order = r, position
-                    side.rows.extend(rows)
+                    info.round, info.order, info.decode_ns = r, position, decode_span_ns(rows)
+                    if side.twin_of is None:
+                        side.rows.extend(rows)
                     side.repeats.append(info)
                     if side.generated is None:
                         side.generated = generated
+                for twin in (s for s in self.sides if s.twin_of is not None):
+                    twin.twin_of.repeats[-1].untraced_decode_ns = twin.repeats[-1].decode_ns
                 self.rounds += 1
 
     def results(self) -> list[RunResult]:
         """One run per config with every round so far (rows are shared, not copied)."""
         out = []
-        for side in self.sides:
+        for side in (s for s in self.sides if s.twin_of is None):
             meta = run_meta(self.session, replace(side.spec, repeats=self.rounds), side.run_id)
             meta.per_repeat = list(side.repeats)
             meta.prompt = self.prompt
             meta.generated = side.generated or []
-            meta.interleaved_with = [s.run_id for s in self.sides if s is not side]
+            meta.interleaved_with = [s.run_id for s in self.sides if s is not side and s.twin_of is None]
             meta.interleaving = (f"rounds: every config once per round, in a random order (seed {self.spec.order_seed})"
                                  if len(self.sides) > 1 else "")
             meta.graph_captures = side.pipe.captures

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from perfreview.analysis import gaps, summary, traced
-from perfreview.compare import stats
+from perfreview.compare import overhead, stats
 from perfreview.compare.comparison import Comparison
 from perfreview.report import render
 from perfreview.trace.runs import Run
@@ -111,6 +111,7 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
         not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events).head(15).to_dict("records"),
         copies=traced.copy_summary(run.events).to_dict("records"),
         idle=traced.stream_idle(run.events).to_dict("records"), findings=traced.findings(run.events),
+        overhead=overhead.tracing(run),
     )
 
 

@@ -45,6 +45,8 @@ class RepeatInfo:
     temperature_c: float | None = None
     round: int | None = None  # the round of interleaved sides this repeat ran in
     order: int | None = None  # its position inside the round (0 = first)
+    decode_ns: int | None = None  # first decode token's start to the last one's end (host clock)
+    untraced_decode_ns: int | None = None  # --trace cupti: the same config untraced, in the same round
 
 
 @dataclass

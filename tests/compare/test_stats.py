@@ -114,3 +114,28 @@ def test_sequential_stopping():
 def test_benjamini_hochberg():
     q = stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.5])
     assert q == pytest.approx([0.04, 0.053333, 0.053333, 0.5], rel=1e-4)
+
+
+def test_tracing_overhead_from_the_untraced_twin(tmp_path):
+    from perfreview.compare import overhead
+    from perfreview.trace import runs, schema
+    from perfreview.trace.meta import RepeatInfo, RunMeta
+
+    rng = np.random.default_rng(0)
+    reps = []
+    for r in range(20):
+        base = 1_000_000 * rng.lognormal(0, 0.01)
+        reps.append(RepeatInfo(r, decode_ns=int(base * 1.15), untraced_decode_ns=int(base)))  # tracing: +15% time
+    ev = schema.from_records([{"kind": "range", "name": "x", "track": "host/main", "source": "host", "start_ns": 0,
+                               "end_ns": 1}], "r")
+    run = runs.read_run(runs.write_run(tmp_path, ev, RunMeta(run="r", trace="cupti", per_repeat=reps)))
+    est = overhead.tracing(run)
+    assert est.ratio == pytest.approx(1 / 1.15, rel=1e-3) and est.ci_high < 1 and est.n == 20
+    assert overhead.tracing(runs.read_run(runs.write_run(tmp_path, ev, RunMeta(run="plain")))) is None
+
+
+def test_runs_record_their_decode_span(cpu_runs):
+    from perfreview.trace import runs
+
+    meta = runs.read_meta(cpu_runs["baseline"])
+    assert all(r.decode_ns and r.decode_ns > 0 and r.untraced_decode_ns is None for r in meta.per_repeat)
