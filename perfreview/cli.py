@@ -49,7 +49,7 @@ def _run_options(p: argparse.ArgumentParser, repeats: int | None, out_flag: bool
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--warmup-tokens", type=int, default=8)
     if out_flag:
-        p.add_argument("--out", type=Path, default=Path("runs"), help="folder of runs and the results store")
+        _runs_dir_option(p)
     p.add_argument("--build", default="", help="a label for this build (stored; 'compare --a build=...')")
     p.add_argument("--cpu", type=int, help="pin the process to this CPU while measuring (less host jitter)")
     p.add_argument("--trace", default="", choices=["", "cupti"],
@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         key, value = item.split("=", 1)
         overrides[key.strip()] = value.strip()
     config = cfg.resolve(args.config, overrides)
-    stored = measure.measure(_spec(args, config), [config], args.out)
+    progress = console.Progress("repeat", args.quiet or args.json)
+    stored = measure.measure(_spec(args, config), [config], args.out, progress=progress)
     _emit(args, measure.summary(stored[0]), console.stored_runs(stored))
     return 0
 
@@ -344,6 +345,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_dir_option(p: argparse.ArgumentParser) -> None:
+    """``--runs-dir``: the folder of runs and the results store, in every command that has one
+    (``--out`` still works here for commands that write no other file)."""
+    p.add_argument("--runs-dir", "--out", dest="out", type=Path, default=Path("runs"),
+                   help="folder of runs and the results store (default runs)")
+
+
 def _threshold_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, metavar="PCT",
                    help="the smallest change that matters, in percent (default 0.5): 'no change' means an interval "
@@ -375,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="baseline", help="baseline or optimized (default baseline)")
     p.add_argument("--set", action="append", default=[], metavar="SWITCH=VALUE",
                    help="override a switch, e.g. --set async_copies=on (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("check", help="every config against the float64 reference and each other")
@@ -396,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list stored runs")
     p.add_argument("filter", nargs="*", help="KEY=VALUE filters: build, commit, config, preset, device...")
-    p.add_argument("--out", type=Path, default=Path("runs"))
+    _runs_dir_option(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("compare", help="compare two runs (or two groups from the store) and write the review")
@@ -435,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, help="cut the tokens into N blocks used as repeats (batch means), "
                    "so two imported traces can be compared")
     p.add_argument("--name", help="run id (default: the file's name)")
-    p.add_argument("--out", type=Path, default=Path("runs"))
+    _runs_dir_option(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("report", help="markdown report of one run")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -110,11 +111,12 @@ def run_repeat(session: Session, pipe: Pipeline, rec: Recorder, spec: RunSpec, r
     return rows, info, generated
 
 
-def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | None = None) -> list[RunResult]:
+def run_configs(spec: RunSpec, configs: list[cfg.Config], session: Session | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[RunResult]:
     """Run each config ``spec.repeats`` times in rounds (every config once per round, in a seeded
     random order), so drift of the machine hits every config alike. One config gives a plain run."""
     rounds = Interleaved(spec, configs, session)
-    rounds.run(spec.repeats)
+    rounds.run(spec.repeats, progress)
     return rounds.results()
 
 
@@ -181,10 +183,11 @@ class Interleaved:
         pipe.set_delay_ns(delay_ns + pipe.delay_ns)
         return {"slowdown_pct": pct, "token_us": token_ns / 1e3, "delay_us": delay_ns / 1e3}
 
-    def run(self, rounds: int) -> None:
-        """``rounds`` more rounds, each side once per round in a seeded random order."""
+    def run(self, rounds: int, progress: Callable[[int, int], None] | None = None) -> None:
+        """``rounds`` more rounds, each side once per round in a seeded random order; ``progress``
+        is told (rounds done, rounds asked) after each."""
         with pinned(self.spec.cpu):
-            for _ in range(rounds):
+            for done in range(rounds):
                 r = self.rounds
                 order = self._orders.permutation(len(self.sides)) if len(self.sides) > 1 else [0]
                 for position, i in enumerate(order):
@@ -199,6 +202,8 @@ class Interleaved:
                 for twin in (s for s in self.sides if s.twin_of is not None):
                     twin.twin_of.repeats[-1].untraced_decode_ns = twin.repeats[-1].decode_ns
                 self.rounds += 1
+                if progress:
+                    progress(done + 1, rounds)
 
     def results(self) -> list[RunResult]:
         """One run per config with every round so far (rows are shared, not copied)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,13 +34,14 @@ def save(out: Path, events: Any, meta: RunMeta) -> Stored:
     return Stored(path, meta, heads)
 
 
-def measure(spec: RunSpec, configs: list[cfg.Config], out: Path, session: Session | None = None) -> list[Stored]:
+def measure(spec: RunSpec, configs: list[cfg.Config], out: Path, session: Session | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[Stored]:
     """Run ``configs`` (in rounds when several) and store each as a run under ``out``."""
     check_spec(spec)
     session = session or Session(spec.preset, spec.device, spec.seed, spec.host_wait)  # a missing device fails here
     runs.check_writable(out)  # before minutes of work, not after
     return [save(out, schema.from_records(result.rows, result.run_id), result.meta)
-            for result in run_configs(spec, configs, session)]
+            for result in run_configs(spec, configs, session, progress)]
 
 
 def summary(s: Stored) -> dict[str, Any]:

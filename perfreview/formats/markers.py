@@ -34,6 +34,8 @@ def cut_tokens(frame: pd.DataFrame, marker: str, path: Path, source: str = "nsys
     ``frame`` has the schema's columns but not yet its dtypes (``schema.from_records`` follows)."""
     host = frame[frame["kind"].isin(HOST_KINDS)]  # host-side rows, whatever the trace names its tracks
     marks = host[host["name"] == marker].sort_values("start_ns")
+    if marks.empty:  # the marker may be a GPU annotation only (a range the profiler put on a stream)
+        marks = frame[(frame["kind"] == Kind.GPU_ANNOTATION.value) & (frame["name"] == marker)].sort_values("start_ns")
     if len(marks) < 2:
         raise TokenError(f"{path}: token marker {marker!r} occurs {len(marks)} time(s); need one per token")
     starts = marks["start_ns"].to_numpy()

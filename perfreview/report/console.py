@@ -110,3 +110,20 @@ def store_report(r: Any) -> str:
              f"unreadable run folders: {len(r.unreadable)}"]
     lines += [f"  {name}" for name in r.unreadable]
     return "\n".join(lines)
+
+
+class Progress:
+    """``repeat 3/10 (2.1 s)`` lines on stderr, only once a command has run for a second (quick
+    ones stay quiet), never under --json or --quiet."""
+
+    def __init__(self, what: str, quiet: bool) -> None:
+        import time
+
+        self.what, self.quiet, self.t0, self.clock = what, quiet, time.monotonic(), time.monotonic
+
+    def __call__(self, done: int, total: int) -> None:
+        import sys
+
+        elapsed = self.clock() - self.t0
+        if not self.quiet and elapsed >= 1.0:
+            print(f"{self.what} {done}/{total} ({elapsed:.1f} s)", file=sys.stderr, flush=True)

@@ -109,3 +109,26 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("perfreview ")
+
+
+def test_progress_lines_only_after_a_second_and_never_when_quiet(capsys):
+    from perfreview.report.console import Progress
+
+    now = [0.0]
+    p = Progress("repeat", quiet=False)
+    p.t0, p.clock = 0.0, lambda: now[0]
+    p(1, 10)
+    now[0] = 1.5
+    p(2, 10)
+    q = Progress("repeat", quiet=True)
+    q.t0, q.clock = 0.0, lambda: 5.0
+    q(3, 10)
+    assert capsys.readouterr().err.splitlines() == ["repeat 2/10 (1.5 s)"]
+
+
+def test_runs_dir_is_the_runs_folder_everywhere(tmp_path, capsys):
+    assert main(["run", "--device", "cpu", "--tokens", "2", "--repeats", "1", "--prompt-tokens", "2",
+                 "--runs-dir", str(tmp_path), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["list", "--runs-dir", str(tmp_path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1

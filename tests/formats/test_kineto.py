@@ -136,3 +136,14 @@ def test_a_trace_without_a_marker_still_gets_its_kernel_level_report(tmp_path, c
     assert "async copies from pageable memory" in text and "Streams with work: 2" in text
     assert "### Headline figures" not in text  # nothing per token to show
     assert (tmp_path / "r_timeline.png").stat().st_size > 1000
+
+
+def test_a_gpu_annotation_can_be_the_token_marker(tmp_path, capsys):
+    doc = kineto_trace()
+    for e in doc["traceEvents"]:  # only the GPU mirror carries the name
+        if e.get("cat") == "user_annotation":
+            e["name"] = "step"
+    path = write_gz(tmp_path / "annot.json.gz", doc)
+    assert main(["import", "kineto", str(path), "--token-marker", "token", "--out", str(tmp_path / "runs"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == 6
