@@ -17,6 +17,8 @@ import numpy as np
 SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
 CHUNK = 256  # attention positions per split (decode.cu's CHUNK)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
+ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
+ARGMAX_THREADS = 256
 
 
 class OwnForward:
@@ -37,7 +39,7 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
-                 "attn_split", "attn_combine", "argmax", "spin_ns")
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         f16, f32 = cp.float16, cp.float32
         self.splits = -(-p.max_ctx // CHUNK)
@@ -52,6 +54,8 @@ class OwnForward:
         self.part_o = cp.zeros(p.n_heads * self.splits * p.head_dim, f32)
         self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
         self.next_id = cp.zeros(1, cp.int64)
+        self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
+        self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
         self.attn_smem = 4 * (p.head_dim + CHUNK + 2 * (CHUNK // 32) + CHUNK)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
@@ -115,7 +119,11 @@ class OwnForward:
         self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
 
     def sample(self) -> None:
-        self.k["argmax"]((1,), (1024,), (self.logits, np.int32(self.p.vocab), self.next_id))
+        """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""
+        self.k["argmax_partial"]((ARGMAX_BLOCKS,), (ARGMAX_THREADS,),
+                                 (self.logits, np.int32(self.p.vocab), self.arg_v, self.arg_i))
+        self.k["argmax_final"]((1,), (ARGMAX_THREADS,), (self.arg_v, self.arg_i, np.int32(ARGMAX_BLOCKS),
+                                                          self.next_id))
 
     def spin_ns(self, ns: int) -> None:
         self.k["spin_ns"]((1,), (1,), (np.uint64(ns),))
@@ -175,6 +183,22 @@ def rope_kv_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.n
 def swiglu_reference(wg: np.ndarray, wu: np.ndarray, x: np.ndarray) -> np.ndarray:
     g, u = wg @ x, wu @ x
     return g / (1.0 + np.exp(-g)) * u
+
+
+def argmax_two_stage_reference(x: np.ndarray, blocks: int = ARGMAX_BLOCKS, threads: int = ARGMAX_THREADS) -> int:
+    """argmax_partial + argmax_final: each block's grid-strided share reduced to (value, lowest index),
+    then the blocks' results merged the same way."""
+    stride = blocks * threads
+    parts = []
+    for b in range(blocks):
+        idx = np.concatenate([np.arange(b * threads + t, len(x), stride) for t in range(threads)])
+        if len(idx) == 0:
+            parts.append((-np.inf, 2**31 - 1))
+            continue
+        v = x[idx].astype(np.float32)
+        top = v.max()
+        parts.append((top, int(idx[v == top].min())))
+    return min(parts, key=lambda p: (-p[0], p[1]))[1]
 
 
 def argmax_reference(x: np.ndarray, threads: int = 1024) -> int:

@@ -12,7 +12,7 @@ import pytest
 from runner import own_kernels as ok
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
-           "attn_combine", "argmax", "spin_ns")
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -53,6 +53,18 @@ def test_argmax_reduction_picks_first_of_ties_like_numpy():
     for _ in range(20):
         x = rng.integers(0, 5, size=3000).astype(np.float16)  # many ties
         assert ok.argmax_reference(x) == int(np.argmax(x))
+
+
+def test_two_stage_argmax_picks_first_of_ties_like_numpy():
+    """argmax_partial over grid-strided shares, then argmax_final: the same index as numpy, ties included,
+    on vocabularies smaller and larger than one pass of the grid."""
+    rng = np.random.default_rng(2)
+    for n in (100, 5_000, 70_000):
+        for _ in range(3):
+            x = rng.integers(0, 7, size=n).astype(np.float16)
+            assert ok.argmax_two_stage_reference(x, blocks=33, threads=64) == int(np.argmax(x))
+    x = rng.standard_normal(128_256).astype(np.float16)
+    assert ok.argmax_two_stage_reference(x) == int(np.argmax(x))
 
 
 def test_rmsnorm_rope_and_residual_match_the_model_math():
