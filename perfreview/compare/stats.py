@@ -181,10 +181,16 @@ def verdict(est: Estimate, threshold: float, higher_is_better: bool, median_a: f
 
 def units_needed(est: Estimate, threshold: float, alpha: float, cap: int = 100_000) -> int | None:
     """Units (rounds) that would likely decide an inconclusive figure: enough to exclude 0 when the
-    estimate lies outside ±Δ/2, else enough to fit the interval inside ±Δ (power 95%)."""
+    estimate lies outside ±Δ/2, else enough to fit the interval inside ±Δ (power 95%), from the
+    paired SD or, if smaller, the spread the measured interval implies."""
     sd = est.sd
     if not math.isfinite(sd) or sd <= 0 or not math.isfinite(est.ratio):
         return None
+    # Heavy tails (a few slow repeats) inflate the SD far beyond what the rank interval needs: take
+    # the spread the measured interval implies when it is the smaller one.
+    if est.n > 2 and est.ci_low > 0 and math.isfinite(est.ci_high) and est.ci_high > est.ci_low:
+        half = (math.log(est.ci_high) - math.log(est.ci_low)) / 2
+        sd = min(sd, half * math.sqrt(est.n) / sps.t.ppf(1 - alpha / 2, est.n - 1))
     m, eff = math.log1p(threshold), abs(math.log(est.ratio))
     delta = eff if eff >= m / 2 else m - eff
     if delta <= 0:

@@ -139,3 +139,14 @@ def test_runs_record_their_decode_span(cpu_runs):
 
     meta = runs.read_meta(cpu_runs["baseline"])
     assert all(r.decode_ns and r.decode_ns > 0 and r.untraced_decode_ns is None for r in meta.per_repeat)
+
+
+def test_rounds_needed_use_the_interval_when_outliers_inflate_the_sd():
+    """A few very slow repeats make the SD of the differences large while the rank interval stays
+    narrow: the estimate of the rounds still needed follows the interval, not the outliers."""
+    narrow = stats.Estimate(1.001, 0.996, 1.005, 0.5, 320, 0.12, "HL/signed-rank", 1 - stats.ALPHA_POCOCK)
+    n = stats.units_needed(narrow, 0.005, stats.ALPHA_POCOCK)
+    assert 320 < n < 2000
+    wide_sd = stats.units_needed(stats.Estimate(1.001, math.nan, math.nan, 0.5, 320, 0.12, "x", 0.99), 0.005,
+                                 stats.ALPHA_POCOCK)
+    assert wide_sd > 10 * n  # without an interval only the SD is there
