@@ -189,13 +189,12 @@ def _threshold(args: argparse.Namespace) -> float:
     return args.threshold / 100
 
 
-def _exit_code(args: argparse.Namespace, verdict: str | None) -> int:
-    """``--fail-on regressed``: exit 1 when the primary figure's verdict is one of those named."""
+def _fail_on(args: argparse.Namespace) -> set[str]:
+    """``--fail-on regressed``: the primary verdicts that make the exit code 1 (checked before any work)."""
     wanted = {v.strip() for v in (args.fail_on or "").split(",") if v.strip()}
-    unknown = wanted - {"improved", "regressed", "no change", "inconclusive"}
-    if unknown:
+    if wanted - {"improved", "regressed", "no change", "inconclusive"}:
         raise UsageError(f"--fail-on {args.fail_on!r}: use improved, regressed, 'no change' or inconclusive")
-    return 1 if verdict in wanted else 0
+    return wanted
 
 
 @command("compare")
@@ -211,11 +210,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     same = {r.id for r in a} & {r.id for r in b}
     if same:
         raise UsageError(f"run {sorted(same)[0]} is on both sides: a run compared with itself says nothing")
-    _exit_code(args, None)  # a bad --fail-on fails before the work
+    fail_on = _fail_on(args)
     payload = review.review(a, b, args.report_out, threshold=_threshold(args), aa_pair=_control_pair(args),
                             force=args.force, plots=not args.no_plots)
     _emit(args, payload, console.review_summary(payload))
-    return _exit_code(args, payload["verdict"])
+    return 1 if payload["verdict"] in fail_on else 0
 
 
 @command("ab")
@@ -227,7 +226,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
     runs.check_writable(args.out)  # the runs folder may also hold the review (--out runs/review.md)
     check_output(args.report_out)
-    _exit_code(args, None)
+    fail_on = _fail_on(args)
     if args.aa and args.aa_from:
         raise UsageError("--aa runs its own A/A pair; leave out --aa-from")
     if args.budget <= 0:
@@ -255,7 +254,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
                             look=sides.look, stopped_because=sides.stopped_because,
                             extra={"aa_runs": [str(p) for p in paths[2]] if args.aa else []})
     _emit(args, payload, console.review_summary(payload))
-    return _exit_code(args, payload["verdict"])
+    return 1 if payload["verdict"] in fail_on else 0
 
 
 @command("compare-llama-bench")

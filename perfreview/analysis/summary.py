@@ -56,8 +56,8 @@ def throughput(runs: list[Run]) -> Throughput:
 
 def gap_summary(runs: list[Run]) -> GapSummary:
     g = pd.concat([samples.sync_gaps(r) for r in runs])
-    counts = gaps.counts_per_token(pd.concat([r.events for r in runs]))
-    traced = gaps.traced_gaps(pd.concat([r.events for r in runs]))
+    events = pd.concat([r.events for r in runs])
+    counts, traced = gaps.counts_per_token(events), gaps.traced_gaps(events)
 
     def med(col: str) -> float:
         return float(g[col].median() / 1e3) if len(g) else math.nan

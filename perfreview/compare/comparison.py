@@ -65,6 +65,20 @@ class Row:
     mean_b: float = math.nan
     std_b: float = math.nan
 
+    @classmethod
+    def measured(cls, key: FigureKey, unit: str, higher_is_better: bool, resolution: float | None,
+                 va: np.ndarray, vb: np.ndarray, est: stats.Estimate, role: str, **extra: Any) -> "Row":
+        """A row from both sides' per-unit values and the estimate the rule made of them."""
+        return cls(name=key[0], kind=key[1], metric=key[2], unit=unit, higher_is_better=higher_is_better,
+                   resolution=resolution, a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio,
+                   ci_low=est.ci_low, ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd,
+                   method=est.method, role=role, **extra)
+
+    @property
+    def estimate(self) -> stats.Estimate:
+        return stats.Estimate(self.ratio, self.ci_low, self.ci_high, self.p, self.n, self.sd, self.method,
+                              self.confidence)
+
     @property
     def key(self) -> FigureKey:
         return (self.name, self.kind, self.metric)
@@ -100,6 +114,10 @@ class Design:
     look: int | None = None  # sequential: which look (1-based) this is, of len(stats.LOOKS)
     seconds_per_unit: float | None = None  # device time one round took (for the budget estimate)
     stopped_because: str = ""
+
+    def alpha(self, role: str) -> float:
+        """The primary figure's own α, or the family's."""
+        return self.alpha_primary if role == "primary" else self.alpha_family
 
 
 @dataclass
@@ -202,15 +220,12 @@ def compare(a: list[Run], b: list[Run], threshold: float = stats.DEFAULT_THRESHO
 
 def _row(key: FigureKey, info: pd.Series, va: np.ndarray, vb: np.ndarray, design: Design) -> Row:
     role = _role(key)
-    alpha = design.alpha_primary if role == "primary" else design.alpha_family
+    alpha = design.alpha(role)
     paired = design.unit in (ROUNDS, PROCESSES)
     est = stats.paired(va, vb, alpha) if paired else stats.unpaired(va, vb, alpha)
     res = info["resolution"]
-    return Row(name=key[0], kind=key[1], metric=key[2], unit=info["unit"],
-               higher_is_better=bool(info["higher_is_better"]),
-               resolution=None if res is None or not math.isfinite(res) else float(res),
-               a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio, ci_low=est.ci_low,
-               ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd, method=est.method, role=role)
+    return Row.measured(key, info["unit"], bool(info["higher_is_better"]),
+                        None if res is None or not math.isfinite(res) else float(res), va, vb, est, role)
 
 
 def _role(key: FigureKey) -> str:
@@ -233,12 +248,10 @@ def decide(rows: list[Row], design: Design) -> None:
             row.verdict = stats.SHOWN
             continue
         significant = row.role == "primary" or row.q <= design.alpha_family
-        est = stats.Estimate(row.ratio, row.ci_low, row.ci_high, row.p, row.n, row.sd, row.method, row.confidence)
-        v = stats.verdict(est, design.threshold, row.higher_is_better, row.a, row.resolution, significant)
+        v = stats.verdict(row.estimate, design.threshold, row.higher_is_better, row.a, row.resolution, significant)
         row.verdict, row.smaller_than_threshold = v.verdict, v.smaller_than_threshold
         if row.verdict == stats.INCONCLUSIVE:
-            alpha = design.alpha_primary if row.role == "primary" else design.alpha_family
-            row.units_needed = stats.units_needed(est, design.threshold, alpha)
+            row.units_needed = stats.units_needed(row.estimate, design.threshold, design.alpha(row.role))
 
 
 def seconds_per_round(runs: list[Run], unit: str) -> float | None:

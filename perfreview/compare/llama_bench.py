@@ -28,14 +28,10 @@ def compare_tests(pairs: list[tuple[Any, Any]], unmatched: int = 0,
     design = Design(RUNS, threshold, stats.ALPHA_PRIMARY)
     rows = []
     for ta, tb in pairs:
-        name = ta.name
         va, vb = np.asarray(ta.samples_ts, float), np.asarray(tb.samples_ts, float)
         est = stats.unpaired(va, vb, design.alpha_primary)
-        rows.append(Row(name=name, kind="headline", metric="", unit="t/s", higher_is_better=True, resolution=None,
-                        a=float(np.median(va)), b=float(np.median(vb)), n=est.n, ratio=est.ratio,
-                        ci_low=est.ci_low, ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd,
-                        method=est.method, role="primary", mean_a=ta.mean_ts, std_a=_std(va),
-                        mean_b=tb.mean_ts, std_b=_std(vb)))
+        rows.append(Row.measured((ta.name, "headline", ""), "t/s", True, None, va, vb, est, "primary",
+                                 mean_a=ta.mean_ts, std_a=_std(va), mean_b=tb.mean_ts, std_b=_std(vb)))
     decide(rows, design)
     n = min(r.n for r in rows)
     notes: list[str] = [NOTE]

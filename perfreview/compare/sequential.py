@@ -35,12 +35,9 @@ def rows_for(a: dict[str, np.ndarray], b: dict[str, np.ndarray], primary: str, d
     rows = []
     for name in a:
         role = "primary" if name == primary else "family"
-        alpha = design.alpha_primary if role == "primary" else design.alpha_family
-        est = stats.paired(a[name], b[name], alpha)
-        rows.append(Row(name=name, kind="headline", metric="", unit="", higher_is_better=(higher_is_better or {}).get(
-            name, True), resolution=None, a=float(np.median(a[name])), b=float(np.median(b[name])), n=est.n,
-            ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, confidence=est.confidence, p=est.p, sd=est.sd,
-            method=est.method, role=role))
+        est = stats.paired(a[name], b[name], design.alpha(role))
+        rows.append(Row.measured((name, "headline", ""), "", (higher_is_better or {}).get(name, True), None,
+                                 a[name], b[name], est, role))
     decide(rows, design)
     return rows
 
