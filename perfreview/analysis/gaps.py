@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis.intervals import clipped_total, union
+from perfreview.analysis.intervals import union_lengths
 from perfreview.analysis.tokens import token_table
 from perfreview.trace.schema import HOST_KINDS, TRACED_DEVICE_KINDS
 
@@ -37,54 +37,56 @@ def is_copy(names: pd.Series) -> np.ndarray:
 
 
 def sync_gaps(events: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per decode->decode token boundary: gap_ns and its host breakdown (ns)."""
+    """One row per decode->decode token boundary: gap_ns and its host breakdown (ns). All
+    boundaries at once (an imported trace has 100k+ of them): each host row of tokens t-1 and t is
+    clipped to the window of boundary t, and the union per (boundary, category) is summed."""
     tokens = token_table(events) if tokens is None else tokens
-    dec = tokens[tokens["phase"] == "decode"].sort_values(["run", "repeat", "token"])
+    dec = tokens[tokens["phase"] == "decode"].sort_values(["run", "repeat", "token"]).reset_index(drop=True)
+    cols = ["run", "repeat", "token", "gap_ns", "source", *(f"{c}_ns" for c in CATEGORIES)]
+    same = (dec["run"] == dec["run"].shift()) & (dec["repeat"] == dec["repeat"].shift())
+    lo, hi = dec["compute_end"].shift(), dec["compute_start"]
+    ok = (same & (dec["token"] == dec["token"].shift() + 1) & lo.notna() & hi.notna()).to_numpy()
+    bounds = pd.DataFrame({"run": dec["run"][ok], "repeat": dec["repeat"][ok], "token": dec["token"][ok],
+                           "lo": lo[ok].astype("int64"), "hi": hi[ok].astype("int64"),
+                           "source": dec["window_source"][ok]}).reset_index(drop=True)
+    if bounds.empty:
+        return pd.DataFrame(columns=cols)
     host = events[events["kind"].isin(HOST_KINDS) & (events["phase"] == "decode")]
-    host = host.assign(run=host["run"].astype(str)).sort_values(["run", "repeat", "token", "start_ns"])
-    names = host["name"].astype(str)
-    # Per host row: its category, once (the per-boundary work is then array slicing only).
-    cat = np.full(len(host), -1)
+    host = pd.DataFrame({"run": host["run"].astype(str), "repeat": host["repeat"].to_numpy(),
+                         "token": host["token"].to_numpy(), "s": host["start_ns"].to_numpy(),
+                         "e": host["end_ns"].to_numpy(), "cat": _categories(host)})
+    b = bounds.reset_index(names="b")[["run", "repeat", "token", "b", "lo", "hi"]]
+    rows = pd.concat([host.merge(b, on=["run", "repeat", "token"]),  # token t's rows
+                      host.merge(b.assign(token=b["token"] - 1), on=["run", "repeat", "token"])])
+    s = rows["s"].clip(lower=rows["lo"], upper=rows["hi"]).to_numpy()
+    e = rows["e"].clip(lower=rows["lo"], upper=rows["hi"]).to_numpy()
+    cat, grp = rows["cat"].to_numpy(), rows["b"].to_numpy()
+    keep = e > s
+    width = (bounds["hi"] - bounds["lo"]).clip(lower=0).to_numpy()
+    part = {k: union_lengths(grp[keep & (cat == k)], s[keep & (cat == k)], e[keep & (cat == k)], len(bounds))
+            for k in (0, 1, 2)}
+    known = keep & (cat >= 0)
+    covered = union_lengths(grp[known], s[known], e[known], len(bounds))
+    return pd.DataFrame({"run": bounds["run"], "repeat": bounds["repeat"], "token": bounds["token"].astype(int),
+                         "gap_ns": width, "source": bounds["source"], "blocked_sync_ns": part[0],
+                         "copies_ns": part[1], "launch_ns": part[2], "other_ns": width - covered})[cols]
+
+
+def _categories(host: pd.DataFrame) -> np.ndarray:
+    """Per host row: 0 blocked in a sync, 1 copying, 2 launching the next token's work, -1 other.
+    Decided once per distinct name (a category column), then spread to the rows."""
+    names = host["name"].astype("category")
+    uniq = pd.Series(names.cat.categories.astype(str))
+    codes = names.cat.codes.to_numpy()
+    launch = np.asarray(uniq.str.contains("Launch", regex=False))[codes]
     # The runner's own function ranges are launches; an imported trace's NVTX ranges may frame the token.
     ours = ((host["source"] == "host") & (host["kind"] == "range") & (host["depth"] == 1)).to_numpy() \
-        & ~names.isin(NOT_LAUNCH).to_numpy()
-    cat[ours | names.str.contains("Launch", regex=False).to_numpy()] = 2  # launching the next token's work
-    cat[is_copy(names)] = 1
-    cat[is_sync(names)] = 0
-    s_all, e_all = host["start_ns"].to_numpy(), host["end_ns"].to_numpy()
-    keys = list(zip(host["run"], host["repeat"], host["token"]))
-    spans: dict[tuple, tuple[int, int]] = {}
-    for i, k in enumerate(keys):
-        lo_hi = spans.get(k)
-        spans[k] = (lo_hi[0], i + 1) if lo_hi else (i, i + 1)
-    rows = []
-    for (run, repeat), g in dec.groupby(["run", "repeat"]):
-        toks = g["token"].to_numpy()
-        ends = g["compute_end"].to_numpy()
-        starts = g["compute_start"].to_numpy()
-        for i in range(1, len(toks)):
-            if toks[i] != toks[i - 1] + 1 or np.isnan(ends[i - 1]) or np.isnan(starts[i]):
-                continue
-            lo, hi = int(ends[i - 1]), int(starts[i])
-            first, last = spans.get((run, repeat, toks[i - 1])), spans.get((run, repeat, toks[i]))
-            sel = slice((first or last or (0, 0))[0], (last or first or (0, 0))[1])
-            parts = _breakdown(cat[sel], s_all[sel], e_all[sel], lo, hi)
-            rows.append({"run": run, "repeat": repeat, "token": int(toks[i]), "gap_ns": max(0, hi - lo),
-                         "source": g["window_source"].iloc[0], **parts})
-    cols = ["run", "repeat", "token", "gap_ns", "source", *(f"{c}_ns" for c in CATEGORIES)]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def _breakdown(cat: np.ndarray, s: np.ndarray, e: np.ndarray, lo: int, hi: int) -> dict[str, int]:
-    if hi <= lo or len(cat) == 0:
-        return {f"{c}_ns": 0 for c in CATEGORIES}
-    inside = (e > lo) & (s < hi)
-    cat, s, e = cat[inside], s[inside], e[inside]
-    parts = [clipped_total(s[cat == k], e[cat == k], lo, hi) for k in (0, 1, 2)]
-    known = cat >= 0
-    covered = clipped_total(*union(s[known], e[known]), lo, hi)
-    return {"blocked_sync_ns": parts[0], "copies_ns": parts[1], "launch_ns": parts[2],
-            "other_ns": (hi - lo) - covered}
+        & ~np.asarray(uniq.isin(NOT_LAUNCH))[codes]
+    cat = np.full(len(host), -1)
+    cat[ours | launch] = 2
+    cat[np.asarray(is_copy(uniq))[codes]] = 1
+    cat[np.asarray(is_sync(uniq))[codes]] = 0
+    return cat
 
 
 def per_repeat(gaps: pd.DataFrame) -> pd.DataFrame:

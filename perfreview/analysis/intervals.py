@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,3 +33,21 @@ def clipped_total(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> int
     keep = e > s
     return total(s[keep], e[keep])
 
+
+
+def union_lengths(group: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group id 0..n_groups-1: the length of the union of its intervals (all groups at once:
+    sorted by group and start, an interval adds what reaches past the furthest end before it)."""
+    out = np.zeros(n_groups, dtype=np.int64)
+    if len(group) == 0:
+        return out
+    order = np.lexsort((starts, group))
+    g, s, e = group[order], np.asarray(starts)[order], np.asarray(ends)[order]
+    reach = pd.Series(e).groupby(g).cummax().to_numpy()
+    before = np.empty_like(reach)
+    before[1:] = reach[:-1]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    before[first] = np.iinfo(np.int64).min
+    np.add.at(out, g, np.maximum(0, e - np.maximum(s, before)))
+    return out

@@ -30,13 +30,13 @@ def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = Non
     """The stored run and its event table."""
     if blocks and not token_marker:
         raise ValueError("--blocks needs --token-marker (blocks are runs of tokens)")
-    run_id = name or Path(file.name.removesuffix(".gz")).stem  # trace.json.gz -> trace
+    run_id = name or (file.name if file.is_dir() else Path(file.name.removesuffix(".gz")).stem)  # t.json.gz -> t
     identity: dict = {}
     if fmt == "nsys":
         events = nsys_sqlite.load(file, token_marker, run=run_id)
     else:
         events, info = chrome_trace.load(file, run=run_id, token_marker=token_marker)
-        identity = {k: info[k] for k in ("device", "rank") if k in info}
+        identity = {k: info[k] for k in ("device", "rank", "ranks") if k in info}
     if blocks:
         events = markers.block_repeats(events, blocks, file)
     return save(out, events, imported_meta(file, run_id, events, token_marker, fmt, identity)), events

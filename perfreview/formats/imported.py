@@ -18,8 +18,9 @@ def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: s
     """``identity``: what the file says about where it ran (``device`` name, ``rank``)."""
     identity = identity or {}
     device = {"name": identity.get("device") or f"unknown (from a {fmt} trace)", "backend": fmt}
-    if "rank" in identity:
-        device["rank"] = identity["rank"]
+    for key in ("rank", "ranks"):  # one rank's trace, or a folder of them
+        if key in identity:
+            device[key] = identity[key]
     tokens = events[events["kind"] == Kind.TOKEN]
     repeats = sorted(int(r) for r in tokens["repeat"].unique()) or [0]
     return RunMeta(

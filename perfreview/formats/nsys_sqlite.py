@@ -65,7 +65,7 @@ def load(path: Path, token_marker: str | None = None, run: str | None = None) ->
     if token_marker:
         frame = cut_tokens(frame, token_marker, path)
     try:
-        return schema.from_records(frame.to_dict("records"), run or path.stem)
+        return schema.normalize(frame.assign(run=run or path.stem))
     except schema.SchemaError as exc:
         raise NsysError(f"{path}: {exc}") from None
 

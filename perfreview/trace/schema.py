@@ -140,7 +140,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
 
     Raises :class:`SchemaError` naming the first problem. Returns a new frame.
     """
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # columns are replaced, never written into: the input stays as it was
     for col, value in DEFAULTS.items():
         if col not in frame.columns:
             frame[col] = value
@@ -155,7 +155,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[list(COLUMNS)]
     for col, dtype in COLUMNS.items():
         if dtype == "category":
-            frame[col] = frame[col].fillna("").astype(str).astype("category")
+            frame[col] = _categorical(frame[col])
             continue
         values = pd.to_numeric(frame[col], errors="coerce")
         if values.isna().any():
@@ -171,6 +171,18 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
         row = frame.index[(frame["end_ns"] < frame["start_ns"]).to_numpy()][0]
         raise SchemaError(f"row {row}: end_ns is before start_ns")
     return frame.reset_index(drop=True)
+
+
+def _categorical(column: pd.Series) -> pd.Series:
+    """A column as a categorical of strings ("" for missing), by category where it is one already
+    (10M rows of an import: no string per row)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        cats = list(column.cat.categories)
+        if all(type(c) is str for c in cats):
+            if column.isna().any():
+                column = (column.cat.add_categories("") if "" not in cats else column).fillna("")
+            return column
+    return column.fillna("").astype(str).astype("category")
 
 
 def duration_ns(frame: pd.DataFrame) -> pd.Series:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 
+import pandas as pd
 import pytest
 
 from perfreview.analysis import functions, streams
 from perfreview.cli import main
-from perfreview.formats import chrome_trace
+from perfreview.formats import chrome_trace, json_stream
 from perfreview.trace import runs
 
 
@@ -117,12 +118,22 @@ def test_broken_kineto_files_are_one_line_errors(tmp_path, capsys, content, mess
     assert not (tmp_path / "runs" / "bad").exists()
 
 
-def test_gzip_bomb_is_refused(tmp_path):
+def test_gzip_bomb_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "bomb.json.gz"
     with gzip.open(path, "wb") as fh:
-        fh.write(b" " * (2 << 20))
+        fh.write(b'{"traceEvents": [' + b" " * (2 << 20))
+    monkeypatch.setattr(json_stream, "MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(json_stream.stream_items, "__defaults__", (json_stream.CHUNK, 1 << 20))
     with pytest.raises(chrome_trace.TraceError, match="decompresses to more than"):
-        chrome_trace.read_json(path, max_bytes=1 << 20)
+        chrome_trace.load(path)
+
+
+def test_a_large_trace_parsed_by_workers_equals_the_one_parsed_here(tmp_path):
+    path = write_gz(tmp_path / "t.json.gz", kineto_trace(tokens=200))
+    here, _ = chrome_trace.load(path, token_marker="token", workers=1, chunk=4096)
+    pool, _ = chrome_trace.load(path, token_marker="token", workers=2, chunk=4096)
+    pd.testing.assert_frame_equal(here, pool)
+    assert here["token"].max() == 199 and (here["kind"] == "kernel").sum() == 400
 
 
 def test_a_trace_without_a_marker_still_gets_its_kernel_level_report(tmp_path, capsys):
@@ -147,3 +158,35 @@ def test_a_gpu_annotation_can_be_the_token_marker(tmp_path, capsys):
     assert main(["import", "kineto", str(path), "--token-marker", "token", "--out", str(tmp_path / "runs"),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == 6
+
+
+def test_a_folder_of_rank_traces_is_one_run_with_a_row_per_rank(tmp_path, capsys):
+    folder = tmp_path / "ranks"
+    folder.mkdir()
+    for rank in (1, 0):  # both ranks ran on their host's device 0 with the same pid
+        doc = kineto_trace(tokens=4)
+        doc["distributedInfo"] = {"rank": rank}
+        write_gz(folder / f"rank{rank}.pt.trace.json.gz", doc)
+    (folder / "notes.txt").write_text("not a trace")
+    assert main(["import", "kineto", str(folder), "--token-marker", "token", "--out", str(tmp_path / "runs"),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"] == 4  # the ranks step together: tokens cut once, at rank 0's marker
+    assert out["kernel_count"] == 2 * 8 and out["device"]["ranks"] == [0, 1]
+    ev = runs.read_run(tmp_path / "runs" / "ranks").events
+    tracks = set(ev["track"].astype(str))
+    assert {"gpu0/stream7", "gpu1/stream7", "gpu0/stream9", "gpu1/stream9"} <= tracks
+    assert {"host/rank0.1.1", "host/rank1.1.1"} <= tracks
+    tok = ev[ev["kind"] == "token"]
+    assert set(tok["track"].astype(str)) == {"host/rank0.1.1"}
+
+
+def test_a_folder_with_a_rank_twice_is_refused(tmp_path, capsys):
+    folder = tmp_path / "ranks"
+    folder.mkdir()
+    for name in ("a.json", "b.json"):
+        (folder / name).write_text(json.dumps(kineto_trace(tokens=2)))
+    assert main(["import", "kineto", str(folder), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perfreview: error: ") and "rank 3 appears twice" in err
+    assert not (tmp_path / "runs" / "ranks").exists()
