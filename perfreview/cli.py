@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="import another tool's trace as a run (nsys SQLite export, Chrome/Kineto JSON)")
     p.add_argument("format", choices=["kineto", "chrome", "nsys"], help="kineto (or chrome): a PyTorch profiler / "
-                   "Chrome trace .json or .json.gz, or a folder of them (one per rank); nsys: an 'nsys export --type sqlite' file")
+                   "Chrome trace .json or .json.gz, or a folder of them (one per rank); "
+                   "nsys: an 'nsys export --type sqlite' file")
     p.add_argument("file", type=Path, help="the trace file (kineto: or a folder of rank traces)")
     p.add_argument("--token-marker", help="NVTX range or API name that occurs once per token, e.g. cudaGraphLaunch")
     p.add_argument("--blocks", type=int, help="cut the tokens into N blocks used as repeats (batch means), "
