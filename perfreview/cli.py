@@ -203,6 +203,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from perfreview.report import console
 
     check_output(args.report_out)
+    progress = console.Progress("compare", args.quiet or args.json)
+    progress.step("reading the runs")
     a = _side_runs(args, "a") or _load(args.runs[:1])
     b = _side_runs(args, "b") or _load(args.runs[1:2])
     if not a or not b:
@@ -211,8 +213,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if same:
         raise UsageError(f"run {sorted(same)[0]} is on both sides: a run compared with itself says nothing")
     fail_on = _fail_on(args)
+    progress.step("comparing")
     payload = review.review(a, b, args.report_out, threshold=_threshold(args), aa_pair=_control_pair(args),
-                            force=args.force, plots=not args.no_plots)
+                            force=args.force, plots=not args.no_plots, step=progress.step)
     _emit(args, payload, console.review_summary(payload))
     return 1 if payload["verdict"] in fail_on else 0
 
@@ -273,7 +276,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from perfreview.flows.imports import import_trace, summary
     from perfreview.report import console
 
-    s, events = import_trace(args.format, args.file, args.out, args.token_marker, args.blocks, args.name)
+    progress = console.Progress("import: MiB read", args.quiet or args.json, every_s=2.0)
+    s, events = import_trace(args.format, args.file, args.out, args.token_marker, args.blocks, args.name, progress)
     _emit(args, summary(s, events), console.imported(s.path, len(events), s.meta.tokens))
     return 0
 
@@ -284,7 +288,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from perfreview.report import console
 
     check_output(args.report_out)
-    plots = pictures.run_report(_load([args.run])[0], args.report_out, plots=not args.no_plots)
+    progress = console.Progress("report", args.quiet or args.json)
+    progress.step("reading the run")
+    run = _load([args.run])[0]
+    plots = pictures.run_report(run, args.report_out, plots=not args.no_plots, step=progress.step)
     _emit(args, {"run": str(args.run), "report": str(args.report_out), "plots": plots},
           console.wrote("report", args.report_out))
     return 0
@@ -413,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", help="side B from the store")
     p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="where the store is")
     _compare_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("ab", help="run two sides interleaved (A B A B ...) and compare them")
     p.add_argument("--a", required=True, help="config=NAME[,switch=value...] or rev=<git rev>")
@@ -446,12 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run id (default: the file's name)")
     _runs_dir_option(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("report", help="markdown report of one run")
     p.add_argument("run", type=Path)
     p.add_argument("--out", dest="report_out", type=Path, required=True)
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("plot", help="pictures: timeline, deltas, latency")
     p.add_argument("what", choices=["timeline", "deltas", "latency"])

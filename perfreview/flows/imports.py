@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -26,8 +26,9 @@ def summary(stored: Stored, events: pd.DataFrame) -> dict[str, Any]:
 
 
 def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = None, blocks: int | None = None,
-                 name: str | None = None) -> tuple[Stored, pd.DataFrame]:
-    """The stored run and its event table."""
+                 name: str | None = None, progress: Callable[[int, int], None] | None = None,
+                 ) -> tuple[Stored, pd.DataFrame]:
+    """The stored run and its event table; ``progress(MiB read, MiB in all)`` while a trace is read."""
     if blocks and not token_marker:
         raise ValueError("--blocks needs --token-marker (blocks are runs of tokens)")
     run_id = name or (file.name if file.is_dir() else Path(file.name.removesuffix(".gz")).stem)  # t.json.gz -> t
@@ -35,7 +36,7 @@ def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = Non
     if fmt == "nsys":
         events = nsys_sqlite.load(file, token_marker, run=run_id)
     else:
-        events, info = chrome_trace.load(file, run=run_id, token_marker=token_marker)
+        events, info = chrome_trace.load(file, run=run_id, token_marker=token_marker, progress=progress)
         identity = {k: info[k] for k in ("device", "rank", "ranks") if k in info}
     if blocks:
         events = markers.block_repeats(events, blocks, file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from perfreview.formats import perfetto
 from perfreview.plots import charts, timeline
@@ -18,11 +19,14 @@ class PictureError(ValueError):
     pass
 
 
-def run_report(run: Run, out: Path, plots: bool = True) -> dict[str, str]:
+def run_report(run: Run, out: Path, plots: bool = True,
+               step: Callable[[str], None] = lambda what: None) -> dict[str, str]:
     """Markdown report of one run (and its timeline beside it); returns the pictures made."""
     made = {}
     if plots:
+        step("drawing the timeline")
         made["timeline"] = timeline.timeline([run], out.with_name(out.stem + "_timeline.png")).name
+    step("analysing and writing the markdown")
     render.write(out, run_markdown(run, made))
     return made
 

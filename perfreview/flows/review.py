@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from perfreview.compare import comparison, stats
 from perfreview.compare.comparison import Comparison, Row
@@ -44,7 +44,7 @@ def negative_control(a: list[Run], a2: list[Run], threshold: float, force: bool)
 def review(a: list[Run], b: list[Run], out: Path | None, *, threshold: float = stats.DEFAULT_THRESHOLD,
            aa_pair: tuple | None = None, force: bool = False, plots: bool = True, processes: bool = False,
            alpha_primary: float = stats.ALPHA_PRIMARY, look: int | None = None, stopped_because: str = "",
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+           extra: dict[str, Any] | None = None, step: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
     """Compare A and B (and, with ``aa_pair``, the negative control A vs A'); with ``out``, write
     the review there, its pictures and ``<out>.json`` beside it. Returns the JSON payload."""
     result = comparison.compare(a, b, threshold, force=force, alpha_primary=alpha_primary, processes=processes,
@@ -65,6 +65,7 @@ def review(a: list[Run], b: list[Run], out: Path | None, *, threshold: float = s
         "report": None, "plots": {}, **(extra or {}),
     }
     if out:
+        step("writing the review and its pictures")
         write_review(Path(out), result, control, a, b, payload, plots)
     return payload
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import msgspec
 import numpy as np
@@ -306,29 +306,38 @@ def _copies_from_names(kind: np.ndarray, name: pd.Categorical, copy_kind: pd.Cat
 
 
 # --- the file ------------------------------------------------------------------------------------
-def _batches(path: Path, doc: json_stream.Document, chunk: int) -> Iterator[bytes]:
+Progress = Callable[[int, int], None]
+
+
+def _batches(path: Path, doc: json_stream.Document, chunk: int, progress: Progress | None) -> Iterator[bytes]:
     try:
         fh = json_stream.open_bytes(path)
+        size = path.stat().st_size
     except OSError as exc:
         raise TraceError(f"{path}: cannot read ({exc})") from None
+    raw = getattr(fh, "fileobj", fh)  # a gzip file's position in the compressed bytes
     with fh:
         try:
-            yield from json_stream.stream_items(fh, doc, chunk=chunk)
+            for batch in json_stream.stream_items(fh, doc, chunk=chunk):
+                if progress is not None:
+                    progress(raw.tell() >> 20, size >> 20)
+                yield batch
         except json_stream.StreamError as exc:
             raise TraceError(f"{path}: {exc}") from None
 
 
-def _convert_all(path: Path, doc: json_stream.Document, workers: int, chunk: int) -> list[Columns]:
+def _convert_all(path: Path, doc: json_stream.Document, workers: int, chunk: int,
+                 progress: Progress | None = None) -> list[Columns]:
     """Every batch converted, in file order; ``workers`` > 1 parses in that many processes with at
     most two batches in flight per worker (the reader waits rather than piling batches up)."""
     done: list[Columns] = []
     if workers <= 1:
-        for batch in _batches(path, doc, chunk):
+        for batch in _batches(path, doc, chunk, progress):
             done.append(_checked(convert(batch), done, path))
         return done
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         flight: list[Future] = []
-        for batch in _batches(path, doc, chunk):
+        for batch in _batches(path, doc, chunk, progress):
             flight.append(pool.submit(convert, batch))
             while len(flight) >= 2 * workers:
                 done.append(_checked(flight.pop(0).result(), done, path))
@@ -376,12 +385,13 @@ def _renamed(column: pd.Series, names: dict[str, str]) -> pd.Series:
     return column.astype(str).map(lambda t: names.get(t, t)).astype("category")
 
 
-def _read(path: Path, workers: int | None, chunk: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _read(path: Path, workers: int | None, chunk: int,
+          progress: Progress | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One trace file -> (frame before normalising, the document outside the events)."""
     doc = json_stream.Document()
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if path.stat().st_size >= PARALLEL_FROM else 1
-    parts = _convert_all(path, doc, workers, chunk)
+    parts = _convert_all(path, doc, workers, chunk, progress)
     import json
 
     try:
@@ -401,19 +411,20 @@ def _read(path: Path, workers: int | None, chunk: int) -> tuple[pd.DataFrame, di
 
 
 def load(path: Path, run: str | None = None, token_marker: str | None = None, workers: int | None = None,
-         chunk: int = json_stream.CHUNK) -> tuple[pd.DataFrame, dict[str, Any]]:
+         chunk: int = json_stream.CHUNK, progress: Progress | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The trace's complete events as the event table (cut into tokens at ``token_marker``, if
     given), and what the file says about itself: ``otherData``, ``device`` and ``rank``. A folder
     is read as one trace per rank (see :func:`load_folder`)."""
     path = Path(path)
     if path.is_dir():
-        return load_folder(path, run, token_marker, workers, chunk)
-    frame, info = _read(path, workers, chunk)
+        return load_folder(path, run, token_marker, workers, chunk, progress)
+    frame, info = _read(path, workers, chunk, progress)
     return _table(frame, path, run or str(info["otherData"].get("perfreview_run") or path.stem), token_marker), info
 
 
 def load_folder(folder: Path, run: str | None = None, token_marker: str | None = None,
-                workers: int | None = None, chunk: int = json_stream.CHUNK) -> tuple[pd.DataFrame, dict[str, Any]]:
+                workers: int | None = None, chunk: int = json_stream.CHUNK,
+                progress: Progress | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A folder of rank traces (HTA's input): one event table, each rank's GPU rows on ``gpu<rank>``
     and its host rows on ``host/rank<r>.<pid>.<tid>`` (ranks on different hosts may share device
     and process ids). Tokens are cut at the lowest rank's marker (the ranks step together)."""
@@ -422,7 +433,7 @@ def load_folder(folder: Path, run: str | None = None, token_marker: str | None =
         raise TraceError(f"{folder}: no .json or .json.gz trace in the folder")
     frames, ranks, device = [], [], None
     for i, f in enumerate(files):
-        frame, info = _read(f, workers, chunk)
+        frame, info = _read(f, workers, chunk, progress)
         rank = int(info.get("rank", i))
         if rank in ranks:
             raise TraceError(f"{f}: rank {rank} appears twice in {folder}")

@@ -116,14 +116,26 @@ class Progress:
     """``repeat 3/10 (2.1 s)`` lines on stderr, only once a command has run for a second (quick
     ones stay quiet), never under --json or --quiet."""
 
-    def __init__(self, what: str, quiet: bool) -> None:
+    def __init__(self, what: str, quiet: bool, every_s: float = 0.0) -> None:
         import time
 
         self.what, self.quiet, self.t0, self.clock = what, quiet, time.monotonic(), time.monotonic
+        self.every_s, self.last = every_s, -1e9  # at most a line per every_s (a big file's batches)
 
     def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        self.say(f"{self.what} {done}/{total}")
+
+    def step(self, what: str) -> None:
+        """A stage of a long command (``report: drawing the timeline (3.2 s)``)."""
+        self.say(f"{self.what}: {what}")
+
+    def say(self, text: str) -> None:
         import sys
 
         elapsed = self.clock() - self.t0
         if not self.quiet and elapsed >= 1.0:
-            print(f"{self.what} {done}/{total} ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+            print(f"{text} ({elapsed:.1f} s)", file=sys.stderr, flush=True)
