@@ -57,7 +57,7 @@ def record(args: argparse.Namespace) -> int:
     sides = {"A": base, "A2": base, "S1": base.with_switches(inject_slowdown_pct="1"),
              "S05": base.with_switches(inject_slowdown_pct="0.5")}
     spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=args.prompt,
-                   warmup_tokens=16, cpu=cpu, host_wait=wait, order_seed=1)
+                   warmup_tokens=16, cpu=cpu, host_wait=wait, order_seed=1, fresh_every=args.fresh_every)
     rounds = Interleaved(spec, list(sides.values()))
     t0 = time.time()
     while time.time() - t0 < args.seconds and rounds.rounds < args.max_rounds:
@@ -65,7 +65,8 @@ def record(args: argparse.Namespace) -> int:
         print(f"[{time.time() - t0:.0f}s] {rounds.rounds} rounds", flush=True)
     runs = dict(zip(sides, in_memory(rounds)))
     out = {"device": rounds.session.device.info(), "git": git_info(), "preset": args.preset, "config": base.label,
-           "tokens": args.tokens, "host_wait": wait, "pinned_cpu": cpu, "rounds": rounds.rounds, "sides": {}}
+           "tokens": args.tokens, "host_wait": wait, "pinned_cpu": cpu, "rounds": rounds.rounds,
+           "fresh_every": args.fresh_every, "sides": {}}
     for name, run in runs.items():
         s = samples.samples(run)
         table = s.pivot_table(index="repeat", columns=["name", "kind", "metric"], values="value")
@@ -135,7 +136,8 @@ def analyse(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     result = {"device": rec["device"], "git": rec["git"], "preset": rec["preset"], "config": rec["config"],
               "tokens": rec["tokens"], "host_wait": rec["host_wait"], "pinned_cpu": rec["pinned_cpu"],
-              "rounds_recorded": n_rounds, "budget_s": BUDGET_S, "threshold": stats.DEFAULT_THRESHOLD}
+              "rounds_recorded": n_rounds, "budget_s": BUDGET_S, "threshold": stats.DEFAULT_THRESHOLD,
+              "fresh_every": rec.get("fresh_every", 0)}
     wall = {k: float(np.median(v["wall_s"])) for k, v in rec["sides"].items()}
     a_tps = np.asarray(a["figures"][PRIMARY], float)
     result["per_repeat_cv_tokens_per_s"] = float(np.std(a_tps, ddof=1) / np.mean(a_tps))
@@ -212,6 +214,8 @@ def main() -> int:
     p.add_argument("--host-wait", default="block")
     p.add_argument("--cpu", type=int)
     p.add_argument("--noise-json", help="bench/noise.py's output: use its quietest variant")
+    p.add_argument("--fresh-every", type=int, default=1,
+                   help="new pipeline instances for every side every this many rounds (0: one instance per side)")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("analyse")
     p.add_argument("rounds", help="rounds.json from record")

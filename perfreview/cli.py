@@ -58,6 +58,11 @@ def _run_options(p: argparse.ArgumentParser, repeats: int | None, out_flag: bool
     p.add_argument("--host-wait", default="block", choices=["block", "spin"],
                    help="how the host waits for the GPU at a synchronize: the driver's wait (default) or a spin "
                    "on an event (no wake-up latency)")
+    fresh = 0 if repeats else 1  # run: one config, nothing to randomise; ab: every round
+    p.add_argument("--fresh-every", type=int, default=fresh, metavar="ROUNDS",
+                   help=f"new pipeline instances (buffers, streams, graph) for every side every ROUNDS rounds, made "
+                   f"in a random order, so a config's memory placement is not fixed for the run (default {fresh}; "
+                   "0: never)")
 
 
 def _preset(args: argparse.Namespace) -> str:
@@ -75,7 +80,7 @@ def _spec(args: argparse.Namespace, config: Any) -> Any:
     return RunSpec(preset=_preset(args), config=config, tokens=args.tokens, repeats=args.repeats,
                    device=args.device, timing=args.timing, seed=args.seed, prompt_tokens=args.prompt_tokens,
                    warmup_tokens=args.warmup_tokens, build=args.build, cpu=args.cpu, host_wait=args.host_wait,
-                   trace=args.trace)
+                   trace=args.trace, fresh_every=args.fresh_every)
 
 
 @command("run")

@@ -149,6 +149,7 @@ class Interleaved:
         self.session = session or Session(spec.preset, spec.device, spec.seed, spec.host_wait)
         self.prompt = self.session.prompt(spec.prompt_tokens)
         self.rounds = 0
+        self.instances = 1  # pipeline instances per side so far (fresh_every)
         self._orders = np.random.default_rng(spec.order_seed)
         with pinned(spec.cpu):
             self.sides = [self._side(config) for config in configs]
@@ -158,13 +159,33 @@ class Interleaved:
 
     def _side(self, config: cfg.Config, trace: str | None = None, twin_of: _Side | None = None) -> _Side:
         spec = self.spec
-        pipe, rec = self.session.pipeline(config, spec.timing, spec.trace if trace is None else trace)
+        trace = spec.trace if trace is None else trace
+        pipe, rec = self.session.pipeline(config, spec.timing, trace)
         injected = self._calibrate(config, pipe)
-        # Warm-up: compile kernels, create handles, touch memory; nothing recorded.
-        generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)
-        side_spec = RunSpec(**{**spec.__dict__, "config": config})
+        self._warm(pipe)
+        side_spec = RunSpec(**{**spec.__dict__, "config": config, "trace": trace})
         return _Side(side_spec, pipe, rec, new_run_id(spec.preset, config.label), [], [], injected=injected,
                      twin_of=twin_of)
+
+    def _warm(self, pipe: Pipeline) -> None:
+        """Compile kernels, create handles, capture the graph, touch memory; nothing recorded."""
+        spec = self.spec
+        generate(pipe, self.prompt[: max(1, min(len(self.prompt), spec.warmup_tokens))], spec.warmup_tokens)
+
+    def _fresh_instances(self) -> None:
+        """Every side gets a new pipeline (and recorder), all old ones released first, the new ones
+        made in a random order: which memory, streams and graph a config gets is then random per
+        block of rounds instead of fixed for the run. The injected delay keeps its calibration."""
+        delays = [s.pipe.delay_ns for s in self.sides]
+        for s in self.sides:
+            s.pipe = None  # type: ignore[assignment]
+        gc.collect()
+        for i in self._orders.permutation(len(self.sides)):
+            side = self.sides[int(i)]
+            side.pipe, side.rec = self.session.pipeline(side.spec.config, self.spec.timing, side.spec.trace)
+            side.pipe.set_delay_ns(delays[int(i)])
+            self._warm(side.pipe)
+        self.instances += 1
 
     def _calibrate(self, config: cfg.Config, pipe: Pipeline) -> dict[str, float]:
         """``inject_slowdown_pct``: time this config's token without the delay (a twin pipeline,
@@ -189,11 +210,14 @@ class Interleaved:
         with pinned(self.spec.cpu):
             for done in range(rounds):
                 r = self.rounds
+                if self.spec.fresh_every and r and r % self.spec.fresh_every == 0:
+                    self._fresh_instances()
                 order = self._orders.permutation(len(self.sides)) if len(self.sides) > 1 else [0]
                 for position, i in enumerate(order):
                     side = self.sides[int(i)]
                     rows, info, generated = run_repeat(self.session, side.pipe, side.rec, side.spec, r, self.prompt)
                     info.round, info.order, info.decode_ns = r, position, decode_span_ns(rows)
+                    info.instance = self.instances - 1
                     if side.twin_of is None:
                         side.rows.extend(rows)
                     side.repeats.append(info)
@@ -214,8 +238,10 @@ class Interleaved:
             meta.prompt = self.prompt
             meta.generated = side.generated or []
             meta.interleaved_with = [s.run_id for s in self.sides if s is not side and s.twin_of is None]
+            fresh = (f"; fresh pipeline instances every {self.spec.fresh_every} rounds, made in a random order"
+                     if self.spec.fresh_every else "")
             meta.interleaving = (f"rounds: every config once per round, in a random order (seed {self.spec.order_seed})"
-                                 if len(self.sides) > 1 else "")
+                                 + fresh if len(self.sides) > 1 else "")
             meta.graph_captures = side.pipe.captures
             meta.injected = side.injected or {}
             out.append(RunResult(side.rows, meta))

@@ -28,6 +28,10 @@ class RunSpec:
     order_seed: int = 0  # seeds the random order of the sides inside each round
     host_wait: str = "block"  # how the host waits at a synchronize: the driver's wait, or a spin
     trace: str = ""  # "cupti": every kernel, copy, call and sync of each token, through CUPTI
+    # Interleaved sides get fresh pipeline instances (buffers, streams, graph) every this many
+    # rounds, made in a random order: two instances of one config differ by a few tenths of a
+    # percent on the H100 (memory placement), which paired rounds would take for an effect. 0: never.
+    fresh_every: int = 0
 
     def cli_args(self, side: str, out: str) -> list[str]:
         """``perfreview run`` arguments that measure this spec with ``side`` (``config=NAME,switch=v``)
@@ -62,6 +66,8 @@ def check_spec(spec: RunSpec) -> Preset:
         raise ValueError(f"--cpu {spec.cpu}: not a CPU this process may run on")
     if spec.trace not in ("", "cupti"):
         raise ValueError(f"unknown --trace {spec.trace!r} (use cupti)")
+    if spec.fresh_every < 0:
+        raise ValueError("--fresh-every must be 0 (never) or more")
     if spec.timing not in TIMINGS:
         raise ValueError(f"unknown timing level {spec.timing!r} (use tokens or functions)")
     return preset

@@ -47,6 +47,7 @@ class RepeatInfo:
     order: int | None = None  # its position inside the round (0 = first)
     decode_ns: int | None = None  # first decode token's start to the last one's end (host clock)
     untraced_decode_ns: int | None = None  # --trace cupti: the same config untraced, in the same round
+    instance: int | None = None  # which pipeline instance of its config ran it (fresh_every: 0, 1, ...)
 
 
 @dataclass

@@ -1,0 +1,236 @@
+"""GPU task (issue 12), one device call: our decode against the memory-bandwidth limit and against
+PyTorch, on the same shapes and random weights, in one process.
+
+Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
+- the device-copy bandwidth, measured in this run (the roofline's ceiling);
+- tokens/s of our baseline, own_kernels, cuda_graph and optimized (the runner's interleaved
+  rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each
+  per round: median [95% CI of the median, order statistics] over the rounds;
+- bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
+  bandwidth that reaches;
+- GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token);
+- where the optimized token's time goes: GPU time per pipeline function, from CUPTI when
+  cupti-python is importable (the graph path has no events inside the token), else omitted.
+Also checks that PyTorch picks the same greedy tokens as our baseline (reported, not required).
+Writes decode.json and decode.md under --out; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfreview.analysis import headline, traced  # noqa: E402
+from perfreview.trace import schema  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner import config as cfg  # noqa: E402
+from runner.loop import Interleaved, Session  # noqa: E402
+from runner.spec import RunSpec  # noqa: E402
+from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
+
+OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_graph": "baseline,cuda_graph=on",
+        "optimized": "optimized"}
+POSITIONS = (32, 96, 160, 512)
+
+
+def median_ci(x: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Median and a distribution-free interval for it (binomial order statistics)."""
+    s = np.sort(np.asarray(x, float))
+    n = len(s)
+    lo = int(sps.binom.ppf((1 - level) / 2, n, 0.5))
+    hi = max(min(n - 1, n - 1 - lo), lo)
+    lo = max(0, lo - 1)
+    return float(np.median(s)), float(s[lo]), float(s[hi])
+
+
+def torch_repeat(model, prompt: list[int], tokens: int, graph: bool) -> tuple[float, list[int]]:
+    """One repeat: prefill, then the decode timed by the host clock (as the runner times tg)."""
+    import torch
+
+    model.reset()
+    nxt = 0
+    for pos, tok in enumerate(prompt):
+        nxt = model.step(tok, pos, graph)
+    torch.cuda.synchronize()
+    out = []
+    t0 = time.perf_counter()
+    for i in range(tokens):
+        nxt = model.step(nxt, len(prompt) + i, graph)
+        out.append(nxt)
+    return tokens / (time.perf_counter() - t0), out
+
+
+def latency_by_position(step, cp, stream_of, last: int) -> dict[int, float]:
+    """GPU ms per token at each of POSITIONS: ``step(pos)`` runs token ``pos`` (prompt first)."""
+    out = {}
+    for pos in range(last + 1):
+        if pos in POSITIONS:
+            s = stream_of()
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record(s)
+            step(pos)
+            e1.record(s)
+            e1.synchronize()
+            out[pos] = cp.cuda.get_elapsed_time(e0, e1)
+        else:
+            step(pos)
+    return out
+
+
+def where_time_goes(session: Session, tokens: int) -> list[dict]:
+    """The optimized token's kernels from CUPTI records (decode tokens only): per kernel name, the
+    GPU µs per token and the share of kernel time."""
+    try:
+        import cupti  # noqa: F401
+    except ImportError:
+        return []
+    spec = RunSpec(preset=session.preset.name, tokens=tokens, repeats=1, device="cuda", prompt_tokens=32,
+                   warmup_tokens=8, trace="cupti")
+    rounds = Interleaved(spec, [cfg.parse_side("optimized")], session)
+    rounds.run(1)
+    res = [r for r in rounds.results() if r.meta.trace == "cupti"][0]
+    events = schema.from_records(res.rows, res.run_id)
+    decode = events[(events["phase"] == "decode") & (events["token"] >= 0)]
+    n_tok = max(1, decode.loc[decode["kind"] == "token", "token"].nunique())
+    kern = traced.kernel_summary(decode)
+    return [{"kernel": r.name, "count_per_token": r.count / n_tok,
+             "gpu_us_per_token": r.total_ns / n_tok / 1e3, "share": r.share} for r in kern.itertuples()]
+
+
+def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda") -> dict:
+    session = Session(name, device, seed=0)
+    p = session.preset
+    gpu = session.device.is_gpu  # cpu: a dry run of this script (no bandwidth, PyTorch or latency)
+    cp = session.device.cp if gpu else None
+    bw = copy_bandwidth_gbs(cp) if gpu else float("nan")
+    torch_ok = torch_ok and gpu
+    n_ctx_mean = 32 + tokens // 2
+    bytes_per_token = p.weight_bytes_per_token() + p.kv_bytes_per_token(n_ctx_mean)
+    spec = RunSpec(preset=name, tokens=tokens, repeats=1, device=device, prompt_tokens=32, warmup_tokens=16)
+    ours = Interleaved(spec, [cfg.parse_side(v) for v in OURS.values()], session)
+    prompt = session.prompt(32)
+    tps: dict[str, list[float]] = {k: [] for k in OURS}
+    gen: dict[str, list[int]] = {}
+    model = None
+    if torch_ok:
+        from bench.torch_decode import TorchDecode
+
+        model = TorchDecode(p, session.weights)
+        for graph in (False, True):  # warm-up and capture
+            torch_repeat(model, prompt, 8, graph)
+        tps.update(torch_eager=[], torch_graph=[])
+    for _ in range(rounds_n):
+        ours.run(1)
+        if model is not None:
+            for graph, key in ((False, "torch_eager"), (True, "torch_graph")):
+                rate, gen[key] = torch_repeat(model, prompt, tokens, graph)
+                tps[key].append(rate)
+    for res in ours.results():
+        events = schema.from_records(res.rows, res.run_id)
+        label = next(k for k, v in OURS.items() if cfg.parse_side(v).label == res.meta.config_label)
+        tps[label] = [h["tokens_per_s"] for h in headline.records(events, res.meta)]
+        gen[label] = list(res.meta.generated or [])
+    configs = {}
+    for key, values in tps.items():
+        med, lo, hi = median_ci(values)
+        configs[key] = {"tokens_per_s": med, "ci95": [lo, hi], "repeats": values,
+                        "copy_bw_fraction": bytes_per_token * med / (bw * 1e9)}
+    # latency by position: ours optimized (graph) and torch graph, one sequence to 512
+    lat = {}
+    opt = ours.sides[[s.spec.config.label for s in ours.sides].index(cfg.parse_side("optimized").label)].pipe
+    seq = prompt + list(range(1000, 1000 + POSITIONS[-1]))
+    opt.reset()
+    if gpu:
+        lat["optimized"] = latency_by_position(lambda pos: opt.step(seq[pos], pos), cp, lambda: opt.main,
+                                               POSITIONS[-1])
+    if model is not None:
+        import torch
+
+        model.reset()
+        ts = model.stream
+        torch_stream = cp.cuda.ExternalStream(ts.cuda_stream)
+        lat["torch_graph"] = latency_by_position(lambda pos: model.step(seq[pos], pos, True), cp,
+                                                 lambda: torch_stream, POSITIONS[-1])
+        torch.cuda.synchronize()
+    first = gen.get("baseline", [])
+    agree = {k: float(np.mean([a == b for a, b in zip(first, v)])) if first and v else None for k, v in gen.items()}
+    out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
+           "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
+           "copy_bw_gbs": bw, "configs": configs, "latency_ms_by_position": lat,
+           "token_agreement_with_baseline": agree}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="1b,8b")
+    ap.add_argument("--rounds", default="1b=7,8b=5", help="rounds per preset (each config once per round)")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
+    try:
+        import torch  # noqa: F401
+
+        torch_ok = True
+    except ImportError:
+        torch_ok = False
+    t0 = time.time()
+    report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "presets": {}}
+    for name in args.presets.split(","):
+        report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device)
+        print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
+    for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
+        session = Session(name, args.device, seed=0)
+        report["presets"][name]["where_time_goes_optimized"] = where_time_goes(session, 32) if \
+            session.device.is_gpu else []
+        print(f"[{time.time() - t0:.0f}s] {name} traced", flush=True)
+    from runner.device import open_device
+
+    dev = open_device(args.device)
+    report["device"] = dev.info()
+    report["copy_bw_gbs"] = float(np.median([v["copy_bw_gbs"] for v in report["presets"].values()]))
+    (args.out / "decode.json").write_text(json.dumps(report, indent=1, default=str))
+    lines = [f"{report['device']['name']}  driver {report['device'].get('driver')}  CUDA "
+             f"{report['device'].get('cuda_runtime')}  commit {report['git'].get('commit')}",
+             f"tg{args.tokens} after a 32-token prompt, batch 1, fp16, random weights"]
+    for name, pr in report["presets"].items():
+        kv_mb = pr["kv_bytes_per_token_at_mean_ctx"] / 1e6
+        lines += ["", f"### {name}: {pr['bytes_per_token'] / 1e6:.1f} MB per token (weights "
+                  f"{pr['weight_bytes_per_token'] / 1e6:.1f} MB + KV {kv_mb:.2f} MB "
+                  f"at context {pr['mean_ctx']}); device copy {pr['copy_bw_gbs']:.0f} GB/s", "",
+                  "| config | t/s median | 95% CI | of copy bandwidth | same tokens as baseline |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for key, c in pr["configs"].items():
+            agree = pr["token_agreement_with_baseline"].get(key)
+            lines.append(f"| {key} | {c['tokens_per_s']:.1f} | [{c['ci95'][0]:.1f}, {c['ci95'][1]:.1f}] | "
+                         f"{c['copy_bw_fraction']:.0%} | {'n/a' if agree is None else f'{agree:.0%}'} |")
+        lines += ["", "| token latency (ms, CUDA events around the token) at position | "
+                  + " | ".join(map(str, POSITIONS)) + " |",
+                  "| --- |" + " ---: |" * len(POSITIONS)]
+        for key, lat in pr["latency_ms_by_position"].items():
+            lines.append(f"| {key} | " + " | ".join(f"{lat[p]:.3f}" for p in POSITIONS) + " |")
+        if pr["where_time_goes_optimized"]:
+            lines += ["", "| optimized: kernel (CUPTI) | per token | GPU µs per token | share of kernel time |",
+                      "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {r['kernel'][:60]} | {r['count_per_token']:.0f} | {r['gpu_us_per_token']:.1f} | "
+                      f"{r['share']:.1%} |" for r in pr["where_time_goes_optimized"][:12]]
+    text = "\n".join(lines) + "\n"
+    (args.out / "decode.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""GPU task (issue 12), one device call: what each timing level costs in decode tokens/s.
+
+For the eager baseline and the graph-path optimized config (1b, tg64 after a 32-token prompt):
+``--timing tokens`` (NVTX ranges and three CUDA events a token) against ``--timing functions``
+(an event pair around every device function as well), and ``--trace cupti`` against the same
+config untraced (the runner's twin, in the same rounds). Every variant runs once per round in a
+random order; the cost is the paired Hodges-Lehmann ratio over rounds with its 95% interval
+(perfreview.compare.stats, the review's rule). Writes instrumentation.json/.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perfreview.compare import stats  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner import config as cfg  # noqa: E402
+from runner.loop import Interleaved, Session  # noqa: E402
+from runner.spec import RunSpec  # noqa: E402
+
+
+def tokens_per_s(rounds: Interleaved, untraced: bool = False) -> np.ndarray:
+    """Per round: decode tokens / decode span of the (one) side, or of its untraced twin."""
+    side = next(s for s in rounds.sides if s.twin_of is None)
+    spans = [r.untraced_decode_ns if untraced else r.decode_ns for r in side.repeats]
+    return rounds.spec.tokens / (np.asarray(spans, float) / 1e9)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    session = Session(args.preset, args.device, seed=0)
+    try:
+        import cupti  # noqa: F401
+
+        cupti_ok = True
+    except ImportError:
+        cupti_ok = False
+    variants: dict[tuple[str, str], Interleaved] = {}
+    for config in ("baseline", "optimized"):
+        for level in ("tokens", "functions", *(("cupti",) if cupti_ok else ())):
+            spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=32,
+                           warmup_tokens=16, timing="tokens" if level == "cupti" else level,
+                           trace="cupti" if level == "cupti" else "")
+            variants[(config, level)] = Interleaved(spec, [cfg.parse_side(config)], session)
+    order = np.random.default_rng(0)
+    keys = list(variants)
+    for _ in range(args.rounds):
+        for i in order.permutation(len(keys)):
+            variants[keys[int(i)]].run(1)
+    rows = []
+    for config in ("baseline", "optimized"):
+        base = tokens_per_s(variants[(config, "tokens")])
+        for level in ("functions", "cupti"):
+            if (config, level) not in variants:
+                continue
+            v = variants[(config, level)]
+            with_it = tokens_per_s(v)
+            # cupti: against its own untraced twin (same rounds, same pipeline settings)
+            without = tokens_per_s(v, untraced=True) if level == "cupti" else base
+            est = stats.paired(without, with_it, 0.05)
+            rows.append({"config": config, "level": level, "tokens_per_s_without": float(np.median(without)),
+                         "tokens_per_s_with": float(np.median(with_it)), "cost_pct": (1 - est.ratio) * 100,
+                         "ci95_pct": [(1 - est.ci_high) * 100, (1 - est.ci_low) * 100], "rounds": est.n,
+                         "method": est.method})
+    dev = session.device.info()
+    report = {"device": dev, "git": git_info(), "preset": args.preset, "tokens": args.tokens, "rows": rows}
+    (args.out / "instrumentation.json").write_text(json.dumps(report, indent=1, default=str))
+    lines = [f"{dev['name']}  driver {dev.get('driver')}  CUDA {dev.get('cuda_runtime')}  commit "
+             f"{report['git'].get('commit')}",
+             f"{args.preset}, tg{args.tokens}, {args.rounds} rounds; cost = 1 - (t/s with) / (t/s without), "
+             "paired over rounds",
+             "", "| config | instrumentation | t/s without | t/s with | cost | 95% CI |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    names = {"functions": "--timing functions (vs tokens)", "cupti": "--trace cupti (vs untraced twin)"}
+    for r in rows:
+        lines.append(f"| {r['config']} | {names[r['level']]} | {r['tokens_per_s_without']:.1f} | "
+                     f"{r['tokens_per_s_with']:.1f} | {r['cost_pct']:+.2f}% | "
+                     f"[{r['ci95_pct'][0]:+.2f}%, {r['ci95_pct'][1]:+.2f}%] |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "instrumentation.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
