@@ -1,6 +1,6 @@
 """GPU task (issue 12), one device call: what each timing level costs in decode tokens/s.
 
-For the eager baseline and the graph-path optimized config (1b, tg64 after a 32-token prompt):
+For the eager baseline and the graph-path optimized config (1b, tg32 after a 32-token prompt):
 ``--timing tokens`` (NVTX ranges and three CUDA events a token) against ``--timing functions``
 (an event pair around every device function as well), and ``--trace cupti`` against the same
 config untraced (the runner's twin, in the same rounds). Every variant runs once per round in a
@@ -37,8 +37,8 @@ def tokens_per_s(rounds: Interleaved, untraced: bool = False) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="1b")
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script")
     args = ap.parse_args()
@@ -59,9 +59,10 @@ def main() -> int:
             variants[(config, level)] = Interleaved(spec, [cfg.parse_side(config)], session)
     order = np.random.default_rng(0)
     keys = list(variants)
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for i in order.permutation(len(keys)):
             variants[keys[int(i)]].run(1)
+        print(f"round {r + 1}/{args.rounds}", flush=True)
     rows = []
     for config in ("baseline", "optimized"):
         base = tokens_per_s(variants[(config, "tokens")])
