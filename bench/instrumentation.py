@@ -52,7 +52,8 @@ def main() -> int:
         cupti_ok = False
     variants: dict[tuple[str, str], Interleaved] = {}
     for config in ("baseline", "optimized"):
-        for level in ("tokens", "functions", *(("cupti",) if cupti_ok else ())):
+        # CUPTI on the eager baseline (1285 kernels a token) costs ~50% and takes minutes: graph path only
+        for level in ("tokens", "functions", *(("cupti",) if cupti_ok and config == "optimized" else ())):
             spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=32,
                            warmup_tokens=16, timing="tokens" if level == "cupti" else level,
                            trace="cupti" if level == "cupti" else "")

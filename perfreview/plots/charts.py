@@ -8,9 +8,11 @@ from typing import Any
 
 from perfreview.plots.style import short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from perfreview.analysis import samples  # noqa: E402
+from perfreview.compare.stats import SHOWN  # noqa: E402
 from perfreview.trace import figures  # noqa: E402
 from perfreview.trace.runs import Run  # noqa: E402
 
@@ -37,19 +39,26 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     fig, ax = plt.subplots(figsize=size or (9, 1.2 + 0.32 * len(chosen)))
     ax.barh(y, change, color=[VERDICT_COLORS.get(r["verdict"], "#7f7f7f") for r in chosen], alpha=0.85)
     ax.errorbar(change, y, xerr=[change - lo, hi - change], fmt="none", ecolor="black", capsize=3, lw=1)
-    if threshold:  # the practical threshold Δ: "no change" means an interval inside this band
-        ax.axvspan(-threshold * 100, threshold * 100, color="#bbbbbb", alpha=0.3, label=f"Δ ±{threshold:.1%}")
+    for yi, r in zip(y, chosen):  # each tested row's own Δ band: "no change" means its interval inside it
+        t = r.get("threshold") or threshold
+        if t and r.get("verdict") in VERDICT_COLORS and r.get("verdict") != SHOWN:
+            ax.fill_betweenx([yi - 0.45, yi + 0.45], -t * 100, t * 100, color="#bbbbbb", alpha=0.45, lw=0,
+                             zorder=0)
     ax.axvline(0, color="black", lw=0.8)
     span = float(np.nanmax(np.abs(np.concatenate([lo, hi])))) if len(chosen) else 0.0
     if span > 20:  # a few huge changes would flatten every small one: linear within ±5%, log beyond
         ax.set_xscale("symlog", linthresh=5, linscale=1.5)
+        # plain numbers: log ticks are mathtext by default, and pictures parse no math (names are text)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     scale_note = " (linear within ±5%, log beyond)" if span > 20 else ""
-    ax.set_xlabel("change B vs A (%), interval of the review's rule (throughput at its own α, the rest at 99%)"
-                  + scale_note)
+    ax.set_xlabel("change B vs A (%), interval of the review's rule\n(throughput at its own α, the rest at 99%)"
+                  + scale_note, fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    if any(r.get("threshold") or threshold for r in chosen):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="#bbbbbb", alpha=0.45, label="±Δ of a tested row"))
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
