@@ -442,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_options(p)
 
     p = sub.add_parser("compare-llama-bench", help="compare two llama-bench -o json/jsonl results, with intervals")
-    p.add_argument("a_file", type=Path, help="baseline build's llama-bench JSON or JSONL")
-    p.add_argument("b_file", type=Path, help="compared build's llama-bench JSON or JSONL")
+    p.add_argument("a_file", type=Path, help="baseline build's llama-bench result: -o json, jsonl, csv, sql or the "
+                   "md table (json/jsonl carry every repetition; the others only mean ± SD: approximate intervals)")
+    p.add_argument("b_file", type=Path, help="compared build's llama-bench result (any of those formats)")
     p.add_argument("--out", dest="report_out", type=Path, help="write the markdown here")
     _threshold_option(p)
     p.add_argument("--json", action="store_true")

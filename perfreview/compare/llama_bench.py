@@ -27,14 +27,25 @@ def compare_tests(pairs: list[tuple[Any, Any]], unmatched: int = 0,
         raise MismatchError("no llama-bench test is in both files (same model and parameters)")
     design = Design(RUNS, threshold, stats.ALPHA_PRIMARY)
     rows = []
+    approximate = 0
     for ta, tb in pairs:
-        va, vb = np.asarray(ta.samples_ts, float), np.asarray(tb.samples_ts, float)
-        est = stats.unpaired(va, vb, design.alpha_primary)
+        if ta.has_samples and tb.has_samples:
+            va, vb = np.asarray(ta.samples_ts, float), np.asarray(tb.samples_ts, float)
+            est = stats.unpaired(va, vb, design.alpha_primary)
+        else:  # a file without per-repetition samples: the interval from mean ± SD, marked approximate
+            approximate += 1
+            sa, sb = ta.summary(), tb.summary()
+            va, vb = np.asarray(ta.samples_ts or ta.avg_ts, float), np.asarray(tb.samples_ts or tb.avg_ts, float)
+            est = stats.unpaired_summary(sa, sb, design.alpha_primary)
         rows.append(Row.measured((ta.name, "headline", ""), "t/s", True, None, va, vb, est, "primary",
-                                 mean_a=ta.mean_ts, std_a=_std(va), mean_b=tb.mean_ts, std_b=_std(vb)))
+                                 mean_a=ta.mean_ts, std_a=ta.summary()[1], mean_b=tb.mean_ts, std_b=tb.summary()[1]))
     decide(rows, design)
     n = min(r.n for r in rows)
     notes: list[str] = [NOTE]
+    if approximate:
+        notes.append(f"{approximate} test(s) compared from mean ± SD only (a CSV, SQL or markdown file has no "
+                     f"per-repetition samples; {pairs[0][0].assumed_repetitions} repetitions assumed, llama-bench's "
+                     "default -r): those intervals are approximate; write -o json or jsonl for exact ones")
     if n < stats.MIN_UNITS:
         notes.append(f"only {n} repetitions per test (llama-bench -r {n}); use -r 20 or more for intervals "
                      "that can decide 1%")

@@ -140,6 +140,28 @@ def unpaired(a: np.ndarray, b: np.ndarray, alpha: float) -> Estimate:
     return Estimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, sd, "Welch t", 1 - alpha)
 
 
+def unpaired_summary(a: tuple[float, float, int], b: tuple[float, float, int], alpha: float) -> Estimate:
+    """Welch t from each side's (mean, sample SD, n) alone, when the samples are not in the file
+    (llama-bench CSV, SQL, markdown): logs by the delta method (mean of logs ~ ln mean, SD of logs ~
+    SD / mean). Approximate: the method says so."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    diff = math.log(mb) - math.log(ma)
+    n = min(na, nb)
+    method = "Welch t from mean ± SD (approximate)"
+    if n < 2:
+        return Estimate(math.exp(diff), math.nan, math.nan, 1.0, n, math.nan, method, 1 - alpha)
+    va, vb = (sa / ma) ** 2 / na, (sb / mb) ** 2 / nb
+    se = math.sqrt(va + vb)
+    sd = math.sqrt(((sa / ma) ** 2 + (sb / mb) ** 2) / 2)
+    if se == 0:
+        return Estimate(math.exp(diff), math.exp(diff), math.exp(diff), 1.0 if diff == 0 else 0.0, n, 0.0, method,
+                        1 - alpha)
+    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    half = sps.t.ppf(1 - alpha / 2, df) * se
+    p = float(2 * sps.t.sf(abs(diff) / se, df))
+    return Estimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, sd, method, 1 - alpha)
+
+
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
     """q-values (BH-adjusted p-values), same order as given."""
     p = np.asarray(p_values, float)

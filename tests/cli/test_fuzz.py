@@ -197,3 +197,34 @@ def test_run_folder_corpus(tmp_path, capsys, good_runs, seed):
             one_line_or_ok(code, err, broken)
             if code == 2:  # nothing half-written
                 assert not Path(argv[argv.index("--out") + 1]).exists()
+
+
+LLAMA_TEXT = {  # the same result as llama-bench writes it in its text formats
+    "csv": '"build_commit","model_type","n_prompt","n_gen","n_depth","avg_ts","stddev_ts"\n'
+           '"abc","llama 8B","0","32","0","100.450000","0.302765"\n',
+    "sql": "CREATE TABLE IF NOT EXISTS llama_bench (\n  build_commit TEXT,\n  model_type TEXT,\n  n_prompt INTEGER,\n"
+           "  n_gen INTEGER,\n  n_depth INTEGER,\n  avg_ts REAL,\n  stddev_ts REAL\n);\n"
+           "INSERT INTO llama_bench (build_commit, model_type, n_prompt, n_gen, n_depth, avg_ts, stddev_ts) "
+           "VALUES ('abc', 'llama 8B', '0', '32', '0', '100.450000', '0.302765');\n",
+    "md": "| model | size | params | backend | ngl | test | t/s |\n| --- | ---: | ---: | --- | --: | ---: | ---: |\n"
+          "| llama 8B | 5.21 GiB | 8.03 B | CUDA | 99 | tg32 | 100.45 ± 0.30 |\n\nbuild: abc (1)\n",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(LLAMA_TEXT))
+def test_llama_bench_text_format_corpus(tmp_path, capsys, fmt):
+    """Truncated, spliced and byte-flipped CSV, SQL and markdown: a comparison or one line."""
+    rng = random.Random(fmt)
+    good = tmp_path / f"good.{fmt}"
+    good.write_text(LLAMA_TEXT[fmt])
+    assert main(["compare-llama-bench", str(good), str(good)]) == 0
+    capsys.readouterr()
+    text = LLAMA_TEXT[fmt].encode()
+    for i in range(60):
+        path = tmp_path / f"b{i}.{fmt}"
+        cut = rng.randrange(len(text))
+        data = [text[:cut], text[:cut] + text[rng.randrange(len(text)):], raw_variants(text, rng),
+                bytes(b if rng.random() > 0.03 else rng.randrange(256) for b in text)][i % 4]
+        path.write_bytes(data)
+        code = main(["compare-llama-bench", str(good), str(path)])
+        one_line_or_ok(code, capsys.readouterr().err, path)

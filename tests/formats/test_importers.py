@@ -6,6 +6,7 @@ import json
 import zlib
 
 import numpy as np
+import pytest
 from markdown_it import MarkdownIt
 
 from perfreview.cli import main
@@ -43,14 +44,90 @@ def test_compare_llama_bench_verdicts(tmp_path, capsys):
     assert any(t.type == "table_open" for t in tokens) and "aaaa111" in md and "bbbb222" in md
 
 
-def test_llama_bench_without_samples_is_a_one_line_error(tmp_path, capsys):
+def test_llama_bench_without_samples_or_means_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "bench.json"
     rec = bench_record(32, np.array([100.0, 101.0]), "c")
-    del rec["samples_ts"]
+    del rec["samples_ts"], rec["avg_ts"]
     path.write_text(json.dumps([rec]))
     assert main(["compare-llama-bench", str(path), str(path)]) == 2
     err = capsys.readouterr().err
     assert "bench.json" in err and "samples_ts" in err and len(err.strip().splitlines()) == 1
+
+
+FIELDS = ["build_commit", "build_number", "model_type", "n_prompt", "n_gen", "n_depth", "n_gpu_layers", "flash_attn",
+          "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts"]
+
+
+def write_csv(path, recs):
+    """As llama-bench -o csv writes it: a header, every value double-quoted."""
+    def cell(v):
+        return f'"{str(v).lower() if isinstance(v, bool) else v}"'
+    lines = [",".join(FIELDS)] + [",".join(cell(r.get(k, "")) for k in FIELDS) for r in recs]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_sql(path, recs):
+    """As llama-bench -o sql writes it: CREATE TABLE IF NOT EXISTS llama_bench, single-quoted values."""
+    cols = ", ".join(f"{k} {'TEXT' if k in ('build_commit', 'model_type', 'test_time') else 'REAL'}" for k in FIELDS)
+    out = [f"CREATE TABLE IF NOT EXISTS llama_bench (\n  {cols}\n);"]
+    for r in recs:
+        vals = ", ".join(f"'{int(r[k]) if isinstance(r[k], bool) else r[k]}'" for k in FIELDS if k in r)
+        cols = ", ".join(k for k in FIELDS if k in r)
+        out.append(f"INSERT INTO llama_bench ({cols}) VALUES ({vals});")
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def write_md(path, recs, commit="3f1ae2e3"):
+    """As llama-bench -o md writes it (the table pasted in a PR)."""
+    out = ["| model | size | params | backend | ngl | fa | test | t/s |",
+           "| ------------------------------ | ---------: | ---------: | ---------- | --: | -: | ------: | ---: |"]
+    for r in recs:
+        out.append(f"| {r['model_type']} | 5.21 GiB | 8.03 B | CUDA | 99 | 1 | {llama_bench.test_name(r)} | "
+                   f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} |")
+    path.write_text("\n".join(out) + f"\n\nbuild: {commit} (6800)\n")
+    return path
+
+
+def test_llama_bench_csv_sql_and_markdown_compare_with_approximate_intervals(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    a = [bench_record(g, 120 * (1 + 0.002 * rng.standard_normal(10)), "aaa") for g in (32, 64)]
+    b = [bench_record(32, 120 * 1.05 * (1 + 0.002 * rng.standard_normal(10)), "bbb"),
+         bench_record(64, 120 * (1 + 0.002 * rng.standard_normal(10)), "bbb")]
+    verdicts = {}
+    for fmt, write in (("csv", write_csv), ("sql", write_sql), ("md", write_md)):
+        pa, pb = write(tmp_path / f"a.{fmt}", a), write(tmp_path / f"b.{fmt}", b)
+        out = tmp_path / f"{fmt}.md"
+        assert main(["compare-llama-bench", str(pa), str(pb), "--out", str(out), "--json"]) == 0, fmt
+        payload = json.loads(capsys.readouterr().out)
+        rows = {r["name"].split()[-1]: r for r in payload["rows"]}
+        verdicts[fmt] = (rows["tg32"]["verdict"], rows["tg64"]["verdict"])
+        assert rows["tg32"]["speedup"] == round(b[0]["avg_ts"] / a[0]["avg_ts"], 2)
+        assert all("approximate" in r["method"] for r in payload["rows"])
+        assert "approximate" in out.read_text()
+    assert set(verdicts.values()) == {("improved", "no change")}
+    # a JSON file (samples) against a pasted markdown table (mean ± SD): pairs on the fields both have
+    pj = tmp_path / "a.json"
+    pj.write_text(json.dumps(a))
+    assert main(["compare-llama-bench", str(pj), str(tmp_path / "b.md"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["rows"]) == 2
+
+
+@pytest.mark.parametrize("sql, problem", [
+    ("ATTACH DATABASE 'x.db' AS x;", "not authorized"),
+    ("CREATE TABLE llama_bench (a);\nINSERT INTO llama_bench WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+     "SELECT x + 1 FROM c) SELECT x FROM c;", "not authorized"),
+    ("CREATE TABLE other (a);", "no llama_bench table"),
+    ("CREATE TABLE llama_bench (avg_ts);\nINSERT INTO llama_bench VALUES ('abc');", "avg_ts"),
+])
+def test_hostile_llama_bench_sql_is_refused_in_one_line(tmp_path, capsys, sql, problem):
+    path = tmp_path / "bad.sql"
+    path.write_text(sql)
+    assert main(["compare-llama-bench", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perfreview: error: ") and "bad.sql" in err and problem in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.db").exists()
 
 
 def test_test_names_follow_llama_bench():
