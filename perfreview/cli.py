@@ -441,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run A a second time in every round (A B A' in a random order): the negative control")
     _compare_options(p)
 
-    p = sub.add_parser("compare-llama-bench", help="compare two llama-bench -o json/jsonl results, with intervals")
+    p = sub.add_parser("compare-llama-bench", help="compare two llama-bench results (json, jsonl, csv, sql, md) "
+                       "with intervals")
     p.add_argument("a_file", type=Path, help="baseline build's llama-bench result: -o json, jsonl, csv, sql or the "
                    "md table (json/jsonl carry every repetition; the others only mean ± SD: approximate intervals)")
     p.add_argument("b_file", type=Path, help="compared build's llama-bench result (any of those formats)")
