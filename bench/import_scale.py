@@ -40,6 +40,10 @@ print("kernels", len(kernels), "idle rows", len(idle), "load_s", round(load, 2))
 """
 
 
+COMMANDS = {"import": "import", "import_marker": "import + marker", "report": "report", "compare": "compare",
+            "plot_timeline": "plot timeline", "export_perfetto": "export perfetto"}
+
+
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -114,11 +118,18 @@ def main() -> int:
             write_kineto(trace, size)
         row = {"events": size, "file_mb": round(trace.stat().st_size / 1e6)}
         runs_dir = args.work / "runs"
-        for label, extra in (("import", []), ("import_marker", ["--token-marker", "token"])):
+        marker = ["--token-marker", "token", "--blocks", "10"]  # ten blocks of tokens: repeats to compare
+        for label, extra in (("import", []), ("import_marker", marker)):
             shutil.rmtree(runs_dir, ignore_errors=True)
             row[label] = measure(cli + ["import", "kineto", str(trace), "--runs-dir", str(runs_dir), "--quiet",
                                         "--name", "t"] + extra)
-        row["report"] = measure(cli + ["report", str(runs_dir / "t"), "--out", str(args.work / "report.md")])
+        measure(cli + ["import", "kineto", str(trace), "--runs-dir", str(runs_dir), "--quiet", "--name", "t2"] + marker)
+        run = str(runs_dir / "t")
+        row["report"] = measure(cli + ["report", run, "--out", str(args.work / "report.md"), "--quiet"])
+        row["compare"] = measure(cli + ["compare", run, str(runs_dir / "t2"), "--out", str(args.work / "cmp.md"),
+                                        "--quiet"])
+        row["plot_timeline"] = measure(cli + ["plot", "timeline", run, "--out", str(args.work / "tl.png")])
+        row["export_perfetto"] = measure(cli + ["export", "perfetto", run, "--out", str(args.work / "x.json")])
         if args.hta_python:
             row["hta"] = measure([args.hta_python, "-c", HTA_SCRIPT, str(folder)])
         rows.append(row)
@@ -128,14 +139,19 @@ def main() -> int:
                       "load + get_gpu_kernel_breakdown + get_idle_time_breakdown; peak = process tree RSS"}
     (args.out / "import_scale.json").write_text(json.dumps(report, indent=1))
     md = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-          f"{report['machine']['memory_gb']} GB; commit {report['git'].get('commit')}",
-          "", "| events | file | import s | peak GB | import + marker s | peak GB | report s | peak GB | "
-          "HTA load + breakdowns s | HTA peak GB |", "|" + " ---: |" * 10]
+          f"{report['machine']['memory_gb']} GB; commit {report['git'].get('commit')}", "",
+          "Seconds / peak GB of the process tree, each command in a fresh process. `import + marker`: "
+          "`--token-marker token --blocks 10`; report, compare (against a second import of the same trace), "
+          "plot and export run on that run. HTA: `TraceAnalysis` load + `get_gpu_kernel_breakdown` + "
+          "`get_idle_time_breakdown`.", "",
+          "| events | file | " + " | ".join(COMMANDS.values()) + " | HTA |",
+          "| ---: | ---: |" + " ---: |" * (len(COMMANDS) + 1)]
     for r in rows:
-        hta = r.get("hta", {})
-        md.append(f"| {r['events']:,} | {r['file_mb']} MB | {r['import']['seconds']} | {r['import']['peak_gb']} | "
-                  f"{r['import_marker']['seconds']} | {r['import_marker']['peak_gb']} | {r['report']['seconds']} | "
-                  f"{r['report']['peak_gb']} | {hta.get('seconds', 'n/a')} | {hta.get('peak_gb', 'n/a')} |")
+        cells = [f"{r[k]['seconds']} s / {r[k]['peak_gb']} GB" if r.get(k, {}).get("rc") == 0 else "failed"
+                 for k in COMMANDS]
+        hta = r.get("hta")
+        cells.append(f"{hta['seconds']} s / {hta['peak_gb']} GB" if hta and hta["rc"] == 0 else "n/a")
+        md.append(f"| {r['events']:,} | {r['file_mb']} MB | " + " | ".join(cells) + " |")
     (args.out / "import_scale.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
