@@ -135,11 +135,17 @@ class Collector:
 
 
 def to_rows(raw: list[tuple | list], offset_ns: int, repeat: int, host_rows: list[dict],
-            capture_log: list[tuple[str, str]] | None = None, thread: str = "main") -> list[dict]:
+            capture_log: list[tuple[str, str]] | None = None, thread: str = "main",
+            stream_ids: dict[int, int] | None = None) -> list[dict]:
     """Event rows from CUPTI records (:data:`FIELDS` order) of one repeat. ``host_rows``: that
     repeat's host rows from the recorder (tokens and ranges, run clock); ``offset_ns``: host clock
-    minus CUPTI clock; ``capture_log``: (function, kernel) per launch of the captured token graph."""
+    minus CUPTI clock; ``capture_log``: (function, kernel) per launch of the captured token graph;
+    ``stream_ids``: the driver's stream id -> the runner's stream index (the same timeline row as
+    that stream's CUDA events; ids not in it, a graph's own streams, are kept)."""
     records = [dict(zip(FIELDS, r)) for r in raw]
+    if stream_ids:
+        for r in records:
+            r["stream"] = stream_ids.get(r["stream"], r["stream"])
     tokens = sorted((r["start_ns"], r["end_ns"], r["token"], r["phase"]) for r in host_rows
                     if r["kind"] == Kind.TOKEN.value)
     starts = [t[0] for t in tokens]

@@ -29,6 +29,7 @@ class Device(Protocol):
 
     def new_stream(self) -> Any: ...
     def stream_index(self, stream: Any) -> int: ...
+    def stream_ids(self) -> dict[int, int]: ...
     def use(self, stream: Any) -> ContextManager[Any]: ...
     def empty_host(self, shape: Any, dtype: Any, pinned: bool) -> np.ndarray: ...
     def upload(self, a: np.ndarray) -> Any: ...
@@ -64,6 +65,9 @@ class CpuDevice:
 
     def stream_index(self, stream: Any) -> int:
         return 0
+
+    def stream_ids(self) -> dict[int, int]:
+        return {}  # no driver streams (and no CUPTI) on the host
 
     def use(self, stream: Any) -> ContextManager[Any]:
         return _NullContext()
@@ -167,6 +171,24 @@ class CudaDevice:
 
     def stream_index(self, stream: Any) -> int:
         return self.streams.index(stream)
+
+    def stream_ids(self) -> dict[int, int]:
+        """The driver's id of each of our streams (what CUPTI records carry) -> its index here, so
+        traced work lands on the same timeline row as the stream's events. Empty where the driver
+        lacks cuStreamGetId (before CUDA 12). A replayed graph may run kernels on streams of the
+        driver's own: those keep their ids."""
+        import ctypes
+
+        try:
+            get_id = ctypes.CDLL("libcuda.so.1").cuStreamGetId
+        except (OSError, AttributeError):
+            return {}
+        out = {}
+        for i, s in enumerate(self.streams):
+            sid = ctypes.c_ulonglong(0)
+            if get_id(ctypes.c_void_p(s.ptr), ctypes.byref(sid)) == 0:
+                out[int(sid.value)] = i
+        return out
 
     def use(self, stream: Any) -> Any:
         return stream

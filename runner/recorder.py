@@ -152,7 +152,7 @@ class Recorder:
             from runner.cupti_trace import to_rows
 
             offset, self.clock_residual_ns = self.cupti.clock_offset()
-            out += to_rows(self.cupti.take(), offset, repeat, out, self.capture_log, thread)
+            out += to_rows(self.cupti.take(), offset, repeat, out, self.capture_log, thread, self.dev.stream_ids())
         dev, anchor, base = self.dev, self._anchor_event, self._anchor_ns
         dev_id = getattr(dev, "device_id", 0)
 

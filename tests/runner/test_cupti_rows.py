@@ -130,6 +130,17 @@ def test_real_graph_replay_records_from_the_h100():
     assert (ev["end_ns"] >= ev["start_ns"]).all() and fx["residual_ns"] < 1_000
 
 
+def test_cupti_stream_ids_map_to_the_runner_streams():
+    """The driver's id of our compute stream (13 in the H100 records) becomes the runner's index 0,
+    the row its CUDA events are on; the streams a replayed graph runs kernels on keep their ids."""
+    fx = real("graph")
+    ev = pd.DataFrame(to_rows(fx["raw"], fx["offset_ns"], 0, fx["host_rows"], [tuple(x) for x in fx["capture_log"]],
+                              stream_ids={13: 0}))
+    work = ev[ev["kind"].isin(["kernel", "memcpy"])]
+    assert set(work["stream"]) == {0, 19, 20, 21}
+    assert set(work.loc[work["kind"] == "memcpy", "track"]) == {"gpu0/stream0"}
+
+
 def test_real_eager_records_from_the_h100():
     """The eager baseline (CuPy + cuBLAS): kernels take the function of the range their launch was
     made in; pageable input copies keep their memory kinds."""
