@@ -22,11 +22,17 @@ def kernel_summary(events: pd.DataFrame) -> pd.DataFrame:
     k = events[events["kind"] == Kind.KERNEL.value]
     if k.empty:
         return pd.DataFrame(columns=["name", "count", "total_ns", "mean_ns", "median_ns", "min_ns", "max_ns",
-                                     "std_ns", "share"])
-    d = (k["end_ns"] - k["start_ns"]).groupby(k["name"].astype(str))
+                                     "std_ns", "share", "repeat_cv", "repeats"])
+    dur = k["end_ns"] - k["start_ns"]
+    d = dur.groupby(k["name"].astype(str))
     out = pd.DataFrame({"count": d.size(), "total_ns": d.sum(), "mean_ns": d.mean(), "median_ns": d.median(),
                         "min_ns": d.min(), "max_ns": d.max(), "std_ns": d.std().fillna(0.0)})
     out["share"] = out["total_ns"] / out["total_ns"].sum()
+    # Repeat to repeat: each kernel's mean duration per repeat, and the CV of those means (NaN with
+    # one repeat). A kernel whose time moves between repeats is where a run's spread comes from.
+    per_repeat = dur.groupby([k["name"].astype(str), k["repeat"].to_numpy()]).mean()
+    out["repeat_cv"] = per_repeat.groupby(level=0).std() / per_repeat.groupby(level=0).mean()
+    out["repeats"] = per_repeat.groupby(level=0).size()
     return out.sort_values("total_ns", ascending=False).reset_index(names="name")
 
 

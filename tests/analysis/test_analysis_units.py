@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from perfreview.analysis import functions, gaps, intervals, streams, tokens
@@ -129,6 +130,12 @@ def test_traced_summaries_and_findings():
     ks = traced.kernel_summary(ev).set_index("name")
     assert ks.loc["big", "total_ns"] == 500 and ks.loc["k", "count"] == 2 and ks.loc["k", "median_ns"] == 150
     assert ks["share"].sum() == pytest.approx(1.0)
+    assert ks.loc["k", "repeats"] == 1 and np.isnan(ks.loc["k", "repeat_cv"])  # one repeat: no spread
+    two = pd.concat([ev, ev.assign(repeat=1, start_ns=ev["start_ns"] + 10**7,
+                                   end_ns=ev["end_ns"] + 10**7 + (ev["name"] == "big") * 100)])
+    ks2 = traced.kernel_summary(two).set_index("name")
+    assert ks2.loc["k", "repeat_cv"] == 0 and ks2.loc["big", "repeat_cv"] == pytest.approx(np.std([500, 600], ddof=1)
+                                                                                          / 550)
     cs = traced.copy_summary(ev).iloc[0]
     assert (cs["copy_kind"], cs["mem_kind"], cs["count"], cs["bytes"]) == ("HtoD", "pageable->device", 1, 64)
     idle = traced.stream_idle(ev).iloc[0]

@@ -15,7 +15,7 @@ from perfreview.formats import chrome_trace, json_stream
 from perfreview.trace import runs
 
 
-def kineto_trace(tokens: int = 6, side_overlaps: bool = False) -> dict:
+def kineto_trace(tokens: int = 6, side_overlaps: bool = False, side: bool = True) -> dict:
     """Per token (1000 µs apart): host ``token`` (user_annotation) > ``aten::mm`` (cpu_op) >
     cudaLaunchKernel; the kernel on stream 7, a memcpy, and a small kernel on side stream 9; the
     token range mirrored on stream 7 as gpu_user_annotation; profiler bookkeeping."""
@@ -45,6 +45,8 @@ def kineto_trace(tokens: int = 6, side_overlaps: bool = False) -> dict:
              "dur": 250, "args": {"stream": 7, "device": 0}},
             {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": corr, "pid": 1, "tid": 1, "ts": base + 20},
         ]
+    if not side:
+        ev = [e for e in ev if e.get("name") != "side_kernel"]
     return {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}], "distributedInfo": {"rank": 3},
             "traceEvents": ev}
 
@@ -190,3 +192,18 @@ def test_a_folder_with_a_rank_twice_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("perfreview: error: ") and "rank 3 appears twice" in err
     assert not (tmp_path / "runs" / "ranks").exists()
+
+
+@pytest.mark.parametrize("overlaps, says", [(True, "so the streams did run concurrently"),
+                                            (False, "the streams mostly took turns")])
+def test_a_review_says_whether_extra_streams_ran_concurrently(tmp_path, capsys, overlaps, says):
+    a = write_gz(tmp_path / "one.json.gz", kineto_trace(tokens=8, side=False))
+    b = write_gz(tmp_path / "two.json.gz", kineto_trace(tokens=8, side_overlaps=overlaps))
+    for path in (a, b):
+        assert main(["import", "kineto", str(path), "--token-marker", "token", "--blocks", "2",
+                     "--out", str(tmp_path / "runs")]) == 0
+    out = tmp_path / "review.md"
+    assert main(["compare", str(tmp_path / "runs" / "one"), str(tmp_path / "runs" / "two"), "--out", str(out),
+                 "--no-plots"]) == 0
+    text = out.read_text()
+    assert "B spreads its GPU work over 2 streams (A over 1)" in text and says in text
