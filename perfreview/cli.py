@@ -337,8 +337,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     size = _size(args.size)
     if args.what == "deltas" and len(args.inputs) != 1:
         raise UsageError("plot deltas takes one review JSON (written by compare/ab --out)")
+    progress = console.Progress("plot", args.quiet or args.json)
+    progress.step("reading")
     runs = _load(args.inputs) if args.what != "deltas" else None
     review_json = args.inputs[0] if args.what == "deltas" else None
+    progress.step("drawing")
     out = pictures.plot(args.what, runs, review_json, args.plot_out, _token_range(args.tokens), args.repeat,
                         size=size, dpi=PLOT_DPI)
     _emit(args, {"plot": str(out)}, console.wrote("plot", out))
@@ -351,7 +354,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from perfreview.report import console
 
     check_output(args.export_out)
-    out = pictures.export_perfetto(_load([args.run])[0], args.export_out)
+    progress = console.Progress("export: rows written", args.quiet or args.json, every_s=2.0)
+    progress.step("reading the run")
+    run = _load([args.run])[0]
+    out = pictures.export_perfetto(run, args.export_out, progress)
     _emit(args, {"trace": str(out)}, console.wrote("trace", out, "open in https://ui.perfetto.dev"))
     return 0
 
@@ -478,12 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, help="which repeat (default: the middle one)")
     p.add_argument("--size", help="WIDTHxHEIGHT in pixels (default: sized to the content)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("export", help="export a run")
     p.add_argument("format", choices=["perfetto"])
     p.add_argument("run", type=Path)
     p.add_argument("--out", dest="export_out", type=Path, required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
-CHUNK = 256  # attention positions per split (decode.cu's CHUNK)
+CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
+ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
@@ -31,8 +32,9 @@ class OwnForward:
         for n in (p.hidden, p.ffn):
             if n % 8:
                 raise ValueError(f"own kernels need widths divisible by 8, got {n}")
-        if CHUNK % p.head_dim or p.head_dim // 2 > 1024:
-            raise ValueError(f"own kernels need head_dim dividing {CHUNK}, got {p.head_dim}")
+        if ATT_THREADS % p.head_dim or (p.head_dim // 2) % (ATT_THREADS // CHUNK):
+            raise ValueError(f"own kernels need head_dim dividing {ATT_THREADS} and a multiple of "
+                             f"{2 * ATT_THREADS // CHUNK}, got {p.head_dim}")
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -56,7 +58,7 @@ class OwnForward:
         self.next_id = cp.zeros(1, cp.int64)
         self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
-        self.attn_smem = 4 * (p.head_dim + CHUNK + 2 * (CHUNK // 32) + CHUNK)
+        self.attn_smem = 4 * (p.head_dim + CHUNK + 2 * (ATT_THREADS // 32) + ATT_THREADS)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
@@ -93,7 +95,7 @@ class OwnForward:
 
     def attention(self, li: int) -> None:
         p = self.p
-        self.k["attn_split"]((p.n_heads, self.splits), (CHUNK,),
+        self.k["attn_split"]((p.n_heads, self.splits), (ATT_THREADS,),
                              (self.q, self.cache_k[li], self.cache_v[li], self.d_pos, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)),

@@ -49,5 +49,5 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
     return charts.deltas(rows, out, threshold=payload.get("threshold"), size=size, dpi=dpi)
 
 
-def export_perfetto(run: Run, out: Path) -> Path:
-    return perfetto.export(run, out)
+def export_perfetto(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    return perfetto.export(run, out, progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from perfreview.trace.runs import Run
 from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind, parse_stream_track
@@ -64,23 +64,29 @@ def events(run: Run) -> Iterator[dict]:
                    "cat": "launch", "name": "launch", "pid": pid, "tid": tid, "ts": ts}
 
 
-def export(run: Run, out: Path) -> Path:
+def export(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write the run as Chrome trace JSON (through a temporary file); ``progress(rows written,
+    rows in all)`` every 250k rows."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     origin = int(run.events["start_ns"].min()) if len(run.events) else 0
     with open(tmp, "w") as fh:
-        _write(fh, run, origin)
+        _write(fh, run, origin, progress)
     tmp.replace(out)
     return out
 
 
-def _write(fh: IO[str], run: Run, origin: int) -> None:
+def _write(fh: IO[str], run: Run, origin: int, progress: Callable[[int, int], None] | None = None) -> None:
     header = {"displayTimeUnit": "ns", "otherData": {"perfreview_run": run.id, "origin_ns": origin,
                                                       "config": run.meta.config_label}}
     fh.write(json.dumps(header)[:-1] + ', "traceEvents": [\n')
-    first = True
+    first, rows = True, 0
     for e in events(run):
         fh.write(("" if first else ",\n") + json.dumps(e, separators=(",", ":")))
         first = False
+        if e["ph"] == "X":  # one per row of the run (the rest: track names, launch arrows)
+            rows += 1
+            if progress is not None and rows % 250_000 == 0:
+                progress(rows, len(run.events))
     fh.write("\n]}\n")
 

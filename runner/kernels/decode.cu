@@ -145,21 +145,26 @@ extern "C" __global__ void rope_kv(half* __restrict__ q, const half* __restrict_
 }
 
 // Decode attention, split over the sequence (flash-decoding). Grid (n_heads, max_splits), block
-// CHUNK threads: split s covers positions [s*CHUNK, min(n, (s+1)*CHUNK)), n = pos[0] + 1 read from
-// device memory, so one grid (and one graph) serves every position; splits past n exit at once.
+// ATT_THREADS threads: split s covers positions [s*SPLIT, min(n, (s+1)*SPLIT)), n = pos[0] + 1 read
+// from device memory, so one grid (and one graph) serves every position; splits past n exit at once.
 // Each split writes its max m, sum l and unnormalised output o (fp32) for attn_combine.
-#define CHUNK 256
+// Short splits keep each block's dependent chain short: a score is ATT_LANES threads' partial dot
+// products (a shuffle adds them), and P.V gives each thread SPLIT / (ATT_THREADS / d) positions.
+// With 256-position splits the chain grew with the context (latency +22% from position 32 to 512).
+#define SPLIT 64
+#define ATT_THREADS 256
+#define ATT_LANES (ATT_THREADS / SPLIT)
 extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __restrict__ cache_k,
                                       const half* __restrict__ cache_v, const int* __restrict__ pos,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale) {
-    extern __shared__ float sh[];  // q (d floats), p (CHUNK), reduction scratch (CHUNK/32 * 2), o (d * groups)
+    extern __shared__ float sh[];  // q (d floats), p (SPLIT), reduction scratch (2 * warps), o (ATT_THREADS)
     float* sq = sh;
     float* sp = sq + d;
-    float* red = sp + CHUNK;
+    float* red = sp + SPLIT;
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
     const int n = pos[0] + 1;
-    const int start = s * CHUNK, end = min(n, start + CHUNK);
+    const int start = s * SPLIT, end = min(n, start + SPLIT);
     const size_t pidx = (size_t)h * gridDim.y + s;
     if (start >= n) {  // empty split: contributes nothing
         if (tid == 0) { part_ml[2 * pidx] = -INFINITY; part_ml[2 * pidx + 1] = 0.f; }
@@ -171,27 +176,30 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     const half* V = cache_v + (size_t)g * max_ctx * d;
     for (int i = tid; i < d; i += blockDim.x) sq[i] = __half2float(q[h * d + i]);
     __syncthreads();
-    const int j = start + tid;
-    float score = -INFINITY;
+    // score of position j: ATT_LANES adjacent threads each take d / ATT_LANES of the dot product
+    const int j = start + tid / ATT_LANES, lane = tid % ATT_LANES;
+    const int per = (d >> 1) / ATT_LANES;  // half2 per lane
+    float acc = 0.f;
     if (j < end) {
-        const half2* kr = reinterpret_cast<const half2*>(K + (size_t)j * d);
-        float acc = 0.f;
-#pragma unroll 8
-        for (int i = 0; i < (d >> 1); ++i) {
+        const half2* kr = reinterpret_cast<const half2*>(K + (size_t)j * d) + lane * per;
+        const float* qq = sq + 2 * lane * per;
+#pragma unroll 4
+        for (int i = 0; i < per; ++i) {
             float2 kk = __half22float2(kr[i]);
-            acc = fmaf(kk.x, sq[2 * i], fmaf(kk.y, sq[2 * i + 1], acc));
+            acc = fmaf(kk.x, qq[2 * i], fmaf(kk.y, qq[2 * i + 1], acc));
         }
-        // Round the score to fp16 as the eager path's fp16 matmul output is.
-        score = __half2float(__float2half(acc)) * scale;
     }
+    for (int o = ATT_LANES / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(FULL, acc, o);
+    // Round the score to fp16 as the eager path's fp16 matmul output is; one lane of each position holds it.
+    float score = (j < end && lane == 0) ? __half2float(__float2half(acc)) * scale : -INFINITY;
     // block max
     float m = warp_max(score);
     if ((tid & 31) == 0) red[tid >> 5] = m;
     __syncthreads();
     m = -INFINITY;
     for (int w = 0; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, red[w]);
-    float p = (j < end) ? __expf(score - m) : 0.f;
-    sp[tid] = p;
+    float p = (j < end && lane == 0) ? __expf(score - m) : 0.f;
+    if (lane == 0) sp[tid / ATT_LANES] = p;
     __syncthreads();
     float l = warp_sum(p);
     __syncthreads();
@@ -202,13 +210,13 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     // o[dim] = sum_j p_j V[j, dim]: thread -> (dim, group of positions), then a reduction.
     const int groups = blockDim.x / d;
     const int dim = tid % d, grp = tid / d;
-    float acc = 0.f;
+    float acc2 = 0.f;
     if (grp < groups) {
 #pragma unroll 4
-        for (int jj = start + grp; jj < end; jj += groups) acc = fmaf(sp[jj - start], __half2float(V[(size_t)jj * d + dim]), acc);
+        for (int jj = start + grp; jj < end; jj += groups) acc2 = fmaf(sp[jj - start], __half2float(V[(size_t)jj * d + dim]), acc2);
     }
-    float* so = red + 2 * (CHUNK / 32);
-    if (grp < groups) so[grp * d + dim] = acc;
+    float* so = red + 2 * (ATT_THREADS / 32);
+    if (grp < groups) so[grp * d + dim] = acc2;
     __syncthreads();
     if (tid < d) {
         float o = 0.f;
