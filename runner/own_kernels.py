@@ -101,7 +101,8 @@ class OwnForward:
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)),
                              shared_mem=self.attn_smem)
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
-                               (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim)))
+                               (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
+                                self.d_pos))
 
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p

@@ -227,13 +227,15 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 }
 
 // out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
+// Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                        half* __restrict__ out, int splits, int d) {
+                                        half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
     const int h = blockIdx.x, i = threadIdx.x;
+    const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
     float M = -INFINITY;
-    for (int s = 0; s < splits; ++s) M = fmaxf(M, part_ml[2 * (h * splits + s)]);
+    for (int s = 0; s < used; ++s) M = fmaxf(M, part_ml[2 * (h * splits + s)]);
     float num = 0.f, den = 0.f;
-    for (int s = 0; s < splits; ++s) {
+    for (int s = 0; s < used; ++s) {
         const size_t p = (size_t)h * splits + s;
         const float ms = part_ml[2 * p];
         if (ms == -INFINITY) continue;
