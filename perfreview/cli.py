@@ -108,7 +108,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from perfreview.flows.check import check
     from perfreview.report import console
 
-    res = check(_preset(args), args.device, args.seed, args.steps)
+    res = check(_preset(args), args.device, args.seed, args.steps,
+                console.Progress("check: configs checked", args.quiet or args.json))
     _emit(args, res, console.check_lines(res))
     return 0 if res["ok"] else 1
 
@@ -409,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=16, help="teacher-forced steps and generated tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("doctor", help="report what on this machine makes measurements noisy (clocks, governor, "
                        "load, GPU state) and what to change; changes nothing")

@@ -7,7 +7,7 @@ check that free-running generation gives the same tokens in every config.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -49,7 +49,8 @@ def _to_host(w: Any) -> Any:
 
 
 def check_configs(session: Session, configs: list[cfg.Config], n_steps: int, n_generate: int,
-                  prompt_tokens: int = 8, ref_xp: Any = None) -> dict[str, Any]:
+                  prompt_tokens: int = 8, ref_xp: Any = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate with the first config to get a realistic sequence, then teacher-force every config
     on it against the reference; then free-run every config: configs of one kernel family must
     give identical tokens (``same_tokens``); agreement across families is reported."""
@@ -60,12 +61,14 @@ def check_configs(session: Session, configs: list[cfg.Config], n_steps: int, n_g
     ref = reference(session, seq, ref_xp)
     results: dict[str, Any] = {"steps": len(seq), "configs": {}}
     tokens_by_config = {}
-    for config in configs:
+    for done, config in enumerate(configs, start=1):
         logits = teacher_forced(session, config, seq)
         res = check_logits(logits, ref)
         pipe, _ = session.pipeline(config, "tokens")
         tokens_by_config[config.label] = generate(pipe, prompt, n_generate)
         results["configs"][config.label] = res
+        if progress:
+            progress(done, len(configs))
     gpu = session.device.is_gpu
     families: dict[str, list[list[int]]] = {}
     for config in configs:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from runner import config as cfg
 from runner.check import check_configs
 from runner.loop import Session
 
 
-def check(preset: str, device: str, seed: int, steps: int) -> dict[str, Any]:
+def check(preset: str, device: str, seed: int, steps: int,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
     configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS if cfg.SWITCHES[k].built]
     session = Session(preset, device, seed)
-    return check_configs(session, configs, n_steps=steps, n_generate=steps, prompt_tokens=4)
+    return check_configs(session, configs, n_steps=steps, n_generate=steps, prompt_tokens=4, progress=progress)
