@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perfreview.analysis import headline, traced  # noqa: E402
+from perfreview.report import render  # noqa: E402
 from perfreview.trace import schema  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
@@ -204,31 +205,7 @@ def main() -> int:
     report["device"] = dev.info()
     report["copy_bw_gbs"] = float(np.median([v["copy_bw_gbs"] for v in report["presets"].values()]))
     (args.out / "decode.json").write_text(json.dumps(report, indent=1, default=str))
-    lines = [f"{report['device']['name']}  driver {report['device'].get('driver')}  CUDA "
-             f"{report['device'].get('cuda_runtime')}  commit {report['git'].get('commit')}",
-             f"tg{args.tokens} after a 32-token prompt, batch 1, fp16, random weights"]
-    for name, pr in report["presets"].items():
-        kv_mb = pr["kv_bytes_per_token_at_mean_ctx"] / 1e6
-        lines += ["", f"### {name}: {pr['bytes_per_token'] / 1e6:.1f} MB per token (weights "
-                  f"{pr['weight_bytes_per_token'] / 1e6:.1f} MB + KV {kv_mb:.2f} MB "
-                  f"at context {pr['mean_ctx']}); device copy {pr['copy_bw_gbs']:.0f} GB/s", "",
-                  "| config | t/s median | 95% CI | of copy bandwidth | same tokens as baseline |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for key, c in pr["configs"].items():
-            agree = pr["token_agreement_with_baseline"].get(key)
-            lines.append(f"| {key} | {c['tokens_per_s']:.1f} | [{c['ci95'][0]:.1f}, {c['ci95'][1]:.1f}] | "
-                         f"{c['copy_bw_fraction']:.0%} | {'n/a' if agree is None else f'{agree:.0%}'} |")
-        lines += ["", "| token latency (ms, CUDA events around the token) at position | "
-                  + " | ".join(map(str, POSITIONS)) + " |",
-                  "| --- |" + " ---: |" * len(POSITIONS)]
-        for key, lat in pr["latency_ms_by_position"].items():
-            lines.append(f"| {key} | " + " | ".join(f"{lat[p]:.3f}" for p in POSITIONS) + " |")
-        if pr["where_time_goes_optimized"]:
-            lines += ["", "| optimized: kernel (CUPTI) | per token | GPU µs per token | share of kernel time |",
-                      "| --- | ---: | ---: | ---: |"]
-            lines += [f"| {r['kernel'][:60]} | {r['count_per_token']:.0f} | {r['gpu_us_per_token']:.1f} | "
-                      f"{r['share']:.1%} |" for r in pr["where_time_goes_optimized"][:12]]
-    text = "\n".join(lines) + "\n"
+    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
     (args.out / "decode.md").write_text(text)
     print(text)
     return 0

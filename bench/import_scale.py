@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.kineto_gen import write_kineto  # noqa: E402
+from perfreview.report import render  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 
 HTA_SCRIPT = """
@@ -138,22 +139,9 @@ def main() -> int:
               "what": "perfreview import kineto (without and with --token-marker), then report; HTA: TraceAnalysis "
                       "load + get_gpu_kernel_breakdown + get_idle_time_breakdown; peak = process tree RSS"}
     (args.out / "import_scale.json").write_text(json.dumps(report, indent=1))
-    md = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-          f"{report['machine']['memory_gb']} GB; commit {report['git'].get('commit')}", "",
-          "Seconds / peak GB of the process tree, each command in a fresh process. `import + marker`: "
-          "`--token-marker token --blocks 10`; report, compare (against a second import of the same trace), "
-          "plot and export run on that run. HTA: `TraceAnalysis` load + `get_gpu_kernel_breakdown` + "
-          "`get_idle_time_breakdown`.", "",
-          "| events | file | " + " | ".join(COMMANDS.values()) + " | HTA |",
-          "| ---: | ---: |" + " ---: |" * (len(COMMANDS) + 1)]
-    for r in rows:
-        cells = [f"{r[k]['seconds']} s / {r[k]['peak_gb']} GB" if r.get(k, {}).get("rc") == 0 else "failed"
-                 for k in COMMANDS]
-        hta = r.get("hta")
-        cells.append(f"{hta['seconds']} s / {hta['peak_gb']} GB" if hta and hta["rc"] == 0 else "n/a")
-        md.append(f"| {r['events']:,} | {r['file_mb']} MB | " + " | ".join(cells) + " |")
-    (args.out / "import_scale.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    text = render.render("import_scale.md.j2", r=report, commands=COMMANDS)
+    (args.out / "import_scale.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perfreview.compare import stats  # noqa: E402
+from perfreview.report import render  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Interleaved, Session  # noqa: E402
@@ -82,18 +83,7 @@ def main() -> int:
     dev = session.device.info()
     report = {"device": dev, "git": git_info(), "preset": args.preset, "tokens": args.tokens, "rows": rows}
     (args.out / "instrumentation.json").write_text(json.dumps(report, indent=1, default=str))
-    lines = [f"{dev['name']}  driver {dev.get('driver')}  CUDA {dev.get('cuda_runtime')}  commit "
-             f"{report['git'].get('commit')}",
-             f"{args.preset}, tg{args.tokens}, {args.rounds} rounds; cost = 1 - (t/s with) / (t/s without), "
-             "paired over rounds",
-             "", "| config | instrumentation | t/s without | t/s with | cost | 95% CI |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    names = {"functions": "--timing functions (vs tokens)", "cupti": "--trace cupti (vs untraced twin)"}
-    for r in rows:
-        lines.append(f"| {r['config']} | {names[r['level']]} | {r['tokens_per_s_without']:.1f} | "
-                     f"{r['tokens_per_s_with']:.1f} | {r['cost_pct']:+.2f}% | "
-                     f"[{r['ci95_pct'][0]:+.2f}%, {r['ci95_pct'][1]:+.2f}%] |")
-    text = "\n".join(lines) + "\n"
+    text = render.render("instrumentation.md.j2", r={**report, "rounds": args.rounds})
     (args.out / "instrumentation.md").write_text(text)
     print(text)
     return 0
