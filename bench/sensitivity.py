@@ -57,7 +57,8 @@ def record(args: argparse.Namespace) -> int:
     sides = {"A": base, "A2": base, "S1": base.with_switches(inject_slowdown_pct="1"),
              "S05": base.with_switches(inject_slowdown_pct="0.5")}
     spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=args.prompt,
-                   warmup_tokens=16, cpu=cpu, host_wait=wait, order_seed=1, fresh_every=args.fresh_every)
+                   warmup_tokens=16, cpu=cpu, host_wait=wait, order_seed=args.order_seed,
+                   fresh_every=args.fresh_every)
     rounds = Interleaved(spec, list(sides.values()))
     t0 = time.time()
     while time.time() - t0 < args.seconds and rounds.rounds < args.max_rounds:
@@ -129,8 +130,27 @@ def higher_is_better(keys: list[str]) -> dict[str, bool]:
     return out
 
 
+def merged(paths: list[str]) -> dict:
+    """Several recordings of the same setup as one: every side's per-round values concatenated in
+    recording order (live trials stay consecutive stretches; a stretch may span two recordings)."""
+    recs = [json.loads(Path(p).read_text()) for p in paths]
+    out = recs[0]
+    for rec in recs[1:]:
+        same = ("preset", "config", "tokens", "fresh_every")
+        if any(rec.get(k) != out.get(k) for k in same):
+            raise SystemExit(f"recordings differ in {[k for k in same if rec.get(k) != out.get(k)]}")
+        out["rounds"] += rec["rounds"]
+        for name, side in rec["sides"].items():
+            into = out["sides"][name]
+            into["wall_s"] += side["wall_s"]
+            for k, v in side["figures"].items():
+                into["figures"][k] = into["figures"].get(k, []) + v
+        out.setdefault("recordings", [recs[0]["git"].get("commit")]).append(rec["git"].get("commit"))
+    return out
+
+
 def analyse(args: argparse.Namespace) -> int:
-    rec = json.loads(Path(args.rounds).read_text())
+    rec = merged(args.rounds)
     a = rec["sides"]["A"]
     n_rounds = rec["rounds"]
     rng = np.random.default_rng(0)
@@ -216,9 +236,10 @@ def main() -> int:
     p.add_argument("--noise-json", help="bench/noise.py's output: use its quietest variant")
     p.add_argument("--fresh-every", type=int, default=1,
                    help="new pipeline instances for every side every this many rounds (0: one instance per side)")
+    p.add_argument("--order-seed", type=int, default=1, help="seed of the order inside each round")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("analyse")
-    p.add_argument("rounds", help="rounds.json from record")
+    p.add_argument("rounds", nargs="+", help="rounds.json from record (several: one recording after another)")
     p.add_argument("--replays", type=int, default=1000)
     p.add_argument("--max-live", type=int, default=100)
     p.add_argument("--out", type=Path, required=True)
