@@ -157,7 +157,7 @@ def analyse(args: argparse.Namespace) -> int:
     result = {"device": rec["device"], "git": rec["git"], "preset": rec["preset"], "config": rec["config"],
               "tokens": rec["tokens"], "host_wait": rec["host_wait"], "pinned_cpu": rec["pinned_cpu"],
               "rounds_recorded": n_rounds, "budget_s": BUDGET_S, "threshold": stats.DEFAULT_THRESHOLD,
-              "fresh_every": rec.get("fresh_every", 0)}
+              "fresh_every": rec.get("fresh_every", 0), "recordings": rec.get("recordings")}
     wall = {k: float(np.median(v["wall_s"])) for k, v in rec["sides"].items()}
     a_tps = np.asarray(a["figures"][PRIMARY], float)
     result["per_repeat_cv_tokens_per_s"] = float(np.std(a_tps, ddof=1) / np.mean(a_tps))
