@@ -29,16 +29,15 @@ def compare_tests(pairs: list[tuple[Any, Any]], unmatched: int = 0,
     rows = []
     approximate = 0
     for ta, tb in pairs:
+        sa, sb = ta.summary(), tb.summary()  # (mean, SD, n) of the pooled repetitions
+        va, vb = np.asarray(ta.samples_ts or ta.avg_ts, float), np.asarray(tb.samples_ts or tb.avg_ts, float)
         if ta.has_samples and tb.has_samples:
-            va, vb = np.asarray(ta.samples_ts, float), np.asarray(tb.samples_ts, float)
             est = stats.unpaired(va, vb, design.alpha_primary)
         else:  # a file without per-repetition samples: the interval from mean ± SD, marked approximate
             approximate += 1
-            sa, sb = ta.summary(), tb.summary()
-            va, vb = np.asarray(ta.samples_ts or ta.avg_ts, float), np.asarray(tb.samples_ts or tb.avg_ts, float)
             est = stats.unpaired_summary(sa, sb, design.alpha_primary)
         rows.append(Row.measured((ta.name, "headline", ""), "t/s", True, None, va, vb, est, "primary",
-                                 mean_a=ta.mean_ts, std_a=ta.summary()[1], mean_b=tb.mean_ts, std_b=tb.summary()[1]))
+                                 mean_a=ta.mean_ts, std_a=sa[1], mean_b=tb.mean_ts, std_b=sb[1]))
     decide(rows, design)
     n = min(r.n for r in rows)
     notes: list[str] = [NOTE]
@@ -52,7 +51,3 @@ def compare_tests(pairs: list[tuple[Any, Any]], unmatched: int = 0,
     if unmatched:
         notes.append(f"{unmatched} test(s) of A have no match in B and are left out")
     return Comparison(rows, design, n, notes)
-
-
-def _std(v: Any) -> float:
-    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0

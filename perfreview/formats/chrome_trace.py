@@ -40,7 +40,6 @@ KINETO_KINDS = {"kernel": Kind.KERNEL, "gpu_memcpy": Kind.MEMCPY, "gpu_memset": 
 BOOKKEEPING_CATS = {"trace", "overhead"}  # the profiler's own activity, not the program's
 BOOKKEEPING_NAMES = {"Activity Buffer Request", "Iteration Start: PyTorch Profiler"}
 ON_STREAM = {Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET, Kind.GPU_ANNOTATION}
-MAX_BYTES = json_stream.MAX_BYTES
 PARALLEL_FROM = 64 << 20  # files smaller than this are parsed in this process (no pool to start)
 TRACE_SUFFIXES = (".json", ".json.gz")
 # "Memcpy HtoD (Pageable -> Device)"
@@ -154,8 +153,7 @@ def _columns(items: list[Event]) -> Columns:
     arg_kind = _field(args, "kind")
     ours = np.zeros(len(events), dtype=bool) if set(map(type, arg_kind)) <= {type(None)} else np.fromiter(
         (type(k) is str and k in _KIND_SET for k in arg_kind), dtype=bool, count=len(events))
-    kind = np.asarray([KINETO_KINDS.get(c, Kind.RANGE).value for c in cat.categories] + [""],
-                      dtype=object)[cat.codes] if len(events) else np.asarray([], dtype=object)
+    kind = np.asarray([KINETO_KINDS.get(c, Kind.RANGE).value for c in cat.categories], dtype=object)[cat.codes]
     if ours.any():
         kind[ours] = np.asarray(arg_kind, dtype=object)[ours]
     keep = ~(np.asarray(cat.isin(list(BOOKKEEPING_CATS))) | np.asarray(name.isin(list(BOOKKEEPING_NAMES))))
@@ -190,6 +188,8 @@ class _Index:
 
     def __getitem__(self, j: int) -> int:
         return [i for i, e in enumerate(self.items) if e.ph == "X"][j]
+
+
 _KIND_SET = frozenset(schema.KINDS)
 _ON_STREAM_VALUES = [k.value for k in ON_STREAM]
 _NONE = np.iinfo(np.int64).min  # "not given" in an int column, before its default is chosen
