@@ -18,7 +18,6 @@ Writes decode.json and decode.md under --out; prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from scipy import stats as sps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.outputs import save  # noqa: E402
 from perfreview.analysis import headline, traced  # noqa: E402
-from perfreview.report import render  # noqa: E402
 from perfreview.trace import schema  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
@@ -198,16 +197,10 @@ def main() -> int:
         session = Session(name, args.device, seed=0)
         report["presets"][name]["where_time_goes_optimized"] = where_time_goes(session, 32) if \
             session.device.is_gpu else []
+        report["device"] = session.device.info()  # the device every preset ran on (one per process)
         print(f"[{time.time() - t0:.0f}s] {name} traced", flush=True)
-    from runner.device import open_device
-
-    dev = open_device(args.device)
-    report["device"] = dev.info()
     report["copy_bw_gbs"] = float(np.median([v["copy_bw_gbs"] for v in report["presets"].values()]))
-    (args.out / "decode.json").write_text(json.dumps(report, indent=1, default=str))
-    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
-    (args.out / "decode.md").write_text(text)
-    print(text)
+    save(args.out, "decode", report, positions=POSITIONS)
     return 0
 
 

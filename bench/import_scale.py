@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.kineto_gen import write_kineto  # noqa: E402
-from perfreview.report import render  # noqa: E402
+from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 
 HTA_SCRIPT = """
@@ -138,10 +138,7 @@ def main() -> int:
     report = {"machine": machine(), "git": git_info(), "rows": rows,
               "what": "perfreview import kineto (without and with --token-marker), then report; HTA: TraceAnalysis "
                       "load + get_gpu_kernel_breakdown + get_idle_time_breakdown; peak = process tree RSS"}
-    (args.out / "import_scale.json").write_text(json.dumps(report, indent=1))
-    text = render.render("import_scale.md.j2", r=report, commands=COMMANDS)
-    (args.out / "import_scale.md").write_text(text)
-    print(text)
+    save(args.out, "import_scale", report, commands=COMMANDS)
     return 0
 
 

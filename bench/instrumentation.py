@@ -11,7 +11,6 @@ random order; the cost is the paired Hodges-Lehmann ratio over rounds with its 9
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.outputs import save  # noqa: E402
 from perfreview.compare import stats  # noqa: E402
-from perfreview.report import render  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Interleaved, Session  # noqa: E402
@@ -82,10 +81,7 @@ def main() -> int:
                          "method": est.method})
     dev = session.device.info()
     report = {"device": dev, "git": git_info(), "preset": args.preset, "tokens": args.tokens, "rows": rows}
-    (args.out / "instrumentation.json").write_text(json.dumps(report, indent=1, default=str))
-    text = render.render("instrumentation.md.j2", r={**report, "rounds": args.rounds})
-    (args.out / "instrumentation.md").write_text(text)
-    print(text)
+    save(args.out, "instrumentation", {**report, "rounds": args.rounds})
     return 0
 
 

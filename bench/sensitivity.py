@@ -32,6 +32,7 @@ from scipy import stats as sps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.outputs import save  # noqa: E402
 from perfreview.compare import stats  # noqa: E402
 from perfreview.compare.sequential import review  # noqa: E402
 
@@ -168,12 +169,8 @@ def analyse(args: argparse.Namespace) -> int:
     for prefix, primary in (("", PRIMARY), ("gpu_primary_", GPU_PRIMARY)):
         if primary in a["figures"]:
             _cases(result, rec, prefix, primary, args, rng, wall)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps(result, indent=1, default=str))
-    text = table(result)
-    (out / "sensitivity.md").write_text(text)
-    print(text)
+    cases = [f"{p}{r}{c}" for p in ("", "gpu_primary_") for r in ("", "replay_") for c in CASES]
+    save(Path(args.out), "sensitivity", result, cases=[c for c in cases if c in result])
     return 0
 
 
@@ -211,13 +208,6 @@ def _cases(result: dict, rec: dict, prefix: str, primary: str, args: argparse.Na
         result[f"{prefix}{case}"] = {**summarise(live, per_round), **measured, "figures": len(keys)}
         result[f"{prefix}replay_{case}"] = {**summarise(replay, per_round), **measured, "figures": len(keys)}
         print(f"{prefix}{case}: live {len(live)} trials, replay {len(replay)}", flush=True)
-
-
-def table(r: dict) -> str:
-    from perfreview.report import render
-
-    cases = [f"{p}{r}{c}" for p in ("", "gpu_primary_") for r in ("", "replay_") for c in CASES]
-    return render.render("sensitivity.md.j2", r=r, cases=[c for c in cases if c in r])
 
 
 def main() -> int:
