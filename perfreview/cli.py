@@ -220,10 +220,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"run {sorted(same)[0]} is on both sides: a run compared with itself says nothing")
     fail_on = _fail_on(args)
     progress.step("comparing")
+    if any(r.meta.format == "llama-bench" for r in a + b):
+        return _compare_llama_bench_runs(args, a, b, fail_on)
     payload = review.review(a, b, args.report_out, threshold=_threshold(args), aa_pair=_control_pair(args),
                             force=args.force, plots=not args.no_plots, step=progress.step)
     _emit(args, payload, console.review_summary(payload))
     return 1 if payload["verdict"] in fail_on else 0
+
+
+def _compare_llama_bench_runs(args: argparse.Namespace, a: list[Any], b: list[Any], fail_on: set[str]) -> int:
+    """Two imported llama-bench results: the llama-bench comparison (each test its own verdict)."""
+    from perfreview.flows.llama_bench import compare_files
+
+    if len(a) != 1 or len(b) != 1 or not all(r.meta.format == "llama-bench" for r in a + b):
+        raise UsageError("an imported llama-bench result compares only with one other llama-bench result")
+    payload, text = compare_files(a[0].path, b[0].path, args.report_out, _threshold(args))
+    _emit(args, payload, text)
+    return 1 if any(r["verdict"] in fail_on for r in payload["rows"]) else 0
 
 
 @command("ab")
@@ -281,7 +294,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Another tool's trace -> a stored run, so report/plot/export/compare work on it."""
     from perfreview.flows.imports import import_trace, summary
     from perfreview.report import console
+    from perfreview.trace import schema
 
+    if args.format == "llama-bench":
+        from perfreview.flows.imports import import_llama_bench
+
+        if args.token_marker or args.blocks:
+            raise UsageError("a llama-bench result has no timeline: leave out --token-marker and --blocks")
+        s, records = import_llama_bench(args.file, args.out, args.name)
+        payload = summary(s, schema.empty(), records)
+        _emit(args, payload, console.imported_llama_bench(s.path, payload["tests"]))
+        return 0
     progress = console.Progress("import: MiB read", args.quiet or args.json, every_s=2.0)
     s, events = import_trace(args.format, args.file, args.out, args.token_marker, args.blocks, args.name, progress)
     _emit(args, summary(s, events), console.imported(s.path, len(events), s.meta.tokens))
@@ -452,16 +475,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare-llama-bench", help="compare two llama-bench results (json, jsonl, csv, sql, md) "
                        "with intervals")
     p.add_argument("a_file", type=Path, help="baseline build's llama-bench result: -o json, jsonl, csv, sql or the "
-                   "md table (json/jsonl carry every repetition; the others only mean ± SD: approximate intervals)")
+                   "md table (json/jsonl carry every repetition; the others only mean ± SD: approximate intervals), "
+                   "or a run folder made by 'perfreview import llama-bench'")
     p.add_argument("b_file", type=Path, help="compared build's llama-bench result (any of those formats)")
     p.add_argument("--out", dest="report_out", type=Path, help="write the markdown here")
     _threshold_option(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("import", help="import another tool's trace as a run (nsys SQLite export, Chrome/Kineto JSON)")
-    p.add_argument("format", choices=["kineto", "chrome", "nsys"], help="kineto (or chrome): a PyTorch profiler / "
-                   "Chrome trace .json or .json.gz, or a folder of them (one per rank); "
-                   "nsys: an 'nsys export --type sqlite' file")
+    p = sub.add_parser("import", help="import another tool's trace or result as a run (Kineto/Chrome JSON, nsys "
+                       "SQLite export, llama-bench result)")
+    p.add_argument("format", choices=["kineto", "chrome", "nsys", "llama-bench"],
+                   help="kineto (or chrome): a PyTorch profiler / Chrome trace .json or .json.gz, or a folder of them "
+                   "(one per rank); nsys: an 'nsys export --type sqlite' file; llama-bench: its -o json, jsonl, csv, "
+                   "sql or md output (kept as tests; no timeline)")
     p.add_argument("file", type=Path, help="the trace file (kineto: or a folder of rank traces)")
     p.add_argument("--token-marker", help="NVTX range or API name that occurs once per token, e.g. cudaGraphLaunch")
     p.add_argument("--blocks", type=int, help="cut the tokens into N blocks used as repeats (batch means), "

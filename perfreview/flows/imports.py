@@ -3,26 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+import json
 from typing import Any, Callable
 
 import pandas as pd
 
 from perfreview.flows.measure import Stored, save
-from perfreview.formats import chrome_trace, markers, nsys_sqlite
-from perfreview.formats.imported import imported_meta
+from perfreview.flows.llama_bench import RECORDS, test_rows
+from perfreview.formats import chrome_trace, llama_bench, markers, nsys_sqlite
+from perfreview.formats.imported import imported_meta, llama_bench_meta
+from perfreview.trace import schema
 from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind
 
-FORMATS = ("kineto", "chrome", "nsys")  # chrome: an alias of kineto (the same reader)
+FORMATS = ("kineto", "chrome", "nsys", "llama-bench")  # chrome: an alias of kineto (the same reader)
 
 
-def summary(stored: Stored, events: pd.DataFrame) -> dict[str, Any]:
-    """The ``import --json`` object: what was imported, counted from the stored event table."""
+def summary(stored: Stored, events: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``import --json`` object: what was imported, counted from the stored event table (and,
+    for a llama-bench result, its tests: no timeline, so no events)."""
     kernels = events[events["kind"] == Kind.KERNEL]
     on_streams = events[events["kind"].isin(TRACED_DEVICE_KINDS)]
-    return {"run": str(stored.path), "events": {str(k): int(v) for k, v in events["kind"].value_counts().items() if v},
+    counts = {str(k): int(v) for k, v in events["kind"].value_counts().items() if v}
+    extra = {"tests": test_rows(records)} if records else {}
+    return extra | {"run": str(stored.path), "events": counts,
             "kernel_count": len(kernels), "kernel_time_ns": int((kernels["end_ns"] - kernels["start_ns"]).sum()),
             "streams": sorted(int(x) for x in on_streams["stream"].unique()), "tokens": stored.meta.tokens,
             "device": stored.meta.device}
+
+
+def import_llama_bench(file: Path, out: Path, name: str | None = None) -> tuple[Stored, list[dict[str, Any]]]:
+    """A llama-bench result (any of its formats) -> a stored run that keeps the records: listed in the
+    store, reported, and compared with another by ``compare`` or ``compare-llama-bench``."""
+    records = llama_bench.load(file)
+    run_id = name or Path(file.name).stem
+    meta = llama_bench_meta(file, run_id, records, len(llama_bench.tests(records)))
+    stored = save(out, schema.from_records([], run_id), meta, {RECORDS: json.dumps(records, indent=1) + "\n"})
+    return stored, records
 
 
 def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = None, blocks: int | None = None,

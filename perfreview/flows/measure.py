@@ -24,12 +24,12 @@ class Stored:
     headlines: list[dict[str, Any]]
 
 
-def save(out: Path, events: Any, meta: RunMeta) -> Stored:
+def save(out: Path, events: Any, meta: RunMeta, files: dict[str, str] | None = None) -> Stored:
     """Write the run folder, then register it in the store (a run is listed only once complete).
     A kill between the two leaves a complete run that the next command adopts (flows.store)."""
     reconcile(out)  # what an earlier crash left
     heads = headline.records(events, meta)
-    path = runs.write_run(out, events, meta)
+    path = runs.write_run(out, events, meta, files)
     store.register(store.store_path(out), path, meta, heads)
     return Stored(path, meta, heads)
 

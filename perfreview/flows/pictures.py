@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from perfreview.flows.llama_bench import records_of, test_rows
 from perfreview.formats import perfetto
 from perfreview.plots import charts, timeline
 from perfreview.report import render
-from perfreview.report.review import run_markdown
+from perfreview.report.review import llama_bench_run_markdown, run_markdown
 from perfreview.trace.runs import Run
 
 PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -22,6 +23,10 @@ class PictureError(ValueError):
 def run_report(run: Run, out: Path, plots: bool = True,
                step: Callable[[str], None] = lambda what: None) -> dict[str, str]:
     """Markdown report of one run (and its timeline beside it); returns the pictures made."""
+    if run.meta.format == "llama-bench":  # tests, no timeline
+        step("writing the markdown")
+        render.write(out, llama_bench_run_markdown(run, test_rows(records_of(run.path))))
+        return {}
     made = {}
     if plots:
         step("drawing the timeline")
@@ -36,6 +41,10 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
          size: tuple[float, float] | None = None, dpi: int = 100) -> Path:
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise PictureError(f"{out}: use a .png, .svg or .pdf file name")
+    for run in runs or []:
+        if run.meta.format == "llama-bench":
+            raise PictureError(f"{run.path}: a llama-bench result has no timeline to draw "
+                               "(compare it with another: perfreview compare A B)")
     if what == "timeline":
         return timeline.timeline(runs or [], out, tokens, repeat, size=size, dpi=dpi)
     if what == "latency":
@@ -50,4 +59,6 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
 
 
 def export_perfetto(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    if run.meta.format == "llama-bench":
+        raise PictureError(f"{run.path}: a llama-bench result has no timeline to export")
     return perfetto.export(run, out, progress)

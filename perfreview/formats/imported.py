@@ -10,7 +10,7 @@ import pandas as pd
 from perfreview.trace.meta import RepeatInfo, RunMeta
 from perfreview.trace.schema import Kind
 
-FORMATS = {"nsys": "nsys-sqlite", "chrome": "chrome-trace", "kineto": "chrome-trace"}
+FORMATS = {"nsys": "nsys-sqlite", "chrome": "chrome-trace", "kineto": "chrome-trace", "llama-bench": "llama-bench"}
 
 
 def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: str | None, fmt: str,
@@ -32,4 +32,21 @@ def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: s
         host={"hostname": "", "python": ""}, clock=f"{fmt} trace clock, ns",
         clock_alignment="timestamps as the trace recorded them", tool_version="import",
         not_measured=[{"what": "energy", "why": f"not in a {fmt} trace"}],
+    )
+
+
+def llama_bench_meta(path: Path, run_id: str, records: list[dict], tests: int) -> RunMeta:
+    """A llama-bench result as a run: its build, GPU and backend from the records; no timeline."""
+    first = records[0]
+    build = str(first.get("build_commit") or "")
+    device = {"name": str(first.get("gpu_info") or "unknown (not in the llama-bench result)"),
+              "backend": str(first.get("backends") or "llama-bench"), "cpu": str(first.get("cpu_info") or "")}
+    return RunMeta(
+        run=run_id, imported_from=str(path), format="llama-bench", preset="imported", config="llama-bench",
+        config_label=Path(path).stem, tokens=0, repeats=tests, timing="llama-bench", build=build,
+        repeats_are=f"{tests} llama-bench tests of one process, each with its own repetitions",
+        device=device, git={"commit": build or None, "dirty": None}, host={"hostname": "", "python": ""},
+        clock="none (llama-bench records times per repetition, not a timeline)", tool_version="import",
+        not_measured=[{"what": "timeline, kernels, sync gaps, energy",
+                       "why": "llama-bench writes only each repetition's time"}],
     )

@@ -52,6 +52,11 @@ def load(path: Path) -> list[dict[str, Any]]:
         records = _markdown(text, path)
     else:
         records = _csv(text, path)
+    return checked(records, path)
+
+
+def checked(records: Any, path: Path) -> list[dict[str, Any]]:
+    """``records`` when they are llama-bench records (also for a run folder's stored copy)."""
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise LlamaBenchError(f"{path}: no llama-bench records")
     for i, r in enumerate(records):
@@ -59,6 +64,11 @@ def load(path: Path) -> list[dict[str, Any]]:
         if problem:
             raise LlamaBenchError(f"{path}: record {i}: {problem}")
     return records
+
+
+def tests(records: list[dict[str, Any]]) -> list[Test]:
+    """The tests of one file, repeated records pooled, in file order."""
+    return list(group(records, _fields(records)).values())
 
 
 def _json(text: str, path: Path) -> Any:

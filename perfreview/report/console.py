@@ -86,6 +86,15 @@ def imported(path: Path, events: int, tokens: int) -> str:
     return f"imported {events} events, {tokens} tokens: {path}"
 
 
+def imported_llama_bench(path: Path, tests: list[dict[str, Any]]) -> str:
+    """One line per test: mean t/s ± SD over its repetitions (as llama-bench prints them)."""
+    lines = [f"imported {len(tests)} llama-bench tests: {path}"]
+    for t in tests:
+        n = f"{t['repetitions']} repetitions" + ("" if t["repetitions_in_file"] else " (assumed: not in the file)")
+        lines.append(f"  {t['test']}: {t['mean_ts']:.2f} ± {t['stddev_ts']:.2f} t/s, {n}")
+    return "\n".join(lines)
+
+
 def wrote(what: str, path: Any, hint: str = "") -> str:
     return f"{what}: {path}" + (f" ({hint})" if hint else "")
 

@@ -118,3 +118,8 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
 def llama_bench_markdown(cmp: Comparison, a: dict[str, str], b: dict[str, str]) -> str:
     """``a``/``b``: label, commit and file of each llama-bench result."""
     return render.render("llama_bench.md.j2", rows=cmp.rows, a=a, b=b, design=cmp.design, notes=cmp.warnings)
+
+
+def llama_bench_run_markdown(run: Run, tests: list[dict]) -> str:
+    """An imported llama-bench result: its tests (``flows.imports.test_summary`` each)."""
+    return render.render("llama_bench_run.md.j2", meta=run.meta, device=render.known(run.meta.device), tests=tests)

@@ -58,8 +58,9 @@ def check_writable(root: Path) -> None:
         raise RunError(f"{root}: output folder is not writable")
 
 
-def write_run(root: Path, events: pd.DataFrame, meta: RunMeta) -> Path:
-    """``<root>/<meta.run>/``: the event table and run.json, complete or not at all."""
+def write_run(root: Path, events: pd.DataFrame, meta: RunMeta, files: dict[str, str] | None = None) -> Path:
+    """``<root>/<meta.run>/``: the event table, run.json and ``files`` (name -> text: what a producer
+    keeps beside the events, e.g. an imported llama-bench result), complete or not at all."""
     root = Path(root)
     check_writable(root)
     run_id = meta.run
@@ -72,6 +73,8 @@ def write_run(root: Path, events: pd.DataFrame, meta: RunMeta) -> Path:
         (tmp / WRITER).write_text(str(os.getpid()))  # whose it is: a crash leaves it for store check
         schema.normalize(events).to_parquet(tmp / EVENTS, index=False)
         (tmp / META).write_text(json.dumps(meta.to_json(), indent=1, default=_json_default) + "\n")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         (tmp / WRITER).unlink()
         tmp.rename(final)
     except BaseException as exc:
@@ -112,6 +115,17 @@ def read_run(path: Path) -> Run:
     except schema.SchemaError as exc:
         raise RunError(f"{events_file}: {exc}") from None
     return Run(path, meta, events)
+
+
+def read_attachment(path: Path, name: str) -> Any | None:
+    """The JSON file ``name`` kept beside a run's events, or None when the run has none."""
+    file = _run_dir(Path(path)) / name
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RunError(f"{file}: not valid JSON ({type(exc).__name__})") from None
 
 
 def _run_dir(path: Path) -> Path:

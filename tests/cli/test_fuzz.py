@@ -127,6 +127,11 @@ def test_llama_bench_corpus(tmp_path, capsys, seed):
         if code == 2:
             obj = json.loads(err)  # under --json the error is a JSON object
             assert path.name in obj["error"] and obj["exit"] == 2
+        # importing it: a stored run, or one line and nothing stored
+        runs = tmp_path / "runs"
+        stored = main(["import", "llama-bench", str(path), "--out", str(runs), "--quiet"])
+        one_line_or_ok(stored, capsys.readouterr().err, path)
+        assert (runs / path.stem).is_dir() == (stored == 0)
 
 
 @pytest.mark.parametrize("seed", range(4))

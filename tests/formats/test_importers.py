@@ -44,6 +44,59 @@ def test_compare_llama_bench_verdicts(tmp_path, capsys):
     assert any(t.type == "table_open" for t in tokens) and "aaaa111" in md and "bbbb222" in md
 
 
+def test_import_llama_bench_stores_a_run_that_reports_and_compares(tmp_path, capsys):
+    a = write_bench(tmp_path, "a.json", "aaaa111", {32: (1.0, 0.001), 64: (1.0, 0.001)})
+    b = write_csv(tmp_path / "b.csv", [bench_record(32, 120 * 1.03 * (1 + 0.001 * np.arange(-2, 3)), "bbbb222"),
+                                       bench_record(64, 120 * (1 + 0.001 * np.arange(-2, 3)), "bbbb222")])
+    runs = tmp_path / "runs"
+    assert main(["import", "llama-bench", str(a), "--out", str(runs), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["events"] == {} and got["kernel_count"] == 0 and got["kernel_time_ns"] == 0 and got["tokens"] == 0
+    assert got["streams"] == [] and got["device"]["name"].startswith("unknown")
+    assert [t["test"] for t in got["tests"]] == ["llama 8B Q5_K - Small tg32", "llama 8B Q5_K - Small tg64"]
+    assert all(t["repetitions"] == 30 and t["repetitions_in_file"] for t in got["tests"])
+    assert main(["import", "llama-bench", str(b), "--out", str(runs)]) == 0
+    line = capsys.readouterr().out
+    assert "imported 2 llama-bench tests" in line and "(assumed: not in the file)" in line
+    # listed in the store under its build, so --a build=X finds it
+    assert main(["list", "--out", str(runs), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {r["build"] for r in listed} == {"aaaa111", "bbbb222"}
+    # report: the tests, no timeline
+    md = tmp_path / "a.md"
+    assert main(["report", str(runs / "a"), "--out", str(md), "--quiet"]) == 0
+    capsys.readouterr()
+    text = md.read_text()
+    assert "tg32" in text and "no kernels" in text and not (tmp_path / "a_timeline.png").exists()
+    # compare of the two runs = compare-llama-bench of the two files
+    assert main(["compare", "--a", "build=aaaa111", "--b", "build=bbbb222", "--runs-dir", str(runs), "--json",
+                 "--fail-on", "regressed"]) == 0
+    rows = {r["name"].split()[-1]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert main(["compare-llama-bench", str(a), str(b), "--json"]) == 0
+    direct = {r["name"].split()[-1]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows == direct and rows["tg32"]["verdict"] == "improved"
+    assert main(["compare", str(runs / "b"), str(runs / "a"), "--fail-on", "regressed", "--quiet"]) == 1
+    capsys.readouterr()
+    # no timeline: plot and export say so in one line
+    for args in (["plot", "timeline", str(runs / "a"), "--out", str(tmp_path / "t.png")],
+                 ["export", "perfetto", str(runs / "a"), "--out", str(tmp_path / "t.json")],
+                 ["import", "llama-bench", str(a), "--out", str(runs), "--name", "x", "--token-marker", "tok"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("perfreview: error: ") and len(err.strip().splitlines()) == 1 and "timeline" in err
+    assert not (tmp_path / "t.png").exists() and not (runs / "x").exists()
+
+
+def test_import_llama_bench_bad_file_stores_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"build_commit": "x", "n_gen": 32')
+    runs = tmp_path / "runs"
+    assert main(["import", "llama-bench", str(bad), "--out", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perfreview: error: ") and "bad.json" in err and len(err.strip().splitlines()) == 1
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 def test_llama_bench_without_samples_or_means_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "bench.json"
     rec = bench_record(32, np.array([100.0, 101.0]), "c")
