@@ -3,7 +3,7 @@ PyTorch, on the same shapes and random weights, in one process.
 
 Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
-- tokens/s of our baseline, own_kernels, cuda_graph and optimized (the runner's interleaved
+- tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl and optimized (the runner's interleaved
   rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each
   per round: median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
@@ -38,7 +38,7 @@ from runner.spec import RunSpec  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_graph": "baseline,cuda_graph=on",
-        "optimized": "optimized"}
+        "graph_pdl": "baseline,cuda_graph=on,pdl=on", "optimized": "optimized"}
 POSITIONS = (32, 96, 160, 512)
 
 

@@ -27,6 +27,9 @@ SWITCHES: dict[str, Switch] = {
                           "our own fused CUDA kernels (RawKernel) instead of cuBLAS + CuPy elementwise ops"),
     "cuda_graph": Switch(bool, False, True, True,
                          "capture one token as a CUDA graph once and replay it every token (implies own_kernels)"),
+    "pdl": Switch(bool, False, True, True,
+                  "programmatic dependent launch: each of our kernels may start while the previous one drains, "
+                  "its weight loads issued before it waits for that kernel's output (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -35,7 +38,7 @@ SWITCHES: dict[str, Switch] = {
                                   "device just before the run (calibrated; the run records the delay it chose)"),
 }
 
-OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph")
+OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},
@@ -141,7 +144,7 @@ def parse_side(text: str) -> Config:
 def effective(config: Config, gpu: bool) -> dict[str, object]:
     """Switches as they act on this backend; GPU-only switches have no effect on the CPU."""
     out = dict(config.switches)
-    if config.switches.get("cuda_graph"):
+    if config.switches.get("cuda_graph") or config.switches.get("pdl"):
         out["own_kernels"] = True
     if not gpu:
         for name, spec in SWITCHES.items():
@@ -155,7 +158,7 @@ def kernel_family(config: Config, gpu: bool) -> str:
     families (cuBLAS + CuPy ops vs our kernels) the summation order differs, so only the fp16
     tolerance against the float64 reference applies."""
     eff = effective(config, gpu)
-    return "own_kernels" if eff.get("own_kernels") or eff.get("cuda_graph") else "eager"
+    return "own_kernels" if eff.get("own_kernels") else "eager"
 
 
 def not_in_effect(config: Config, gpu: bool) -> list[str]:

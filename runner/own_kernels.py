@@ -9,6 +9,7 @@ SwiGLU, argmax tie rule) that the CPU tests check against the plain math.
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
 CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
 ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
+ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
@@ -27,14 +29,15 @@ class OwnForward:
 
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
-                 d_tok: Any, d_pos: Any, d_slot: Any) -> None:
+                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
                 raise ValueError(f"own kernels need widths divisible by 8, got {n}")
-        if ATT_THREADS % p.head_dim or (p.head_dim // 2) % (ATT_THREADS // CHUNK):
-            raise ValueError(f"own kernels need head_dim dividing {ATT_THREADS} and a multiple of "
-                             f"{2 * ATT_THREADS // CHUNK}, got {p.head_dim}")
+        lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp
+        if p.head_dim % 8 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
+            raise ValueError(f"own kernels need head_dim a multiple of 8 with head_dim/8 dividing 32 and at most "
+                             f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -43,6 +46,8 @@ class OwnForward:
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
                  "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
+        if pdl:  # the same kernels, launched so that each may start while the previous one drains
+            self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         self.splits = -(-p.max_ctx // CHUNK)
         self.x = cp.zeros(p.hidden, f32)
@@ -58,7 +63,6 @@ class OwnForward:
         self.next_id = cp.zeros(1, cp.int64)
         self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
-        self.attn_smem = 4 * (p.head_dim + CHUNK + 2 * (ATT_THREADS // 32) + ATT_THREADS)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
@@ -98,8 +102,7 @@ class OwnForward:
         self.k["attn_split"]((p.n_heads, self.splits), (ATT_THREADS,),
                              (self.q, self.cache_k[li], self.cache_v[li], self.d_pos, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
-                              np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)),
-                             shared_mem=self.attn_smem)
+                              np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)))
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos))
@@ -130,6 +133,55 @@ class OwnForward:
 
     def spin_ns(self, ns: int) -> None:
         self.k["spin_ns"]((1,), (1,), (np.uint64(ns),))
+
+
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute (cuda.h): id, pad to 8, a 64-byte union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int),
+                ("value_pad", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig (cuda.h)
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttribute)), ("n_attrs", ctypes.c_uint)]
+
+
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
+class PdlKernel:
+    """A RawKernel launched through the driver's cuLaunchKernelEx with programmatic stream
+    serialization allowed (CuPy has no launch attributes): the kernel may start while the previous
+    kernel of the stream drains, and waits for it in the code (decode.cu's pdl_wait). A captured
+    graph keeps the launches as programmatic edges. Called like the RawKernel it wraps."""
+
+    _launch = None
+
+    def __init__(self, cp: Any, kernel: Any) -> None:
+        if PdlKernel._launch is None:
+            PdlKernel._launch = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+        self.cp, self.fn = cp, kernel.kernel.ptr  # the CUfunction of the loaded module
+        self.attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
+        values = [_c_arg(a) for a in args]  # kept alive until the call returns
+        params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+        g, b = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
+        config = _LaunchConfig((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), shared_mem,
+                               self.cp.cuda.get_current_stream().ptr, ctypes.pointer(self.attr), 1)
+        err = self._launch(ctypes.byref(config), ctypes.c_void_p(self.fn), params, None)
+        if err:
+            raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {err}")
+
+
+def _c_arg(a: Any) -> ctypes._SimpleCData:
+    """One kernel argument as the C value its parameter expects (arrays by their device pointer)."""
+    if hasattr(a, "data") and hasattr(a.data, "ptr"):
+        return ctypes.c_void_p(a.data.ptr)
+    for np_type, c_type in ((np.int32, ctypes.c_int32), (np.float32, ctypes.c_float), (np.uint64, ctypes.c_uint64),
+                            (np.int64, ctypes.c_int64)):
+        if isinstance(a, np_type):
+            return c_type(a.item())
+    raise TypeError(f"kernel argument of type {type(a).__name__}: pass a device array or a sized numpy scalar")
 
 
 # ---- NumPy versions of the kernels' algorithms (checked on the CPU, compared on the GPU) ------

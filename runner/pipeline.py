@@ -9,6 +9,8 @@ synchronises. The switches change how that is scheduled, never the arithmetic:
 * ``qkv_streams``: Q, K, V projections forked onto three streams and joined with events.
 * ``own_kernels``: our fused kernels (runner/kernels/decode.cu) instead of cuBLAS + CuPy ops.
 * ``cuda_graph``: the token's launches captured once as a CUDA graph, replayed every token.
+* ``pdl``: our kernels launched with programmatic dependent launch (each may start while the
+  previous one drains; in a captured graph the edges stay programmatic).
 * ``inject_delay_us`` / ``inject_slowdown_pct``: a busy wait on the device every token (the
   percentage is turned into nanoseconds by the loop, which times the token first).
 """
@@ -65,11 +67,12 @@ class Pipeline:
         self.graph = None
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
-        if switches.get("own_kernels") or switches.get("cuda_graph"):
+        if switches.get("own_kernels") or switches.get("cuda_graph") or switches.get("pdl"):
             from runner.own_kernels import OwnForward
 
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
-                                  self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot)
+                                  self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
+                                  pdl=bool(switches.get("pdl")))
         device.synchronize_all()
 
     def set_delay_ns(self, ns: int) -> None:

@@ -2,6 +2,8 @@
 
 1. every kernel against a float64 NumPy reference on fresh random inputs (outputs poisoned with
    NaN first, so an unwritten element fails), relative error printed;
+   each check runs twice: plain launches, and through cuLaunchKernelEx with programmatic dependent
+   launch (the ``pdl`` switch);
 2. GEMV bandwidth on the 1b and 8b shapes against a device copy measured in the same run
    (weights rotated over > 200 MB so L2 does not serve them).
 
@@ -35,7 +37,7 @@ def rel(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
-def make_forward(cp, preset):
+def make_forward(cp, preset, pdl: bool = False):
     """An OwnForward over random weights (fp16) for one layer, plus the host copies."""
     rng = np.random.default_rng()
     p = preset
@@ -56,18 +58,20 @@ def make_forward(cp, preset):
     cv = cp.asarray(rng.standard_normal(shape).astype(np.float16))
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     toks = [cp.zeros(1, np.int32) for _ in range(3)]
-    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks)
+    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks, pdl=pdl)
     return fw, host, emb, rng, vocab
 
 
-def check_kernels(cp, preset_name: str) -> list[dict]:
+def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
+    """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization."""
     p = get_preset(preset_name)
-    fw, host, emb, rng, vocab = make_forward(cp, p)
+    fw, host, emb, rng, vocab = make_forward(cp, p, pdl)
     fw.p = _with_vocab(p, vocab)
     results = []
 
     def record(name, err, extra=""):
-        results.append({"preset": preset_name, "kernel": name, "rel_err": err, "ok": err < TOL, "note": extra})
+        results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + name, "rel_err": err,
+                        "ok": err < TOL, "note": extra})
 
     def poison(*arrs):
         for a in arrs:
@@ -150,7 +154,8 @@ def check_kernels(cp, preset_name: str) -> list[dict]:
     fw.next_id.fill(-1)
     fw.sample()
     got = int(fw.next_id.get()[0])
-    results.append({"preset": preset_name, "kernel": "argmax", "rel_err": 0.0 if got == int(np.argmax(logits)) else 1.0,
+    ok = got == int(np.argmax(logits))
+    results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + "argmax", "rel_err": 0.0 if ok else 1.0,
                     "ok": got == int(np.argmax(logits)), "note": f"index {got} vs numpy {int(np.argmax(logits))}"})
     return results
 
@@ -209,7 +214,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     import cupy as cp
 
-    results = check_kernels(cp, "1b") + check_kernels(cp, "8b") + check_kernels(cp, "tiny")
+    results = [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

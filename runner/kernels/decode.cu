@@ -19,39 +19,81 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Programmatic dependent launch (sm_90, the `pdl` switch): a kernel launched with the PDL attribute may
+// start while the previous kernel of its stream still runs. pdl_wait() returns once that kernel has
+// finished and its writes are visible; every kernel calls it on every path before it reads or writes
+// what another kernel touches, and reads only weights (never written) before it. So kernel N+1 runs
+// its weight loads while kernel N drains, and N has waited for N-1 before N can finish.
+// Launched without the attribute, both instructions return at once.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// acc += a . b over 8 halves (fp32 products, in order).
+__device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
+    const half2* ah = reinterpret_cast<const half2*>(&a);
+    const half2* bh = reinterpret_cast<const half2*>(&b);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        float2 fa = __half22float2(ah[k]);
+        float2 fb = __half22float2(bh[k]);
+        acc = fmaf(fa.x, fb.x, acc);
+        acc = fmaf(fa.y, fb.y, acc);
+    }
+    return acc;
+}
+
 // Dot product of one fp16 row with x (fp16), one warp, 16-byte loads (8 halves per lane per step).
-// cols must be a multiple of 256 (true for every preset; checked on the host).
-__device__ __forceinline__ float row_dot(const half* __restrict__ w, const half* __restrict__ x, int cols) {
-    const int lane = threadIdx.x & (WARP - 1);
-    float acc = 0.f;
+// Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
+// each lane's first PRE loads (a 2048-wide row whole), row_dot finishes the row once x may be read.
+#define PRE 8
+struct RowHead { uint4 w[PRE]; };
+
+__device__ __forceinline__ void row_load(RowHead& r, const half* __restrict__ w, int cols) {
+    const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
+    const uint4* w4 = reinterpret_cast<const uint4*>(w);
+#pragma unroll
+    for (int k = 0; k < PRE; ++k) {
+        const int i = lane + k * WARP;
+        r.w[k] = i < n4 ? __ldg(w4 + i) : make_uint4(0, 0, 0, 0);  // weights: read once, streamed
+    }
+}
+
+__device__ __forceinline__ float row_dot(const RowHead& r, const half* __restrict__ w, const half* __restrict__ x,
+                                         int cols) {
+    const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
     const uint4* x4 = reinterpret_cast<const uint4*>(x);
-    const int n4 = cols >> 3;
-    // Unrolled 8 deep so each lane has up to 8 independent 16-byte loads in flight: a 2048-wide row
-    // is then one round trip to memory, not eight.
-#pragma unroll 8
-    for (int i = lane; i < n4; i += WARP) {
-        uint4 a = __ldg(w4 + i);  // weights: read once, streamed
-        uint4 b = x4[i];
-        const half2* ah = reinterpret_cast<const half2*>(&a);
-        const half2* bh = reinterpret_cast<const half2*>(&b);
+    float acc = 0.f;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            float2 fa = __half22float2(ah[k]);
-            float2 fb = __half22float2(bh[k]);
-            acc = fmaf(fa.x, fb.x, acc);
-            acc = fmaf(fa.y, fb.y, acc);
-        }
+    for (int k = 0; k < PRE; ++k) {
+        const int i = lane + k * WARP;
+        if (i < n4) acc = dot8(r.w[k], x4[i], acc);
     }
+    // The rest of a wide row, unrolled 8 deep so each lane keeps 8 independent loads in flight.
+#pragma unroll 8
+    for (int i = lane + PRE * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x4[i], acc);
     return warp_sum(acc);
 }
 
 // y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
                                 int rows, int cols, float scale) {
+    pdl_launch_dependents();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    RowHead r;
+    const half* w = W + (size_t)min(row, rows - 1) * cols;
+    row_load(r, w, cols);
+    pdl_wait();
     if (row >= rows) return;
-    float s = row_dot(W + (size_t)row * cols, x, cols);
+    float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
 }
 
@@ -60,22 +102,32 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
+    pdl_launch_dependents();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    const half* W; half* y;
-    if (row < ra) { W = Wa; y = ya; }
-    else if (row < ra + rb) { row -= ra; W = Wb; y = yb; }
-    else if (row < ra + rb + rc) { row -= ra + rb; W = Wc; y = yc; }
-    else return;
-    float s = row_dot(W + (size_t)row * cols, x, cols);
+    const half* W = Wa; half* y = ya;
+    if (row >= ra + rb + rc) row = -1;
+    else if (row >= ra + rb) { row -= ra + rb; W = Wc; y = yc; }
+    else if (row >= ra) { row -= ra; W = Wb; y = yb; }
+    RowHead r;
+    const half* w = W + (size_t)max(row, 0) * cols;
+    row_load(r, w, cols);
+    pdl_wait();
+    if (row < 0) return;
+    float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
 }
 
 // resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
 extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, int rows, int cols) {
+    pdl_launch_dependents();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    RowHead r;
+    const half* w = W + (size_t)min(row, rows - 1) * cols;
+    row_load(r, w, cols);
+    pdl_wait();
     if (row >= rows) return;
-    float s = row_dot(W + (size_t)row * cols, x, cols);
+    float s = row_dot(r, w, x, cols);
     // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
     if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
@@ -83,16 +135,24 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
                                        const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
+    pdl_launch_dependents();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    RowHead rg, ru;
+    const size_t off = (size_t)min(row, rows - 1) * cols;
+    row_load(rg, Wg + off, cols);
+    row_load(ru, Wu + off, cols);
+    pdl_wait();
     if (row >= rows) return;
-    float g = __half2float(__float2half(row_dot(Wg + (size_t)row * cols, x, cols)));
-    float u = __half2float(__float2half(row_dot(Wu + (size_t)row * cols, x, cols)));
+    float g = __half2float(__float2half(row_dot(rg, Wg + off, x, cols)));
+    float u = __half2float(__float2half(row_dot(ru, Wu + off, x, cols)));
     if ((threadIdx.x & 31) == 0) out[row] = __float2half(g / (1.f + __expf(-g)) * u);
 }
 
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192).
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
                                    half* __restrict__ out, int n, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
     __shared__ float part[32];
     float s = 0.f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
@@ -113,6 +173,8 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
 // x (fp32 residual) = embedding row of the token id read from device memory.
 extern "C" __global__ void embed(const half* __restrict__ E, const int* __restrict__ tok,
                                  float* __restrict__ x, int n) {
+    pdl_launch_dependents();
+    pdl_wait();
     const size_t base = (size_t)tok[0] * n;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         x[i] = __half2float(E[base + i]);
@@ -124,6 +186,8 @@ extern "C" __global__ void rope_kv(half* __restrict__ q, const half* __restrict_
                                    half* __restrict__ cache_k, half* __restrict__ cache_v,
                                    const int* __restrict__ pos, const int* __restrict__ slot,
                                    const float* __restrict__ inv_freq, int n_heads, int n_kv, int d, int max_ctx) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x, half_d = d >> 1;
     float sn, cs;
     sincosf((float)pos[0] * inv_freq[i], &sn, &cs);
@@ -146,90 +210,99 @@ extern "C" __global__ void rope_kv(half* __restrict__ q, const half* __restrict_
 
 // Decode attention, split over the sequence (flash-decoding). Grid (n_heads, max_splits), block
 // ATT_THREADS threads: split s covers positions [s*SPLIT, min(n, (s+1)*SPLIT)), n = pos[0] + 1 read
-// from device memory, so one grid (and one graph) serves every position; splits past n exit at once.
-// Each split writes its max m, sum l and unnormalised output o (fp32) for attn_combine.
-// Short splits keep each block's dependent chain short: a score is ATT_LANES threads' partial dot
-// products (a shuffle adds them), and P.V gives each thread SPLIT / (ATT_THREADS / d) positions.
-// With 256-position splits the chain grew with the context (latency +22% from position 32 to 512).
+// from device memory, so one grid (and one graph) serves every position; splits past n exit at once
+// (attn_combine reads only the splits the context reaches). Each split writes its max m, sum l and
+// unnormalised output o (fp32) for attn_combine.
+// Thread t holds 8 dims (one 16-byte load) of a position row: LPR = d/8 lanes a row, SLOTS =
+// ATT_THREADS/LPR rows at a time, each thread SPLIT/SLOTS positions. Every K and V load of the split
+// is issued at once, before any arithmetic, so a split costs one trip to memory: a P.V loop that
+// loaded V position by position made 8 trips and took ~8 us a layer (CUPTI, 1b, H100).
+// Needs d % 8 == 0, 32 % (d/8) == 0 and SPLIT / SLOTS <= ATT_POS (d <= 128; checked on the host).
 #define SPLIT 64
 #define ATT_THREADS 256
-#define ATT_LANES (ATT_THREADS / SPLIT)
+#define ATT_POS 4
 extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __restrict__ cache_k,
                                       const half* __restrict__ cache_v, const int* __restrict__ pos,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale) {
-    extern __shared__ float sh[];  // q (d floats), p (SPLIT), reduction scratch (2 * warps), o (ATT_THREADS)
-    float* sq = sh;
-    float* sp = sq + d;
-    float* red = sp + SPLIT;
+    __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
+    __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
+    pdl_launch_dependents();
+    pdl_wait();  // q and this token's cache row come from the kernels just before
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
     const int n = pos[0] + 1;
     const int start = s * SPLIT, end = min(n, start + SPLIT);
-    const size_t pidx = (size_t)h * gridDim.y + s;
-    if (start >= n) {  // empty split: contributes nothing
-        if (tid == 0) { part_ml[2 * pidx] = -INFINITY; part_ml[2 * pidx + 1] = 0.f; }
-        for (int i = tid; i < d; i += blockDim.x) part_o[pidx * d + i] = 0.f;
-        return;
-    }
+    if (start >= n) return;
     const int g = h / (n_heads / n_kv);
-    const half* K = cache_k + (size_t)g * max_ctx * d;
-    const half* V = cache_v + (size_t)g * max_ctx * d;
-    for (int i = tid; i < d; i += blockDim.x) sq[i] = __half2float(q[h * d + i]);
-    __syncthreads();
-    // score of position j: ATT_LANES adjacent threads each take d / ATT_LANES of the dot product
-    const int j = start + tid / ATT_LANES, lane = tid % ATT_LANES;
-    const int per = (d >> 1) / ATT_LANES;  // half2 per lane
-    float acc = 0.f;
-    if (j < end) {
-        const half2* kr = reinterpret_cast<const half2*>(K + (size_t)j * d) + lane * per;
-        const float* qq = sq + 2 * lane * per;
-#pragma unroll 4
-        for (int i = 0; i < per; ++i) {
-            float2 kk = __half22float2(kr[i]);
-            acc = fmaf(kk.x, qq[2 * i], fmaf(kk.y, qq[2 * i + 1], acc));
-        }
+    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot = tid / lpr;
+    const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
+    const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
+    uint4 kr[ATT_POS], vr[ATT_POS];
+    bool ok[ATT_POS];
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        const int r = slot + k * slots, j = start + r;
+        ok[k] = r < SPLIT && j < end;
+        kr[k] = ok[k] ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        vr[k] = ok[k] ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
     }
-    for (int o = ATT_LANES / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(FULL, acc, o);
-    // Round the score to fp16 as the eager path's fp16 matmul output is; one lane of each position holds it.
-    float score = (j < end && lane == 0) ? __half2float(__float2half(acc)) * scale : -INFINITY;
-    // block max
-    float m = warp_max(score);
-    if ((tid & 31) == 0) red[tid >> 5] = m;
+    const uint4 qv = *reinterpret_cast<const uint4*>(q + h * d + c * 8);
+    // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
+    float sc[ATT_POS], m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        float a = dot8(kr[k], qv, 0.f);
+        for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
+        // Rounded to fp16 as the eager path's fp16 matmul output is.
+        sc[k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
+        m = fmaxf(m, sc[k]);
+    }
+    m = warp_max(m);
+    if ((tid & 31) == 0) red_m[tid >> 5] = m;
     __syncthreads();
     m = -INFINITY;
-    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, red[w]);
-    float p = (j < end && lane == 0) ? __expf(score - m) : 0.f;
-    if (lane == 0) sp[tid / ATT_LANES] = p;
-    __syncthreads();
-    float l = warp_sum(p);
-    __syncthreads();
-    if ((tid & 31) == 0) red[tid >> 5] = l;
-    __syncthreads();
-    l = 0.f;
-    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) l += red[w];
-    // o[dim] = sum_j p_j V[j, dim]: thread -> (dim, group of positions), then a reduction.
-    const int groups = blockDim.x / d;
-    const int dim = tid % d, grp = tid / d;
-    float acc2 = 0.f;
-    if (grp < groups) {
-#pragma unroll 4
-        for (int jj = start + grp; jj < end; jj += groups) acc2 = fmaf(sp[jj - start], __half2float(V[(size_t)jj * d + dim]), acc2);
+    for (int w = 0; w < ATT_THREADS / 32; ++w) m = fmaxf(m, red_m[w]);
+    float l = 0.f, o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = 0.f;
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        const float p = ok[k] ? __expf(sc[k] - m) : 0.f;
+        l += p;
+        const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 f = __half22float2(vh[e]);
+            o[2 * e] = fmaf(p, f.x, o[2 * e]);
+            o[2 * e + 1] = fmaf(p, f.y, o[2 * e + 1]);
+        }
     }
-    float* so = red + 2 * (ATT_THREADS / 32);
-    if (grp < groups) so[grp * d + dim] = acc2;
+    // Every lane of a row holds that row's p: count each row once (lane c == 0).
+    l = warp_sum(c == 0 ? l : 0.f);
+    if ((tid & 31) == 0) red_l[tid >> 5] = l;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) so[slot * d + c * 8 + e] = o[e];
     __syncthreads();
-    if (tid < d) {
-        float o = 0.f;
-        for (int k2 = 0; k2 < groups; ++k2) o += so[k2 * d + tid];
-        part_o[pidx * d + tid] = o;
+    const size_t pidx = (size_t)h * gridDim.y + s;
+    for (int i = tid; i < d; i += ATT_THREADS) {
+        float acc = 0.f;
+        for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
+        part_o[pidx * d + i] = acc;
     }
-    if (tid == 0) { part_ml[2 * pidx] = m; part_ml[2 * pidx + 1] = l; }
+    if (tid == 0) {
+        float lt = 0.f;
+        for (int w = 0; w < ATT_THREADS / 32; ++w) lt += red_l[w];
+        part_ml[2 * pidx] = m;
+        part_ml[2 * pidx + 1] = lt;
+    }
 }
 
 // out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
 // Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
     const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
     float M = -INFINITY;
@@ -267,6 +340,7 @@ __device__ void block_argmax(float& best, int& bi) {
 }
 
 extern "C" __global__ void argmax(const half* __restrict__ x, int n, long long* __restrict__ out) {
+    pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;
     for (int i = threadIdx.x; i < n; i += blockDim.x) better(best, bi, __half2float(x[i]), i);
@@ -276,6 +350,8 @@ extern "C" __global__ void argmax(const half* __restrict__ x, int n, long long* 
 
 extern "C" __global__ void argmax_partial(const half* __restrict__ x, int n, float* __restrict__ pv,
                                           int* __restrict__ pi) {
+    pdl_launch_dependents();
+    pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
@@ -286,6 +362,8 @@ extern "C" __global__ void argmax_partial(const half* __restrict__ x, int n, flo
 
 extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int* __restrict__ pi, int m,
                                         long long* __restrict__ out) {
+    pdl_launch_dependents();
+    pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;
     for (int j = threadIdx.x; j < m; j += blockDim.x) better(best, bi, pv[j], pi[j]);
@@ -295,6 +373,8 @@ extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int*
 
 // A calibrated busy wait on the device (sensitivity checks): spins on the global ns timer.
 extern "C" __global__ void spin_ns(unsigned long long ns) {
+    pdl_launch_dependents();
+    pdl_wait();
     unsigned long long start, now;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
     do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)); } while (now - start < ns);
