@@ -29,7 +29,7 @@ class OwnForward:
 
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
-                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False) -> None:
+                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = ()) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -42,7 +42,8 @@ class OwnForward:
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
-        mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
+        # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
+        mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
                  "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture

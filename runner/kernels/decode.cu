@@ -24,15 +24,27 @@ __device__ __forceinline__ float warp_max(float v) {
 // finished and its writes are visible; every kernel calls it on every path before it reads or writes
 // what another kernel touches, and reads only weights (never written) before it. So kernel N+1 runs
 // its weight loads while kernel N drains, and N has waited for N-1 before N can finish.
-// Launched without the attribute, both instructions return at once.
+// PDL_TRIGGER says when a kernel lets the next one launch: 1 at its start (pdl_early), 2 once its own
+// wait returned, 0 never (the next launches as this one ends). Without the attribute all are no-ops.
+#ifndef PDL_TRIGGER
+#define PDL_TRIGGER 1
+#endif
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+__device__ __forceinline__ void pdl_early() {
+#if PDL_TRIGGER == 1
+    pdl_launch_dependents();
+#endif
+}
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" :::);
+#if PDL_TRIGGER == 2
+    pdl_launch_dependents();
 #endif
 }
 
@@ -53,7 +65,9 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
 // Dot product of one fp16 row with x (fp16), one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
 // each lane's first PRE loads (a 2048-wide row whole), row_dot finishes the row once x may be read.
+#ifndef PRE
 #define PRE 8
+#endif
 struct RowHead { uint4 w[PRE]; };
 
 __device__ __forceinline__ void row_load(RowHead& r, const half* __restrict__ w, int cols) {
@@ -86,7 +100,7 @@ __device__ __forceinline__ float row_dot(const RowHead& r, const half* __restric
 // y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
                                 int rows, int cols, float scale) {
-    pdl_launch_dependents();
+    pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
@@ -102,7 +116,7 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
-    pdl_launch_dependents();
+    pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const half* W = Wa; half* y = ya;
     if (row >= ra + rb + rc) row = -1;
@@ -120,7 +134,7 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
 // resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
 extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, int rows, int cols) {
-    pdl_launch_dependents();
+    pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
@@ -135,7 +149,7 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
                                        const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
-    pdl_launch_dependents();
+    pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead rg, ru;
     const size_t off = (size_t)min(row, rows - 1) * cols;
@@ -151,7 +165,7 @@ extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* 
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192).
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
                                    half* __restrict__ out, int n, float eps) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     __shared__ float part[32];
     float s = 0.f;
@@ -173,7 +187,7 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
 // x (fp32 residual) = embedding row of the token id read from device memory.
 extern "C" __global__ void embed(const half* __restrict__ E, const int* __restrict__ tok,
                                  float* __restrict__ x, int n) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     const size_t base = (size_t)tok[0] * n;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
@@ -186,7 +200,7 @@ extern "C" __global__ void rope_kv(half* __restrict__ q, const half* __restrict_
                                    half* __restrict__ cache_k, half* __restrict__ cache_v,
                                    const int* __restrict__ pos, const int* __restrict__ slot,
                                    const float* __restrict__ inv_freq, int n_heads, int n_kv, int d, int max_ctx) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x, half_d = d >> 1;
     float sn, cs;
@@ -227,7 +241,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
                                       int n_heads, int n_kv, int d, int max_ctx, float scale) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();  // q and this token's cache row come from the kernels just before
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
     const int n = pos[0] + 1;
@@ -301,7 +315,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 // Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
     const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
@@ -350,7 +364,7 @@ extern "C" __global__ void argmax(const half* __restrict__ x, int n, long long* 
 
 extern "C" __global__ void argmax_partial(const half* __restrict__ x, int n, float* __restrict__ pv,
                                           int* __restrict__ pi) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;
@@ -362,7 +376,7 @@ extern "C" __global__ void argmax_partial(const half* __restrict__ x, int n, flo
 
 extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int* __restrict__ pi, int m,
                                         long long* __restrict__ out) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;
@@ -373,7 +387,7 @@ extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int*
 
 // A calibrated busy wait on the device (sensitivity checks): spins on the global ns timer.
 extern "C" __global__ void spin_ns(unsigned long long ns) {
-    pdl_launch_dependents();
+    pdl_early();
     pdl_wait();
     unsigned long long start, now;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));

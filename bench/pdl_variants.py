@@ -1,0 +1,144 @@
+"""GPU task (issue 12), one device call: what programmatic dependent launch and the GEMV's weight
+prefetch do to one token of our kernels, without the runner's host loop.
+
+Per preset (random fp16 weights, every layer): the token's launches (the ``cuda_graph`` config's
+sequence: embed, per layer rmsnorm, fused QKV, rope_kv, attention, o_proj, rmsnorm, SwiGLU, down;
+final norm, lm_head, argmax) captured once as a CUDA graph for each variant of the kernel source
+and launch, then replayed back to back: GPU µs per token = time of REPLAYS replays / REPLAYS, median
+over ROUNDS rounds in which the variants take turns. Weight bytes per token over that time gives
+the fraction of the device-copy bandwidth measured in the same run.
+Writes pdl_variants.json/.md under --out; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.outputs import save  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner.own_kernels import OwnForward  # noqa: E402
+from runner.presets import get_preset  # noqa: E402
+from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
+
+VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu)
+    "plain": (False, ()),
+    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",)),
+    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",)),
+    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",)),
+    "plain, prefetch 1": (False, ("-DPRE=1",)),
+    "pdl at start, prefetch 1": (True, ("-DPRE=1", "-DPDL_TRIGGER=1")),
+}
+REPLAYS = 50
+
+
+def weights(cp, p):
+    """Random fp16 weights of every layer (std 1/sqrt(fan-in), so activations stay finite)."""
+    rng = cp.random.default_rng(0)
+
+    def mat(r, c):
+        return (rng.standard_normal((r, c), dtype=cp.float32) * c ** -0.5).astype(cp.float16)
+
+    h, kv, f = p.hidden, p.kv_dim, p.ffn
+    layers = [{"wq": mat(h, h), "wk": mat(kv, h), "wv": mat(kv, h), "wo": mat(h, h), "w_gate": mat(f, h),
+               "w_up": mat(f, h), "w_down": mat(h, f), "attn_norm": cp.ones(h, cp.float16),
+               "ffn_norm": cp.ones(h, cp.float16)} for _ in range(p.n_layers)]
+    emb = mat(p.vocab, h)
+    w = {"embed": emb, "lm_head": emb if p.tied_embeddings else mat(p.vocab, h), "final_norm": cp.ones(h, cp.float16)}
+    nbytes = sum(int(a.nbytes) for layer in layers for k, a in layer.items() if k.startswith("w"))
+    return w, layers, nbytes + int(w["lm_head"].nbytes)
+
+
+def token(own, layers, w) -> None:
+    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork)."""
+    own.embed()
+    for li, layer in enumerate(layers):
+        own.rmsnorm(layer["attn_norm"])
+        own.qkv(layer)
+        own.rope_kv(li)
+        own.attention(li)
+        own.o_proj(layer)
+        own.rmsnorm(layer["ffn_norm"])
+        own.ffn(layer)
+    own.rmsnorm(w["final_norm"])
+    own.lm_head()
+    own.sample()
+
+
+def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
+    p = get_preset(name)
+    w, layers, wbytes = weights(cp, p)
+    shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
+    ck = cp.random.default_rng(1).standard_normal(shape, dtype=cp.float32).astype(cp.float16)
+    cv = cp.random.default_rng(2).standard_normal(shape, dtype=cp.float32).astype(cp.float16)
+    inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
+    d_tok, d_pos, d_slot = (cp.full(1, v, cp.int32) for v in (7, pos, pos))
+    stream = cp.cuda.Stream(non_blocking=True)
+    graphs, outputs = {}, {}
+    for label, (pdl, defines) in VARIANTS.items():
+        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
+        with stream:
+            stream.begin_capture()
+            token(own, layers, w)
+            graphs[label] = stream.end_capture()
+            graphs[label].upload(stream)
+            graphs[label].launch(stream)
+        stream.synchronize()
+        outputs[label] = (own.logits.get(), int(own.next_id.get()[0]))
+    ref_logits, ref_id = outputs["plain"]
+    per_token: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    order = np.random.default_rng(3)
+    for _ in range(rounds):
+        for label in order.permutation(list(VARIANTS)):
+            g = graphs[label]
+            for _ in range(5):
+                g.launch(stream)
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record(stream)
+            for _ in range(REPLAYS):
+                g.launch(stream)
+            e1.record(stream)
+            e1.synchronize()
+            per_token[label].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS)
+    kv_bytes = 2 * p.n_layers * p.n_kv_heads * (pos + 1) * p.head_dim * 2
+    out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "variants": {}}
+    for label in VARIANTS:
+        us = float(np.median(per_token[label]))
+        logits, nid = outputs[label]
+        out["variants"][label] = {
+            "us_per_token": us, "min_us": float(np.min(per_token[label])), "max_us": float(np.max(per_token[label])),
+            "gbs": (wbytes + kv_bytes) / us / 1e3, "same_token": nid == ref_id,
+            "max_logit_diff": float(np.max(np.abs(logits.astype(np.float32) - ref_logits.astype(np.float32))))}
+    del graphs, layers, w
+    cp.get_default_memory_pool().free_all_blocks()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="1b,8b")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--position", type=int, default=96, help="the token's position (context = position + 1)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    import cupy as cp
+
+    from runner.device import CudaDevice
+
+    report = {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
+              "replays": REPLAYS, "rounds": args.rounds, "presets": {}}
+    for name in args.presets.split(","):
+        report["presets"][name] = run_preset(cp, name, args.rounds, args.position)
+        print(f"{name} done", flush=True)
+    save(args.out, "pdl_variants", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
