@@ -80,9 +80,10 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     d_tok, d_pos, d_slot = (cp.full(1, v, cp.int32) for v in (7, pos, pos))
     stream = cp.cuda.Stream(non_blocking=True)
-    graphs, outputs = {}, {}
+    graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
     for label, (pdl, defines) in VARIANTS.items():
         own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
+        owners.append(own)
         with stream:
             stream.begin_capture()
             token(own, layers, w)
@@ -115,7 +116,7 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
             "us_per_token": us, "min_us": float(np.min(per_token[label])), "max_us": float(np.max(per_token[label])),
             "gbs": (wbytes + kv_bytes) / us / 1e3, "same_token": nid == ref_id,
             "max_logit_diff": float(np.max(np.abs(logits.astype(np.float32) - ref_logits.astype(np.float32))))}
-    del graphs, layers, w
+    del graphs, owners, layers, w
     cp.get_default_memory_pool().free_all_blocks()
     return out
 
