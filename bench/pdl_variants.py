@@ -80,6 +80,7 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     d_tok, d_pos, d_slot = (cp.full(1, v, cp.int32) for v in (7, pos, pos))
     stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
     for label, (pdl, defines) in VARIANTS.items():
         own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
