@@ -6,7 +6,9 @@ sequence: embed, per layer rmsnorm, fused QKV, rope_kv, attention, o_proj, rmsno
 final norm, lm_head, argmax) captured once as a CUDA graph for each variant of the kernel source
 and launch, then replayed back to back: GPU µs per token = time of REPLAYS replays / REPLAYS, median
 over ROUNDS rounds in which the variants take turns. Weight bytes per token over that time gives
-the fraction of the device-copy bandwidth measured in the same run.
+the fraction of the device-copy bandwidth measured in the same run. Also per variant: the token
+when the host waits for each one (launch, synchronize; host clock), as a decode loop must, and the
+host time of the launch call itself.
 Writes pdl_variants.json/.md under --out; prints the table.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,8 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
         outputs[label] = (own.logits.get(), int(own.next_id.get()[0]))
     ref_logits, ref_id = outputs["plain"]
     per_token: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    waited: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    launch_us: dict[str, list[float]] = {k: [] for k in VARIANTS}
     order = np.random.default_rng(3)
     for _ in range(rounds):
         for label in order.permutation(list(VARIANTS)):
@@ -108,13 +113,25 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
             e1.record(stream)
             e1.synchronize()
             per_token[label].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS)
+            # the same with the host waiting for each token (as a decode loop must), host clock
+            t0 = time.perf_counter()
+            for _ in range(REPLAYS):
+                g.launch(stream)
+                stream.synchronize()
+            waited[label].append((time.perf_counter() - t0) * 1e6 / REPLAYS)
+            t0 = time.perf_counter()
+            g.launch(stream)
+            launch_us[label].append((time.perf_counter() - t0) * 1e6)
+            stream.synchronize()
     kv_bytes = 2 * p.n_layers * p.n_kv_heads * (pos + 1) * p.head_dim * 2
     out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "variants": {}}
     for label in VARIANTS:
         us = float(np.median(per_token[label]))
         logits, nid = outputs[label]
         out["variants"][label] = {
-            "us_per_token": us, "min_us": float(np.min(per_token[label])), "max_us": float(np.max(per_token[label])),
+            "us_per_token": us, "us_host_waits": float(np.median(waited[label])),
+            "launch_call_us": float(np.median(launch_us[label])), "min_us": float(np.min(per_token[label])),
+            "max_us": float(np.max(per_token[label])),
             "gbs": (wbytes + kv_bytes) / us / 1e3, "same_token": nid == ref_id,
             "max_logit_diff": float(np.max(np.abs(logits.astype(np.float32) - ref_logits.astype(np.float32))))}
     del graphs, owners, layers, w
