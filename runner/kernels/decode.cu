@@ -26,8 +26,10 @@ __device__ __forceinline__ float warp_max(float v) {
 // its weight loads while kernel N drains, and N has waited for N-1 before N can finish.
 // PDL_TRIGGER says when a kernel lets the next one launch: 1 at its start (pdl_early), 2 once its own
 // wait returned, 0 never (the next launches as this one ends). Without the attribute all are no-ops.
+// 2 measured fastest on the 1b token (bench/pdl_variants.md: 1206 us against 1243 at the start and
+// 1247 without PDL); triggering at the start fills the SMs with blocks of kernels further ahead.
 #ifndef PDL_TRIGGER
-#define PDL_TRIGGER 1
+#define PDL_TRIGGER 2
 #endif
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
