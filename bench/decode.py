@@ -38,7 +38,8 @@ from runner.spec import RunSpec  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_graph": "baseline,cuda_graph=on",
-        "graph_pdl": "baseline,cuda_graph=on,pdl=on", "optimized": "optimized"}
+        "graph_pdl": "baseline,cuda_graph=on,pdl=on", "optimized": "optimized",
+        "optimized+qkv_streams": "optimized,qkv_streams=on"}
 POSITIONS = (32, 96, 160, 512)
 
 
@@ -88,7 +89,8 @@ def latency_by_position(step, cp, stream_of, last: int) -> dict[int, float]:
 
 def where_time_goes(session: Session, tokens: int) -> list[dict]:
     """The optimized token's kernels from CUPTI records (decode tokens only): per kernel name, the
-    GPU µs per token and the share of kernel time."""
+    stream time it adds per token (its duration less any wait for the kernel before it: under PDL a
+    kernel starts early and waits inside) and the share of the token's kernel time."""
     try:
         import cupti  # noqa: F401
     except ImportError:
@@ -103,7 +105,9 @@ def where_time_goes(session: Session, tokens: int) -> list[dict]:
     n_tok = max(1, decode.loc[decode["kind"] == "token", "token"].nunique())
     kern = traced.kernel_summary(decode)
     return [{"kernel": r.name, "count_per_token": r.count / n_tok,
-             "gpu_us_per_token": r.total_ns / n_tok / 1e3, "share": r.share} for r in kern.itertuples()]
+             "gpu_us_per_token": r.added_ns / n_tok / 1e3, "share": r.added_share,
+             "duration_us_per_token": r.total_ns / n_tok / 1e3}
+            for r in kern.sort_values("added_ns", ascending=False).itertuples()]
 
 
 def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda") -> dict:

@@ -18,22 +18,44 @@ KERNEL_WAIT_NS = 30_000  # HTA's consecutive_kernel_delay, effectively 30 µs (s
 
 def kernel_summary(events: pd.DataFrame) -> pd.DataFrame:
     """Per kernel name: count, total, mean, median, min, max, stddev (ns) and share of kernel time,
-    largest total first (cuda_gpu_kern_sum's columns)."""
+    largest total first (cuda_gpu_kern_sum's columns); ``added_ns``: the stream time the kernels add,
+    each from the later of its start and the end of the kernel before it on its stream. When kernels
+    overlap (programmatic dependent launch starts one while the previous drains; it then waits inside)
+    a duration counts that wait; the added time does not, and the added times of a stream sum to its
+    busy time."""
     k = events[events["kind"] == Kind.KERNEL.value]
     if k.empty:
         return pd.DataFrame(columns=["name", "count", "total_ns", "mean_ns", "median_ns", "min_ns", "max_ns",
-                                     "std_ns", "share", "repeat_cv", "repeats"])
+                                     "std_ns", "share", "added_ns", "added_share", "repeat_cv", "repeats"])
     dur = k["end_ns"] - k["start_ns"]
     d = dur.groupby(k["name"].astype(str))
     out = pd.DataFrame({"count": d.size(), "total_ns": d.sum(), "mean_ns": d.mean(), "median_ns": d.median(),
                         "min_ns": d.min(), "max_ns": d.max(), "std_ns": d.std().fillna(0.0)})
     out["share"] = out["total_ns"] / out["total_ns"].sum()
+    added = _added_ns(k)
+    out["added_ns"] = added.groupby(k["name"].astype(str)).sum()
+    out["added_share"] = out["added_ns"] / out["added_ns"].sum() if out["added_ns"].sum() else float("nan")
     # Repeat to repeat: each kernel's mean duration per repeat, and the CV of those means (NaN with
     # one repeat). A kernel whose time moves between repeats is where a run's spread comes from.
     per_repeat = dur.groupby([k["name"].astype(str), k["repeat"].to_numpy()]).mean()
     out["repeat_cv"] = per_repeat.groupby(level=0).std() / per_repeat.groupby(level=0).mean()
     out["repeats"] = per_repeat.groupby(level=0).size()
     return out.sort_values("total_ns", ascending=False).reset_index(names="name")
+
+
+def _added_ns(kernels: pd.DataFrame) -> pd.Series:
+    """Per kernel: end - max(start, the latest end of the kernels before it on its stream), >= 0."""
+    k = kernels.sort_values(["track", "start_ns", "end_ns"], kind="stable")
+    ends = k["end_ns"].to_numpy()
+    track = k["track"].astype(str).to_numpy()
+    prev_end = np.empty(len(k), dtype=np.int64)
+    if len(k):
+        running = pd.Series(ends).groupby(track).cummax().to_numpy()  # latest end so far on the stream
+        new_track = np.r_[True, track[1:] != track[:-1]]
+        prev_end[:] = np.where(new_track, np.iinfo(np.int64).min, np.r_[0, running[:-1]])
+    start = k["start_ns"].to_numpy()
+    added = np.clip(ends - np.maximum(start, prev_end), 0, None)
+    return pd.Series(added, index=k.index).reindex(kernels.index)
 
 
 def copy_summary(events: pd.DataFrame) -> pd.DataFrame:

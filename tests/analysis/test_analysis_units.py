@@ -103,6 +103,20 @@ def test_streams_that_never_overlap_have_zero_overlap():
     assert streams.stream_summary(ev)["overlap_ns"].iloc[0] == 0
 
 
+def test_kernel_added_time_leaves_out_the_wait_of_early_launched_kernels():
+    """Programmatic dependent launch starts b while a drains; b waits inside. Its duration counts the
+    wait, its added time does not, and a stream's added times sum to its busy time."""
+    from perfreview.analysis import traced
+
+    ev = table([gpu(0, "a", 0, 10, stream=0, kind="kernel"), gpu(0, "b", 5, 20, stream=0, kind="kernel"),
+                gpu(0, "a", 25, 30, stream=0, kind="kernel"), gpu(0, "b", 0, 4, stream=1, kind="kernel"),
+                gpu(0, "c", 26, 28, stream=0, kind="kernel")])  # inside a: adds nothing
+    ks = traced.kernel_summary(ev).set_index("name")
+    assert ks.loc["b", "total_ns"] == 15 + 4 and ks.loc["b", "added_ns"] == 10 + 4
+    assert ks.loc["a", "added_ns"] == 10 + 5 and ks.loc["c", "added_ns"] == 0
+    assert ks["added_ns"].sum() == 25 + 4 and ks["added_share"].sum() == pytest.approx(1.0)
+
+
 def test_interval_union_and_clipping():
     s, e = intervals.union(np.array([5, 0, 20]), np.array([12, 10, 30]))
     assert list(s) == [0, 20] and list(e) == [12, 30]
