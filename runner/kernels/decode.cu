@@ -356,6 +356,7 @@ __device__ void block_argmax(float& best, int& bi) {
 }
 
 extern "C" __global__ void argmax(const half* __restrict__ x, int n, long long* __restrict__ out) {
+    pdl_early();
     pdl_wait();
     float best = -INFINITY;
     int bi = 0x7fffffff;

@@ -25,6 +25,49 @@ def test_source_compiles_for_sm90(tmp_path):
     assert entries == set(KERNELS)
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("defines", [["-DPDL_TRIGGER=0"], ["-DPDL_TRIGGER=1"], ["-DPRE=1"]])
+def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
+    """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
+    launched with PDL that did not would race with the kernel before it."""
+    out = tmp_path / "decode.ptx"
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ptx = out.read_text()
+    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", ptx, flags=re.S))
+    assert set(bodies) == set(KERNELS)
+    assert all("griddepcontrol.wait" in body for body in bodies.values())
+    triggers = sum("griddepcontrol.launch_dependents" in body for body in bodies.values())
+    assert triggers == (0 if "-DPDL_TRIGGER=0" in defines else len(KERNELS))
+
+
+def test_pdl_launch_structures_match_cuda_h():
+    """CUlaunchAttribute is 72 bytes (id, pad to 8, a 64-byte union); CUlaunchConfig holds the stream
+    at byte 32, the attribute pointer at 40 and their count at 48 (cuda.h, x86-64)."""
+    import ctypes
+
+    assert ctypes.sizeof(ok._LaunchAttribute) == 72 and ok._LaunchAttribute.value.offset == 8
+    assert (ok._LaunchConfig.stream.offset, ok._LaunchConfig.attrs.offset, ok._LaunchConfig.n_attrs.offset) == \
+        (32, 40, 48)
+    assert ok.PROGRAMMATIC_STREAM_SERIALIZATION == 6
+
+
+def test_pdl_kernel_arguments_keep_their_c_types():
+    import ctypes
+
+    class Array:  # a device array as the kernel sees it: its pointer
+        class data:
+            ptr = 0x7F00_0000_1000
+
+    assert ok._c_arg(Array()).value == 0x7F00_0000_1000
+    assert isinstance(ok._c_arg(np.int32(5)), ctypes.c_int32) and ok._c_arg(np.int32(5)).value == 5
+    assert isinstance(ok._c_arg(np.float32(0.5)), ctypes.c_float) and ok._c_arg(np.float32(0.5)).value == 0.5
+    assert isinstance(ok._c_arg(np.uint64(2**40)), ctypes.c_uint64)
+    with pytest.raises(TypeError, match="sized numpy scalar"):
+        ok._c_arg(5)  # a bare int has no C width: refused, never guessed
+
+
 def direct_attention(q, keys, vals, n):
     s = keys[:n] @ q / np.sqrt(q.shape[0])
     p = np.exp(s - s.max())

@@ -129,6 +129,15 @@ def test_config_parsing_errors():
     assert cfg.not_built({"cuda_graph": True}) == ([] if cfg.SWITCHES["cuda_graph"].built else ["cuda_graph"])
 
 
+def test_pdl_runs_our_kernels_and_optimized_leaves_out_what_was_measured_slower():
+    pdl = cfg.resolve("baseline", {"pdl": "on"})
+    assert cfg.effective(pdl, gpu=True)["own_kernels"] is True and cfg.kernel_family(pdl, gpu=True) == "own_kernels"
+    assert cfg.effective(pdl, gpu=False)["pdl"] is False  # a GPU-only switch: no effect on the CPU
+    optimized = cfg.resolve("optimized").switches
+    assert {k for k, v in optimized.items() if v is True} == set(cfg.OPTIMIZATIONS) - set(cfg.NOT_IN_OPTIMIZED)
+    assert optimized["pdl"] and not optimized["qkv_streams"]
+
+
 def test_calibrated_slowdown_is_sized_from_the_measured_token(session):
     from runner.loop import run_configs
     from runner.spec import RunSpec
