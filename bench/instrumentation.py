@@ -39,6 +39,7 @@ def main() -> int:
     ap.add_argument("--preset", default="1b")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--configs", default="baseline,optimized", help="which configs (the eager baseline is slow)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script")
     args = ap.parse_args()
@@ -50,8 +51,9 @@ def main() -> int:
         cupti_ok = True
     except ImportError:
         cupti_ok = False
+    configs = args.configs.split(",")
     variants: dict[tuple[str, str], Interleaved] = {}
-    for config in ("baseline", "optimized"):
+    for config in configs:
         # CUPTI on the eager baseline (1285 kernels a token) costs ~50% and takes minutes: graph path only
         for level in ("tokens", "functions", *(("cupti",) if cupti_ok and config == "optimized" else ())):
             spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=32,
@@ -65,7 +67,7 @@ def main() -> int:
             variants[keys[int(i)]].run(1)
         print(f"round {r + 1}/{args.rounds}", flush=True)
     rows = []
-    for config in ("baseline", "optimized"):
+    for config in configs:
         base = tokens_per_s(variants[(config, "tokens")])
         for level in ("functions", "cupti"):
             if (config, level) not in variants:
