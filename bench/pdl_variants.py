@@ -2,8 +2,8 @@
 prefetch do to one token of our kernels, without the runner's host loop.
 
 Per preset (random fp16 weights, every layer): the token's launches (the ``cuda_graph`` config's
-sequence: embed, per layer QKV (RMSNorm fused), rope_kv, attention, o_proj, SwiGLU (RMSNorm fused),
-down; lm_head (final norm fused), argmax) captured once as a CUDA graph for each variant of the kernel source
+sequence: embed, per layer rmsnorm, fused QKV, rope_kv, attention, o_proj, rmsnorm, SwiGLU, down;
+final norm, lm_head, argmax) captured once as a CUDA graph for each variant of the kernel source
 and launch, then replayed back to back: GPU µs per token = time of REPLAYS replays / REPLAYS, median
 over ROUNDS rounds in which the variants take turns. Weight bytes per token over that time gives
 the fraction of the device-copy bandwidth measured in the same run. Also per variant: the token

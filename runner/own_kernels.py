@@ -19,7 +19,6 @@ SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
 CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
 ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
-MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
@@ -45,18 +44,13 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "rope_kv",
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
                  "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         self.splits = -(-p.max_ctx // CHUNK)
-        if self.splits > MAX_SPLITS:
-            raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
-                             f"positions), max_ctx is {p.max_ctx}")
-        self.norm_gain: Any = None  # the RMSNorm gain the next projection applies (rmsnorm() is fused)
-        self.eps = np.float32(p.norm_eps)
         self.x = cp.zeros(p.hidden, f32)
         self.hn = cp.zeros(p.hidden, f16)
         self.q = cp.zeros(p.hidden, f16)
@@ -72,43 +66,30 @@ class OwnForward:
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
-    def _norm_args(self, normed: bool) -> tuple:
-        """The trailing (xr, gain, eps, norm) arguments of a projection and its shared memory: with
-        ``normed``, the kernel applies RMSNorm(x) * the pending gain itself."""
-        if not normed:
-            return (self.x, self.inv_freq, self.eps, np.int32(0)), 0  # placeholders, never read
-        if self.norm_gain is None:
-            raise RuntimeError("a normalised projection needs rmsnorm(gain) first")
-        return (self.x, self.norm_gain, self.eps, np.int32(1)), 2 * self.p.hidden
-
-    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0, normed: bool = False) -> None:
-        tail, smem = self._norm_args(normed)
+    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
         self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale), *tail), shared_mem=smem)
+                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
 
     def qkv(self, layer: dict[str, Any]) -> None:
-        """Q, K and V of RMSNorm(x) in one launch (the norm fused)."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
-        tail, smem = self._norm_args(True)
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
-                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden), *tail),
-                           shared_mem=smem)
+                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
-        """One of q/k/v alone (the ``qkv_streams`` fork runs these on three streams), norm fused."""
+        """One of q/k/v alone (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        self._gemv(layer[which], self.hn, out, rows, p.hidden, normed=True)
+        self._gemv(layer[which], self.hn, out, rows, p.hidden)
 
     def embed(self) -> None:
         self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x,
                                                                   np.int32(self.p.hidden)))
 
     def rmsnorm(self, gain: Any) -> None:
-        """No launch: the next projection (qkv, proj, ffn, lm_head) normalises x with ``gain`` itself."""
-        self.norm_gain = gain
+        self.k["rmsnorm"]((1,), (1024,), (self.x, gain, self.hn, np.int32(self.p.hidden),
+                                          np.float32(self.p.norm_eps)))
 
     def rope_kv(self, li: int) -> None:
         p = self.p
@@ -135,16 +116,14 @@ class OwnForward:
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
-        tail, smem = self._norm_args(True)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
-                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden),
-                               *tail), shared_mem=smem)
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
         p = self.p
-        self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale), normed=True)
+        self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
 
     def sample(self) -> None:
         """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""
@@ -240,12 +219,6 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
-
-
-def normed_projection_reference(w: np.ndarray, x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
-    """gemv / gemv_qkv / gemv_swiglu with the norm fused: W . half(RMSNorm(x) * gain), the same
-    fp16 vector the separate RMSNorm kernel wrote, now made in each block's shared memory."""
-    return w.astype(np.float64) @ rmsnorm_reference(x, gain, eps).astype(np.float64)
 
 
 def rope_kv_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,

@@ -99,45 +99,15 @@ __device__ __forceinline__ float row_dot(const RowHead& r, const half* __restric
     return warp_sum(acc);
 }
 
-// RMSNorm fused into the projection that reads it (norm != 0): every block computes
-// inv = rsqrt(mean(x^2) + eps) of the fp32 residual x itself and writes hn = half(x * inv * gain) to
-// shared memory, which its warps then read as the vector. A separate RMSNorm kernel (33 a 1b token)
-// cost a launch and a dependency each; this costs each block a few µs of L2 reads, overlapped with
-// its weight loads under PDL. All threads of the block must call it (it synchronises).
-__device__ __forceinline__ const half* norm_to_shared(const float* __restrict__ x, const half* __restrict__ gain,
-                                                      int n, float eps, half* xs) {
-    __shared__ float part[32];
-    float s = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
-        t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = rsqrtf(t / n + eps);
-    }
-    __syncthreads();
-    const float inv = part[0];
-    for (int i = threadIdx.x; i < n; i += blockDim.x) xs[i] = __float2half(x[i] * inv * __half2float(gain[i]));
-    __syncthreads();
-    return xs;
-}
-
-extern __shared__ uint4 dyn_smem[];  // the normalised vector (cols halves), when the norm is fused
-
-// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`. norm != 0: x is
-// RMSNorm(xr) * gain, computed here (lm_head after the final norm, q/k/v alone).
+// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
-                                int rows, int cols, float scale, const float* __restrict__ xr,
-                                const half* __restrict__ gain, float eps, int norm) {
+                                int rows, int cols, float scale) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
     row_load(r, w, cols);
     pdl_wait();
-    if (norm) x = norm_to_shared(xr, gain, cols, eps, reinterpret_cast<half*>(dyn_smem));
     if (row >= rows) return;
     float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
@@ -147,8 +117,7 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
 extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols, const float* __restrict__ xr,
-                                    const half* __restrict__ gain, float eps, int norm) {
+                                    int ra, int rb, int rc, int cols) {
     pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const half* W = Wa; half* y = ya;
@@ -159,7 +128,6 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
     const half* w = W + (size_t)max(row, 0) * cols;
     row_load(r, w, cols);
     pdl_wait();
-    if (norm) x = norm_to_shared(xr, gain, cols, eps, reinterpret_cast<half*>(dyn_smem));
     if (row < 0) return;
     float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
@@ -180,11 +148,9 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
     if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
 
-// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch (norm as gemv).
+// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols,
-                                       const float* __restrict__ xr, const half* __restrict__ gain, float eps,
-                                       int norm) {
+                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead rg, ru;
@@ -192,11 +158,32 @@ extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* 
     row_load(rg, Wg + off, cols);
     row_load(ru, Wu + off, cols);
     pdl_wait();
-    if (norm) x = norm_to_shared(xr, gain, cols, eps, reinterpret_cast<half*>(dyn_smem));
     if (row >= rows) return;
     float g = __half2float(__float2half(row_dot(rg, Wg + off, x, cols)));
     float u = __half2float(__float2half(row_dot(ru, Wu + off, x, cols)));
     if ((threadIdx.x & 31) == 0) out[row] = __float2half(g / (1.f + __expf(-g)) * u);
+}
+
+// out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192).
+extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
+                                   half* __restrict__ out, int n, float eps) {
+    pdl_early();
+    pdl_wait();
+    __shared__ float part[32];
+    float s = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) part[0] = rsqrtf(t / n + eps);
+    }
+    __syncthreads();
+    const float inv = part[0];
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        out[i] = __float2half(x[i] * inv * __half2float(gain[i]));
 }
 
 // x (fp32 residual) = embedding row of the token id read from device memory.
@@ -328,30 +315,22 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 
 // out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
 // Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
-// Each thread loads one split's (m, l) into shared memory, so all of them arrive in one trip (a
-// loop over the splits made a trip per split: latency grew with the context); the weighted sum
-// then reads the splits' outputs with up to 8 loads in flight.
-#define MAX_SPLITS 64  // 4096 positions; checked on the host
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
-    __shared__ float sw[MAX_SPLITS], sl[MAX_SPLITS];
     pdl_early();
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
     const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
-    for (int s = i; s < used; s += blockDim.x) {
-        sw[s] = part_ml[2 * ((size_t)h * splits + s)];
-        sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];
-    }
-    __syncthreads();
     float M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
+    for (int s = 0; s < used; ++s) M = fmaxf(M, part_ml[2 * (h * splits + s)]);
     float num = 0.f, den = 0.f;
-#pragma unroll 8
     for (int s = 0; s < used; ++s) {
-        const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
-        num += w * part_o[((size_t)h * splits + s) * d + i];
-        den += w * sl[s];
+        const size_t p = (size_t)h * splits + s;
+        const float ms = part_ml[2 * p];
+        if (ms == -INFINITY) continue;
+        const float w = __expf(ms - M);
+        num += w * part_o[p * d + i];
+        den += w * part_ml[2 * p + 1];
     }
     out[h * d + i] = __float2half(num / den);
 }

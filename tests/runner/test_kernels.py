@@ -11,7 +11,7 @@ import pytest
 
 from runner import own_kernels as ok
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "rope_kv", "attn_split",
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
            "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
 
 
@@ -121,8 +121,8 @@ def test_rmsnorm_rope_and_residual_match_the_model_math():
     layer = w["layers"][0]
     tok, pos = 7, 0
     x = w["embed"][tok].astype(np.float64)
-    q, k, v = (ok.normed_projection_reference(layer[m], x, layer["attn_norm"].astype(np.float64), p.norm_eps)
-               for m in ("wq", "wk", "wv"))  # RMSNorm fused into the QKV projection
+    hn = ok.rmsnorm_reference(x, layer["attn_norm"].astype(np.float64), p.norm_eps).astype(np.float64)
+    q, k, v = (layer[m].astype(np.float64) @ hn for m in ("wq", "wk", "wv"))
     ck = np.zeros((p.n_kv_heads, p.max_ctx, p.head_dim))
     cv = np.zeros_like(ck)
     q_rot = ok.rope_kv_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1), v.reshape(p.n_kv_heads, -1),
