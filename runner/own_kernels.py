@@ -19,6 +19,7 @@ SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
 CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
 ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
+MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
@@ -51,6 +52,9 @@ class OwnForward:
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         self.splits = -(-p.max_ctx // CHUNK)
+        if self.splits > MAX_SPLITS:
+            raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
+                             f"positions), max_ctx is {p.max_ctx}")
         self.x = cp.zeros(p.hidden, f32)
         self.hn = cp.zeros(p.hidden, f16)
         self.q = cp.zeros(p.hidden, f16)

@@ -315,22 +315,30 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 
 // out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
 // Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
+// Each thread loads one split's (m, l) into shared memory, so all of them arrive in one trip (a
+// loop over the splits made a trip per split: latency grew with the context); the weighted sum
+// then reads the splits' outputs with up to 8 loads in flight.
+#define MAX_SPLITS 64  // 4096 positions; checked on the host
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
+    __shared__ float sw[MAX_SPLITS], sl[MAX_SPLITS];
     pdl_early();
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
     const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
+    for (int s = i; s < used; s += blockDim.x) {
+        sw[s] = part_ml[2 * ((size_t)h * splits + s)];
+        sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];
+    }
+    __syncthreads();
     float M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = fmaxf(M, part_ml[2 * (h * splits + s)]);
+    for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
     float num = 0.f, den = 0.f;
+#pragma unroll 8
     for (int s = 0; s < used; ++s) {
-        const size_t p = (size_t)h * splits + s;
-        const float ms = part_ml[2 * p];
-        if (ms == -INFINITY) continue;
-        const float w = __expf(ms - M);
-        num += w * part_o[p * d + i];
-        den += w * part_ml[2 * p + 1];
+        const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
+        num += w * part_o[((size_t)h * splits + s) * d + i];
+        den += w * sl[s];
     }
     out[h * d + i] = __float2half(num / den);
 }
