@@ -18,6 +18,18 @@ def test_from_records_fills_columns_left_out_by_some_rows():
     assert str(ev["name"].dtype) == "category"
 
 
+def test_normalize_leaves_its_input_as_it_was():
+    """normalize shallow-copies (10M-row imports) and only replaces columns: the caller's frame keeps
+    its NaNs, dtypes and columns."""
+    rows = [{"run": "r", "kind": "range", "name": "a", "track": "host/main", "source": "host", "start_ns": 0,
+             "end_ns": 5, "depth": float("nan"), "token": 1.0}]
+    frame = pd.DataFrame(rows)
+    before = frame.copy(deep=True)
+    out = schema.normalize(frame)
+    pd.testing.assert_frame_equal(frame, before)
+    assert out["depth"].tolist() == [-1] and list(out.columns) == list(schema.COLUMNS)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda f: f.drop(columns=["name"]), "missing column"),
     (lambda f: f.assign(extra=1), "unknown column"),
