@@ -6,7 +6,10 @@ record as a plain tuple of fields (:data:`FIELDS`); :func:`to_rows` turns those 
 rows on the run's clock, with no CUPTI needed, so it is tested on the CPU against records saved
 from a real run. Attribution:
 
-- a runtime/driver call belongs to the token (and the innermost host range) its start falls in;
+- a runtime/driver call belongs to the token and host range whose external correlation id was
+  pushed when the call was made (EXTERNAL_CORRELATION records: the recorder pushes one id per
+  range, naming the range and its token); without such a record, to the token and innermost host
+  range its start falls in;
 - GPU work belongs to the call that launched it (same correlation id): its token, and the host
   range the launch happened in, as the function;
 - on the graph path every kernel of a token correlates to the one ``cudaGraphLaunch``; the i-th
@@ -24,10 +27,11 @@ from perfreview.trace.schema import Kind, Source, host_track, stream_track, sync
 from runner.device import DeviceError
 
 # kind (ActivityKind's name), name, start, end, correlation, stream, device, bytes, copy_kind,
-# src_kind, dst_kind, graph_node, sync_type
+# src_kind, dst_kind, graph_node, sync_type, external_id (records saved before it had 13 fields)
 FIELDS = ("kind", "name", "start", "end", "correlation", "stream", "device", "bytes", "copy_kind", "src_kind",
-          "dst_kind", "graph_node", "sync_type")
-KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET", "RUNTIME", "DRIVER", "SYNCHRONIZATION")
+          "dst_kind", "graph_node", "sync_type", "external_id")
+KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET", "RUNTIME", "DRIVER", "SYNCHRONIZATION", "EXTERNAL_CORRELATION")
+TOKEN_SHIFT = 20  # an external id is (token + 1) << TOKEN_SHIFT | the range's name index
 COPY_KINDS = {1: "HtoD", 2: "DtoH", 3: "HtoA", 4: "AtoH", 5: "AtoA", 6: "AtoD", 7: "DtoA", 8: "DtoD", 9: "HtoH",
               10: "PtoP"}
 MEM_KINDS = {0: "unknown", 1: "pageable", 2: "pinned", 3: "device", 4: "array", 5: "managed", 6: "device_static",
@@ -68,6 +72,7 @@ class Collector:
         self.raw: list[tuple] = []
         self._names: dict[tuple[int, int], str] = {}
         self._kinds = {int(getattr(cupti.ActivityKind, k)): k for k in KINDS}
+        self._ext_kind = int(cupti.ExternalCorrelationKind.CUSTOM0)
         cupti.activity_register_callbacks(self._requested, self._completed)
         self.enabled = False
         self.resume()
@@ -95,12 +100,24 @@ class Collector:
             kind = kinds.get(int(a.kind))
             if kind is None:
                 continue
+            if kind == "EXTERNAL_CORRELATION":  # (API call's correlation id -> the id pushed then)
+                raw.append((kind, "", 0, 0, int(a.correlation_id), -1, 0, -1, 0, 0, 0, 0, 0, int(a.external_id)))
+                continue
             name = getattr(a, "name", None) or self._api_name(kind, a)
             raw.append((kind, name, int(a.start), int(a.end), int(getattr(a, "correlation_id", -1)),
                         int(getattr(a, "stream_id", -1)), int(getattr(a, "device_id", 0)),
                         int(getattr(a, "bytes", -1)), int(getattr(a, "copy_kind", 0)),
                         int(getattr(a, "src_kind", 0)), int(getattr(a, "dst_kind", 0)),
-                        int(getattr(a, "graph_node_id", 0)), int(getattr(a, "type", 0))))
+                        int(getattr(a, "graph_node_id", 0)), int(getattr(a, "type", 0)), 0))
+
+    def push(self, external_id: int) -> None:
+        """Calls made until :meth:`pop` carry ``external_id`` (an EXTERNAL_CORRELATION record each)."""
+        if self.enabled:
+            self.c.activity_push_external_correlation_id(self._ext_kind, external_id)
+
+    def pop(self) -> None:
+        if self.enabled:
+            self.c.activity_pop_external_correlation_id(self._ext_kind)
 
     def _api_name(self, kind: str, a: Any) -> str:
         if kind not in ("RUNTIME", "DRIVER"):
@@ -134,15 +151,22 @@ class Collector:
 
 
 
+def external_id(token: int, name_index: int) -> int:
+    """The id the recorder pushes for a range: its token and its name (an index into the names)."""
+    return (token + 1) << TOKEN_SHIFT | name_index
+
+
 def to_rows(raw: list[tuple | list], offset_ns: int, repeat: int, host_rows: list[dict],
             capture_log: list[tuple[str, str]] | None = None, thread: str = "main",
-            stream_ids: dict[int, int] | None = None) -> list[dict]:
+            stream_ids: dict[int, int] | None = None, external_names: list[str] | None = None) -> list[dict]:
     """Event rows from CUPTI records (:data:`FIELDS` order) of one repeat. ``host_rows``: that
     repeat's host rows from the recorder (tokens and ranges, run clock); ``offset_ns``: host clock
     minus CUPTI clock; ``capture_log``: (function, kernel) per launch of the captured token graph;
     ``stream_ids``: the driver's stream id -> the runner's stream index (the same timeline row as
-    that stream's CUDA events; ids not in it, a graph's own streams, are kept)."""
+    that stream's CUDA events; ids not in it, a graph's own streams, are kept); ``external_names``:
+    the range names the recorder's external ids index."""
     records = [dict(zip(FIELDS, r)) for r in raw]
+    pushed = {r["correlation"]: r.get("external_id", 0) for r in records if r["kind"] == "EXTERNAL_CORRELATION"}
     if stream_ids:
         for r in records:
             r["stream"] = stream_ids.get(r["stream"], r["stream"])
@@ -161,9 +185,16 @@ def to_rows(raw: list[tuple | list], offset_ns: int, repeat: int, host_rows: lis
 
     out: list[dict] = []
     api_of: dict[int, tuple[int, str, str]] = {}  # correlation -> (token, phase, function)
+    phases = {t[2]: t[3] for t in tokens}
     for r, (func, depth) in zip(apis, enclosing):
         s, e = r["start"] + offset_ns, r["end"] + offset_ns
         token, phase = token_at(s)
+        ext = pushed.get(r["correlation"], 0)
+        if ext and external_names and (ext & ((1 << TOKEN_SHIFT) - 1)) < len(external_names):
+            # the range and token that were open when the call was made, as CUPTI recorded them
+            func = external_names[ext & ((1 << TOKEN_SHIFT) - 1)]
+            token = (ext >> TOKEN_SHIFT) - 1
+            phase = phases.get(token, phase)
         api_of[r["correlation"]] = (token, phase, func)
         out.append({"repeat": repeat, "token": token, "phase": phase, "source": Source.CUPTI.value,
                     "kind": Kind.API.value, "name": r["name"], "track": host_track(thread), "start_ns": s,

@@ -86,10 +86,20 @@ class Recorder:
         self._anchor_ns = 0
         self._domain = _nvtx.get_domain(nvtx_domain) if _nvtx else None
         self._attrs: dict[str, Any] = {}
+        self.external_names: list[str] = [""]  # CUPTI external ids index these (0: none)
+        self._external_index: dict[str, int] = {}
 
     # NVTX with cached attributes: the ranges must stay cheap.
     def _push(self, name: str) -> None:
         self.stack.append(name)
+        if self.cupti is not None:  # every call made inside carries (token, range): exact attribution
+            from runner.cupti_trace import external_id
+
+            idx = self._external_index.get(name)
+            if idx is None:
+                idx = self._external_index[name] = len(self.external_names)
+                self.external_names.append(name)
+            self.cupti.push(external_id(self.token, idx))
         if self._domain is None:
             return
         attrs = self._attrs.get(name)
@@ -99,6 +109,8 @@ class Recorder:
 
     def _pop(self) -> None:
         self.stack.pop()
+        if self.cupti is not None:
+            self.cupti.pop()
         if self._domain is not None:
             self._domain.pop_range()
 
@@ -152,7 +164,8 @@ class Recorder:
             from runner.cupti_trace import to_rows
 
             offset, self.clock_residual_ns = self.cupti.clock_offset()
-            out += to_rows(self.cupti.take(), offset, repeat, out, self.capture_log, thread, self.dev.stream_ids())
+            out += to_rows(self.cupti.take(), offset, repeat, out, self.capture_log, thread, self.dev.stream_ids(),
+                           self.external_names)
         dev, anchor, base = self.dev, self._anchor_event, self._anchor_ns
         dev_id = getattr(dev, "device_id", 0)
 

@@ -20,11 +20,11 @@ def host(token, name, start, end, depth=1, kind="range"):
             "track": "host/main", "start_ns": start, "end_ns": end, "depth": depth}
 
 
-def rec(kind, name, start, end, corr, stream=7, nbytes=-1, copy_kind=0, src=0, dst=0, sync=0):
+def rec(kind, name, start, end, corr, stream=7, nbytes=-1, copy_kind=0, src=0, dst=0, sync=0, ext=0):
     """A raw record in FIELDS order; times on the CUPTI clock."""
     values = dict(kind=kind, name=name, start=start - OFFSET, end=end - OFFSET, correlation=corr, stream=stream,
                   device=0, bytes=nbytes, copy_kind=copy_kind, src_kind=src, dst_kind=dst, graph_node=0,
-                  sync_type=sync)
+                  sync_type=sync, external_id=ext)
     return [values[f] for f in FIELDS]
 
 
@@ -47,6 +47,30 @@ LOG = [("rmsnorm", "rmsnorm"), ("qkv", "gemv_qkv"), ("rmsnorm", "rmsnorm")]
 
 def rows():
     return to_rows(RAW, OFFSET, 0, HOST, LOG)
+
+
+def test_external_correlation_ids_name_the_range_and_token_of_each_call():
+    """The recorder pushes (token, range) as CUPTI's external id: a call is attributed by that id,
+    even where its timestamp would put it elsewhere (a launch CUPTI stamped after the range closed),
+    and GPU work follows its call."""
+    from runner.cupti_trace import external_id
+
+    names = ["", "token", "attention", "ffn"]
+    raw = [rec("DRIVER", "cuLaunchKernel", 950, 990, 1),  # after attention closed (900): time says token only
+           rec("EXTERNAL_CORRELATION", "", OFFSET, OFFSET, 1, ext=external_id(0, 2)),
+           rec("CONCURRENT_KERNEL", "attn_split", 1_000, 2_000, 1),
+           rec("DRIVER", "cuLaunchKernel", 10_150, 10_160, 2),
+           rec("EXTERNAL_CORRELATION", "", OFFSET, OFFSET, 2, ext=external_id(1, 3)),
+           rec("CONCURRENT_KERNEL", "gemv_swiglu", 10_200, 10_900, 2)]
+    ev = pd.DataFrame(to_rows(raw, OFFSET, 0, HOST, None, external_names=names))
+    fn = ev[ev["kind"] == "gpu_range"].set_index("name")
+    assert set(fn.index) == {"attention", "ffn"}
+    assert fn.loc["attention", "token"] == 0 and fn.loc["ffn", "token"] == 1
+    assert not (ev["kind"] == "external_correlation").any()  # bookkeeping, not rows
+    # Without the ids (13-field records saved before them), by time: the first call falls after
+    # attention closed and the second inside graph_launch (not a function): no function for either.
+    old = pd.DataFrame(to_rows([r[:-1] for r in raw if r[0] != "EXTERNAL_CORRELATION"], OFFSET, 0, HOST, None))
+    assert not (old["kind"] == "gpu_range").any() and len(old[old["kind"] == "kernel"]) == 2
 
 
 def test_calls_and_gpu_work_land_in_their_tokens_and_functions():
