@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis import functions, gaps, samples, streams
+from perfreview.analysis import functions, gaps, samples, spread, streams, tokens
 from perfreview.trace import figures
 from perfreview.trace.runs import Run
 
@@ -92,6 +92,12 @@ def headline_spread(run: Run) -> dict[str, Spread]:
         out[name] = (Spread(float(np.median(values)), float(np.percentile(values, 5)),
                             float(np.percentile(values, 95))) if len(values) else Spread(math.nan, math.nan, math.nan))
     return out
+
+
+def spread_sources(run: Run) -> spread.SpreadSources | None:
+    """Where the run's repeat-to-repeat spread comes from (host stalls against the GPU's spread)."""
+    toks = samples.token_table(run)
+    return spread.spread_sources(toks, tokens.per_repeat(toks))
 
 
 def function_table(run: Run) -> pd.DataFrame:

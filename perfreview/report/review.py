@@ -111,7 +111,7 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
         not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events).head(15).to_dict("records"),
         copies=traced.copy_summary(run.events).to_dict("records"),
         idle=traced.stream_idle(run.events).to_dict("records"), findings=traced.findings(run.events),
-        overhead=overhead.tracing(run),
+        overhead=overhead.tracing(run), spread=summary.spread_sources(run),
     )
 
 
