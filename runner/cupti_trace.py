@@ -156,6 +156,11 @@ def external_id(token: int, name_index: int) -> int:
     return (token + 1) << TOKEN_SHIFT | name_index
 
 
+def split_external_id(ext: int) -> tuple[int, int]:
+    """:func:`external_id` undone: (token, name index)."""
+    return (ext >> TOKEN_SHIFT) - 1, ext & ((1 << TOKEN_SHIFT) - 1)
+
+
 def to_rows(raw: list[tuple | list], offset_ns: int, repeat: int, host_rows: list[dict],
             capture_log: list[tuple[str, str]] | None = None, thread: str = "main",
             stream_ids: dict[int, int] | None = None, external_names: list[str] | None = None) -> list[dict]:
@@ -190,10 +195,10 @@ def to_rows(raw: list[tuple | list], offset_ns: int, repeat: int, host_rows: lis
         s, e = r["start"] + offset_ns, r["end"] + offset_ns
         token, phase = token_at(s)
         ext = pushed.get(r["correlation"], 0)
-        if ext and external_names and (ext & ((1 << TOKEN_SHIFT) - 1)) < len(external_names):
+        ext_token, name_index = split_external_id(ext)
+        if ext and external_names and name_index < len(external_names):
             # the range and token that were open when the call was made, as CUPTI recorded them
-            func = external_names[ext & ((1 << TOKEN_SHIFT) - 1)]
-            token = (ext >> TOKEN_SHIFT) - 1
+            func, token = external_names[name_index], ext_token
             phase = phases.get(token, phase)
         api_of[r["correlation"]] = (token, phase, func)
         out.append({"repeat": repeat, "token": token, "phase": phase, "source": Source.CUPTI.value,

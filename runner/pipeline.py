@@ -67,7 +67,7 @@ class Pipeline:
         self.graph = None
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
-        if switches.get("own_kernels") or switches.get("cuda_graph") or switches.get("pdl"):
+        if switches.get("own_kernels"):  # effective switches: cuda_graph and pdl imply it (config.effective)
             from runner.own_kernels import OwnForward
 
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,

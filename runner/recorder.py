@@ -67,9 +67,10 @@ class Recorder:
         if trace == "cupti":
             if not device.is_gpu:
                 raise ValueError("--trace cupti needs the CUDA backend (a GPU)")
-            from runner.cupti_trace import collector
+            from runner.cupti_trace import collector, external_id
 
             self.cupti = collector()
+            self._external_id = external_id  # bound once: _push is on the per-range path
         self.stack: list[str] = []  # open spans, innermost last (the capture log names functions by it)
         self.capture_log: list[tuple[str, str]] = []  # (function, kernel) per launch captured in a graph
         self.clock_residual_ns = 0
@@ -93,13 +94,11 @@ class Recorder:
     def _push(self, name: str) -> None:
         self.stack.append(name)
         if self.cupti is not None:  # every call made inside carries (token, range): exact attribution
-            from runner.cupti_trace import external_id
-
             idx = self._external_index.get(name)
             if idx is None:
                 idx = self._external_index[name] = len(self.external_names)
                 self.external_names.append(name)
-            self.cupti.push(external_id(self.token, idx))
+            self.cupti.push(self._external_id(self.token, idx))
         if self._domain is None:
             return
         attrs = self._attrs.get(name)

@@ -39,7 +39,8 @@ def _cv(x: pd.Series) -> float:
 
 
 def spread_sources(tokens: pd.DataFrame, per_repeat: pd.DataFrame) -> SpreadSources | None:
-    """``tokens``: analysis.tokens.token_table; ``per_repeat``: analysis.tokens.per_repeat of it.
+    """``tokens``: analysis.tokens.token_table; ``per_repeat``: the run's headline figures per repeat
+    (analysis.headline.per_repeat: ``repeat``, ``tokens_per_s``, ``median_gpu_compute_ms``).
     None when the run's tokens have no device compute window (CUDA events) to compare with."""
     t = tokens[(tokens["phase"] == "decode") & (tokens["window_source"] == "cuda_event")]
     if t.empty or len(per_repeat) < 2:
@@ -52,7 +53,7 @@ def spread_sources(tokens: pd.DataFrame, per_repeat: pd.DataFrame) -> SpreadSour
     clean = per_repeat[~per_repeat["repeat"].isin(stalled_reps)]
     return SpreadSources(
         repeats=len(per_repeat), tokens_per_s_cv=_cv(per_repeat["tokens_per_s"]),
-        gpu_compute_cv=_cv(per_repeat["median_gpu_compute_ns"]), host_overhead_us=median / 1e3,
+        gpu_compute_cv=_cv(per_repeat["median_gpu_compute_ms"]), host_overhead_us=median / 1e3,
         tokens=len(t), stalled_tokens=int(stalled.sum()), stalled_repeats=len(stalled_reps),
         stall_share=float(extra.sum() / t["host_ns"].sum()) if t["host_ns"].sum() else math.nan,
         tokens_per_s_cv_unstalled=_cv(clean["tokens_per_s"]),

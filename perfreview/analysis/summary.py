@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from perfreview.analysis import functions, gaps, samples, spread, streams, tokens
+from perfreview.analysis import functions, gaps, samples, spread, streams
 from perfreview.trace import figures
 from perfreview.trace.runs import Run
 
@@ -96,8 +96,7 @@ def headline_spread(run: Run) -> dict[str, Spread]:
 
 def spread_sources(run: Run) -> spread.SpreadSources | None:
     """Where the run's repeat-to-repeat spread comes from (host stalls against the GPU's spread)."""
-    toks = samples.token_table(run)
-    return spread.spread_sources(toks, tokens.per_repeat(toks))
+    return spread.spread_sources(samples.token_table(run), samples.headlines(run))
 
 
 def function_table(run: Run) -> pd.DataFrame:

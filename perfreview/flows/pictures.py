@@ -42,9 +42,7 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise PictureError(f"{out}: use a .png, .svg or .pdf file name")
     for run in runs or []:
-        if run.meta.format == "llama-bench":
-            raise PictureError(f"{run.path}: a llama-bench result has no timeline to draw "
-                               "(compare it with another: perfreview compare A B)")
+        _need_timeline(run, "draw (compare it with another: perfreview compare A B)")
     if what == "timeline":
         return timeline.timeline(runs or [], out, tokens, repeat, size=size, dpi=dpi)
     if what == "latency":
@@ -59,6 +57,10 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
 
 
 def export_perfetto(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-    if run.meta.format == "llama-bench":
-        raise PictureError(f"{run.path}: a llama-bench result has no timeline to export")
+    _need_timeline(run, "export")
     return perfetto.export(run, out, progress)
+
+
+def _need_timeline(run: Run, what: str) -> None:
+    if run.meta.format == "llama-bench":
+        raise PictureError(f"{run.path}: a llama-bench result has no timeline to {what}")

@@ -121,5 +121,5 @@ def llama_bench_markdown(cmp: Comparison, a: dict[str, str], b: dict[str, str]) 
 
 
 def llama_bench_run_markdown(run: Run, tests: list[dict]) -> str:
-    """An imported llama-bench result: its tests (``flows.imports.test_summary`` each)."""
+    """An imported llama-bench result: its tests (``flows.llama_bench.test_rows``)."""
     return render.render("llama_bench_run.md.j2", meta=run.meta, device=render.known(run.meta.device), tests=tests)

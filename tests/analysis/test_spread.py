@@ -13,6 +13,12 @@ import pytest
 from perfreview.analysis import spread, tokens
 
 
+def heads(toks: pd.DataFrame) -> pd.DataFrame:
+    """The headline columns the spread reads (analysis.headline.per_repeat names them so)."""
+    rep = tokens.per_repeat(toks)
+    return rep.assign(median_gpu_compute_ms=rep["median_gpu_compute_ns"] / 1e6)
+
+
 def token_rows(repeats: int, n: int, stalls: dict[int, range], compute_ns: int = 1_200_000,
                overhead_ns: int = 30_000, stall_ns: int = 300_000) -> pd.DataFrame:
     rows, t = [], 0
@@ -28,7 +34,7 @@ def token_rows(repeats: int, n: int, stalls: dict[int, range], compute_ns: int =
 
 def test_stalls_are_counted_and_the_unstalled_repeats_are_steady():
     toks = token_rows(10, 64, {2: range(10, 30), 7: range(40, 50)})
-    s = spread.spread_sources(toks, tokens.per_repeat(toks))
+    s = spread.spread_sources(toks, heads(toks))
     assert s.repeats == 10 and s.tokens == 640
     assert (s.stalled_tokens, s.stalled_repeats) == (30, 2)
     assert s.host_overhead_us == pytest.approx(30.0)
@@ -40,10 +46,10 @@ def test_stalls_are_counted_and_the_unstalled_repeats_are_steady():
 
 def test_a_quiet_run_has_no_stalls_and_a_run_without_events_has_no_answer():
     toks = token_rows(5, 32, {})
-    s = spread.spread_sources(toks, tokens.per_repeat(toks))
+    s = spread.spread_sources(toks, heads(toks))
     assert s.stalled_tokens == 0 and s.stall_share == 0 and s.tokens_per_s_cv < 1e-3
     host_only = toks.assign(window_source="host")
-    assert spread.spread_sources(host_only, tokens.per_repeat(host_only)) is None
+    assert spread.spread_sources(host_only, heads(host_only)) is None
     one = token_rows(1, 32, {})
-    assert spread.spread_sources(one, tokens.per_repeat(one)) is None  # no spread with one repeat
+    assert spread.spread_sources(one, heads(one)) is None  # no spread with one repeat
     assert math.isnan(spread._cv(pd.Series([np.nan, 1.0])))
