@@ -37,12 +37,14 @@ def cv(x: np.ndarray) -> float:
 
 
 def replay_floor(session: Session, config: cfg.Config, tokens: int, repeats: int) -> list[float]:
-    """Per-repeat time (s) of ``tokens`` back-to-back replays of the captured token graph."""
+    """Per-repeat time (s) of ``tokens`` back-to-back replays of the captured token graph (each
+    repeat starts from position 0: under run_ahead the replays move the position on themselves)."""
     pipe, _ = session.pipeline(config, "tokens")
-    pipe.step(1, 0)  # captures the graph
     cp, s = session.device.cp, pipe.main
     times = []
     for _ in range(repeats + 2):
+        pipe.reset()
+        pipe.step(1, 0)  # inputs of position 0 (the first call captures the graph)
         e0, e1 = cp.cuda.Event(), cp.cuda.Event()
         e0.record(s)
         for _ in range(tokens):
@@ -56,58 +58,64 @@ def replay_floor(session: Session, config: cfg.Config, tokens: int, repeats: int
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="1b", help="model preset (default 1b)")
-    ap.add_argument("--config", default="baseline,cuda_graph=on", help="the config whose noise is measured")
+    ap.add_argument("--config", action="append",
+                    help="a config whose noise is measured (repeat the flag for several: their repeats "
+                         "alternate in the same rounds; default baseline,cuda_graph=on)")
     ap.add_argument("--tokens", type=int, default=128, help="decode tokens per repeat")
     ap.add_argument("--repeats", type=int, default=30, help="repeats per variant (rounds)")
     ap.add_argument("--out", type=Path, required=True, help="folder for noise.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    config = cfg.parse_side(args.config)
+    configs = [cfg.parse_side(c) for c in (args.config or ["baseline,cuda_graph=on"])]
     session = Session(args.preset, "cuda", seed=0)
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    floor = replay_floor(session, config, args.tokens, args.repeats)
-    variants = [("block", None), ("spin", None), ("block", cpu), ("spin", cpu)]
+    rows = []
+    for config in configs:
+        floor = replay_floor(session, config, args.tokens, args.repeats)
+        per_token_ms, floor_cv = float(np.median(floor) / args.tokens * 1e3), cv(np.asarray(floor))
+        rows.append({"config": config.label, "variant": "graph replays back to back (floor)", "host_wait": "-",
+                     "pinned_cpu": None, "tokens_per_s_cv": floor_cv, "gpu_token_ms_cv": floor_cv,
+                     "gpu_compute_ms_cv": floor_cv, "tokens_per_s_median": float(args.tokens / np.median(floor)),
+                     "gpu_token_ms_median": per_token_ms, "gpu_compute_ms_median": per_token_ms})
+    variants = [(config, wait, pin) for config in configs
+                for wait, pin in (("block", None), ("spin", None), ("block", cpu), ("spin", cpu))]
     spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device="cuda", prompt_tokens=32,
                    warmup_tokens=16)
-    runners = [Interleaved(spec, [config], session) for _ in variants]
+    runners = [Interleaved(spec, [config], session) for config, _, _ in variants]
     order = np.random.default_rng(0)
     t0 = time.time()
     for _ in range(args.repeats):  # rounds: every variant once, in a random order
         for i in order.permutation(len(variants)):
-            wait, pin = variants[int(i)]
+            _, wait, pin = variants[int(i)]
             session.device.spin_wait = wait == "spin"  # the device's wait mode, switched between repeats
             with pinned(pin):
                 runners[int(i)].run(1)
     session.device.spin_wait = False
-    per_token_ms, floor_cv = float(np.median(floor) / args.tokens * 1e3), cv(np.asarray(floor))
-    rows = [{"variant": "graph replays back to back (floor)", "host_wait": "-", "pinned_cpu": None,
-             "tokens_per_s_cv": floor_cv, "gpu_token_ms_cv": floor_cv, "gpu_compute_ms_cv": floor_cv,
-             "tokens_per_s_median": float(args.tokens / np.median(floor)), "gpu_token_ms_median": per_token_ms,
-             "gpu_compute_ms_median": per_token_ms}]
-    for (wait, pin), rounds in zip(variants, runners):
+    for (config, wait, pin), rounds in zip(variants, runners):
         run = in_memory(rounds)[0]
         heads = samples.headlines(run)
         tps, gpu = heads["tokens_per_s"].to_numpy(float), heads["median_gpu_token_ms"].to_numpy(float)
         comp = heads["median_gpu_compute_ms"].to_numpy(float)
         where = f"pinned to CPU {pin}" if pin is not None else "unpinned"
-        rows.append({"variant": f"decode loop, wait={wait}, {where}",
+        rows.append({"config": config.label, "variant": f"decode loop, wait={wait}, {where}",
                      "host_wait": wait, "pinned_cpu": pin, "tokens_per_s_cv": cv(tps), "gpu_token_ms_cv": cv(gpu),
                      "tokens_per_s_median": float(np.median(tps)), "gpu_token_ms_median": float(np.median(gpu)),
                      "gpu_compute_ms_median": float(np.median(comp)), "gpu_compute_ms_cv": cv(comp),
                      "tokens_per_s": tps.tolist()})
-    best = min(rows[1:], key=lambda r: r["tokens_per_s_cv"])
-    report = {"device": session.device.info(), "git": git_info(), "preset": args.preset, "config": config.label,
+    best = min((r for r in rows if r["host_wait"] != "-"), key=lambda r: r["tokens_per_s_cv"])
+    report = {"device": session.device.info(), "git": git_info(), "preset": args.preset,
+              "configs": [c.label for c in configs],
               "tokens": args.tokens, "repeats": args.repeats, "seconds": time.time() - t0, "rows": rows,
-              "best": {"host_wait": best["host_wait"], "pinned_cpu": best["pinned_cpu"]}}
+              "best": {"config": best["config"], "host_wait": best["host_wait"], "pinned_cpu": best["pinned_cpu"]}}
     (args.out / "noise.json").write_text(json.dumps(report, indent=1, default=str))
     dev = report["device"]
     commit = report["git"].get("commit")
     print(f"{dev['name']}  driver {dev.get('driver')}  CUDA {dev['cuda_runtime']}  commit {commit}")
-    print(f"{args.preset} {config.label}, tg{args.tokens}, {args.repeats} repeats per variant (rounds)")
-    print("| variant | t/s median | CV t/s | GPU ms/token | CV | GPU compute ms/token | CV |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"{args.preset}, tg{args.tokens}, {args.repeats} repeats per variant (rounds)")
+    print("| config | variant | t/s median | CV t/s | GPU ms/token | CV | GPU compute ms/token | CV |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['variant']} | {r['tokens_per_s_median']:.1f} | {r['tokens_per_s_cv']:.3%} | "
+        print(f"| {r['config']} | {r['variant']} | {r['tokens_per_s_median']:.1f} | {r['tokens_per_s_cv']:.3%} | "
               f"{r['gpu_token_ms_median']:.4f} | {r['gpu_token_ms_cv']:.3%} | {r['gpu_compute_ms_median']:.4f} | "
               f"{r['gpu_compute_ms_cv']:.3%} |")
     print(f"best: {report['best']}")

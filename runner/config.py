@@ -30,6 +30,10 @@ SWITCHES: dict[str, Switch] = {
     "pdl": Switch(bool, False, True, True,
                   "programmatic dependent launch: each of our kernels may start while the previous one drains, "
                   "its weight loads issued before it waits for that kernel's output (implies own_kernels)"),
+    "run_ahead": Switch(bool, False, True, True,
+                        "the host queues decode tokens ahead of the device: each token's greedy pick becomes the "
+                        "next token's input on the device, so no input copies and no wait per token; the host "
+                        "waits once, after the last (implies cuda_graph)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -38,7 +42,7 @@ SWITCHES: dict[str, Switch] = {
                                   "device just before the run (calibrated; the run records the delay it chose)"),
 }
 
-OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl")
+OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our
@@ -150,7 +154,9 @@ def parse_side(text: str) -> Config:
 def effective(config: Config, gpu: bool) -> dict[str, object]:
     """Switches as they act on this backend; GPU-only switches have no effect on the CPU."""
     out = dict(config.switches)
-    if config.switches.get("cuda_graph") or config.switches.get("pdl"):
+    if config.switches.get("run_ahead"):  # queued tokens need the token as one graph of our kernels
+        out["cuda_graph"] = True
+    if out.get("cuda_graph") or config.switches.get("pdl"):
         out["own_kernels"] = True
     if not gpu:
         for name, spec in SWITCHES.items():

@@ -70,6 +70,13 @@ def generate(pipe: Pipeline, prompt: list[int], n_tokens: int, rec: Recorder | N
         if rec:
             rec.token, rec.phase = pos, "prefill"
         nxt = pipe.step(tok, pos)
+    if pipe.run_ahead and n_tokens:  # queued: no per-token wait, the picks come back at the end
+        pipe.start_queue(len(prompt))
+        for i in range(n_tokens):
+            if rec:
+                rec.token, rec.phase = len(prompt) + i, "decode"
+            picks = pipe.queue(last=i == n_tokens - 1)
+        return picks or []
     out = []
     for i in range(n_tokens):
         pos = len(prompt) + i

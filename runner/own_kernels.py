@@ -46,7 +46,7 @@ class OwnForward:
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -66,6 +66,7 @@ class OwnForward:
         self.part_o = cp.zeros(p.n_heads * self.splits * p.head_dim, f32)
         self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
         self.next_id = cp.zeros(1, cp.int64)
+        self.hist = cp.zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
 
@@ -136,6 +137,11 @@ class OwnForward:
         self.k["argmax_final"]((1,), (ARGMAX_THREADS,), (self.arg_v, self.arg_i, np.int32(ARGMAX_BLOCKS),
                                                           self.next_id))
 
+    def advance(self) -> None:
+        """run_ahead: the pick becomes the next token's input on the device (advance_reference)."""
+        self.k["advance"]((1,), (32,), (self.next_id, self.d_tok, self.d_pos, self.d_slot, self.hist,
+                                        np.int32(self.p.max_ctx)))
+
     def spin_ns(self, ns: int) -> None:
         self.k["spin_ns"]((1,), (1,), (np.uint64(ns),))
 
@@ -190,6 +196,15 @@ def _c_arg(a: Any) -> ctypes._SimpleCData:
 
 
 # ---- NumPy versions of the kernels' algorithms (checked on the CPU, compared on the GPU) ------
+
+def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.ndarray,
+                      hist: np.ndarray) -> None:
+    """decode.cu's ``advance`` in place: hist[pos] = pick, token = pick, position and slot + 1."""
+    p = int(pos[0])
+    if 0 <= p < hist.size:
+        hist[p] = next_id
+    tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
+
 
 def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,
                               chunk: int = CHUNK) -> np.ndarray:

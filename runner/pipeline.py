@@ -9,6 +9,9 @@ synchronises. The switches change how that is scheduled, never the arithmetic:
 * ``qkv_streams``: Q, K, V projections forked onto three streams and joined with events.
 * ``own_kernels``: our fused kernels (runner/kernels/decode.cu) instead of cuBLAS + CuPy ops.
 * ``cuda_graph``: the token's launches captured once as a CUDA graph, replayed every token.
+* ``run_ahead``: decode tokens queued without waiting: the token's last kernel turns its greedy
+  pick into the next token's input on the device, so the host copies nothing in and waits once,
+  after the last token (the prompt still goes in token by token from the host).
 * ``pdl``: our kernels launched with programmatic dependent launch (each may start while the
   previous one drains; in a captured graph the edges stay programmatic).
 * ``inject_delay_us`` / ``inject_slowdown_pct``: a busy wait on the device every token (the
@@ -60,6 +63,8 @@ class Pipeline:
         self.h_tok, self.h_pos, self.h_slot = (host((1,), np.int32, pinned) for _ in range(3))
         self.h_mask = host((p.max_ctx,), np.float32, pinned)
         self.h_out = host((1,), np.int64, pinned)
+        self.h_hist = host((p.max_ctx,), np.int64, pinned) if switches.get("run_ahead") else None
+        self._queue_from = self._queued = 0
         self.d_tok, self.d_pos, self.d_slot = (xp.zeros((1,), dtype=np.int32) for _ in range(3))
         self.d_mask = xp.zeros((p.max_ctx,), dtype=np.float32)
         self.logits = None
@@ -67,6 +72,7 @@ class Pipeline:
         self.graph = None
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
+        self.run_ahead = bool(switches.get("run_ahead"))  # effective switches: implies cuda_graph
         if switches.get("own_kernels"):  # effective switches: cuda_graph and pdl imply it (config.effective)
             from runner.own_kernels import OwnForward
 
@@ -118,6 +124,37 @@ class Pipeline:
             with rec.span("sync"):
                 dev.synchronize(s)
         return int(self.h_out[0])
+
+    def queue(self, last: bool) -> list[int] | None:
+        """``run_ahead``: queue the next decode token (its input is the previous token's pick, already
+        on the device); nothing is copied in and nothing waited for until ``last``, which copies the
+        picks of the queued tokens out, waits for them, and returns them in order."""
+        rec, dev, s = self.rec, self.dev, self.main
+        if self.graph is None:
+            raise RuntimeError("queue() follows at least one step() (the prompt), which captures the graph")
+        with rec.span("token", kind=Kind.TOKEN.value):
+            rec.mark("token_start", s)
+            rec.mark("compute_start", s)  # no input copies: compute starts with the token
+            with dev.use(s), rec.span("graph_launch"):
+                self.graph.launch(s)
+            rec.mark("token_end", s)
+            self._queued += 1
+            if not last:
+                return None
+            first = self._queue_from
+            picks = self.own.hist[first: first + self._queued]
+            out = self.h_hist[: self._queued]
+            with rec.span("output_copy", s):
+                with rec.span("memcpy_d2h", nbytes=picks.nbytes, copy_kind="DtoH", mem_kind=self.out_kind):
+                    dev.copy_d2h(out, picks, s)
+            with rec.span("sync"):
+                dev.synchronize(s)
+        self._queued = 0
+        return [int(t) for t in out]
+
+    def start_queue(self, pos: int) -> None:
+        """The next queued token runs at ``pos`` (the prompt's last step left its inputs on the device)."""
+        self._queue_from, self._queued = pos, 0
 
     def _copy_inputs(self, token: int, pos: int, n_ctx: int) -> None:
         rec, dev, s = self.rec, self.dev, self.main
@@ -228,6 +265,9 @@ class Pipeline:
             own.lm_head()
         with rec.span("sample", s):
             own.sample()
+        if self.run_ahead:
+            with rec.span("advance", s):
+                own.advance()
 
     def _fork_join(self, launch: Any) -> list[Any]:
         """PR 16991's pattern: fork Q, K, V onto three streams with an event, join with three."""

@@ -404,3 +404,21 @@ extern "C" __global__ void spin_ns(unsigned long long ns) {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
     do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)); } while (now - start < ns);
 }
+
+// run_ahead: the token feeds the next one on the device (its greedy pick becomes the next input,
+// the position and KV slot move on by one, the pick is kept in hist[pos]), so the host can queue
+// decode tokens without copying inputs in or waiting for each pick.
+extern "C" __global__ void advance(const long long* __restrict__ next, int* __restrict__ tok,
+                                   int* __restrict__ pos, int* __restrict__ slot,
+                                   long long* __restrict__ hist, int max_hist) {
+    pdl_early();
+    pdl_wait();
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        const int p = pos[0];
+        const long long t = next[0];
+        if (p >= 0 && p < max_hist) hist[p] = t;
+        tok[0] = (int)t;
+        pos[0] = p + 1;
+        slot[0] = slot[0] + 1;
+    }
+}

@@ -12,7 +12,7 @@ import pytest
 from runner import own_kernels as ok
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
-           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns")
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")

@@ -151,3 +151,55 @@ def test_calibrated_slowdown_is_sized_from_the_measured_token(session):
     assert slow.meta.config_label == "baseline+inject_slowdown_pct=50.0"
     with pytest.raises(ValueError, match="between 0 and 100"):
         cfg.resolve("baseline", {"inject_slowdown_pct": "150"})
+
+
+def test_run_ahead_implies_the_graph_and_has_no_effect_on_the_cpu():
+    ahead = cfg.resolve("baseline", {"run_ahead": "on"})
+    eff = cfg.effective(ahead, gpu=True)
+    assert eff["cuda_graph"] is True and eff["own_kernels"] is True
+    assert cfg.effective(ahead, gpu=False)["run_ahead"] is False
+
+
+def test_run_ahead_loop_feeds_each_pick_on_the_device_and_returns_the_same_tokens(session):
+    """The queued loop (``generate`` with ``run_ahead``) against the per-token loop, on the CPU model:
+    a pipeline whose 'device' inputs are moved on by decode.cu's ``advance`` (its NumPy reference)
+    after every token must pick exactly the tokens the host-fed loop picks."""
+    from runner.loop import generate
+    from runner.own_kernels import advance_reference
+
+    pipe, _ = session.pipeline(cfg.resolve("baseline"), "tokens")
+    prompt, n = session.prompt(3), 7
+    expected = generate(pipe, prompt, n)
+
+    class Queued:
+        """The CPU pipeline driven as the GPU one is under run_ahead: inputs only from the device side."""
+        run_ahead = True
+
+        def __init__(self) -> None:
+            self.tok, self.pos, self.slot = (np.zeros(1, np.int64) for _ in range(3))
+            self.hist = np.full(session.preset.max_ctx, -1, np.int64)
+            self.launches = 0
+
+        def reset(self) -> None:
+            pipe.reset()
+
+        def step(self, token: int, pos: int) -> int:  # the prompt: host-fed, then advanced on the device
+            pick = pipe.step(token, pos)
+            self.tok[0], self.pos[0], self.slot[0] = token, pos, pos
+            advance_reference(pick, self.tok, self.pos, self.slot, self.hist)
+            return pick
+
+        def start_queue(self, pos: int) -> None:
+            assert int(self.pos[0]) == pos  # the prompt's last step left the position on the device
+            self.first, self.count = pos, 0
+
+        def queue(self, last: bool) -> list[int] | None:
+            self.launches += 1
+            self.count += 1
+            pick = pipe.step(int(self.tok[0]), int(self.pos[0]))  # reads only what advance left
+            advance_reference(pick, self.tok, self.pos, self.slot, self.hist)
+            return [int(t) for t in self.hist[self.first: self.first + self.count]] if last else None
+
+    queued = Queued()
+    assert generate(queued, prompt, n) == expected
+    assert queued.launches == n and int(queued.slot[0]) == len(prompt) + n
