@@ -3,7 +3,8 @@ PyTorch, on the same shapes and random weights, in one process.
 
 Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
-- tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl and optimized (the runner's interleaved
+- tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
+  per-token loop instead of run_ahead (the host waiting for each token) (the runner's interleaved
   rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each
   per round: median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
@@ -39,6 +40,7 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_graph": "baseline,cuda_graph=on",
         "graph_pdl": "baseline,cuda_graph=on,pdl=on", "optimized": "optimized",
+        "optimized_token_loop": "optimized,run_ahead=off",
         "optimized+qkv_streams": "optimized,qkv_streams=on"}
 POSITIONS = (32, 96, 160, 512)
 

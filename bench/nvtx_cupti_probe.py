@@ -72,9 +72,9 @@ def main() -> int:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lib = libcupti_path()
-    from cupti import cupti
+    import importlib.metadata as md
 
-    result = {"libcupti": lib, "cupti_version": int(cupti.get_version()), "tries": []}
+    result = {"libcupti": lib, "cupti_python": md.version("cupti-python"), "tries": []}
     for inject in (False, True):
         env = dict(os.environ)
         env.pop("NVTX_INJECTION64_PATH", None)
@@ -96,7 +96,7 @@ def main() -> int:
         print(f"NVTX_INJECTION64_PATH {'set' if inject else 'unset'}: {status}, {tri['kernels']} kernel records, "
               f"{len(markers)} marker records, names {named}")
     (args.out / "nvtx_probe.json").write_text(json.dumps(result, indent=1))
-    print(f"libcupti: {lib} (CUPTI API version {result['cupti_version']})")
+    print(f"libcupti: {lib} (cupti-python {result['cupti_python']})")
     return 0
 
 

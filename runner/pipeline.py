@@ -133,8 +133,7 @@ class Pipeline:
         if self.graph is None:
             raise RuntimeError("queue() follows at least one step() (the prompt), which captures the graph")
         with rec.span("token", kind=Kind.TOKEN.value):
-            rec.mark("token_start", s)
-            rec.mark("compute_start", s)  # no input copies: compute starts with the token
+            rec.mark("token_start", s)  # no input copies: the compute starts with the token
             with dev.use(s), rec.span("graph_launch"):
                 self.graph.launch(s)
             rec.mark("token_end", s)

@@ -177,7 +177,7 @@ class Recorder:
         for token, phase, name, stream, e0, e1 in self.pairs:
             s = base + dev.elapsed_ns(anchor, e0)
             out.append(gpu_row(token, phase, name, stream, s, max(s, base + dev.elapsed_ns(anchor, e1))))
-        # Token boundaries: marks come in (token_start, compute_start, token_end) triples.
+        # Token boundaries: marks come in (token_start, compute_start, token_end) triples, or pairs.
         marks: dict[tuple, dict[str, int]] = {}
         for token, phase, name, stream, ev in self.marks:
             marks.setdefault((token, phase), {})[name] = base + dev.elapsed_ns(anchor, ev)
@@ -185,5 +185,6 @@ class Recorder:
         for (token, phase), m in marks.items():
             stream = m["_stream"]
             out.append(gpu_row(token, phase, "token", stream, m["token_start"], m["token_end"]))
-            out.append(gpu_row(token, phase, "input_copy", stream, m["token_start"], m["compute_start"]))
+            if "compute_start" in m:  # a queued (run-ahead) token copies nothing in: its compute starts with it
+                out.append(gpu_row(token, phase, "input_copy", stream, m["token_start"], m["compute_start"]))
         return out

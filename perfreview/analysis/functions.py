@@ -78,8 +78,12 @@ def summary(per_tok: pd.DataFrame) -> pd.DataFrame:
     the host inclusive time per token, plus median self and GPU time per token."""
     g = per_tok.groupby(["run", "name"])
     host = g["host_ns"]
+    # Some functions run in only some tokens (a run-ahead loop waits once, after its last token): the
+    # figures below are per token that has the call, and token_share says how many tokens do.
+    all_tokens = per_tok.groupby("run")[["repeat", "token"]].apply(lambda t: len(t.drop_duplicates()))
     out = pd.DataFrame({
         "calls_per_token": g["calls"].median(),
+        "token_share": host.count() / all_tokens.reindex(host.count().index.get_level_values("run")).to_numpy(),
         "tokens": host.count(),
         "total_ns": host.sum(),
         "mean_ns": host.mean(),

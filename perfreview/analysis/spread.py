@@ -31,6 +31,7 @@ class SpreadSources:
     stall_share: float  # time the stalls added (over the median overhead) / all decode time
     tokens_per_s_cv_unstalled: float  # over the repeats without a stall (NaN with fewer than 2)
     stall_factor: float = STALL_FACTOR
+    queued: bool = False  # run_ahead: the host queues tokens ahead of the device and waits once a repeat
 
 
 def _cv(x: pd.Series) -> float:
@@ -38,13 +39,23 @@ def _cv(x: pd.Series) -> float:
     return float(x.std(ddof=1) / x.mean()) if len(x) > 1 and x.mean() else math.nan
 
 
-def spread_sources(tokens: pd.DataFrame, per_repeat: pd.DataFrame) -> SpreadSources | None:
+def spread_sources(tokens: pd.DataFrame, per_repeat: pd.DataFrame, queued: bool = False) -> SpreadSources | None:
     """``tokens``: analysis.tokens.token_table; ``per_repeat``: the run's headline figures per repeat
     (analysis.headline.per_repeat: ``repeat``, ``tokens_per_s``, ``median_gpu_compute_ms``).
+    ``queued``: a run-ahead run, whose host only queues each token (its one wait, after the last
+    token, holds the whole decode): the host's time per token is then the queueing, and a host
+    stall reaches the device only if it outlasts the queue, so none is counted.
     None when the run's tokens have no device compute window (CUDA events) to compare with."""
     t = tokens[(tokens["phase"] == "decode") & (tokens["window_source"] == "cuda_event")]
     if t.empty or len(per_repeat) < 2:
         return None
+    if queued:
+        last = t.groupby(["run", "repeat"])["token"].transform("max") == t["token"]
+        return SpreadSources(
+            repeats=len(per_repeat), tokens_per_s_cv=_cv(per_repeat["tokens_per_s"]),
+            gpu_compute_cv=_cv(per_repeat["median_gpu_compute_ms"]),
+            host_overhead_us=float(t.loc[~last, "host_ns"].median()) / 1e3, tokens=len(t), stalled_tokens=0,
+            stalled_repeats=0, stall_share=0.0, tokens_per_s_cv_unstalled=math.nan, queued=True)
     overhead = (t["host_ns"] - (t["compute_end"] - t["compute_start"])).clip(lower=0)
     median = float(overhead.median())
     stalled = (overhead > STALL_FACTOR * median) & (overhead > median + STALL_MIN_NS)

@@ -96,7 +96,8 @@ def headline_spread(run: Run) -> dict[str, Spread]:
 
 def spread_sources(run: Run) -> spread.SpreadSources | None:
     """Where the run's repeat-to-repeat spread comes from (host stalls against the GPU's spread)."""
-    return spread.spread_sources(samples.token_table(run), samples.headlines(run))
+    queued = bool(run.meta.switches_in_effect.get("run_ahead"))
+    return spread.spread_sources(samples.token_table(run), samples.headlines(run), queued=queued)
 
 
 def function_table(run: Run) -> pd.DataFrame:

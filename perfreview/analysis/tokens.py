@@ -31,6 +31,8 @@ def token_table(events: pd.DataFrame) -> pd.DataFrame:
     kw = kern.groupby([kern["run"].astype(str), kern["repeat"], kern["token"]], observed=True).agg(
         kern_start=("start_ns", "min"), kern_end=("end_ns", "max")).reset_index()
     out = out.merge(kw, on=KEYS, how="left")
+    # A token without input copies (run_ahead) has no input_copy frame: its compute starts with it.
+    out["gpu_in_end_ns"] = out["gpu_in_end_ns"].fillna(out["gpu_start_ns"])
     has_gpu = out["gpu_start_ns"].notna()
     has_kern = ~has_gpu & out["kern_start"].notna()
     out["gpu_ns"] = np.where(has_gpu, out["gpu_end_ns"] - out["gpu_start_ns"], out["kern_end"] - out["kern_start"])

@@ -158,3 +158,16 @@ def test_traced_summaries_and_findings():
     assert idle["host_wait_ns"] == 100_020 - 550 and idle["kernel_wait_ns"] == 10 + 90 and idle["other_ns"] == 0
     rules = {f.rule: f for f in traced.findings(ev)}
     assert rules["async copies from pageable memory"].count == 1 and rules["synchronize calls"].per_token == 1
+
+
+def test_function_summary_says_in_how_many_tokens_a_function_runs():
+    """A run-ahead loop waits once, after its last token: the wait's figures are per token that has
+    it, and token_share says it is 1 token in 4 (not one call in every token)."""
+    per_tok = pd.DataFrame([
+        {"run": "r", "repeat": 0, "token": t, "name": name, "calls": 1, "host_ns": ns, "self_ns": ns,
+         "gpu_ns": float("nan")}
+        for t in range(4) for name, ns in (("graph_launch", 3_000), ("sync", 4_000_000)) if name != "sync" or t == 3
+    ])
+    out = functions.summary(per_tok).set_index("name")
+    assert out.loc["graph_launch", "token_share"] == 1.0
+    assert out.loc["sync", "token_share"] == 0.25 and out.loc["sync", "median_ns"] == 4_000_000

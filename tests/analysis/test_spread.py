@@ -53,3 +53,22 @@ def test_a_quiet_run_has_no_stalls_and_a_run_without_events_has_no_answer():
     one = token_rows(1, 32, {})
     assert spread.spread_sources(one, heads(one)) is None  # no spread with one repeat
     assert math.isnan(spread._cv(pd.Series([np.nan, 1.0])))
+
+
+def test_a_queued_run_counts_no_stall_for_its_one_wait_and_gives_the_queueing_cost():
+    """run_ahead: each token's host range is only its launch (12 µs), the last one holds the wait for
+    the whole queue. That wait is not a stall, and the host's time per token is the queueing."""
+    rows, t = [], 0
+    for r in range(4):
+        for i in range(16):
+            host = 12_000 if i < 15 else 16 * 1_200_000
+            rows.append({"run": "x", "repeat": r, "token": i, "phase": "decode", "host_start": t,
+                         "host_end": t + host, "host_ns": host, "gpu_ns": 1_200_000, "compute_start": t,
+                         "compute_end": t + 1_200_000, "window_source": "cuda_event"})
+            t += host
+    toks = pd.DataFrame(rows)
+    plain = spread.spread_sources(toks, heads(toks))
+    assert plain.stalled_tokens == 4  # read as a per-token loop, the wait looks like a stall a repeat
+    s = spread.spread_sources(toks, heads(toks), queued=True)
+    assert s.queued and s.stalled_tokens == 0 and s.stall_share == 0
+    assert s.host_overhead_us == pytest.approx(12.0)
