@@ -34,20 +34,30 @@ def completed(acts):
                             "domain": str(getattr(a, "domain", "") or "")})
         elif k == int(cupti.ActivityKind.CONCURRENT_KERNEL):
             records.append({"kind": "KERNEL", "name": str(a.name), "start": int(a.start), "end": int(a.end)})
-cupti.activity_register_callbacks(requested, completed)
-for kind in (cupti.ActivityKind.MARKER, cupti.ActivityKind.CONCURRENT_KERNEL):
-    cupti.activity_enable(kind)
+variant = sys.argv[2]
 import nvtx
-domain = nvtx.get_domain("perfreview")
-attrs = {n: domain.get_event_attributes(message=n) for n in ("token", "rmsnorm", "gemv")}
+def enable():
+    cupti.activity_register_callbacks(requested, completed)
+    for kind in (cupti.ActivityKind.MARKER, cupti.ActivityKind.CONCURRENT_KERNEL):
+        cupti.activity_enable(kind)
+if variant != "enable_after_nvtx":
+    enable()
+if variant == "global_ranges":  # the default domain, plain push/pop
+    push, pop = nvtx.push_range, nvtx.pop_range
+else:  # a domain with cached attributes, as the recorder does
+    domain = nvtx.get_domain("perfreview")
+    attrs = {n: domain.get_event_attributes(message=n) for n in ("token", "rmsnorm", "gemv")}
+    push, pop = (lambda n: domain.push_range(attrs[n])), domain.pop_range
 x = cp.ones(1 << 20, cp.float32)
 for t in range(int(sys.argv[1])):
-    domain.push_range(attrs["token"])
+    if variant == "enable_after_nvtx" and t == 1:
+        enable()
+    push("token")
     for n in ("rmsnorm", "gemv"):
-        domain.push_range(attrs[n])
+        push(n)
         x = x * 1.0001
-        domain.pop_range()
-    domain.pop_range()
+        pop()
+    pop()
 cp.cuda.runtime.deviceSynchronize()
 cupti.activity_flush_all(1)
 print(json.dumps(records))
@@ -75,12 +85,13 @@ def main() -> int:
     import importlib.metadata as md
 
     result = {"libcupti": lib, "cupti_python": md.version("cupti-python"), "tries": []}
-    for inject in (False, True):
+    tries = [(False, "domain"), (True, "domain"), (True, "global_ranges"), (True, "enable_after_nvtx")]
+    for inject, variant in tries:
         env = dict(os.environ)
         env.pop("NVTX_INJECTION64_PATH", None)
         if inject:
             env["NVTX_INJECTION64_PATH"] = lib
-        done = subprocess.run([sys.executable, "-c", CHILD, str(args.tokens)], env=env, capture_output=True,
+        done = subprocess.run([sys.executable, "-c", CHILD, str(args.tokens), variant], env=env, capture_output=True,
                               text=True, timeout=120)
         try:
             records = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else []
@@ -88,12 +99,14 @@ def main() -> int:
             records = []
         markers = [r for r in records if r["kind"] == "MARKER"]
         named = sorted({r["name"] for r in markers if r["name"]})
-        tri = {"inject": inject, "returncode": done.returncode, "kernels": sum(r["kind"] == "KERNEL" for r in records),
+        tri = {"inject": inject, "variant": variant, "returncode": done.returncode,
+               "kernels": sum(r["kind"] == "KERNEL" for r in records),
                "marker_records": len(markers), "marker_names": named, "stderr_tail": done.stderr[-800:],
                "first_markers": markers[:8]}
         result["tries"].append(tri)
         status = "crashed (signal %d)" % -done.returncode if done.returncode < 0 else f"exit {done.returncode}"
-        print(f"NVTX_INJECTION64_PATH {'set' if inject else 'unset'}: {status}, {tri['kernels']} kernel records, "
+        print(f"NVTX_INJECTION64_PATH {'set' if inject else 'unset'}, {variant}: {status}, "
+              f"{tri['kernels']} kernel records, "
               f"{len(markers)} marker records, names {named}")
     (args.out / "nvtx_probe.json").write_text(json.dumps(result, indent=1))
     print(f"libcupti: {lib} (cupti-python {result['cupti_python']})")
