@@ -128,6 +128,16 @@ def test_missing_cupti_python_says_what_to_install(monkeypatch):
         cupti_trace.Collector()
 
 
+def test_nvtx_injection_is_refused_before_cupti_loads(monkeypatch):
+    """Measured on the H100: with NVTX_INJECTION64_PATH set CUPTI lost kernel records, so the collector
+    says so and stops instead of tracing with holes (checked before cupti-python is even imported)."""
+    from runner import cupti_trace
+
+    monkeypatch.setenv("NVTX_INJECTION64_PATH", "/usr/lib/libcupti.so")
+    with pytest.raises(cupti_trace.CuptiUnavailable, match="NVTX_INJECTION64_PATH is set"):
+        cupti_trace.Collector()
+
+
 def real(which: str) -> dict:
     import json
     from pathlib import Path
