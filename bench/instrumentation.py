@@ -1,6 +1,7 @@
 """GPU task (issue 12), one device call: what each timing level costs in decode tokens/s.
 
-For the eager baseline and the graph-path optimized config (1b, tg32 after a 32-token prompt):
+For each config asked (default: the eager baseline and the graph-path optimized config; 1b, tg32
+after a 32-token prompt):
 ``--timing tokens`` (NVTX ranges and three CUDA events a token) against ``--timing functions``
 (an event pair around every device function as well), and ``--trace cupti`` against the same
 config untraced (the runner's twin, in the same rounds). Every variant runs once per round in a
@@ -39,7 +40,9 @@ def main() -> int:
     ap.add_argument("--preset", default="1b")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--configs", default="baseline,optimized", help="which configs (the eager baseline is slow)")
+    ap.add_argument("--configs", default="baseline;optimized",
+                    help="configs separated by ';', each as `ab` takes it, e.g. 'optimized;baseline,own_kernels=on' "
+                         "(the eager baseline is slow)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script")
     args = ap.parse_args()
@@ -51,11 +54,12 @@ def main() -> int:
         cupti_ok = True
     except ImportError:
         cupti_ok = False
-    configs = args.configs.split(",")
+    configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     variants: dict[tuple[str, str], Interleaved] = {}
     for config in configs:
         # CUPTI on the eager baseline (1285 kernels a token) costs ~50% and takes minutes: graph path only
-        for level in ("tokens", "functions", *(("cupti",) if cupti_ok and config == "optimized" else ())):
+        graph = bool(cfg.effective(cfg.parse_side(config), gpu=True)["cuda_graph"])
+        for level in ("tokens", "functions", *(("cupti",) if cupti_ok and graph else ())):
             spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=32,
                            warmup_tokens=16, timing="tokens" if level == "cupti" else level,
                            trace="cupti" if level == "cupti" else "")
