@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,3 +173,17 @@ def test_function_summary_says_in_how_many_tokens_a_function_runs():
     out = functions.summary(per_tok).set_index("name")
     assert out.loc["graph_launch", "token_share"] == 1.0
     assert out.loc["sync", "token_share"] == 0.25 and out.loc["sync", "median_ns"] == 4_000_000
+
+
+def test_a_function_in_some_tokens_is_figured_per_token_over_the_repeat():
+    """Compared figures: a function in every token keeps its median; the run-ahead loop's one wait
+    (1.2 ms x 4 tokens, in the last token only) counts as 1.2 ms per token, not 4.8 ms."""
+    per_tok = pd.DataFrame([
+        {"run": "r", "repeat": 0, "token": t, "name": name, "calls": 1, "host_ns": ns, "self_ns": ns,
+         "gpu_ns": float("nan")}
+        for t in range(4) for name, ns in (("graph_launch", 3_000 + t), ("sync", 4_800_000)) if name != "sync" or t == 3
+    ])
+    out = functions.per_repeat(per_tok).set_index("name")
+    assert out.loc["graph_launch", "host_ns"] == 3_001.5
+    assert out.loc["sync", "host_ns"] == 1_200_000 and out.loc["sync", "calls"] == 0.25
+    assert math.isnan(out.loc["sync", "gpu_ns"])
