@@ -104,3 +104,36 @@ def function_table(run: Run) -> pd.DataFrame:
     """functions.summary of the run with plain string names."""
     summ = functions.summary(samples.functions_per_token(run))
     return summ.assign(name=summ["name"].astype(str))
+
+
+@dataclass(frozen=True)
+class InjectedDelay:
+    """The busy wait a run added per token: what was asked, and what the device spent on it."""
+
+    asked_us: float  # inject_delay_us plus the calibrated part
+    slowdown_pct: float  # inject_slowdown_pct (NaN when only a fixed delay was asked)
+    token_us: float  # the token time the calibration measured just before the run (NaN without one)
+    measured_us: float  # median GPU time per token of inject_delay (host time on the CPU backend; NaN: not recorded)
+    measured_share: float  # measured_us over the median GPU time per token (token latency on the host)
+    on_host: bool = False  # the CPU backend: the delay is a busy wait of the host, timed there
+
+
+def injected_delay(run: Run, table: pd.DataFrame | None = None) -> InjectedDelay | None:
+    """None when the run injected nothing. ``table``: function_table(run), when the caller has it."""
+    meta = run.meta
+    fixed = float(meta.switches_in_effect.get("inject_delay_us") or 0)
+    calibrated = meta.injected or {}
+    asked = fixed + float(calibrated.get("delay_us") or 0)
+    if not asked:
+        return None
+    table = function_table(run) if table is None else table
+    row = table[table["name"] == "inject_delay"]
+    measured = float(row["gpu_median_ns"].iloc[0]) / 1e3 if len(row) else math.nan
+    on_host = meta.device.get("backend") == "numpy"  # the CPU backend's delay is a busy wait on the host
+    if on_host and len(row):
+        measured = float(row["median_ns"].iloc[0]) / 1e3
+    heads = headline_spread(run)
+    token_us = heads["median_token_ms" if on_host else "median_gpu_token_ms"].median * 1e3
+    return InjectedDelay(asked, float(calibrated.get("slowdown_pct", math.nan)),
+                         float(calibrated.get("token_us", math.nan)), measured,
+                         measured / token_us if token_us else math.nan, on_host)

@@ -129,7 +129,7 @@ def draw(ax: plt.Axes, run: Run, rep: int, t0: int, t1: int, token_gaps: list, s
     ax.set_ylim(-0.6, len(tracks) + 0.1)
     ax.invert_yaxis()
     ax.set_xlim(0, span_us)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10 if len(title) <= 120 else 8.5, loc="left")  # 12 in fit ~120 chars at 10 pt
     ax.grid(axis="x", alpha=0.3)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from markdown_it import MarkdownIt
 
 from perfreview.compare.comparison import compare
@@ -92,3 +93,24 @@ def test_dollar_and_long_names_in_markdown_and_pictures(tmp_path):
                  verdict="inconclusive") for n in names.values()]
     charts.deltas(rows, tmp_path / "d.png")
     assert len(style.short("k" * 20_000)) == style.MAX_LABEL
+
+
+def test_run_report_gives_the_injected_delay_asked_and_measured(tmp_path):
+    """A calibrated slowdown: the report says what was asked (the percentage of the token measured
+    before the run, in µs) and what the delay took where it ran (the CPU backend: a host busy wait)."""
+    from conftest import small_spec
+
+    from perfreview.analysis import summary
+    from perfreview.flows import measure
+    from runner import config as cfg
+
+    res = measure.measure(small_spec(timing="functions"), [cfg.resolve("baseline", {"inject_slowdown_pct": "20"})],
+                          tmp_path)
+    run = runs.read_run(res[0].path)
+    got = summary.injected_delay(run)
+    assert got.slowdown_pct == 20 and got.asked_us == pytest.approx(got.token_us * 0.2, rel=0.01)
+    assert got.on_host and got.measured_us >= got.asked_us  # a busy wait lasts at least what it was asked
+    md = review.run_markdown(run)
+    assert "### Injected delay" in md and f"{got.asked_us:.1f} µs a token (20% of the" in md
+    plain = runs.read_run(measure.measure(small_spec(), [cfg.resolve("baseline")], tmp_path)[0].path)
+    assert summary.injected_delay(plain) is None and "### Injected delay" not in review.run_markdown(plain)
