@@ -26,8 +26,7 @@ def per_repeat(events: pd.DataFrame, meta: RunMeta, toks: pd.DataFrame | None = 
     out = rep.merge(g[["run", "repeat", "gap_ns"]], on=["run", "repeat"], how="left")
     # A run-ahead loop's host never waits for a token, so its host range is only the launch: the
     # token is ready when the device finishes it, and its latency is the GPU's time per token.
-    queued = bool(meta.switches_in_effect.get("run_ahead"))
-    out["median_token_ms"] = (out["median_gpu_token_ns"] if queued else out["median_token_ns"]) / 1e6
+    out["median_token_ms"] = (out["median_gpu_token_ns"] if meta.runs_ahead else out["median_token_ns"]) / 1e6
     out["median_gpu_token_ms"] = out["median_gpu_token_ns"] / 1e6
     out["median_gpu_compute_ms"] = out["median_gpu_compute_ns"] / 1e6
     out["time_to_first_token_ms"] = out["ttft_ns"] / 1e6

@@ -96,8 +96,7 @@ def headline_spread(run: Run) -> dict[str, Spread]:
 
 def spread_sources(run: Run) -> spread.SpreadSources | None:
     """Where the run's repeat-to-repeat spread comes from (host stalls against the GPU's spread)."""
-    queued = bool(run.meta.switches_in_effect.get("run_ahead"))
-    return spread.spread_sources(samples.token_table(run), samples.headlines(run), queued=queued)
+    return spread.spread_sources(samples.token_table(run), samples.headlines(run), queued=run.meta.runs_ahead)
 
 
 def function_table(run: Run) -> pd.DataFrame:

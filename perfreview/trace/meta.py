@@ -109,6 +109,12 @@ class RunMeta:
     def gpu(self) -> bool:
         return self.device.get("backend") == "cupy"
 
+    @property
+    def runs_ahead(self) -> bool:
+        """run_ahead: the host queued the decode tokens and waited once; a token's host range is its
+        launch only, so its latency is the device's time for it."""
+        return bool(self.switches_in_effect.get("run_ahead"))
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
