@@ -30,15 +30,13 @@ from runner.own_kernels import OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
-VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu, the norm fused into the residual GEMV)
-    "plain": (False, (), True),
-    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",), True),
-    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",), True),
-    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",), True),
-    "plain, prefetch 1": (False, ("-DPRE=1",), True),
-    "pdl at start, prefetch 1": (True, ("-DPRE=1", "-DPDL_TRIGGER=1"), True),
-    "plain, rmsnorm launches": (False, (), False),
-    "pdl after wait, rmsnorm launches": (True, ("-DPDL_TRIGGER=2",), False),
+VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu)
+    "plain": (False, ()),
+    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",)),
+    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",)),
+    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",)),
+    "plain, prefetch 1": (False, ("-DPRE=1",)),
+    "pdl at start, prefetch 1": (True, ("-DPRE=1", "-DPDL_TRIGGER=1")),
 }
 REPLAYS = 50
 
@@ -61,25 +59,17 @@ def weights(cp, p):
 
 
 def token(own, layers, w) -> None:
-    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork); with
-    own.fuse_norm, o_proj and the down projection end with the next RMSNorm, as the pipeline does."""
-    fused = own.fuse_norm
+    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork)."""
     own.embed()
-    if fused:
-        own.rmsnorm(layers[0]["attn_norm"])
     for li, layer in enumerate(layers):
-        following = layers[li + 1]["attn_norm"] if li + 1 < len(layers) else w["final_norm"]
-        if not fused:
-            own.rmsnorm(layer["attn_norm"])
+        own.rmsnorm(layer["attn_norm"])
         own.qkv(layer)
         own.rope_kv(li)
         own.attention(li)
-        own.o_proj(layer, layer["ffn_norm"] if fused else None)
-        if not fused:
-            own.rmsnorm(layer["ffn_norm"])
-        own.ffn(layer, following if fused else None)
-    if not fused:
-        own.rmsnorm(w["final_norm"])
+        own.o_proj(layer)
+        own.rmsnorm(layer["ffn_norm"])
+        own.ffn(layer)
+    own.rmsnorm(w["final_norm"])
     own.lm_head()
     own.sample()
 
@@ -95,9 +85,8 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
-    for label, (pdl, defines, fuse) in VARIANTS.items():
-        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines,
-                         fuse_norm=fuse)
+    for label, (pdl, defines) in VARIANTS.items():
+        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
         owners.append(own)
         with stream:
             stream.begin_capture()

@@ -30,8 +30,7 @@ class OwnForward:
 
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
-                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 fuse_norm: bool = True) -> None:
+                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = ()) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -47,8 +46,7 @@ class OwnForward:
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
-                 "gemv_residual_norm")
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -69,10 +67,6 @@ class OwnForward:
         self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
         self.next_id = cp.zeros(1, cp.int64)
         self.hist = cp.zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
-        # fuse_norm: o_proj and the down projection end with the next RMSNorm (gemv_residual_norm), so
-        # a token launches one rmsnorm instead of 2 per layer + 1
-        self.fuse_norm = fuse_norm
-        self.norm_done = cp.zeros(1, cp.uint32)  # gemv_residual_norm's count of finished blocks
         self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
 
@@ -119,25 +113,18 @@ class OwnForward:
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos))
 
-    def _residual(self, W: Any, x: Any, cols: int, norm_gain: Any = None) -> None:
-        """x_resid += W x; with ``norm_gain``, then hn = rmsnorm(x_resid) * norm_gain in the same launch."""
+    def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
-        grid, block = ((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,)
-        if norm_gain is None:
-            self.k["gemv_residual"](grid, block, (W, x, self.x, np.int32(p.hidden), np.int32(cols)))
-        else:
-            self.k["gemv_residual_norm"](grid, block, (W, x, self.x, np.int32(p.hidden), np.int32(cols), norm_gain,
-                                                       self.hn, np.float32(p.norm_eps), self.norm_done))
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
-    def o_proj(self, layer: dict[str, Any], norm_gain: Any = None) -> None:
-        self._residual(layer["wo"], self.attn, self.p.hidden, norm_gain)
-
-    def ffn(self, layer: dict[str, Any], norm_gain: Any = None) -> None:
+    def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
-        self._residual(layer["w_down"], self.ff, p.ffn, norm_gain)
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
         p = self.p
@@ -251,13 +238,6 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
-
-
-def gemv_residual_norm_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray, gain: np.ndarray,
-                                 eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """gemv_residual_norm: the residual update, then the next RMSNorm of it (one launch on the GPU)."""
-    resid = gemv_residual_reference(w, x, resid)
-    return resid, rmsnorm_reference(resid, gain.astype(np.float32), eps)
 
 
 def rope_kv_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,

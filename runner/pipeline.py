@@ -239,15 +239,9 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
-        fused = own.fuse_norm  # o_proj and ffn end with the next norm (gemv_residual_norm)
-        if fused:
-            with rec.span("rmsnorm", s):
-                own.rmsnorm(self.layers[0]["attn_norm"])
         for li, layer in enumerate(self.layers):
-            following = self.layers[li + 1]["attn_norm"] if li + 1 < len(self.layers) else self.w["final_norm"]
-            if not fused:
-                with rec.span("rmsnorm", s):
-                    own.rmsnorm(layer["attn_norm"])
+            with rec.span("rmsnorm", s):
+                own.rmsnorm(layer["attn_norm"])
             if self.qkv_streams:
                 with rec.span("qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
@@ -259,15 +253,13 @@ class Pipeline:
             with rec.span("attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
-                own.o_proj(layer, layer["ffn_norm"] if fused else None)
-            if not fused:
-                with rec.span("rmsnorm", s):
-                    own.rmsnorm(layer["ffn_norm"])
-            with rec.span("ffn", s):
-                own.ffn(layer, following if fused else None)
-        if not fused:
+                own.o_proj(layer)
             with rec.span("rmsnorm", s):
-                own.rmsnorm(self.w["final_norm"])
+                own.rmsnorm(layer["ffn_norm"])
+            with rec.span("ffn", s):
+                own.ffn(layer)
+        with rec.span("rmsnorm", s):
+            own.rmsnorm(self.w["final_norm"])
         with rec.span("lm_head", s):
             own.lm_head()
         with rec.span("sample", s):

@@ -148,52 +148,6 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
     if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
 
-// gemv_residual, then the next RMSNorm in the same launch: the grid's last block to finish (a
-// counter, as CUDA's threadFenceReduction sample) normalises the updated residual into `out`.
-// Saves the norm's own launch and the dependent kernel's wait for it; the sum runs in one block in
-// a fixed order, so the result does not depend on which block comes last.
-extern "C" __global__ void gemv_residual_norm(const half* __restrict__ W, const half* __restrict__ x,
-                                              float* __restrict__ resid, int rows, int cols,
-                                              const half* __restrict__ gain, half* __restrict__ out, float eps,
-                                              unsigned int* __restrict__ done) {
-    pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    RowHead r;
-    const half* w = W + (size_t)min(row, rows - 1) * cols;
-    row_load(r, w, cols);
-    pdl_wait();
-    if (row < rows) {
-        float s = row_dot(r, w, x, cols);
-        if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
-    }
-    __shared__ bool last;
-    __shared__ float part[32];
-    __threadfence();  // this block's rows reach device memory before it counts itself done
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < rows; i += blockDim.x) {
-        const float v = __ldcg(resid + i);  // past L1: other blocks wrote these
-        ss += v * v;
-    }
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
-        t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = rsqrtf(t / rows + eps);
-    }
-    __syncthreads();
-    const float inv = part[0];
-    for (int i = threadIdx.x; i < rows; i += blockDim.x)
-        out[i] = __float2half(__ldcg(resid + i) * inv * __half2float(gain[i]));
-    if (threadIdx.x == 0) *done = 0;  // ready for the next launch
-}
-
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
                                        const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {

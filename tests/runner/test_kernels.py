@@ -12,8 +12,7 @@ import pytest
 from runner import own_kernels as ok
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
-           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
-           "gemv_residual_norm")
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -153,28 +152,3 @@ def test_gemv_residual_rounds_the_product_like_the_eager_path():
     resid = rng.standard_normal(8).astype(np.float32)
     eager = resid + (x @ w.T).astype(np.float16).astype(np.float32)  # what pipeline.py computes
     np.testing.assert_allclose(ok.gemv_residual_reference(w, x, resid), eager, rtol=1e-3, atol=1e-3)
-
-
-def test_residual_with_the_next_norm_equals_the_pipeline_steps_it_replaces():
-    """gemv_residual_norm (o_proj or the down projection, then the following RMSNorm in its last
-    block) against the eager pipeline's two steps on the CPU model's own weights: the residual add,
-    then Pipeline._rmsnorm."""
-    from runner.device import open_device
-    from runner.model import init_weights
-    from runner.pipeline import Pipeline
-    from runner.presets import get_preset
-    from runner.recorder import Recorder
-
-    p = get_preset("tiny")
-    w = init_weights(p, seed=5)
-    layer, nxt = w["layers"][0], w["layers"][1]["attn_norm"] if p.n_layers > 1 else w["final_norm"]
-    dev = open_device("cpu", "block")
-    pipe = Pipeline(p, w, dev, {}, Recorder(dev, "tokens"))
-    rng = np.random.default_rng(4)
-    ff = rng.standard_normal(p.ffn).astype(np.float16)
-    resid = rng.standard_normal(p.hidden).astype(np.float32)
-    eager_x = resid[None, :] + (ff[None, :] @ layer["w_down"].T).astype(np.float32)
-    eager_hn = pipe._rmsnorm(eager_x, nxt)[0]
-    x, hn = ok.gemv_residual_norm_reference(layer["w_down"], ff, resid, nxt, p.norm_eps)
-    np.testing.assert_allclose(x, eager_x[0], rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(hn.astype(np.float32), eager_hn.astype(np.float32), rtol=2e-3, atol=2e-3)
