@@ -98,7 +98,7 @@ def summary(per_tok: pd.DataFrame) -> pd.DataFrame:
     all_tokens = per_tok[["run", "repeat", "token"]].drop_duplicates().groupby("run").size()
     out = pd.DataFrame({
         "calls_per_token": g["calls"].median(),
-        "token_share": host.count() / all_tokens.reindex(host.count().index.get_level_values("run")).to_numpy(),
+        "token_share": g.size() / all_tokens.reindex(g.size().index.get_level_values("run")).to_numpy(),
         "tokens": host.count(),
         "total_ns": host.sum(),
         "mean_ns": host.mean(),

@@ -170,7 +170,10 @@ def test_function_summary_says_in_how_many_tokens_a_function_runs():
          "gpu_ns": float("nan")}
         for t in range(4) for name, ns in (("graph_launch", 3_000), ("sync", 4_000_000)) if name != "sync" or t == 3
     ])
-    out = functions.summary(per_tok).set_index("name")
+    gpu_only = pd.DataFrame([{"run": "r", "repeat": 0, "token": t, "name": "gemv", "calls": 2, "host_ns": float("nan"),
+                              "self_ns": float("nan"), "gpu_ns": 9_000.0} for t in range(4)])
+    out = functions.summary(pd.concat([per_tok, gpu_only])).set_index("name")
+    assert out.loc["gemv", "token_share"] == 1.0  # a function seen only on the device (CUPTI) is in every token
     assert out.loc["graph_launch", "token_share"] == 1.0
     assert out.loc["sync", "token_share"] == 0.25 and out.loc["sync", "median_ns"] == 4_000_000
 
