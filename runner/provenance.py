@@ -38,7 +38,8 @@ def run_meta(session: Any, spec: RunSpec, run_id: str) -> RunMeta:
         clock="time.perf_counter_ns (CLOCK_MONOTONIC), ns",
         gc="Python's garbage collector disabled during each repeat (collected before it)",
         clock_alignment=("GPU events placed on the host clock through an anchor event recorded on an "
-                         "idle device at each repeat start; offset <= launch latency (a few us)"
+                         "idle device at each repeat start, at the midpoint of the tightest of 5 host-clock "
+                         "brackets (record, spin until done); residual: half that bracket"
                          + ("; CUPTI records shifted by (host - CUPTI) clock read at each repeat's end, "
                             "bracketed to within about a microsecond" if spec.trace == "cupti" else ""))
         if gpu else "host only",

@@ -1,10 +1,11 @@
 """Instrumentation: NVTX ranges, host timestamps, CUDA event pairs -> event-table rows.
 
 Host ranges use ``time.perf_counter_ns`` (the run's one clock). GPU times come from CUDA event
-pairs: each repeat records an anchor event on an idle device right after reading the host clock,
-and every event's time is ``anchor_host + elapsed(anchor, event)``. Durations and gaps between
-GPU events are exact to the event resolution (~0.5 us); their placement on the host axis is off
-by the anchor's launch latency (a few us), which matters for pictures, not for the figures.
+pairs: each repeat records an anchor event on an idle device, bracketed by host-clock reads (record,
+spin until done; the tightest of a few tries), and every event's time is ``anchor_host +
+elapsed(anchor, event)``. Durations and gaps between GPU events are exact to the event resolution
+(~0.5 us); their placement on the host axis is off by at most half the anchor's bracket, which
+matters for pictures (and for lining events up with CUPTI's records), not for the figures.
 
 Levels: ``tokens`` records three events per token (start, compute start, end);
 ``functions`` adds an event pair around every device function, which costs host time per call
@@ -85,6 +86,7 @@ class Recorder:
         self._used = 0
         self._anchor_event: Any = None
         self._anchor_ns = 0
+        self.anchor_bracket_ns = 0  # the host-clock bracket of the last repeat's anchor event
         self._domain = _nvtx.get_domain(nvtx_domain) if _nvtx else None
         self._attrs: dict[str, Any] = {}
         self.external_names: list[str] = [""]  # CUPTI external ids index these (0: none)
@@ -145,8 +147,24 @@ class Recorder:
             if active() is not None:  # a traced side shares this process: no tracing cost here
                 active().pause()
         if self.dev.is_gpu:
-            self._anchor_ns = _clock()
-            self._anchor_event = self._record(self.dev.streams[0])
+            self._anchor_event, self._anchor_ns, self.anchor_bracket_ns = self._anchor()
+
+    def _anchor(self, tries: int = 5) -> tuple[Any, int, int]:
+        """An event on the idle device and the host time it happened at: each try reads the host clock,
+        records the event, spins until it is done and reads the clock again, so the event's device
+        time lies inside that bracket; the tightest bracket's midpoint is taken (its half-width is the
+        placement's residual). Reading the clock only before the record put every GPU row early by the
+        launch latency: 9-35 µs against CUPTI's kernels on the H100 (bench/cupti_alignment.py)."""
+        stream, best = self.dev.streams[0], None
+        for _ in range(tries):
+            h0 = _clock()
+            ev = self._record(stream)
+            self.dev.spin_until(ev)
+            h1 = _clock()
+            if best is None or h1 - h0 < best[2] - best[1]:
+                best = (ev, h0, h1)
+        ev, h0, h1 = best
+        return ev, (h0 + h1) // 2, h1 - h0
 
     def finish_repeat(self, repeat: int, thread: str = "main") -> list[dict]:
         """After the device is synchronised: this repeat's rows as schema dicts."""
