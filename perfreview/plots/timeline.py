@@ -138,8 +138,9 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
     """One panel per run, stacked, on the same time scale (µs from each panel's window start)."""
     wins = [window(r, tokens, repeat) for r in runs]
     span_us = max((t1 - t0) / 1e3 for _, t0, t1, _, _ in wins)
-    names = [str(n) for r in runs for n in r.events["name"].unique()]
-    colors = _colors(names)
+    # colours for the names drawn (not every name of the run): fewer names, no palette wrapping over
+    drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
+    colors = _colors(sorted(drawn))
     rows = [len(_tracks(_in_window(r.events, *w[:3]))) for r, w in zip(runs, wins)]
     figsize = size or (12.0, 1.2 + sum(0.45 * n + 0.6 for n in rows))
     fig, axes = plt.subplots(len(runs), 1, figsize=figsize, sharex=True, squeeze=False,
@@ -149,14 +150,14 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
         title = short(f"{m.config_label}  ·  {m.preset}  ·  {m.device.get('name')}  ·  repeat {rep}: {why}", 160)
         draw(ax, run, rep, t0, t1, token_gaps, span_us, colors, title)
     axes[-1, 0].set_xlabel("time (µs)")
-    drawn = {str(n) for r, w in zip(runs, wins) for n in _in_window(r.events, *w[:3])["name"].unique()}
     used = sorted(drawn - {"token"})
     handles = [Patch(color=colors.get(n, "#7f7f7f"), label=short(n)) for n in used]
     if any(w[3] for w in wins):  # token boundaries drawn: say what the shading is
         handles.append(Patch(color="#ffdd57", alpha=0.35, label="gap between tokens' compute"))
     ncol = min(6, len(handles))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.03 + 0.025 * (1 + (len(handles) - 1) // ncol), 1, 1))
+    legend_rows = 1 + (len(handles) - 1) // ncol
+    fig.tight_layout(rect=(0, min(0.5, (0.15 + 0.16 * legend_rows) / fig.get_figheight()), 1, 1))  # inches
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return Path(out)
