@@ -30,14 +30,13 @@ from runner.own_kernels import OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
-VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu, several warps per residual-GEMV row)
-    "plain": (False, (), True),
-    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",), True),
-    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",), True),
-    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",), True),
-    "plain, prefetch 1": (False, ("-DPRE=1",), True),
-    "plain, one warp per residual row": (False, (), False),
-    "pdl after wait, one warp per residual row": (True, ("-DPDL_TRIGGER=2",), False),
+VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu)
+    "plain": (False, ()),
+    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",)),
+    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",)),
+    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",)),
+    "plain, prefetch 1": (False, ("-DPRE=1",)),
+    "pdl at start, prefetch 1": (True, ("-DPRE=1", "-DPDL_TRIGGER=1")),
 }
 REPLAYS = 50
 
@@ -86,9 +85,8 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
-    for label, (pdl, defines, split) in VARIANTS.items():
-        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines,
-                         split_k=split)
+    for label, (pdl, defines) in VARIANTS.items():
+        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
         owners.append(own)
         with stream:
             stream.begin_capture()

@@ -23,16 +23,6 @@ MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLI
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
-WARPS_PER_SM = 64  # resident warps an SM holds (sm_90)
-
-
-def residual_split(rows: int, cols: int, warp_slots: int) -> int:
-    """Warps per row for a residual GEMV: the most of 4, 2, 1 whose warps all fit on the device at
-    once and whose column slice is a whole number of 32-lane 16-byte steps (0 slots: one warp a row)."""
-    for ks in (4, 2):
-        if rows * ks <= warp_slots and cols % (ks * 8 * 32) == 0:
-            return ks
-    return 1
 
 
 class OwnForward:
@@ -40,8 +30,7 @@ class OwnForward:
 
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
-                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 split_k: bool = True) -> None:
+                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = ()) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -57,8 +46,7 @@ class OwnForward:
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
-                 "gemv_residual_split")
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -79,10 +67,6 @@ class OwnForward:
         self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
         self.next_id = cp.zeros(1, cp.int64)
         self.hist = cp.zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
-        # split_k: the residual GEMVs (o_proj, down) with several warps per row (gemv_residual_split)
-        warp_slots = cp.cuda.Device().attributes["MultiProcessorCount"] * WARPS_PER_SM if split_k else 0
-        self.ks_o = residual_split(p.hidden, p.hidden, warp_slots)
-        self.ks_down = residual_split(p.hidden, p.ffn, warp_slots)
         self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
 
@@ -129,26 +113,18 @@ class OwnForward:
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos))
 
-    def _residual(self, W: Any, x: Any, cols: int, ks: int) -> None:
-        """x_resid += W x: one warp per row, or ``ks`` warps per row (gemv_residual_split)."""
-        rows = self.p.hidden
-        if ks == 1:
-            self.k["gemv_residual"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                    (W, x, self.x, np.int32(rows), np.int32(cols)))
-            return
-        per_block = ROWS_PER_BLOCK // ks
-        self.k["gemv_residual_split"](((rows + per_block - 1) // per_block,), (32 * ROWS_PER_BLOCK,),
-                                      (W, x, self.x, np.int32(rows), np.int32(cols), np.int32(ks)))
-
     def o_proj(self, layer: dict[str, Any]) -> None:
-        self._residual(layer["wo"], self.attn, self.p.hidden, self.ks_o)
+        p = self.p
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
-        self._residual(layer["w_down"], self.ff, p.ffn, self.ks_down)
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
         p = self.p
@@ -258,18 +234,6 @@ def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray,
 def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> np.ndarray:
     """gemv_residual: the product rounded to fp16 (as cuBLAS's fp16 output is) added in fp32."""
     return resid + (w.astype(np.float32) @ x.astype(np.float32)).astype(np.float16).astype(np.float32)
-
-
-def gemv_residual_split_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray, ks: int) -> np.ndarray:
-    """gemv_residual_split: ``ks`` partial dot products over column slices, added in order, then
-    rounded to fp16 and added in fp32 as gemv_residual does."""
-    seg = w.shape[1] // ks
-    wf, xf = w.astype(np.float32), x.astype(np.float32)
-    parts = [wf[:, k * seg:(k + 1) * seg] @ xf[k * seg:(k + 1) * seg] for k in range(ks)]
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return resid + total.astype(np.float16).astype(np.float32)
 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:

@@ -148,30 +148,6 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
     if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
 
-// resid += W x with `ks` warps per row, each over cols/ks of it: the residual GEMVs (o_proj, down)
-// have too few rows for one warp per row to keep enough loads in flight (1b: 2048 rows, 2.0 TB/s
-// against 3.1 for the 128k-row lm_head), and a shorter chain of loads per warp ends sooner. The ks
-// partial sums are added in a fixed order in shared memory, then rounded as gemv_residual rounds.
-extern "C" __global__ void gemv_residual_split(const half* __restrict__ W, const half* __restrict__ x,
-                                               float* __restrict__ resid, int rows, int cols, int ks) {
-    pdl_early();
-    const int warp = threadIdx.x / WARP, per_block = (blockDim.x / WARP) / ks;
-    const int row = blockIdx.x * per_block + warp / ks, part = warp % ks, seg = cols / ks;
-    RowHead r;
-    const half* w = W + (size_t)min(row, rows - 1) * cols + (size_t)part * seg;
-    row_load(r, w, seg);
-    pdl_wait();
-    __shared__ float partial[32];
-    const float s = row_dot(r, w, x + (size_t)part * seg, seg);
-    if ((threadIdx.x & 31) == 0) partial[warp] = s;
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0 && part == 0 && row < rows) {
-        float t = 0.f;
-        for (int k = 0; k < ks; ++k) t += partial[warp + k];
-        resid[row] += __half2float(__float2half(t));
-    }
-}
-
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
                                        const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {

@@ -12,8 +12,7 @@ import pytest
 from runner import own_kernels as ok
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
-           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
-           "gemv_residual_split")
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -153,20 +152,3 @@ def test_gemv_residual_rounds_the_product_like_the_eager_path():
     resid = rng.standard_normal(8).astype(np.float32)
     eager = resid + (x @ w.T).astype(np.float16).astype(np.float32)  # what pipeline.py computes
     np.testing.assert_allclose(ok.gemv_residual_reference(w, x, resid), eager, rtol=1e-3, atol=1e-3)
-
-
-def test_split_residual_gemv_equals_the_one_warp_version_and_splits_only_where_it_fits():
-    rng = np.random.default_rng(6)
-    w = rng.standard_normal((64, 1024)).astype(np.float16)
-    x = rng.standard_normal(1024).astype(np.float16)
-    resid = rng.standard_normal(64).astype(np.float32)
-    one = ok.gemv_residual_reference(w, x, resid)
-    for ks in (2, 4):
-        np.testing.assert_allclose(ok.gemv_residual_split_reference(w, x, resid, ks), one, rtol=2e-3, atol=2e-2)
-    slots = 132 * ok.WARPS_PER_SM  # an H100
-    assert ok.residual_split(2048, 8192, slots) == 4  # 1b down: 8192 warps fit in 8448
-    assert ok.residual_split(2048, 2048, slots) == 4  # 1b o_proj
-    assert ok.residual_split(4096, 14336, slots) == 2  # 8b down: 14336 = 2 x 7168, 8192 warps
-    assert ok.residual_split(4096, 4096, slots) == 2
-    assert ok.residual_split(2048, 2048, 0) == 1  # split_k off
-    assert ok.residual_split(2048, 2056, slots) == 1  # a slice that is not whole 32-lane steps
