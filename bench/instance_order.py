@@ -1,0 +1,67 @@
+"""GPU task (issue 13): does a pipeline instance's speed depend on when it was made? In one process,
+TRIALS times: free every pipeline, make N new ones of one config one after another, warm each, then
+time each one's token graph replayed back to back (events), the instances taking turns. Prints each
+instance's GPU time per token relative to the trial's mean, by creation position.
+Usage: bench/instance_order.py [--config C] [--instances N] [--trials T]"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runner import config as cfg  # noqa: E402
+from runner.loop import Session, generate  # noqa: E402
+
+
+def replay_us(session: Session, pipe, tokens: int) -> float:
+    cp, s = session.device.cp, pipe.main
+    pipe.reset()
+    pipe.step(1, 0)
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    e0.record(s)
+    for _ in range(tokens):
+        pipe.graph.launch(s)
+    e1.record(s)
+    e1.synchronize()
+    return cp.cuda.get_elapsed_time(e0, e1) * 1e3 / tokens
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--config", default="baseline,cuda_graph=on,run_ahead=on")
+    ap.add_argument("--instances", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    args = ap.parse_args()
+    session = Session(args.preset, "cuda", seed=0)
+    config = cfg.parse_side(args.config)
+    prompt = session.prompt(8)
+    pipes: list = []
+    rel = []
+    for trial in range(args.trials):
+        pipes.clear()
+        gc.collect()
+        for _ in range(args.instances):
+            pipe, _ = session.pipeline(config, "tokens")
+            generate(pipe, prompt, 8)  # warm-up and capture, as the runner does
+            pipes.append(pipe)
+        times = np.array([[replay_us(session, p, args.tokens) for p in pipes] for _ in range(args.turns)])
+        per = np.median(times, axis=0)
+        r = (per / per.mean() - 1) * 100
+        rel.append(r)
+        print(f"trial {trial}: " + "  ".join(f"#{i} {t:.1f} µs ({x:+.2f}%)" for i, (t, x) in enumerate(zip(per, r))))
+    rel = np.array(rel)
+    print("by creation position (mean %):", "  ".join(f"#{i} {m:+.3f}" for i, m in enumerate(rel.mean(axis=0))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
