@@ -3,9 +3,10 @@ TRIALS times: free every pipeline, make N new ones of one config one after anoth
 time each one's token graph replayed back to back (events), the instances taking turns. Prints each
 instance's GPU time per token relative to the trial's mean, by creation position, and the spread
 between instances, for three ways of making them (an experiment, the runner is not changed):
-``as is``; ``one module`` (the kernels' module loaded once and shared, not once per instance);
-``one arena`` (every device buffer of an instance carved from one allocation, so the buffers' relative
-placement is the same in every instance).
+``as is`` (the runner: since `runner/arena.py`, every device buffer of an instance carved from one
+allocation); ``pool`` (each buffer its own allocation from CuPy's pool, as before the arena); ``one
+module`` (the kernels' module loaded once and shared, not once per instance); ``one arena`` (before the
+runner had one: CuPy's zeros patched to carve from one allocation per instance).
 Usage: bench/instance_order.py [--config C] [--instances N] [--trials T]"""
 
 from __future__ import annotations
@@ -41,7 +42,21 @@ def replay_us(session: Session, pipe, tokens: int) -> float:
 @contextlib.contextmanager
 def variant(cp, name: str):
     """Patches CuPy while pipelines are made (see the module docstring)."""
-    if name == "one module":
+    if name == "pool":
+        import runner.pipeline as pipeline_mod
+
+        real_arena = pipeline_mod.Arena
+
+        class Pool(real_arena):  # every buffer its own allocation, as before runner/arena.py
+            def zeros(self, shape, dtype):
+                return self.xp.zeros(shape, dtype=dtype)
+
+        pipeline_mod.Arena = Pool
+        try:
+            yield
+        finally:
+            pipeline_mod.Arena = real_arena
+    elif name == "one module":
         real = cp.RawModule
         cached = functools.lru_cache(maxsize=None)(lambda code, options: real(code=code, options=options))
         cp.RawModule = lambda code, options=(): cached(code, tuple(options))
@@ -87,7 +102,7 @@ def main() -> int:
     cp = session.device.cp
     config = cfg.parse_side(args.config)
     prompt = session.prompt(8)
-    for name in ("as is", "one module", "one arena"):
+    for name in ("as is", "pool"):
         pipes: list = []
         rel, spreads = [], []
         for trial in range(args.trials):

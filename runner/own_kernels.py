@@ -30,7 +30,8 @@ class OwnForward:
 
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
-                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = ()) -> None:
+                 d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
+                 zeros: Any = None) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -51,24 +52,25 @@ class OwnForward:
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
+        zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
         self.splits = -(-p.max_ctx // CHUNK)
         if self.splits > MAX_SPLITS:
             raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
                              f"positions), max_ctx is {p.max_ctx}")
-        self.x = cp.zeros(p.hidden, f32)
-        self.hn = cp.zeros(p.hidden, f16)
-        self.q = cp.zeros(p.hidden, f16)
-        self.kk = cp.zeros(p.kv_dim, f16)
-        self.v = cp.zeros(p.kv_dim, f16)
-        self.attn = cp.zeros(p.hidden, f16)
-        self.ff = cp.zeros(p.ffn, f16)
-        self.logits = cp.zeros(p.vocab, f16)
-        self.part_o = cp.zeros(p.n_heads * self.splits * p.head_dim, f32)
-        self.part_ml = cp.zeros(p.n_heads * self.splits * 2, f32)
-        self.next_id = cp.zeros(1, cp.int64)
-        self.hist = cp.zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
-        self.arg_v = cp.zeros(ARGMAX_BLOCKS, f32)
-        self.arg_i = cp.zeros(ARGMAX_BLOCKS, cp.int32)
+        self.x = zeros(p.hidden, f32)
+        self.hn = zeros(p.hidden, f16)
+        self.q = zeros(p.hidden, f16)
+        self.kk = zeros(p.kv_dim, f16)
+        self.v = zeros(p.kv_dim, f16)
+        self.attn = zeros(p.hidden, f16)
+        self.ff = zeros(p.ffn, f16)
+        self.logits = zeros(p.vocab, f16)
+        self.part_o = zeros(p.n_heads * self.splits * p.head_dim, f32)
+        self.part_ml = zeros(p.n_heads * self.splits * 2, f32)
+        self.next_id = zeros(1, cp.int64)
+        self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
+        self.arg_v = zeros(ARGMAX_BLOCKS, f32)
+        self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:

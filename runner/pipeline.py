@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from perfreview.trace.schema import Kind
+from runner.arena import Arena
+from runner.arena import capacity as arena_capacity
 from runner.model import rope_inv_freq
 from runner.presets import Preset
 from runner.recorder import Recorder
@@ -54,8 +56,9 @@ class Pipeline:
             self.joins = [device.event() for _ in range(3)]
         p = preset
         shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
-        self.cache_k = xp.zeros(shape, dtype=self.act)
-        self.cache_v = xp.zeros(shape, dtype=self.act)
+        self.arena = mem = Arena(xp, arena_capacity(p))  # one allocation: the same layout in every instance
+        self.cache_k = mem.zeros(shape, self.act)
+        self.cache_v = mem.zeros(shape, self.act)
         pinned = bool(switches.get("async_copies"))
         self.mem_kind = "pinned->device" if pinned else "pageable->device"
         self.out_kind = "device->pinned" if pinned else "device->pageable"
@@ -65,8 +68,8 @@ class Pipeline:
         self.h_out = host((1,), np.int64, pinned)
         self.h_hist = host((p.max_ctx,), np.int64, pinned) if switches.get("run_ahead") else None
         self._queue_from = self._queued = 0
-        self.d_tok, self.d_pos, self.d_slot = (xp.zeros((1,), dtype=np.int32) for _ in range(3))
-        self.d_mask = xp.zeros((p.max_ctx,), dtype=np.float32)
+        self.d_tok, self.d_pos, self.d_slot = (mem.zeros((1,), np.int32) for _ in range(3))
+        self.d_mask = mem.zeros((p.max_ctx,), np.float32)
         self.logits = None
         self.own = None
         self.graph = None
@@ -78,7 +81,7 @@ class Pipeline:
 
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
-                                  pdl=bool(switches.get("pdl")))
+                                  pdl=bool(switches.get("pdl")), zeros=mem.zeros)
         device.synchronize_all()
 
     def set_delay_ns(self, ns: int) -> None:

@@ -1,0 +1,44 @@
+"""The per-instance arena: aligned, separate, zeroed buffers at fixed offsets; a plain allocation past
+its capacity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runner.arena import ALIGN, Arena, capacity
+from runner.presets import get_preset
+
+
+def test_buffers_are_aligned_disjoint_and_at_the_same_offsets_every_time():
+    def layout() -> tuple[Arena, list[np.ndarray]]:
+        mem = Arena(np, 1 << 16)
+        return mem, [mem.zeros(3, np.float16), mem.zeros((2, 5), np.float32), mem.zeros(1, np.int64)]
+
+    mem, bufs = layout()
+    offsets = [b.__array_interface__["data"][0] - mem.buf.__array_interface__["data"][0] for b in bufs]
+    assert offsets == [0, ALIGN, 2 * ALIGN] and all(o % ALIGN == 0 for o in offsets)
+    assert bufs[1].shape == (2, 5) and bufs[1].dtype == np.float32 and not bufs[1].any()
+    bufs[0][:] = 1
+    assert not bufs[1].any() and not bufs[2].any()  # writing one buffer leaves the others alone
+    mem2, bufs2 = layout()
+    assert [b.__array_interface__["data"][0] - mem2.buf.__array_interface__["data"][0] for b in bufs2] == offsets
+
+
+def test_past_capacity_it_falls_back_and_a_preset_fits():
+    mem = Arena(np, 512)
+    mem.zeros(100, np.float32)
+    big = mem.zeros(1000, np.float32)
+    assert big.shape == (1000,) and mem.fallbacks == 1
+    p = get_preset("tiny")
+    kv = 2 * p.n_layers * p.n_kv_heads * p.max_ctx * p.head_dim * 2
+    assert capacity(p) > kv
+
+
+def test_a_pipeline_instance_fits_its_arena():
+    from runner import config as cfg
+    from runner.loop import Session
+
+    session = Session("tiny", "cpu", seed=0)
+    pipe, _ = session.pipeline(cfg.resolve("baseline"), "tokens")
+    assert pipe.arena.fallbacks == 0 and pipe.arena.used > 2 * pipe.cache_k.nbytes - 1
+    assert np.shares_memory(pipe.cache_k, pipe.arena.buf)  # carved from the arena
