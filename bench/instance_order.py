@@ -22,21 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.noise import replay_s  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
-
-
-def replay_us(session: Session, pipe, tokens: int) -> float:
-    cp, s = session.device.cp, pipe.main
-    pipe.reset()
-    pipe.step(1, 0)
-    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-    e0.record(s)
-    for _ in range(tokens):
-        pipe.graph.launch(s)
-    e1.record(s)
-    e1.synchronize()
-    return cp.cuda.get_elapsed_time(e0, e1) * 1e3 / tokens
 
 
 @contextlib.contextmanager
@@ -114,7 +102,8 @@ def main() -> int:
                 generate(pipe, prompt, 8)  # warm-up and capture, as the runner does
                 pipes.append(pipe)
                 del pipe
-            times = np.array([[replay_us(session, p, args.tokens) for p in pipes] for _ in range(args.turns)])
+            times = np.array([[replay_s(session, p, args.tokens) * 1e6 / args.tokens for p in pipes]
+                              for _ in range(args.turns)])
             per = np.median(times, axis=0)
             r = (per / per.mean() - 1) * 100
             rel.append(r)

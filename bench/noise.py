@@ -40,19 +40,22 @@ def replay_floor(session: Session, config: cfg.Config, tokens: int, repeats: int
     """Per-repeat time (s) of ``tokens`` back-to-back replays of the captured token graph (each
     repeat starts from position 0: under run_ahead the replays move the position on themselves)."""
     pipe, _ = session.pipeline(config, "tokens")
+    return [replay_s(session, pipe, tokens) for _ in range(repeats + 2)][2:]
+
+
+def replay_s(session: Session, pipe, tokens: int) -> float:
+    """Seconds for ``tokens`` back-to-back replays of ``pipe``'s token graph from position 0 (the
+    first call captures the graph), timed by events."""
     cp, s = session.device.cp, pipe.main
-    times = []
-    for _ in range(repeats + 2):
-        pipe.reset()
-        pipe.step(1, 0)  # inputs of position 0 (the first call captures the graph)
-        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-        e0.record(s)
-        for _ in range(tokens):
-            pipe.graph.launch(s)
-        e1.record(s)
-        e1.synchronize()
-        times.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
-    return times[2:]
+    pipe.reset()
+    pipe.step(1, 0)  # inputs of position 0
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    e0.record(s)
+    for _ in range(tokens):
+        pipe.graph.launch(s)
+    e1.record(s)
+    e1.synchronize()
+    return cp.cuda.get_elapsed_time(e0, e1) / 1e3
 
 
 def main() -> int:
