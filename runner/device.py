@@ -219,8 +219,7 @@ class CudaDevice:
         # Spin on an event instead of the driver's wait: the host thread never sleeps, so it wakes
         # the moment the work ends (no scheduler wake-up latency in the token's critical path).
         self._wait_event.record(stream)
-        while not self._wait_event.done:
-            pass
+        self.spin_until(self._wait_event)
 
     def synchronize_all(self) -> None:
         """Whole device: work on the legacy default stream (allocation, init) does not order

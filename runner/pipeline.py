@@ -66,7 +66,8 @@ class Pipeline:
         self.h_tok, self.h_pos, self.h_slot = (host((1,), np.int32, pinned) for _ in range(3))
         self.h_mask = host((p.max_ctx,), np.float32, pinned)
         self.h_out = host((1,), np.int64, pinned)
-        self.h_hist = host((p.max_ctx,), np.int64, pinned) if switches.get("run_ahead") else None
+        self.run_ahead = bool(switches.get("run_ahead"))  # effective switches: implies cuda_graph
+        self.h_hist = host((p.max_ctx,), np.int64, pinned) if self.run_ahead else None
         self._queue_from = self._queued = 0
         self.d_tok, self.d_pos, self.d_slot = (mem.zeros((1,), np.int32) for _ in range(3))
         self.d_mask = mem.zeros((p.max_ctx,), np.float32)
@@ -75,7 +76,6 @@ class Pipeline:
         self.graph = None
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
-        self.run_ahead = bool(switches.get("run_ahead"))  # effective switches: implies cuda_graph
         if switches.get("own_kernels"):  # effective switches: cuda_graph and pdl imply it (config.effective)
             from runner.own_kernels import OwnForward
 

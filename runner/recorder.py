@@ -86,7 +86,6 @@ class Recorder:
         self._used = 0
         self._anchor_event: Any = None
         self._anchor_ns = 0
-        self.anchor_bracket_ns = 0  # the host-clock bracket of the last repeat's anchor event
         self._domain = _nvtx.get_domain(nvtx_domain) if _nvtx else None
         self._attrs: dict[str, Any] = {}
         self.external_names: list[str] = [""]  # CUPTI external ids index these (0: none)
@@ -147,9 +146,9 @@ class Recorder:
             if active() is not None:  # a traced side shares this process: no tracing cost here
                 active().pause()
         if self.dev.is_gpu:
-            self._anchor_event, self._anchor_ns, self.anchor_bracket_ns = self._anchor()
+            self._anchor_event, self._anchor_ns = self._anchor()
 
-    def _anchor(self, tries: int = 5) -> tuple[Any, int, int]:
+    def _anchor(self, tries: int = 5) -> tuple[Any, int]:
         """An event on the idle device and the host time it happened at: each try reads the host clock,
         records the event, spins until it is done and reads the clock again, so the event's device
         time lies inside that bracket; the tightest bracket's midpoint is taken (its half-width is the
@@ -164,7 +163,7 @@ class Recorder:
             if best is None or h1 - h0 < best[2] - best[1]:
                 best = (ev, h0, h1)
         ev, h0, h1 = best
-        return ev, (h0 + h1) // 2, h1 - h0
+        return ev, (h0 + h1) // 2
 
     def finish_repeat(self, repeat: int, thread: str = "main") -> list[dict]:
         """After the device is synchronised: this repeat's rows as schema dicts."""

@@ -117,8 +117,10 @@ class InjectedDelay:
     on_host: bool = False  # the CPU backend: the delay is a busy wait of the host, timed there
 
 
-def injected_delay(run: Run, table: pd.DataFrame | None = None) -> InjectedDelay | None:
-    """None when the run injected nothing. ``table``: function_table(run), when the caller has it."""
+def injected_delay(run: Run, table: pd.DataFrame | None = None,
+                   heads: dict[str, Spread] | None = None) -> InjectedDelay | None:
+    """None when the run injected nothing. ``table``/``heads``: function_table(run) and
+    headline_spread(run), when the caller has them already."""
     meta = run.meta
     fixed = float(meta.switches_in_effect.get("inject_delay_us") or 0)
     calibrated = meta.injected or {}
@@ -131,7 +133,7 @@ def injected_delay(run: Run, table: pd.DataFrame | None = None) -> InjectedDelay
     on_host = meta.device.get("backend") == "numpy"  # the CPU backend's delay is a busy wait on the host
     if on_host and len(row):
         measured = float(row["median_ns"].iloc[0]) / 1e3
-    heads = headline_spread(run)
+    heads = headline_spread(run) if heads is None else heads
     token_us = heads["median_token_ms" if on_host else "median_gpu_token_ms"].median * 1e3
     return InjectedDelay(asked, float(calibrated.get("slowdown_pct", math.nan)),
                          float(calibrated.get("token_us", math.nan)), measured,

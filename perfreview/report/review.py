@@ -104,11 +104,10 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
 
 
 def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
-    table = summary.function_table(run)
+    table, heads = summary.function_table(run), summary.headline_spread(run)
     return render.render(
         "run.md.j2", meta=run.meta, device=render.known(run.meta.device), side=describe_side([run]),
-        figures=summary.headline_spread(run), functions=table.to_dict("records"),
-        injected=summary.injected_delay(run, table),
+        figures=heads, functions=table.to_dict("records"), injected=summary.injected_delay(run, table, heads),
         gaps=summary.gap_summary([run]), streams=summary.stream_summary([run]), plots=plots or {},
         not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events).head(15).to_dict("records"),
         copies=traced.copy_summary(run.events).to_dict("records"),
