@@ -2,19 +2,23 @@
 prefetch do to one token of our kernels, without the runner's host loop.
 
 Per preset (random fp16 weights, every layer): the token's launches (the ``cuda_graph`` config's
-sequence: embed, per layer rmsnorm, fused QKV, rope_kv, attention, o_proj, rmsnorm, SwiGLU, down;
-final norm, lm_head, argmax) captured once as a CUDA graph for each variant of the kernel source
+sequence: embed, per layer norm+QKV, RoPE+KV write+attention split, combine, o_proj, norm+SwiGLU,
+down; norm+lm_head, argmax) captured once as a CUDA graph for each variant of the kernel source
 and launch, then replayed back to back: GPU µs per token = time of REPLAYS replays / REPLAYS, median
 over ROUNDS rounds in which the variants take turns. Weight bytes per token over that time gives
 the fraction of the device-copy bandwidth measured in the same run. Also per variant: the token
 when the host waits for each one (launch, synchronize; host clock), as a decode loop must, and the
 host time of the launch call itself.
+``--before DIR``: DIR holds own_kernels.py and kernels/decode.cu of an earlier commit (``git show
+REV:runner/own_kernels.py``...); its token runs as more variants in the same rounds, so a kernel
+change is measured against what it replaced on the same device, in one call.
 Writes pdl_variants.json/.md under --out; prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -60,6 +64,19 @@ def weights(cp, p):
 
 def token(own, layers, w) -> None:
     """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork)."""
+    if hasattr(own, "rmsnorm"):  # a --before tree from when RMSNorm and RoPE had launches of their own
+        return _token_unfused(own, layers, w)
+    own.embed()
+    for li, layer in enumerate(layers):
+        own.qkv(layer)
+        own.attention(li)
+        own.o_proj(layer)
+        own.ffn(layer)
+    own.lm_head()
+    own.sample()
+
+
+def _token_unfused(own, layers, w) -> None:
     own.embed()
     for li, layer in enumerate(layers):
         own.rmsnorm(layer["attn_norm"])
@@ -74,7 +91,16 @@ def token(own, layers, w) -> None:
     own.sample()
 
 
-def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
+def load_forward(tree: Path):
+    """OwnForward of the own_kernels.py in ``tree`` (its decode.cu beside it, in kernels/)."""
+    spec = importlib.util.spec_from_file_location("before_own_kernels", tree / "own_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.OwnForward
+
+
+def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
+    """``variants``: label -> (OwnForward class, launch with PDL, -D defines)."""
     p = get_preset(name)
     w, layers, wbytes = weights(cp, p)
     shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
@@ -85,8 +111,8 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
-    for label, (pdl, defines) in VARIANTS.items():
-        own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
+    for label, (forward, pdl, defines) in variants.items():
+        own = forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
         owners.append(own)
         with stream:
             stream.begin_capture()
@@ -96,13 +122,13 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
             graphs[label].launch(stream)
         stream.synchronize()
         outputs[label] = (own.logits.get(), int(own.next_id.get()[0]))
-    ref_logits, ref_id = outputs["plain"]
-    per_token: dict[str, list[float]] = {k: [] for k in VARIANTS}
-    waited: dict[str, list[float]] = {k: [] for k in VARIANTS}
-    launch_us: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    ref_logits, ref_id = outputs[next(iter(variants))]
+    per_token: dict[str, list[float]] = {k: [] for k in variants}
+    waited: dict[str, list[float]] = {k: [] for k in variants}
+    launch_us: dict[str, list[float]] = {k: [] for k in variants}
     order = np.random.default_rng(3)
     for _ in range(rounds):
-        for label in order.permutation(list(VARIANTS)):
+        for label in order.permutation(list(variants)):
             g = graphs[label]
             for _ in range(5):
                 g.launch(stream)
@@ -125,7 +151,7 @@ def run_preset(cp, name: str, rounds: int, pos: int) -> dict:
             stream.synchronize()
     kv_bytes = 2 * p.n_layers * p.n_kv_heads * (pos + 1) * p.head_dim * 2
     out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "variants": {}}
-    for label in VARIANTS:
+    for label in variants:
         us = float(np.median(per_token[label]))
         logits, nid = outputs[label]
         out["variants"][label] = {
@@ -144,16 +170,22 @@ def main() -> int:
     ap.add_argument("--presets", default="1b,8b")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--position", type=int, default=96, help="the token's position (context = position + 1)")
+    ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
+    ap.add_argument("--before", type=Path, help="a tree with own_kernels.py + kernels/decode.cu to compare with")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    variants = {k: (OwnForward, *VARIANTS[k]) for k in args.variants.split(";")}
+    if args.before:
+        before = load_forward(args.before)
+        variants.update({f"before: {k}": (before, *VARIANTS[k]) for k in args.variants.split(";")})
     import cupy as cp
 
     from runner.device import CudaDevice
 
     report = {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
-              "replays": REPLAYS, "rounds": args.rounds, "presets": {}}
+              "replays": REPLAYS, "rounds": args.rounds, "before": str(args.before or ""), "presets": {}}
     for name in args.presets.split(","):
-        report["presets"][name] = run_preset(cp, name, args.rounds, args.position)
+        report["presets"][name] = run_preset(cp, name, args.rounds, args.position, variants)
         print(f"{name} done", flush=True)
     save(args.out, "pdl_variants", report)
     return 0

@@ -21,6 +21,8 @@ ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
+NORM_GROUP = ROWS_PER_BLOCK  # elements per partial sum of squares (decode.cu's NORM_GROUP): a gemv_residual block
+NULL = np.uint64(0)  # a null device pointer argument (8 bytes, as CuPy and cuLaunchKernelEx pass pointers)
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
 
@@ -36,9 +38,11 @@ class OwnForward:
         for n in (p.hidden, p.ffn):
             if n % 8:
                 raise ValueError(f"own kernels need widths divisible by 8, got {n}")
-        lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp
-        if p.head_dim % 8 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
-            raise ValueError(f"own kernels need head_dim a multiple of 8 with head_dim/8 dividing 32 and at most "
+        if p.hidden % NORM_GROUP:
+            raise ValueError(f"own kernels need hidden divisible by {NORM_GROUP}, got {p.hidden}")
+        lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp, RoPE pairs in two
+        if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
+            raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
                              f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
@@ -46,8 +50,8 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "attn_split", "attn_combine", "argmax",
+                 "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -57,8 +61,10 @@ class OwnForward:
         if self.splits > MAX_SPLITS:
             raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
                              f"positions), max_ctx is {p.max_ctx}")
-        self.x = zeros(p.hidden, f32)
-        self.hn = zeros(p.hidden, f16)
+        self.x = zeros(p.hidden, f32)  # the residual stream
+        # its partial sums of squares (NORM_GROUP elements each), left by the kernel that wrote it for
+        # the RMSNorm folded into the projection that reads it next
+        self.ssq = zeros(p.hidden // NORM_GROUP, f32)
         self.q = zeros(p.hidden, f16)
         self.kk = zeros(p.kv_dim, f16)
         self.v = zeros(p.kv_dim, f16)
@@ -73,42 +79,41 @@ class OwnForward:
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
-    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
+    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0, gain: Any = None) -> None:
+        """y = W x * scale; with ``gain``, x is RMSNorm(self.x) * gain (self.ssq its partials)."""
+        norm = (self.x, gain, self.ssq) if gain is not None else (NULL, NULL, NULL)
         self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
+                       (W, x if x is not None else NULL, y, np.int32(rows), np.int32(cols), np.float32(scale), *norm,
+                        np.float32(self.p.norm_eps)))
+
+    def _norm_args(self, gain: Any) -> tuple:
+        return (self.x, gain, self.ssq, np.float32(self.p.norm_eps))
 
     def qkv(self, layer: dict[str, Any]) -> None:
+        """RMSNorm (attn_norm) and the Q, K, V projections in one launch."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                           (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
+                           (layer["wq"], layer["wk"], layer["wv"], *self._norm_args(layer["attn_norm"]),
+                            self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
-        """One of q/k/v alone (the ``qkv_streams`` fork runs these on three streams)."""
+        """One of q/k/v alone, its RMSNorm folded in (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        self._gemv(layer[which], self.hn, out, rows, p.hidden)
+        self._gemv(layer[which], None, out, rows, p.hidden, gain=layer["attn_norm"])
 
     def embed(self) -> None:
-        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x,
+        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x, self.ssq,
                                                                   np.int32(self.p.hidden)))
 
-    def rmsnorm(self, gain: Any) -> None:
-        self.k["rmsnorm"]((1,), (1024,), (self.x, gain, self.hn, np.int32(self.p.hidden),
-                                          np.float32(self.p.norm_eps)))
-
-    def rope_kv(self, li: int) -> None:
-        p = self.p
-        self.k["rope_kv"]((p.n_heads + p.n_kv_heads,), (p.head_dim // 2,),
-                          (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
-                           self.inv_freq, np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
-                           np.int32(p.max_ctx)))
-
     def attention(self, li: int) -> None:
+        """RoPE, this token's KV-cache write and split attention in one launch, then the merge."""
         p = self.p
         self.k["attn_split"]((p.n_heads, self.splits), (ATT_THREADS,),
-                             (self.q, self.cache_k[li], self.cache_v[li], self.d_pos, self.part_o, self.part_ml,
+                             (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
+                              self.inv_freq, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)))
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
@@ -118,19 +123,22 @@ class OwnForward:
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
+                                (layer["wo"], self.attn, self.x, self.ssq, np.int32(p.hidden), np.int32(p.hidden)))
 
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
-                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
+                              (layer["w_gate"], layer["w_up"], *self._norm_args(layer["ffn_norm"]), self.ff,
+                               np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
+                                (layer["w_down"], self.ff, self.x, self.ssq, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
+        """The final RMSNorm and the vocabulary projection in one launch."""
         p = self.p
-        self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
+        self._gemv(self.w["lm_head"], None, self.logits, p.vocab, p.hidden, float(self.lm_scale),
+                   gain=self.w["final_norm"])
 
     def sample(self) -> None:
         """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""
@@ -242,19 +250,49 @@ def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
 
 
-def rope_kv_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
-                      pos: int, slot: int, inv_freq: np.ndarray) -> np.ndarray:
-    """rope_kv: rotate-half RoPE of q (heads, d) returned, k rotated and k, v written at ``slot``
-    of the caches (kv_heads, max_ctx, d), in place."""
+def norm_partials_reference(x: np.ndarray, group: int = NORM_GROUP) -> np.ndarray:
+    """What embed and gemv_residual leave beside the residual: the sum of squares of each ``group``
+    consecutive elements."""
+    return (x.reshape(-1, group).astype(np.float64) ** 2).sum(1)
+
+
+def norm_from_partials_reference(x: np.ndarray, partials: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
+    """NormX (the RMSNorm folded into the projection that reads it): inv from the writer's partials,
+    then half(x * inv * gain) element by element."""
+    inv = 1.0 / np.sqrt(partials.sum() / x.size + eps)
+    return (x * inv * gain).astype(np.float16)
+
+
+def rope_chunks_reference(v: np.ndarray, pos: int, inv_freq: np.ndarray) -> np.ndarray:
+    """decode.cu's rope_chunk over every chunk of one head (d,): chunk c (dims 8c..8c+7) is rotated
+    with chunk c ^ (lpr/2), lpr = d/8, the first half as a cos - b sin, the second as a sin + b cos."""
+    d = v.shape[0]
+    lpr, half = d // 8, d // 2
     cos, sin = np.cos(pos * inv_freq), np.sin(pos * inv_freq)
+    out = np.empty(d)
+    for c in range(lpr):
+        partner = c ^ (lpr // 2)
+        for e in range(8):
+            j, jp = 8 * c + e, 8 * partner + e
+            if c < lpr // 2:
+                out[j] = v[j] * cos[j] - v[jp] * sin[j]
+            else:
+                out[j] = v[jp] * sin[j - half] + v[j] * cos[j - half]
+    return out
 
-    def rot(z: np.ndarray) -> np.ndarray:
-        a, b = z[:, : z.shape[1] // 2], z[:, z.shape[1] // 2:]
-        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=1)
 
-    cache_k[:, slot] = rot(k)
-    cache_v[:, slot] = v
-    return rot(q)
+def attention_rope_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache_k: np.ndarray,
+                             cache_v: np.ndarray, pos: int, slot: int, inv_freq: np.ndarray) -> np.ndarray:
+    """attn_split (RoPE and the cache write folded in) + attn_combine: q (heads, d), k, v (kv_heads, d)
+    the projections' raw outputs; the row at ``slot`` is this token's k (rotated) and v, written into
+    the caches (kv_heads, max_ctx, d) in place; returns the attention output (heads, d)."""
+    heads, kv = q.shape[0], k.shape[0]
+    group = heads // kv
+    for g in range(kv):
+        cache_k[g, slot] = rope_chunks_reference(k[g], pos, inv_freq)
+        cache_v[g, slot] = v[g]
+    return np.stack([attention_split_reference(rope_chunks_reference(q[h], pos, inv_freq), cache_k[h // group],
+                                               cache_v[h // group], pos + 1) for h in range(heads)])
 
 
 def swiglu_reference(wg: np.ndarray, wu: np.ndarray, x: np.ndarray) -> np.ndarray:

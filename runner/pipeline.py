@@ -242,28 +242,23 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
+        # Our kernels fold each RMSNorm into the projection after it and RoPE + the KV-cache write into
+        # attention, so the ranges are named for what they hold (the eager path's "rmsnorm" + "qkv" is
+        # "norm_qkv" here).
         for li, layer in enumerate(self.layers):
-            with rec.span("rmsnorm", s):
-                own.rmsnorm(layer["attn_norm"])
             if self.qkv_streams:
-                with rec.span("qkv"):
+                with rec.span("norm_qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
             else:
-                with rec.span("qkv", s):
+                with rec.span("norm_qkv", s):
                     own.qkv(layer)
-            with rec.span("rope_kv_write", s):
-                own.rope_kv(li)
-            with rec.span("attention", s):
+            with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer)
-            with rec.span("rmsnorm", s):
-                own.rmsnorm(layer["ffn_norm"])
-            with rec.span("ffn", s):
+            with rec.span("norm_ffn", s):
                 own.ffn(layer)
-        with rec.span("rmsnorm", s):
-            own.rmsnorm(self.w["final_norm"])
-        with rec.span("lm_head", s):
+        with rec.span("norm_lm_head", s):
             own.lm_head()
         with rec.span("sample", s):
             own.sample()

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perfreview.report import render  # noqa: E402
+from runner import own_kernels as ok_  # noqa: E402
 from runner.own_kernels import CHUNK, OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
@@ -79,75 +80,71 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
 
     h, kv, d = p.hidden, p.kv_dim, p.head_dim
     f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
-    x = rng.standard_normal(h).astype(np.float16)
-    fw.hn[...] = cp.asarray(x)
-    # gemv_qkv
-    poison(fw.q, fw.kk, fw.v)
-    fw.qkv({k: cp.asarray(v) for k, v in host.items()})
-    for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
-        record(name, rel(out.get(), f64(host[wname]) @ f64(x)))
-    # gemv (alone, scaled)
-    poison(fw.q)
-    fw._gemv(cp.asarray(host["wq"]), fw.hn, fw.q, h, h, 0.5)
-    record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
-    # gemv_swiglu + gemv_residual (down)
-    poison(fw.ff)
-    resid0 = rng.standard_normal(h).astype(np.float32)
-    fw.x[...] = cp.asarray(resid0)
     layer = {k: cp.asarray(v) for k, v in host.items()}
-    fw.ffn(layer)
-    g, u = f64(host["w_gate"]) @ f64(x), f64(host["w_up"]) @ f64(x)
-    a = g / (1 + np.exp(-g)) * u
-    record("gemv_swiglu", rel(fw.ff.get(), a))
-    record("gemv_residual", rel(fw.x.get() - resid0, f64(host["w_down"]) @ f64(fw.ff.get())))
-    # rmsnorm
-    xr = rng.standard_normal(h).astype(np.float32) * 3
-    fw.x[...] = cp.asarray(xr)
-    poison(fw.hn)
-    fw.rmsnorm(layer["attn_norm"])
-    ref = f64(xr) / np.sqrt((f64(xr) ** 2).mean() + p.norm_eps) * f64(host["attn_norm"])
-    record("rmsnorm", rel(fw.hn.get(), ref))
-    # embed
+    gain = f64(host["attn_norm"])
+
+    def set_resid(xr):  # the residual and the partial sums of squares its writer leaves (embed, gemv_residual)
+        fw.x[...] = cp.asarray(xr)
+        fw.ssq[...] = cp.asarray(ok_.norm_partials_reference(xr).astype(np.float32))
+
+    def normed(xr):  # float64 RMSNorm * gain: what the folded norm stands for
+        return f64(xr) / np.sqrt((f64(xr) ** 2).mean() + p.norm_eps) * gain
+
+    xr = (rng.standard_normal(h) * 3).astype(np.float32)
+    set_resid(xr)
+    hn = normed(xr)
+    # gemv_qkv (RMSNorm folded in)
+    poison(fw.q, fw.kk, fw.v)
+    fw.qkv(layer)
+    for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
+        record(name, rel(out.get(), f64(host[wname]) @ hn))
+    # gemv: plain (scaled), and with the norm (lm_head's form)
+    x = rng.standard_normal(h).astype(np.float16)
+    xd = cp.asarray(x)
+    poison(fw.q)
+    fw._gemv(layer["wq"], xd, fw.q, h, h, 0.5)
+    record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
+    poison(fw.q)
+    fw._gemv(layer["wq"], None, fw.q, h, h, 0.5, gain=layer["attn_norm"])
+    record("gemv+norm", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ hn))
+    # gemv_swiglu (norm folded in) + gemv_residual (down) with its partial sums of squares
+    poison(fw.ff, fw.ssq)
+    set_resid(xr)
+    layer_ffn = dict(layer, ffn_norm=layer["attn_norm"])
+    fw.ffn(layer_ffn)
+    g, u = f64(host["w_gate"]) @ hn, f64(host["w_up"]) @ hn
+    record("gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
+    new_x = fw.x.get()
+    record("gemv_residual", rel(new_x - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
+    record("gemv_residual:ssq", rel(fw.ssq.get(), ok_.norm_partials_reference(new_x)))
+    # embed with its partials
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
-    poison(fw.x)
+    poison(fw.x, fw.ssq)
     fw.embed()
     record("embed", rel(fw.x.get(), f64(emb[tok])))
-    # rope_kv
-    pos = int(rng.integers(0, p.max_ctx))
-    fw.d_pos[...] = pos
-    fw.d_slot[...] = pos
-    q0 = rng.standard_normal(h).astype(np.float16)
-    k0 = rng.standard_normal(kv).astype(np.float16)
-    v0 = rng.standard_normal(kv).astype(np.float16)
-    fw.q[...], fw.kk[...], fw.v[...] = cp.asarray(q0), cp.asarray(k0), cp.asarray(v0)
-    fw.rope_kv(0)
-    ang = pos / p.rope_theta ** (np.arange(0, d, 2) / d)
-
-    def rope(z, heads):
-        z = f64(z).reshape(heads, d)
-        a_, b_ = z[:, : d // 2], z[:, d // 2:]
-        return np.concatenate([a_ * np.cos(ang) - b_ * np.sin(ang), a_ * np.sin(ang) + b_ * np.cos(ang)], 1)
-
-    record("rope_kv:q", rel(fw.q.get().reshape(p.n_heads, d), rope(q0, p.n_heads)))
-    record("rope_kv:cache_k", rel(fw.cache_k[0][:, pos].get(), rope(k0, p.n_kv_heads)))
-    record("rope_kv:cache_v", rel(fw.cache_v[0][:, pos].get(), f64(v0).reshape(p.n_kv_heads, d)))
-    # attention (split + combine) at three lengths
-    group = p.n_heads // p.n_kv_heads
+    record("embed:ssq", rel(fw.ssq.get(), ok_.norm_partials_reference(f64(emb[tok]))))
+    # attention with RoPE and the cache write folded in, at three lengths (the cache row at pos written)
+    inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     for n in (1, 300, p.max_ctx):
-        fw.d_pos[...] = n - 1
+        pos = n - 1
+        fw.d_pos[...] = pos
+        fw.d_slot[...] = pos
         qa = rng.standard_normal(h).astype(np.float16)
-        fw.q[...] = cp.asarray(qa)
+        ka = rng.standard_normal(kv).astype(np.float16)
+        va = rng.standard_normal(kv).astype(np.float16)
+        fw.q[...], fw.kk[...], fw.v[...] = cp.asarray(qa), cp.asarray(ka), cp.asarray(va)
+        K, V = f64(fw.cache_k[0].get()), f64(fw.cache_v[0].get())
+        fw.cache_k[0][:, pos] = np.nan  # the row this token writes: an unwritten row fails
+        fw.cache_v[0][:, pos] = np.nan
         poison(fw.attn)
         fw.attention(0)
-        K, V = f64(fw.cache_k[0].get()), f64(fw.cache_v[0].get())
-        ref = []
-        for hh in range(p.n_heads):
-            qh = f64(qa[hh * d:(hh + 1) * d])
-            s = K[hh // group, :n] @ qh / np.sqrt(d)
-            w_ = np.exp(s - s.max())
-            ref.append((w_ / w_.sum()) @ V[hh // group, :n])
-        record(f"attn_split+combine n={n}", rel(fw.attn.get(), np.concatenate(ref)), f"{-(-n // CHUNK)} splits used")
+        ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
+                                           f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
+        record(f"attn_split+combine n={n}", rel(fw.attn.get(), ref.ravel()), f"{-(-n // CHUNK)} splits used")
+        if n == 300:
+            record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
+            record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
     # argmax (exact)
     logits = rng.standard_normal(vocab).astype(np.float16)
     fw.logits[:vocab] = cp.asarray(logits)
@@ -182,10 +179,12 @@ def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
         y = cp.zeros(r, np.float16)
         if name.startswith("gate"):
             half = f
+            fw.x[...] = cp.asarray(rng.standard_normal(h).astype(np.float32))
+            gain = cp.ones(h, np.float16)
 
             def run(m):
                 fw.k["gemv_swiglu"](((half + 7) // 8,), (256,),
-                                    (m[:half], m[half:], x, y, np.int32(half), np.int32(c)))
+                                    (m[:half], m[half:], *fw._norm_args(gain), y, np.int32(half), np.int32(c)))
         else:
             def run(m):
                 fw._gemv(m, x, y, r, c)

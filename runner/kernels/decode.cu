@@ -64,7 +64,56 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
     return acc;
 }
 
-// Dot product of one fp16 row with x (fp16), one warp, 16-byte loads (8 halves per lane per step).
+// The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i.
+// PlainX: an fp16 vector another kernel wrote.
+// NormX: RMSNorm(resid) * gain computed chunk by chunk as it is read, so no kernel of its own writes it
+// (a separate rmsnorm launch, 33 a 1b token, cost a launch and a dependency each). The sum of squares
+// comes from the kernel that wrote the residual, as per-group partials (norm_partials); each warp adds
+// them in the same order, so every warp of every block gets the same inv, and the values are those a
+// separate RMSNorm kernel would write: half(x * inv * gain).
+struct PlainX {
+    const uint4* p;
+    __device__ __forceinline__ uint4 operator()(int i) const { return p[i]; }
+};
+
+struct NormX {
+    const float4* r;
+    const uint4* g;
+    float inv;
+    __device__ __forceinline__ uint4 operator()(int i) const {
+        const float4 a = r[2 * i], b = r[2 * i + 1];
+        const uint4 gg = g[i];
+        const half2* gh = reinterpret_cast<const half2*>(&gg);
+        const float2 g0 = __half22float2(gh[0]), g1 = __half22float2(gh[1]);
+        const float2 g2 = __half22float2(gh[2]), g3 = __half22float2(gh[3]);
+        uint4 out;
+        half2* o = reinterpret_cast<half2*>(&out);
+        o[0] = __floats2half2_rn(a.x * inv * g0.x, a.y * inv * g0.y);
+        o[1] = __floats2half2_rn(a.z * inv * g1.x, a.w * inv * g1.y);
+        o[2] = __floats2half2_rn(b.x * inv * g2.x, b.y * inv * g2.y);
+        o[3] = __floats2half2_rn(b.z * inv * g3.x, b.w * inv * g3.y);
+        return out;
+    }
+};
+
+// Residual writers (embed, gemv_residual) leave NORM_GROUP-element partial sums of squares beside the
+// residual: partial g = sum of x[i]^2 over i in [g*NORM_GROUP, (g+1)*NORM_GROUP).
+#define NORM_GROUP 8  // = rows per gemv_residual block (ROWS_PER_BLOCK in own_kernels.py)
+
+// inv = rsqrt(mean(x^2) + eps) from the partials, the same value in every lane of every warp.
+__device__ __forceinline__ float norm_inv(const float* __restrict__ ssq, int parts, int n, float eps) {
+    float t = 0.f;
+    for (int i = threadIdx.x & (WARP - 1); i < parts; i += WARP) t += ssq[i];
+    return rsqrtf(warp_sum(t) / n + eps);
+}
+
+__device__ __forceinline__ NormX norm_x(const float* __restrict__ xr, const half* __restrict__ gain,
+                                        const float* __restrict__ ssq, int n, float eps) {
+    return NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain),
+                 norm_inv(ssq, n / NORM_GROUP, n, eps)};
+}
+
+// Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
 // each lane's first PRE loads (a 2048-wide row whole), row_dot finishes the row once x may be read.
 #ifndef PRE
@@ -82,26 +131,27 @@ __device__ __forceinline__ void row_load(RowHead& r, const half* __restrict__ w,
     }
 }
 
-__device__ __forceinline__ float row_dot(const RowHead& r, const half* __restrict__ w, const half* __restrict__ x,
-                                         int cols) {
+template <class X>
+__device__ __forceinline__ float row_dot(const RowHead& r, const half* __restrict__ w, const X& x, int cols) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
-    const uint4* x4 = reinterpret_cast<const uint4*>(x);
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < PRE; ++k) {
         const int i = lane + k * WARP;
-        if (i < n4) acc = dot8(r.w[k], x4[i], acc);
+        if (i < n4) acc = dot8(r.w[k], x(i), acc);
     }
     // The rest of a wide row, unrolled 8 deep so each lane keeps 8 independent loads in flight.
 #pragma unroll 8
-    for (int i = lane + PRE * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x4[i], acc);
+    for (int i = lane + PRE * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x(i), acc);
     return warp_sum(acc);
 }
 
-// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
+// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`. With xr != null the
+// vector is RMSNorm(xr) * gain (NormX: the final norm before lm_head, or q/k/v alone), else x.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
-                                int rows, int cols, float scale) {
+                                int rows, int cols, float scale, const float* __restrict__ xr,
+                                const half* __restrict__ gain, const float* __restrict__ ssq, float eps) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
@@ -109,13 +159,15 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
     row_load(r, w, cols);
     pdl_wait();
     if (row >= rows) return;
-    float s = row_dot(r, w, x, cols);
+    const float s = xr ? row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols)
+                       : row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
 }
 
-// Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc (no weight copy).
+// Q, K and V projections of RMSNorm(xr) * gain in one launch: rows [0, ra) of Wa, then Wb, then Wc.
 extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                    const half* __restrict__ Wc, const half* __restrict__ x,
+                                    const half* __restrict__ Wc, const float* __restrict__ xr,
+                                    const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
     pdl_early();
@@ -129,140 +181,177 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
     row_load(r, w, cols);
     pdl_wait();
     if (row < 0) return;
-    float s = row_dot(r, w, x, cols);
+    float s = row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
 }
 
-// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
+// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add); the
+// block's rows' new values squared and summed into ssq[block] for the RMSNorm that reads them next.
+// Needs blockDim.x / WARP == NORM_GROUP.
 extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
-                                         float* __restrict__ resid, int rows, int cols) {
+                                         float* __restrict__ resid, float* __restrict__ ssq, int rows, int cols) {
+    __shared__ float sq[NORM_GROUP];
     pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const int warp = threadIdx.x / WARP, row = blockIdx.x * (blockDim.x / WARP) + warp;
     RowHead r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
     row_load(r, w, cols);
     pdl_wait();
-    if (row >= rows) return;
-    float s = row_dot(r, w, x, cols);
-    // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
-    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+    float v = 0.f;
+    if (row < rows) {
+        const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+        // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
+        v = resid[row] + __half2float(__float2half(s));
+        if ((threadIdx.x & 31) == 0) resid[row] = v;
+    }
+    if ((threadIdx.x & 31) == 0) sq[warp] = v * v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int k = 0; k < NORM_GROUP; ++k) t += sq[k];
+        ssq[blockIdx.x] = t;
+    }
 }
 
-// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch.
+// out = silu(Wg n) * (Wu n), n = RMSNorm(xr) * gain: the norm, the gate and up projections and the
+// SwiGLU in one launch (each chunk of n computed once for both rows).
 extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
+                                       const float* __restrict__ xr, const half* __restrict__ gain,
+                                       const float* __restrict__ ssq, float eps,
+                                       half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     RowHead rg, ru;
     const size_t off = (size_t)min(row, rows - 1) * cols;
     row_load(rg, Wg + off, cols);
     row_load(ru, Wu + off, cols);
     pdl_wait();
     if (row >= rows) return;
-    float g = __half2float(__float2half(row_dot(rg, Wg + off, x, cols)));
-    float u = __half2float(__float2half(row_dot(ru, Wu + off, x, cols)));
-    if ((threadIdx.x & 31) == 0) out[row] = __float2half(g / (1.f + __expf(-g)) * u);
-}
-
-// out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192).
-extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
-                                   half* __restrict__ out, int n, float eps) {
-    pdl_early();
-    pdl_wait();
-    __shared__ float part[32];
-    float s = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
-        t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = rsqrtf(t / n + eps);
+    const NormX x = norm_x(xr, gain, ssq, cols, eps);
+    const uint4* g4 = reinterpret_cast<const uint4*>(Wg + off);
+    const uint4* u4 = reinterpret_cast<const uint4*>(Wu + off);
+    float ag = 0.f, au = 0.f;
+#pragma unroll
+    for (int k = 0; k < PRE; ++k) {
+        const int i = lane + k * WARP;
+        if (i < n4) {
+            const uint4 xi = x(i);
+            ag = dot8(rg.w[k], xi, ag);
+            au = dot8(ru.w[k], xi, au);
+        }
     }
-    __syncthreads();
-    const float inv = part[0];
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        out[i] = __float2half(x[i] * inv * __half2float(gain[i]));
+#pragma unroll 4
+    for (int i = lane + PRE * WARP; i < n4; i += WARP) {
+        const uint4 xi = x(i);
+        ag = dot8(__ldg(g4 + i), xi, ag);
+        au = dot8(__ldg(u4 + i), xi, au);
+    }
+    const float g = __half2float(__float2half(warp_sum(ag)));
+    const float u = __half2float(__float2half(warp_sum(au)));
+    if (lane == 0) out[row] = __float2half(g / (1.f + __expf(-g)) * u);
 }
 
-// x (fp32 residual) = embedding row of the token id read from device memory.
+// x (fp32 residual) = embedding row of the token id read from device memory, with its partial sums
+// of squares (ssq, see NORM_GROUP). One element a thread (the grid covers n; n % NORM_GROUP == 0).
 extern "C" __global__ void embed(const half* __restrict__ E, const int* __restrict__ tok,
-                                 float* __restrict__ x, int n) {
+                                 float* __restrict__ x, float* __restrict__ ssq, int n) {
     pdl_early();
     pdl_wait();
-    const size_t base = (size_t)tok[0] * n;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        x[i] = __half2float(E[base + i]);
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const float v = i < n ? __half2float(E[(size_t)tok[0] * n + i]) : 0.f;
+    if (i < n) x[i] = v;
+    float s = v * v;  // NORM_GROUP adjacent lanes hold a group
+    for (int o = 1; o < NORM_GROUP; o <<= 1) s += __shfl_xor_sync(FULL, s, o);
+    if (i < n && i % NORM_GROUP == 0) ssq[i / NORM_GROUP] = s;
 }
 
-// RoPE (rotate-half) on q in place and on k, then k and v written into the cache at the slot read
-// from device memory. One block per head (q heads first, then kv heads); blockDim = head_dim/2.
-extern "C" __global__ void rope_kv(half* __restrict__ q, const half* __restrict__ k, const half* __restrict__ v,
-                                   half* __restrict__ cache_k, half* __restrict__ cache_v,
-                                   const int* __restrict__ pos, const int* __restrict__ slot,
-                                   const float* __restrict__ inv_freq, int n_heads, int n_kv, int d, int max_ctx) {
-    pdl_early();
-    pdl_wait();
-    const int h = blockIdx.x, i = threadIdx.x, half_d = d >> 1;
-    float sn, cs;
-    sincosf((float)pos[0] * inv_freq[i], &sn, &cs);
-    if (h < n_heads) {
-        half* r = q + h * d;
-        float a = __half2float(r[i]), b = __half2float(r[i + half_d]);
-        r[i] = __float2half(a * cs - b * sn);
-        r[i + half_d] = __float2half(a * sn + b * cs);
-    } else {
-        const int g = h - n_heads;
-        const half* r = k + g * d;
-        float a = __half2float(r[i]), b = __half2float(r[i + half_d]);
-        const size_t row = ((size_t)g * max_ctx + slot[0]) * d;
-        cache_k[row + i] = __float2half(a * cs - b * sn);
-        cache_k[row + i + half_d] = __float2half(a * sn + b * cs);
-        cache_v[row + i] = v[g * d + i];
-        cache_v[row + i + half_d] = v[g * d + i + half_d];
+// RoPE (rotate-half) of one 16-byte chunk c (dims 8c..8c+7) of a head's raw fp16 vector v: dim j pairs
+// with j + d/2, so chunk c with chunk c ^ (lpr/2) (lpr = d/8 chunks a head, a power of two). cs/sn hold
+// cos/sin(pos * inv_freq[f]) for f < d/2. The result rounded to fp16, as a separate RoPE kernel wrote it.
+__device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, int lpr, const float* cs,
+                                            const float* sn) {
+    const int hl = lpr >> 1, half_d = hl * 8;
+    const uint4 own = *reinterpret_cast<const uint4*>(v + c * 8);
+    const uint4 other = *reinterpret_cast<const uint4*>(v + (c ^ hl) * 8);
+    const half* o = reinterpret_cast<const half*>(&own);
+    const half* p = reinterpret_cast<const half*>(&other);
+    uint4 out;
+    half* r = reinterpret_cast<half*>(&out);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        const int j = c * 8 + e;
+        if (c < hl) {  // first half: a = x[j], b = x[j + d/2]: a cos - b sin
+            const float a = __half2float(o[e]), b = __half2float(p[e]);
+            r[e] = __float2half(a * cs[j] - b * sn[j]);
+        } else {  // second half: a = x[j - d/2], b = x[j]: a sin + b cos
+            const float a = __half2float(p[e]), b = __half2float(o[e]);
+            r[e] = __float2half(a * sn[j - half_d] + b * cs[j - half_d]);
+        }
     }
+    return out;
 }
 
-// Decode attention, split over the sequence (flash-decoding). Grid (n_heads, max_splits), block
-// ATT_THREADS threads: split s covers positions [s*SPLIT, min(n, (s+1)*SPLIT)), n = pos[0] + 1 read
-// from device memory, so one grid (and one graph) serves every position; splits past n exit at once
-// (attn_combine reads only the splits the context reaches). Each split writes its max m, sum l and
-// unnormalised output o (fp32) for attn_combine.
+// Decode attention, split over the sequence (flash-decoding), with RoPE and the KV-cache write of
+// this token folded in (no kernel of their own: 16 launches fewer a 1b token). Grid (n_heads,
+// max_splits), block ATT_THREADS threads: split s covers positions [s*SPLIT, min(n, (s+1)*SPLIT)),
+// n = pos[0] + 1 read from device memory, so one grid (and one graph) serves every position; splits
+// past n exit at once (attn_combine reads only the splits the context reaches). Each split writes its
+// max m, sum l and unnormalised output o (fp32) for attn_combine.
+// q, k, v are the projections' raw outputs: every block rotates q itself; the row at this token's
+// slot is taken from k (rotated) and v directly, never from the cache, and block (first head of the
+// kv group, split 0) writes that row into the cache for the tokens after this one.
 // Thread t holds 8 dims (one 16-byte load) of a position row: LPR = d/8 lanes a row, SLOTS =
 // ATT_THREADS/LPR rows at a time, each thread SPLIT/SLOTS positions. Every K and V load of the split
 // is issued at once, before any arithmetic, so a split costs one trip to memory: a P.V loop that
 // loaded V position by position made 8 trips and took ~8 us a layer (CUPTI, 1b, H100).
-// Needs d % 8 == 0, 32 % (d/8) == 0 and SPLIT / SLOTS <= ATT_POS (d <= 128; checked on the host).
+// Needs d % 16 == 0, 32 % (d/8) == 0 and SPLIT / SLOTS <= ATT_POS (d <= 128; checked on the host).
 #define SPLIT 64
 #define ATT_THREADS 256
 #define ATT_POS 4
-extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __restrict__ cache_k,
-                                      const half* __restrict__ cache_v, const int* __restrict__ pos,
+extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
+                                      const half* __restrict__ v_new, half* __restrict__ cache_k,
+                                      half* __restrict__ cache_v, const int* __restrict__ pos,
+                                      const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
+    __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
     pdl_early();
-    pdl_wait();  // q and this token's cache row come from the kernels just before
+    pdl_wait();  // q, k, v come from the projection just before
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
-    const int n = pos[0] + 1;
+    const int p0 = pos[0], n = p0 + 1, at = slot[0];
     const int start = s * SPLIT, end = min(n, start + SPLIT);
     if (start >= n) return;
-    const int g = h / (n_heads / n_kv);
-    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot = tid / lpr;
+    for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+    __syncthreads();
+    const int group = n_heads / n_kv, g = h / group;
+    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
+    const half* kn = k_new + g * d;
+    const half* vn = v_new + g * d;
+    if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
+        const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
+        *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
+        *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
+    }
     const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
     const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
     uint4 kr[ATT_POS], vr[ATT_POS];
     bool ok[ATT_POS];
 #pragma unroll
     for (int k = 0; k < ATT_POS; ++k) {
-        const int r = slot + k * slots, j = start + r;
+        const int r = slot_i + k * slots, j = start + r;
         ok[k] = r < SPLIT && j < end;
-        kr[k] = ok[k] ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-        vr[k] = ok[k] ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        if (ok[k] && j == at) {
+            kr[k] = rope_chunk(kn, c, lpr, cs, sn);
+            vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
+        } else {
+            kr[k] = ok[k] ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+            vr[k] = ok[k] ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        }
     }
-    const uint4 qv = *reinterpret_cast<const uint4*>(q + h * d + c * 8);
+    const uint4 qv = rope_chunk(q + h * d, c, lpr, cs, sn);
     // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
     float sc[ATT_POS], m = -INFINITY;
 #pragma unroll
@@ -297,7 +386,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     l = warp_sum(c == 0 ? l : 0.f);
     if ((tid & 31) == 0) red_l[tid >> 5] = l;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) so[slot * d + c * 8 + e] = o[e];
+    for (int e = 0; e < 8; ++e) so[slot_i * d + c * 8 + e] = o[e];
     __syncthreads();
     const size_t pidx = (size_t)h * gridDim.y + s;
     for (int i = tid; i < d; i += ATT_THREADS) {

@@ -11,8 +11,8 @@ import pytest
 
 from runner import own_kernels as ok
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "rope_kv", "attn_split",
-           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "attn_split", "attn_combine", "argmax",
+           "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -110,38 +110,83 @@ def test_two_stage_argmax_picks_first_of_ties_like_numpy():
     assert ok.argmax_two_stage_reference(x) == int(np.argmax(x))
 
 
-def test_rmsnorm_rope_and_residual_match_the_model_math():
-    """The kernels' per-step math, fed the pipeline's shapes, equals the float64 reference model's
-    layer math on the same tiny model (one layer, one position)."""
+@pytest.mark.parametrize("d", [16, 64, 128])
+def test_rope_by_chunks_is_rotate_half(d):
+    """rope_chunk pairs chunk c with c ^ (d/16): the same rotation as rotate-half RoPE (the model's)."""
+    rng = np.random.default_rng(d)
+    v = rng.standard_normal(d)
+    inv_freq = 1.0 / 500000.0 ** (np.arange(0, d, 2) / d)
+    pos = 301
+    cos, sin = np.cos(pos * inv_freq), np.sin(pos * inv_freq)
+    a, b = v[: d // 2], v[d // 2:]
+    np.testing.assert_allclose(ok.rope_chunks_reference(v, pos, inv_freq),
+                               np.concatenate([a * cos - b * sin, a * sin + b * cos]), rtol=1e-12, atol=1e-12)
+
+
+def test_norm_from_the_writers_partials_is_rmsnorm():
+    """The partial sums of squares left by the residual's writer give the RMSNorm a kernel of its own gave."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(2048) * 3).astype(np.float32)
+    gain = (1 + 0.1 * rng.standard_normal(2048)).astype(np.float16)
+    parts = ok.norm_partials_reference(x)
+    assert parts.shape == (2048 // ok.NORM_GROUP,)
+    np.testing.assert_allclose(parts.sum(), (x.astype(np.float64) ** 2).sum(), rtol=1e-12)
+    np.testing.assert_array_equal(ok.norm_from_partials_reference(x.astype(np.float64), parts, gain, 1e-5),
+                                  ok.rmsnorm_reference(x.astype(np.float64), gain, 1e-5))
+
+
+def test_attention_with_rope_and_cache_write_matches_separate_steps():
+    """attn_split with RoPE and the cache write folded in: the same output as rotating q and k, writing
+    the cache row, then attending; and the cache row written as the separate steps wrote it."""
+    rng = np.random.default_rng(5)
+    heads, kv, d, ctx, pos = 8, 2, 64, 300, 137
+    q, k, v = rng.standard_normal((heads, d)), rng.standard_normal((kv, d)), rng.standard_normal((kv, d))
+    ck, cv = rng.standard_normal((kv, ctx, d)), rng.standard_normal((kv, ctx, d))
+    ck2, cv2 = ck.copy(), cv.copy()
+    inv_freq = 1.0 / 10000.0 ** (np.arange(0, d, 2) / d)
+    out = ok.attention_rope_reference(q, k, v, ck, cv, pos, pos, inv_freq)
+    cos, sin = np.cos(pos * inv_freq), np.sin(pos * inv_freq)
+
+    def rot(z):
+        a, b = z[..., : d // 2], z[..., d // 2:]
+        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+    ck2[:, pos], cv2[:, pos] = rot(k), v
+    np.testing.assert_allclose(ck, ck2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cv, cv2)
+    want = np.stack([direct_attention(rot(q[h]), ck2[h // (heads // kv)], cv2[h // (heads // kv)], pos + 1)
+                     for h in range(heads)])
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_kernel_math_matches_the_model():
+    """The kernels' per-step math as our forward runs it (the norm from the writer's partials folded into
+    the projections, RoPE and the cache write folded into attention), fed the pipeline's shapes, equals
+    the float64 reference model on the same tiny model (one layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
 
     p = get_preset("tiny")
     w = init_weights(p, seed=3)
-    layer = w["layers"][0]
+    layer = {k: v.astype(np.float64) for k, v in w["layers"][0].items()}
     tok, pos = 7, 0
-    x = w["embed"][tok].astype(np.float64)
-    hn = ok.rmsnorm_reference(x, layer["attn_norm"].astype(np.float64), p.norm_eps).astype(np.float64)
-    q, k, v = (layer[m].astype(np.float64) @ hn for m in ("wq", "wk", "wv"))
+    x = w["embed"][tok].astype(np.float64)  # embed: the residual and its partials
+
+    def norm(x, gain):
+        return ok.norm_from_partials_reference(x, ok.norm_partials_reference(x), gain, p.norm_eps).astype(np.float64)
+
+    hn = norm(x, layer["attn_norm"])
+    q, k, v = (layer[m] @ hn for m in ("wq", "wk", "wv"))
     ck = np.zeros((p.n_kv_heads, p.max_ctx, p.head_dim))
     cv = np.zeros_like(ck)
-    q_rot = ok.rope_kv_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1), v.reshape(p.n_kv_heads, -1),
-                                 ck, cv, pos, pos, rope_inv_freq(p))
-    # At position 0 attention is the value row itself; push the rest of the model through the
-    # same references and compare the logits with the float64 reference.
-    group = p.n_heads // p.n_kv_heads
-    attn = np.concatenate([ok.attention_split_reference(q_rot[h], ck[h // group], cv[h // group], 1)
-                           for h in range(p.n_heads)])
-    x = x + layer["wo"].astype(np.float64) @ attn
-    hn = layer["ffn_norm"] * (x / np.sqrt((x * x).mean() + p.norm_eps))
-    x = x + layer["w_down"].astype(np.float64) @ ok.swiglu_reference(layer["w_gate"].astype(np.float64),
-                                                                     layer["w_up"].astype(np.float64), hn)
-    # (one layer only: compare against a one-layer copy of the model)
-    one = dict(w, layers=[layer])
+    attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
+                                       v.reshape(p.n_kv_heads, -1), ck, cv, pos, pos, rope_inv_freq(p)).ravel()
+    x = x + layer["wo"] @ attn  # gemv_residual: the residual and its partials
+    x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
+    one = dict(w, layers=[w["layers"][0]])
     ref = reference_logits(p.__class__(**{**p.__dict__, "n_layers": 1}), one, np.array([tok]))[0]
-    xn = w["final_norm"] * (x / np.sqrt((x * x).mean() + p.norm_eps))
-    ours = w["lm_head"].astype(np.float64) @ xn
-    assert np.abs(ours - ref).max() / ref.std() < 2e-2  # the fp16 rounding of the RMSNorm output
+    ours = w["lm_head"].astype(np.float64) @ norm(x, w["final_norm"].astype(np.float64))
+    assert np.abs(ours - ref).max() / ref.std() < 2e-2  # the fp16 rounding of the normalised vector
     assert int(ours.argmax()) == int(ref.argmax())
 
 
