@@ -34,13 +34,16 @@ from runner.own_kernels import OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
-VARIANTS = {  # name: (launch with PDL, -D defines of decode.cu)
-    "plain": (False, ()),
-    "pdl, trigger at start": (True, ("-DPDL_TRIGGER=1",)),
-    "pdl, trigger after wait": (True, ("-DPDL_TRIGGER=2",)),
-    "pdl, no trigger": (True, ("-DPDL_TRIGGER=0",)),
-    "plain, prefetch 1": (False, ("-DPRE=1",)),
-    "pdl at start, prefetch 1": (True, ("-DPRE=1", "-DPDL_TRIGGER=1")),
+VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu, fold_norm)
+    "plain": {"pdl": False},
+    "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
+    "pdl, trigger after wait": {"pdl": True, "defines": ("-DPDL_TRIGGER=2",)},
+    "pdl, no trigger": {"pdl": True, "defines": ("-DPDL_TRIGGER=0",)},
+    "plain, prefetch 1": {"pdl": False, "defines": ("-DPRE=1",)},
+    "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
+    "pdl, norm folded": {"pdl": True, "fold_norm": True},
+    "pdl, norm kernels": {"pdl": True, "fold_norm": False},
+    "pdl, norm kernels, no attention prefetch": {"pdl": True, "fold_norm": False, "defines": ("-DATT_PREFETCH=0",)},
 }
 REPLAYS = 50
 
@@ -100,7 +103,7 @@ def load_forward(tree: Path):
 
 
 def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
-    """``variants``: label -> (OwnForward class, launch with PDL, -D defines)."""
+    """``variants``: label -> (OwnForward class, its keyword arguments)."""
     p = get_preset(name)
     w, layers, wbytes = weights(cp, p)
     shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
@@ -111,8 +114,8 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
-    for label, (forward, pdl, defines) in variants.items():
-        own = forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=pdl, defines=defines)
+    for label, (forward, kwargs) in variants.items():
+        own = forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, **kwargs)
         owners.append(own)
         with stream:
             stream.begin_capture()
@@ -172,12 +175,14 @@ def main() -> int:
     ap.add_argument("--position", type=int, default=96, help="the token's position (context = position + 1)")
     ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
     ap.add_argument("--before", type=Path, help="a tree with own_kernels.py + kernels/decode.cu to compare with")
+    ap.add_argument("--before-variants", default="pdl, trigger after wait", help="';'-separated, run on --before")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    variants = {k: (OwnForward, *VARIANTS[k]) for k in args.variants.split(";")}
-    if args.before:
+    variants = {k: (OwnForward, VARIANTS[k]) for k in args.variants.split(";")}
+    if args.before:  # the earlier tree's forward takes no fold_norm
         before = load_forward(args.before)
-        variants.update({f"before: {k}": (before, *VARIANTS[k]) for k in args.variants.split(";")})
+        variants.update({f"before: {k}": (before, {a: v for a, v in VARIANTS[k].items() if a != "fold_norm"})
+                         for k in args.before_variants.split(";")})
     import cupy as cp
 
     from runner.device import CudaDevice

@@ -22,6 +22,9 @@ ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_GROUP = ROWS_PER_BLOCK  # elements per partial sum of squares (decode.cu's NORM_GROUP): a gemv_residual block
+# Each RMSNorm folded into the projection that reads it (the residual's writer leaves partial sums of
+# squares) rather than a launch of its own: set from bench/pdl_variants.py (both forms measured there).
+FOLD_NORM = True
 NULL = np.uint64(0)  # a null device pointer argument (8 bytes, as CuPy and cuLaunchKernelEx pass pointers)
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
@@ -33,7 +36,7 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None) -> None:
+                 zeros: Any = None, fold_norm: bool = FOLD_NORM) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -50,8 +53,9 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "attn_split", "attn_combine", "argmax",
-                 "argmax_partial", "argmax_final", "spin_ns", "advance")
+        self.fold_norm = fold_norm
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
+                 "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -65,6 +69,7 @@ class OwnForward:
         # its partial sums of squares (NORM_GROUP elements each), left by the kernel that wrote it for
         # the RMSNorm folded into the projection that reads it next
         self.ssq = zeros(p.hidden // NORM_GROUP, f32)
+        self.hn = zeros(p.hidden, f16)  # the normalised vector, when the norm runs as a kernel of its own
         self.q = zeros(p.hidden, f16)
         self.kk = zeros(p.kv_dim, f16)
         self.v = zeros(p.kv_dim, f16)
@@ -87,10 +92,20 @@ class OwnForward:
                         np.float32(self.p.norm_eps)))
 
     def _norm_args(self, gain: Any) -> tuple:
-        return (self.x, gain, self.ssq, np.float32(self.p.norm_eps))
+        """(x, xr, gain, ssq, eps) of a projection that reads the normalised residual: folded, the norm
+        is computed from the residual and its partials; else x is ``hn``, which rmsnorm() wrote."""
+        eps = np.float32(self.p.norm_eps)
+        if self.fold_norm:
+            return (NULL, self.x, gain, self.ssq, eps)
+        return (self.hn, NULL, NULL, NULL, eps)
+
+    def rmsnorm(self, gain: Any) -> None:
+        """The RMSNorm as a launch of its own (only without ``fold_norm``)."""
+        self.k["rmsnorm"]((1,), (1024,), (self.x, gain, self.hn, np.int32(self.p.hidden),
+                                          np.float32(self.p.norm_eps)))
 
     def qkv(self, layer: dict[str, Any]) -> None:
-        """RMSNorm (attn_norm) and the Q, K, V projections in one launch."""
+        """The Q, K, V projections in one launch (with ``fold_norm``, the attn_norm RMSNorm too)."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
@@ -102,10 +117,13 @@ class OwnForward:
         """One of q/k/v alone, its RMSNorm folded in (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        self._gemv(layer[which], None, out, rows, p.hidden, gain=layer["attn_norm"])
+        if self.fold_norm:
+            self._gemv(layer[which], None, out, rows, p.hidden, gain=layer["attn_norm"])
+        else:
+            self._gemv(layer[which], self.hn, out, rows, p.hidden)
 
     def embed(self) -> None:
-        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x, self.ssq,
+        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x, self._ssq(),
                                                                   np.int32(self.p.hidden)))
 
     def attention(self, li: int) -> None:
@@ -123,7 +141,7 @@ class OwnForward:
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["wo"], self.attn, self.x, self.ssq, np.int32(p.hidden), np.int32(p.hidden)))
+                                (layer["wo"], self.attn, self.x, self._ssq(), np.int32(p.hidden), np.int32(p.hidden)))
 
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
@@ -132,13 +150,20 @@ class OwnForward:
                               (layer["w_gate"], layer["w_up"], *self._norm_args(layer["ffn_norm"]), self.ff,
                                np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["w_down"], self.ff, self.x, self.ssq, np.int32(p.hidden), np.int32(p.ffn)))
+                                (layer["w_down"], self.ff, self.x, self._ssq(), np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
-        """The final RMSNorm and the vocabulary projection in one launch."""
+        """The vocabulary projection (with ``fold_norm``, the final RMSNorm too)."""
         p = self.p
-        self._gemv(self.w["lm_head"], None, self.logits, p.vocab, p.hidden, float(self.lm_scale),
-                   gain=self.w["final_norm"])
+        if self.fold_norm:
+            self._gemv(self.w["lm_head"], None, self.logits, p.vocab, p.hidden, float(self.lm_scale),
+                       gain=self.w["final_norm"])
+        else:
+            self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
+
+    def _ssq(self) -> Any:
+        """Where residual writers leave their partial sums of squares (none without ``fold_norm``)."""
+        return self.ssq if self.fold_norm else NULL
 
     def sample(self) -> None:
         """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""

@@ -242,23 +242,34 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
-        # Our kernels fold each RMSNorm into the projection after it and RoPE + the KV-cache write into
-        # attention, so the ranges are named for what they hold (the eager path's "rmsnorm" + "qkv" is
-        # "norm_qkv" here).
+        # Our kernels fold RoPE + the KV-cache write into attention and (``fold_norm``) each RMSNorm into
+        # the projection after it, so the ranges are named for what they hold (the eager path's
+        # "rmsnorm" + "qkv" is "norm_qkv" here).
+        fold = own.fold_norm
+        names = ("norm_qkv", "norm_ffn", "norm_lm_head") if fold else ("qkv", "ffn", "lm_head")
+
+        def norm(gain: Any) -> None:
+            if not fold:
+                with rec.span("rmsnorm", s):
+                    own.rmsnorm(gain)
+
         for li, layer in enumerate(self.layers):
+            norm(layer["attn_norm"])
             if self.qkv_streams:
-                with rec.span("norm_qkv"):
+                with rec.span(names[0]):
                     self._fork_join(lambda name, which: own.proj(which, layer))
             else:
-                with rec.span("norm_qkv", s):
+                with rec.span(names[0], s):
                     own.qkv(layer)
             with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer)
-            with rec.span("norm_ffn", s):
+            norm(layer["ffn_norm"])
+            with rec.span(names[1], s):
                 own.ffn(layer)
-        with rec.span("norm_lm_head", s):
+        norm(self.w["final_norm"])
+        with rec.span(names[2], s):
             own.lm_head()
         with rec.span("sample", s):
             own.sample()

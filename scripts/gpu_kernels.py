@@ -117,6 +117,17 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     new_x = fw.x.get()
     record("gemv_residual", rel(new_x - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
     record("gemv_residual:ssq", rel(fw.ssq.get(), ok_.norm_partials_reference(new_x)))
+    # the norm as a kernel of its own (fold_norm off): rmsnorm, then the projections read hn
+    fw.fold_norm = False
+    set_resid(xr)
+    poison(fw.hn, fw.q, fw.ff)
+    fw.rmsnorm(layer["attn_norm"])
+    record("rmsnorm", rel(fw.hn.get(), hn))
+    fw.qkv(layer)
+    record("unfolded gemv_qkv:q", rel(fw.q.get(), f64(host["wq"]) @ hn))
+    fw.ffn(layer_ffn)
+    record("unfolded gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
+    fw.fold_norm = True
     # embed with its partials
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok

@@ -67,7 +67,7 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
 // The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i.
 // PlainX: an fp16 vector another kernel wrote.
 // NormX: RMSNorm(resid) * gain computed chunk by chunk as it is read, so no kernel of its own writes it
-// (a separate rmsnorm launch, 33 a 1b token, cost a launch and a dependency each). The sum of squares
+// (the `fold_norm` form of our forward; the other runs the rmsnorm kernel below). The sum of squares
 // comes from the kernel that wrote the residual, as per-group partials (norm_partials); each warp adds
 // them in the same order, so every warp of every block gets the same inv, and the values are those a
 // separate RMSNorm kernel would write: half(x * inv * gain).
@@ -164,9 +164,11 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
 }
 
-// Q, K and V projections of RMSNorm(xr) * gain in one launch: rows [0, ra) of Wa, then Wb, then Wc.
+// Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc; of x, or with xr != null
+// of RMSNorm(xr) * gain (NormX).
 extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                    const half* __restrict__ Wc, const float* __restrict__ xr,
+                                    const half* __restrict__ Wc, const half* __restrict__ x,
+                                    const float* __restrict__ xr,
                                     const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
@@ -181,13 +183,14 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
     row_load(r, w, cols);
     pdl_wait();
     if (row < 0) return;
-    float s = row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols);
+    const float s = xr ? row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols)
+                       : row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
 }
 
-// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add); the
-// block's rows' new values squared and summed into ssq[block] for the RMSNorm that reads them next.
-// Needs blockDim.x / WARP == NORM_GROUP.
+// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add); with
+// ssq != null the block's rows' new values squared and summed into ssq[block] for the RMSNorm folded
+// into the projection that reads them next. Needs blockDim.x / WARP == NORM_GROUP.
 extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, float* __restrict__ ssq, int rows, int cols) {
     __shared__ float sq[NORM_GROUP];
@@ -204,6 +207,7 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
         v = resid[row] + __half2float(__float2half(s));
         if ((threadIdx.x & 31) == 0) resid[row] = v;
     }
+    if (!ssq) return;
     if ((threadIdx.x & 31) == 0) sq[warp] = v * v;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -213,24 +217,14 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
     }
 }
 
-// out = silu(Wg n) * (Wu n), n = RMSNorm(xr) * gain: the norm, the gate and up projections and the
-// SwiGLU in one launch (each chunk of n computed once for both rows).
-extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const float* __restrict__ xr, const half* __restrict__ gain,
-                                       const float* __restrict__ ssq, float eps,
-                                       half* __restrict__ out, int rows, int cols) {
-    pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch; with xr != null
+// x is RMSNorm(xr) * gain (NormX), each chunk computed once for both rows.
+template <class X>
+__device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru, const half* __restrict__ wg,
+                                            const half* __restrict__ wu, const X& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
-    RowHead rg, ru;
-    const size_t off = (size_t)min(row, rows - 1) * cols;
-    row_load(rg, Wg + off, cols);
-    row_load(ru, Wu + off, cols);
-    pdl_wait();
-    if (row >= rows) return;
-    const NormX x = norm_x(xr, gain, ssq, cols, eps);
-    const uint4* g4 = reinterpret_cast<const uint4*>(Wg + off);
-    const uint4* u4 = reinterpret_cast<const uint4*>(Wu + off);
+    const uint4* g4 = reinterpret_cast<const uint4*>(wg);
+    const uint4* u4 = reinterpret_cast<const uint4*>(wu);
     float ag = 0.f, au = 0.f;
 #pragma unroll
     for (int k = 0; k < PRE; ++k) {
@@ -249,11 +243,50 @@ extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* 
     }
     const float g = __half2float(__float2half(warp_sum(ag)));
     const float u = __half2float(__float2half(warp_sum(au)));
-    if (lane == 0) out[row] = __float2half(g / (1.f + __expf(-g)) * u);
+    if (lane == 0) *out = __float2half(g / (1.f + __expf(-g)) * u);
+}
+
+extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
+                                       const half* __restrict__ x, const float* __restrict__ xr,
+                                       const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
+                                       half* __restrict__ out, int rows, int cols) {
+    pdl_early();
+    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    RowHead rg, ru;
+    const size_t off = (size_t)min(row, rows - 1) * cols;
+    row_load(rg, Wg + off, cols);
+    row_load(ru, Wu + off, cols);
+    pdl_wait();
+    if (row >= rows) return;
+    if (xr) swiglu_rows(rg, ru, Wg + off, Wu + off, norm_x(xr, gain, ssq, cols, eps), cols, out + row);
+    else swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
+}
+
+// out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192): the RMSNorm as a kernel of
+// its own (our forward without fold_norm).
+extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
+                                   half* __restrict__ out, int n, float eps) {
+    pdl_early();
+    pdl_wait();
+    __shared__ float part[32];
+    float s = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) part[0] = rsqrtf(t / n + eps);
+    }
+    __syncthreads();
+    const float inv = part[0];
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        out[i] = __float2half(x[i] * inv * __half2float(gain[i]));
 }
 
 // x (fp32 residual) = embedding row of the token id read from device memory, with its partial sums
-// of squares (ssq, see NORM_GROUP). One element a thread (the grid covers n; n % NORM_GROUP == 0).
+// of squares when ssq != null (see NORM_GROUP). One element a thread (the grid covers n; n % NORM_GROUP == 0).
 extern "C" __global__ void embed(const half* __restrict__ E, const int* __restrict__ tok,
                                  float* __restrict__ x, float* __restrict__ ssq, int n) {
     pdl_early();
@@ -263,7 +296,7 @@ extern "C" __global__ void embed(const half* __restrict__ E, const int* __restri
     if (i < n) x[i] = v;
     float s = v * v;  // NORM_GROUP adjacent lanes hold a group
     for (int o = 1; o < NORM_GROUP; o <<= 1) s += __shfl_xor_sync(FULL, s, o);
-    if (i < n && i % NORM_GROUP == 0) ssq[i / NORM_GROUP] = s;
+    if (ssq && i < n && i % NORM_GROUP == 0) ssq[i / NORM_GROUP] = s;
 }
 
 // RoPE (rotate-half) of one 16-byte chunk c (dims 8c..8c+7) of a head's raw fp16 vector v: dim j pairs
@@ -305,7 +338,14 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // ATT_THREADS/LPR rows at a time, each thread SPLIT/SLOTS positions. Every K and V load of the split
 // is issued at once, before any arithmetic, so a split costs one trip to memory: a P.V loop that
 // loaded V position by position made 8 trips and took ~8 us a layer (CUPTI, 1b, H100).
+// The cache rows of earlier tokens, the position and the slot were written before the kernel just
+// before this one started, so (ATT_PREFETCH) they are loaded before waiting for it: that kernel
+// starts this one only after its own wait returned, i.e. once everything before it had finished
+// (PDL_TRIGGER 2; with 0 it has finished itself). Triggering at the start (1) gives no such order.
 // Needs d % 16 == 0, 32 % (d/8) == 0 and SPLIT / SLOTS <= ATT_POS (d <= 128; checked on the host).
+#ifndef ATT_PREFETCH
+#define ATT_PREFETCH (PDL_TRIGGER != 1)
+#endif
 #define SPLIT 64
 #define ATT_THREADS 256
 #define ATT_POS 4
@@ -319,15 +359,33 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
     pdl_early();
-    pdl_wait();  // q, k, v come from the projection just before
+#if !ATT_PREFETCH
+    pdl_wait();
+#endif
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
     const int start = s * SPLIT, end = min(n, start + SPLIT);
     if (start >= n) return;
-    for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
-    __syncthreads();
     const int group = n_heads / n_kv, g = h / group;
     const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
+    const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
+    const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
+    uint4 kr[ATT_POS], vr[ATT_POS];
+    bool ok[ATT_POS], fresh[ATT_POS];
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        const int r = slot_i + k * slots, j = start + r;
+        ok[k] = r < SPLIT && j < end;
+        fresh[k] = ok[k] && j == at;  // this token's row: from k and v below, not from the cache
+        const bool load = ok[k] && !fresh[k];
+        kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+    }
+#if ATT_PREFETCH
+    pdl_wait();  // q, k, v come from the projection just before
+#endif
+    for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+    __syncthreads();
     const half* kn = k_new + g * d;
     const half* vn = v_new + g * d;
     if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
@@ -335,20 +393,11 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
         *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
         *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
     }
-    const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
-    const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
-    uint4 kr[ATT_POS], vr[ATT_POS];
-    bool ok[ATT_POS];
 #pragma unroll
     for (int k = 0; k < ATT_POS; ++k) {
-        const int r = slot_i + k * slots, j = start + r;
-        ok[k] = r < SPLIT && j < end;
-        if (ok[k] && j == at) {
+        if (fresh[k]) {
             kr[k] = rope_chunk(kn, c, lpr, cs, sn);
             vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
-        } else {
-            kr[k] = ok[k] ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-            vr[k] = ok[k] ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
         }
     }
     const uint4 qv = rope_chunk(q + h * d, c, lpr, cs, sn);

@@ -11,8 +11,8 @@ import pytest
 
 from runner import own_kernels as ok
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "embed", "attn_split", "attn_combine", "argmax",
-           "argmax_partial", "argmax_final", "spin_ns", "advance")
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
