@@ -67,14 +67,21 @@ def weights(cp, p):
 
 def token(own, layers, w) -> None:
     """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork)."""
-    if hasattr(own, "rmsnorm"):  # a --before tree from when RMSNorm and RoPE had launches of their own
+    if hasattr(own, "rope_kv"):  # a --before tree from when RMSNorm and RoPE had launches of their own
         return _token_unfused(own, layers, w)
+    fold = own.fold_norm
     own.embed()
     for li, layer in enumerate(layers):
+        if not fold:
+            own.rmsnorm(layer["attn_norm"])
         own.qkv(layer)
         own.attention(li)
         own.o_proj(layer)
+        if not fold:
+            own.rmsnorm(layer["ffn_norm"])
         own.ffn(layer)
+    if not fold:
+        own.rmsnorm(w["final_norm"])
     own.lm_head()
     own.sample()
 
