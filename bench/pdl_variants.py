@@ -44,6 +44,7 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, norm folded": {"pdl": True, "fold_norm": True},
     "pdl, norm kernels": {"pdl": True, "fold_norm": False},
     "pdl, norm kernels, no attention prefetch": {"pdl": True, "fold_norm": False, "defines": ("-DATT_PREFETCH=0",)},
+    "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
 }
 REPLAYS = 50
 

@@ -23,8 +23,11 @@ MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLI
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_GROUP = ROWS_PER_BLOCK  # elements per partial sum of squares (decode.cu's NORM_GROUP): a gemv_residual block
 # Each RMSNorm folded into the projection that reads it (the residual's writer leaves partial sums of
-# squares) rather than a launch of its own: set from bench/pdl_variants.py (both forms measured there).
-FOLD_NORM = True
+# squares) instead of a launch of its own: measured slower (bench/pdl_variants_fold_norm_5601ba5.md, PDL:
+# 1b 1211.9 against 1192.9 µs a token, 8b 5793.1 against 5640.6): the one-block norm kernel costs little,
+# because the next projection loads its weights while it runs, and folded, every warp of the projection
+# waits for the partials and the residual before its first product.
+FOLD_NORM = False
 NULL = np.uint64(0)  # a null device pointer argument (8 bytes, as CuPy and cuLaunchKernelEx pass pointers)
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256

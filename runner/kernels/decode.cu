@@ -246,7 +246,15 @@ __device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru
     if (lane == 0) *out = __float2half(g / (1.f + __expf(-g)) * u);
 }
 
-extern "C" __global__ void gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
+#ifndef SWIGLU_MIN_BLOCKS  // blocks of gemv_swiglu an SM must hold (__launch_bounds__): 0 leaves it to ptxas
+#define SWIGLU_MIN_BLOCKS 0
+#endif
+#if SWIGLU_MIN_BLOCKS
+#define SWIGLU_BOUNDS __launch_bounds__(256, SWIGLU_MIN_BLOCKS)
+#else
+#define SWIGLU_BOUNDS
+#endif
+extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
                                        const half* __restrict__ x, const float* __restrict__ xr,
                                        const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
                                        half* __restrict__ out, int rows, int cols) {
