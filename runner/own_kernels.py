@@ -21,6 +21,7 @@ ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
+NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 NORM_GROUP = ROWS_PER_BLOCK  # elements per partial sum of squares (decode.cu's NORM_GROUP): a gemv_residual block
 # Each RMSNorm folded into the projection that reads it (the residual's writer leaves partial sums of
 # squares) instead of a launch of its own: measured slower (bench/pdl_variants_fold_norm_5601ba5.md, PDL:
@@ -44,8 +45,9 @@ class OwnForward:
         for n in (p.hidden, p.ffn):
             if n % 8:
                 raise ValueError(f"own kernels need widths divisible by 8, got {n}")
-        if p.hidden % NORM_GROUP:
-            raise ValueError(f"own kernels need hidden divisible by {NORM_GROUP}, got {p.hidden}")
+        if p.hidden % NORM_GROUP or p.hidden > NORM_THREADS * NORM_PER_THREAD:
+            raise ValueError(f"own kernels need hidden divisible by {NORM_GROUP} and at most "
+                             f"{NORM_THREADS * NORM_PER_THREAD}, got {p.hidden}")
         lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp, RoPE pairs in two
         if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
             raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
@@ -104,7 +106,7 @@ class OwnForward:
 
     def rmsnorm(self, gain: Any) -> None:
         """The RMSNorm as a launch of its own (only without ``fold_norm``)."""
-        self.k["rmsnorm"]((1,), (1024,), (self.x, gain, self.hn, np.int32(self.p.hidden),
+        self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden),
                                           np.float32(self.p.norm_eps)))
 
     def qkv(self, layer: dict[str, Any]) -> None:

@@ -270,15 +270,30 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
     else swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
 }
 
-// out = x * rsqrt(mean(x^2) + eps) * gain; one block (x in fp32, n <= 8192): the RMSNorm as a kernel of
-// its own (our forward without fold_norm).
+// out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192): the RMSNorm
+// as a kernel of its own (our forward without fold_norm). The gain (a weight) is loaded before the wait
+// for the residual's writer, and each thread keeps its NORM_PER_THREAD values of x in registers, so the
+// kernel makes one trip to memory after the wait.
+#define NORM_PER_THREAD 8
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
                                    half* __restrict__ out, int n, float eps) {
-    pdl_early();
-    pdl_wait();
     __shared__ float part[32];
+    pdl_early();
+    float g[NORM_PER_THREAD], v[NORM_PER_THREAD];
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        g[k] = i < n ? __half2float(gain[i]) : 0.f;
+    }
+    pdl_wait();
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < n ? x[i] : 0.f;
+    }
     float s = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i] * x[i];
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[k] * v[k];
     s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
     __syncthreads();
@@ -289,8 +304,11 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
     }
     __syncthreads();
     const float inv = part[0];
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        out[i] = __float2half(x[i] * inv * __half2float(gain[i]));
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < n) out[i] = __float2half(v[k] * inv * g[k]);
+    }
 }
 
 // x (fp32 residual) = embedding row of the token id read from device memory, with its partial sums
