@@ -91,8 +91,10 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
         return f64(xr) / np.sqrt((f64(xr) ** 2).mean() + p.norm_eps) * gain
 
     xr = (rng.standard_normal(h) * 3).astype(np.float32)
-    set_resid(xr)
     hn = normed(xr)
+    default_fold = fw.fold_norm
+    fw.fold_norm = True  # first the folded form (NormX from the writers' partials), then the norm kernel
+    set_resid(xr)
     # gemv_qkv (RMSNorm folded in)
     poison(fw.q, fw.kk, fw.v)
     fw.qkv(layer)
@@ -127,7 +129,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     record("unfolded gemv_qkv:q", rel(fw.q.get(), f64(host["wq"]) @ hn))
     fw.ffn(layer_ffn)
     record("unfolded gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
-    fw.fold_norm = True
+    fw.fold_norm = True  # embed below writes the partials only in the folded form
     # embed with its partials
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
@@ -156,6 +158,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
+    fw.fold_norm = default_fold
     # argmax (exact)
     logits = rng.standard_normal(vocab).astype(np.float16)
     fw.logits[:vocab] = cp.asarray(logits)
