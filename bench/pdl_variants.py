@@ -67,15 +67,16 @@ def weights(cp, p):
 
 
 def token(own, layers, w) -> None:
-    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork)."""
-    if hasattr(own, "rope_kv"):  # a --before tree from when RMSNorm and RoPE had launches of their own
-        return _token_unfused(own, layers, w)
-    fold = own.fold_norm
+    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork). A
+    --before tree may be from when RoPE had a launch of its own (rope_kv) and the norm was never folded."""
+    fold = getattr(own, "fold_norm", False)
     own.embed()
     for li, layer in enumerate(layers):
         if not fold:
             own.rmsnorm(layer["attn_norm"])
         own.qkv(layer)
+        if hasattr(own, "rope_kv"):
+            own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer)
         if not fold:
@@ -83,21 +84,6 @@ def token(own, layers, w) -> None:
         own.ffn(layer)
     if not fold:
         own.rmsnorm(w["final_norm"])
-    own.lm_head()
-    own.sample()
-
-
-def _token_unfused(own, layers, w) -> None:
-    own.embed()
-    for li, layer in enumerate(layers):
-        own.rmsnorm(layer["attn_norm"])
-        own.qkv(layer)
-        own.rope_kv(li)
-        own.attention(li)
-        own.o_proj(layer)
-        own.rmsnorm(layer["ffn_norm"])
-        own.ffn(layer)
-    own.rmsnorm(w["final_norm"])
     own.lm_head()
     own.sample()
 

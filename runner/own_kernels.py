@@ -96,6 +96,14 @@ class OwnForward:
                        (W, x if x is not None else NULL, y, np.int32(rows), np.int32(cols), np.float32(scale), *norm,
                         np.float32(self.p.norm_eps)))
 
+    def _gemv_normed(self, W: Any, gain: Any, y: Any, rows: int, scale: float = 1.0) -> None:
+        """y = W (RMSNorm(self.x) * gain) * scale: folded, from the residual and its partials; else from
+        ``hn``, which rmsnorm() wrote."""
+        if self.fold_norm:
+            self._gemv(W, None, y, rows, self.p.hidden, scale, gain=gain)
+        else:
+            self._gemv(W, self.hn, y, rows, self.p.hidden, scale)
+
     def _norm_args(self, gain: Any) -> tuple:
         """(x, xr, gain, ssq, eps) of a projection that reads the normalised residual: folded, the norm
         is computed from the residual and its partials; else x is ``hn``, which rmsnorm() wrote."""
@@ -122,10 +130,7 @@ class OwnForward:
         """One of q/k/v alone, its RMSNorm folded in (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        if self.fold_norm:
-            self._gemv(layer[which], None, out, rows, p.hidden, gain=layer["attn_norm"])
-        else:
-            self._gemv(layer[which], self.hn, out, rows, p.hidden)
+        self._gemv_normed(layer[which], layer["attn_norm"], out, rows)
 
     def embed(self) -> None:
         self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x, self._ssq(),
@@ -159,12 +164,7 @@ class OwnForward:
 
     def lm_head(self) -> None:
         """The vocabulary projection (with ``fold_norm``, the final RMSNorm too)."""
-        p = self.p
-        if self.fold_norm:
-            self._gemv(self.w["lm_head"], None, self.logits, p.vocab, p.hidden, float(self.lm_scale),
-                       gain=self.w["final_norm"])
-        else:
-            self._gemv(self.w["lm_head"], self.hn, self.logits, p.vocab, p.hidden, float(self.lm_scale))
+        self._gemv_normed(self.w["lm_head"], self.w["final_norm"], self.logits, self.p.vocab, float(self.lm_scale))
 
     def _ssq(self) -> Any:
         """Where residual writers leave their partial sums of squares (none without ``fold_norm``)."""
