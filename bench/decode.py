@@ -9,7 +9,9 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
   per round: median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
-- GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token);
+- GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), 15 samples
+  each in paired rounds: median [95% CI], and the growth from position 32 as a paired ratio [95% CI]
+  against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per pipeline function, from CUPTI when
   cupti-python is importable (the graph path has no events inside the token), else omitted.
 Also checks that PyTorch picks the same greedy tokens as our baseline (reported, not required).
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.analysis import headline, traced  # noqa: E402
+from perfreview.compare import stats  # noqa: E402
 from perfreview.trace import schema  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
@@ -72,20 +75,52 @@ def torch_repeat(model, prompt: list[int], tokens: int, graph: bool) -> tuple[fl
     return tokens / (time.perf_counter() - t0), out
 
 
-def latency_by_position(step, cp, stream_of, last: int) -> dict[int, float]:
-    """GPU ms per token at each of POSITIONS: ``step(pos)`` runs token ``pos`` (prompt first)."""
-    out = {}
-    for pos in range(last + 1):
-        if pos in POSITIONS:
+def latency_by_position(step, cp, stream_of, rounds: int, seed: int = 0) -> dict[int, list[float]]:
+    """GPU ms per token at each of POSITIONS, ``rounds`` samples each: ``step(pos)`` runs token ``pos``.
+    The sequence is run to the last position first, so every cache row is written; then each round
+    replays the token at every position, in a random order. A replayed token computes what it computed
+    the first time (the same input, the cache rows before it unchanged, its own row rewritten with the
+    same values), so the samples are repeats of one token, and a round pairs the positions (one
+    sample per position, close in time): the growth with position is a paired comparison."""
+    for pos in range(POSITIONS[-1] + 1):
+        step(pos)
+    out: dict[int, list[float]] = {p: [] for p in POSITIONS}
+    order = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for pos in order.permutation(POSITIONS):
             s = stream_of()
             e0, e1 = cp.cuda.Event(), cp.cuda.Event()
             e0.record(s)
-            step(pos)
+            step(int(pos))
             e1.record(s)
             e1.synchronize()
-            out[pos] = cp.cuda.get_elapsed_time(e0, e1)
-        else:
-            step(pos)
+            out[int(pos)].append(cp.cuda.get_elapsed_time(e0, e1))
+    return out
+
+
+def flatness(samples: dict[int, list[float]], kv_bytes_per_pos: float, copy_bw_gbs: float,
+             allowance: float = stats.DEFAULT_THRESHOLD) -> dict[int, dict]:
+    """Is the token's latency flat in position up to the KV-cache bytes? Per position: the median [95%
+    CI], and against the first position the paired ratio [95% CI] (rounds as units, the review's
+    statistics) beside ``kv_share``, the growth the extra KV-cache bytes alone explain at the copy
+    bandwidth. "flat": the interval's top lies within kv_share + ``allowance`` (0.5%, the review's
+    smallest change that matters); "grows": its bottom lies above that; else "undecided"."""
+    first = min(samples)
+    base = np.asarray(samples[first], float)
+    base_ms = float(np.median(base))
+    out = {}
+    for pos in sorted(samples):
+        x = np.asarray(samples[pos], float)
+        med, lo, hi = median_ci(list(x))
+        row = {"median_ms": med, "ci95": [lo, hi], "samples": len(x)}
+        if pos != first:
+            est = stats.paired(base, x, 0.05)
+            kv_share = kv_bytes_per_pos * (pos - first) / (copy_bw_gbs * 1e9) / (base_ms / 1e3)
+            limit = kv_share + allowance
+            verdict = ("flat" if est.ci_high - 1 <= limit else "grows" if est.ci_low - 1 > limit else "undecided")
+            row.update(vs_first={"position": first, "ratio": est.ratio, "ci95": [est.ci_low, est.ci_high],
+                                 "method": est.method}, kv_share=kv_share, verdict=verdict)
+        out[pos] = row
     return out
 
 
@@ -112,7 +147,8 @@ def where_time_goes(session: Session, tokens: int) -> list[dict]:
             for r in kern.sort_values("added_ns", ascending=False).itertuples()]
 
 
-def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda") -> dict:
+def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda",
+               lat_rounds: int = 15) -> dict:
     session = Session(name, device, seed=0)
     p = session.preset
     gpu = session.device.is_gpu  # cpu: a dry run of this script (no bandwidth, PyTorch or latency)
@@ -150,14 +186,15 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
         med, lo, hi = median_ci(values)
         configs[key] = {"tokens_per_s": med, "ci95": [lo, hi], "repeats": values,
                         "copy_bw_fraction": bytes_per_token * med / (bw * 1e9)}
-    # latency by position: ours optimized (graph) and torch graph, one sequence to 512
-    lat = {}
+    # latency by position: ours optimized (graph) and torch graph, one sequence to the last position,
+    # then rounds of replays at each position
+    samples: dict[str, dict[int, list[float]]] = {}
     opt = ours.sides[[s.spec.config.label for s in ours.sides].index(cfg.parse_side("optimized").label)].pipe
     seq = prompt + list(range(1000, 1000 + POSITIONS[-1]))
     opt.reset()
     if gpu:
-        lat["optimized"] = latency_by_position(lambda pos: opt.step(seq[pos], pos), cp, lambda: opt.main,
-                                               POSITIONS[-1])
+        samples["optimized"] = latency_by_position(lambda pos: opt.step(seq[pos], pos), cp, lambda: opt.main,
+                                                   lat_rounds)
     if model is not None:
         import torch
 
@@ -166,14 +203,18 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
         model.reset()
         ts = model.stream
         torch_stream = cp.cuda.ExternalStream(ts.cuda_stream)
-        lat["torch_graph"] = latency_by_position(lambda pos: model.step(seq[pos], pos, True), cp,
-                                                 lambda: torch_stream, POSITIONS[-1])
+        samples["torch_graph"] = latency_by_position(lambda pos: model.step(seq[pos], pos, True), cp,
+                                                     lambda: torch_stream, lat_rounds)
         torch.cuda.synchronize()
+    kv_per_pos = p.kv_bytes_per_token(1)
+    flat = {k: flatness(v, kv_per_pos, bw) for k, v in samples.items()}
+    lat = {k: {pos: r["median_ms"] for pos, r in v.items()} for k, v in flat.items()}
     first = gen.get("baseline", [])
     agree = {k: float(np.mean([a == b for a, b in zip(first, v)])) if first and v else None for k, v in gen.items()}
     out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
            "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
-           "copy_bw_gbs": bw, "configs": configs, "latency_ms_by_position": lat,
+           "copy_bw_gbs": bw, "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
+           "latency_samples_ms": samples, "latency_rounds": lat_rounds,
            "token_agreement_with_baseline": agree}
     return out
 
@@ -183,6 +224,7 @@ def main() -> int:
     ap.add_argument("--presets", default="1b,8b")
     ap.add_argument("--rounds", default="1b=7,8b=5", help="rounds per preset (each config once per round)")
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--latency-rounds", type=int, default=15, help="samples of the token at each position")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
     args = ap.parse_args()
@@ -197,7 +239,8 @@ def main() -> int:
     t0 = time.time()
     report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "presets": {}}
     for name in args.presets.split(","):
-        report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device)
+        report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
+                                               args.latency_rounds)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)

@@ -3,7 +3,9 @@
 For each config asked (default: the eager baseline and the graph-path optimized config; 1b, tg32
 after a 32-token prompt):
 ``--timing tokens`` (NVTX ranges and three CUDA events a token) against ``--timing functions``
-(an event pair around every device function as well), and ``--trace cupti`` against the same
+(an event pair around every device function as well, in one token of every 32: the default), on
+the eager path also against ``--timing functions --function-every 1`` (every token, as before the
+sampling), and ``--trace cupti`` against the same
 config untraced (the runner's twin, in the same rounds). Every variant runs once per round in a
 random order; the cost is the paired Hodges-Lehmann ratio over rounds with its 95% interval
 (perfreview.compare.stats, the review's rule). Writes instrumentation.json/.md under --out.
@@ -59,10 +61,12 @@ def main() -> int:
     for config in configs:
         # CUPTI on the eager baseline (1285 kernels a token) costs ~50% and takes minutes: graph path only
         graph = bool(cfg.effective(cfg.parse_side(config), gpu=True)["cuda_graph"])
-        for level in ("tokens", "functions", *(("cupti",) if cupti_ok and graph else ())):
+        levels = ("tokens", "functions", *(("cupti",) if cupti_ok and graph else ("functions_every_token",)))
+        for level in levels:
             spec = RunSpec(preset=args.preset, tokens=args.tokens, repeats=1, device=args.device, prompt_tokens=32,
-                           warmup_tokens=16, timing="tokens" if level == "cupti" else level,
-                           trace="cupti" if level == "cupti" else "")
+                           warmup_tokens=16, timing="tokens" if level == "cupti" else level.split("_")[0],
+                           trace="cupti" if level == "cupti" else "",
+                           function_every=1 if level == "functions_every_token" else RunSpec.function_every)
             variants[(config, level)] = Interleaved(spec, [cfg.parse_side(config)], session)
     order = np.random.default_rng(0)
     keys = list(variants)
@@ -73,7 +77,7 @@ def main() -> int:
     rows = []
     for config in configs:
         base = tokens_per_s(variants[(config, "tokens")])
-        for level in ("functions", "cupti"):
+        for level in ("functions", "functions_every_token", "cupti"):
             if (config, level) not in variants:
                 continue
             v = variants[(config, level)]
@@ -84,7 +88,7 @@ def main() -> int:
             rows.append({"config": config, "level": level, "tokens_per_s_without": float(np.median(without)),
                          "tokens_per_s_with": float(np.median(with_it)), "cost_pct": (1 - est.ratio) * 100,
                          "ci95_pct": [(1 - est.ci_high) * 100, (1 - est.ci_low) * 100], "rounds": est.n,
-                         "method": est.method})
+                         "method": est.method, "function_every": v.spec.function_every})
     dev = session.device.info()
     report = {"device": dev, "git": git_info(), "preset": args.preset, "tokens": args.tokens, "rows": rows}
     save(args.out, "instrumentation", {**report, "rounds": args.rounds})

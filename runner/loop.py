@@ -53,12 +53,13 @@ class Session:
         rng = np.random.default_rng(self.seed + 1)
         return [int(t) for t in rng.integers(0, self.preset.vocab, size=n)]
 
-    def pipeline(self, config: cfg.Config, timing: str, trace: str = "") -> tuple[Pipeline, Recorder]:
+    def pipeline(self, config: cfg.Config, timing: str, trace: str = "",
+                 function_every: int = 1) -> tuple[Pipeline, Recorder]:
         missing = cfg.not_built(config.switches) if self.device.is_gpu else []
         if missing:
             raise cfg.NotBuiltError(f"switch {', '.join(missing)} is reserved but not built yet on the GPU")
         switches = cfg.effective(config, self.device.is_gpu)
-        rec = Recorder(self.device, timing, trace=trace)
+        rec = Recorder(self.device, timing, trace=trace, function_every=function_every)
         return Pipeline(self.preset, self.weights, self.device, switches, rec), rec
 
 
@@ -167,7 +168,7 @@ class Interleaved:
     def _side(self, config: cfg.Config, trace: str | None = None, twin_of: _Side | None = None) -> _Side:
         spec = self.spec
         trace = spec.trace if trace is None else trace
-        pipe, rec = self.session.pipeline(config, spec.timing, trace)
+        pipe, rec = self.session.pipeline(config, spec.timing, trace, spec.function_every)
         injected = self._calibrate(config, pipe)
         self._warm(pipe)
         side_spec = RunSpec(**{**spec.__dict__, "config": config, "trace": trace})
@@ -189,7 +190,8 @@ class Interleaved:
         gc.collect()
         for i in self._orders.permutation(len(self.sides)):
             side = self.sides[int(i)]
-            side.pipe, side.rec = self.session.pipeline(side.spec.config, self.spec.timing, side.spec.trace)
+            side.pipe, side.rec = self.session.pipeline(side.spec.config, self.spec.timing, side.spec.trace,
+                                                        self.spec.function_every)
             side.pipe.set_delay_ns(delays[int(i)])
             self._warm(side.pipe)
         self.instances += 1

@@ -24,6 +24,14 @@ def not_measured(session: Any, spec: RunSpec) -> list[dict[str, str]]:
     return out
 
 
+def function_every(session: Any, spec: RunSpec) -> int:
+    """One token of every N carries GPU event pairs around its functions; 0 where none are recorded
+    (tokens level, the CPU backend, or a graph-replayed token)."""
+    if spec.timing != "functions" or not session.device.is_gpu or cfg.effective(spec.config, True).get("cuda_graph"):
+        return 0
+    return spec.function_every
+
+
 def run_meta(session: Any, spec: RunSpec, run_id: str) -> RunMeta:
     dev = session.device
     gpu = dev.is_gpu
@@ -34,7 +42,7 @@ def run_meta(session: Any, spec: RunSpec, run_id: str) -> RunMeta:
         switches_in_effect=cfg.effective(spec.config, gpu), switches_without_effect=cfg.not_in_effect(spec.config, gpu),
         seed=spec.seed, host_wait=spec.host_wait if gpu else "", trace=spec.trace, prompt_tokens=spec.prompt_tokens,
         tokens=spec.tokens, repeats=spec.repeats,
-        warmup_tokens=spec.warmup_tokens, timing=spec.timing,
+        warmup_tokens=spec.warmup_tokens, timing=spec.timing, function_every=function_every(session, spec),
         clock="time.perf_counter_ns (CLOCK_MONOTONIC), ns",
         gc="Python's garbage collector disabled during each repeat (collected before it)",
         clock_alignment=("GPU events placed on the host clock through an anchor event recorded on an "

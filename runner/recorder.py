@@ -8,8 +8,12 @@ elapsed(anchor, event)``. Durations and gaps between GPU events are exact to the
 matters for pictures (and for lining events up with CUPTI's records), not for the figures.
 
 Levels: ``tokens`` records three events per token (start, compute start, end);
-``functions`` adds an event pair around every device function, which costs host time per call
-(the cost shows up in the data: compare the two levels).
+``functions`` adds an event pair around every device function in one token of every
+``function_every`` (token index divisible by it). A pair costs about 2 µs of host time per function,
+which a host-bound (eager) loop pays in tokens/s: 21.6% on the 1b eager path of our kernels when
+every token had them (reports/bench/instrumentation.md). Decode tokens repeat the same functions,
+so a sample of tokens gives each function's GPU time at a fraction of that cost; the unsampled
+tokens keep their host ranges and token events.
 """
 
 from __future__ import annotations
@@ -61,9 +65,13 @@ _NO_EXTRA = (-1, -1, "", "")
 class Recorder:
     """Collects host ranges and GPU event pairs for one run; emits schema rows per repeat."""
 
-    def __init__(self, device: Any, level: str, nvtx_domain: str = "perfreview", trace: str = "") -> None:
+    def __init__(self, device: Any, level: str, nvtx_domain: str = "perfreview", trace: str = "",
+                 function_every: int = 1) -> None:
         if level not in LEVELS:
             raise ValueError(f"unknown timing level {level!r} (use {' or '.join(LEVELS)})")
+        if function_every < 1:
+            raise ValueError(f"function_every must be at least 1, got {function_every}")
+        self.function_every = function_every
         self.cupti = None
         if trace == "cupti":
             if not device.is_gpu:
@@ -125,7 +133,8 @@ class Recorder:
     def span(self, name: str, stream: Any = False, kind: str = Kind.RANGE.value,
              nbytes: int = -1, copy_kind: str = "", mem_kind: str = "") -> _Span:
         """A host range; with ``stream`` given at the functions level, also a GPU event pair."""
-        gpu = stream if (self.gpu_functions and stream is not False) else False
+        sampled = self.gpu_functions and self.token % self.function_every == 0
+        gpu = stream if (sampled and stream is not False) else False
         extra = _NO_EXTRA if nbytes < 0 else (nbytes, -1, copy_kind, mem_kind)
         return _Span(self, name, kind, gpu, extra)
 

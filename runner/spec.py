@@ -32,6 +32,9 @@ class RunSpec:
     # rounds, made in a random order: two instances of one config differ by a few tenths of a
     # percent on the H100 (memory placement), which paired rounds would take for an effect. 0: never.
     fresh_every: int = 0
+    # --timing functions: the event pairs around functions in one token of every this many (token
+    # index divisible by it): a pair costs host time, which the eager loop pays in tokens/s
+    function_every: int = 32
 
     def cli_args(self, side: str, out: str) -> list[str]:
         """``perfreview run`` arguments that measure this spec with ``side`` (``config=NAME,switch=v``)
@@ -47,6 +50,8 @@ class RunSpec:
             args += ["--host-wait", self.host_wait]
         if self.trace:
             args += ["--trace", self.trace]
+        if self.timing == "functions":  # both builds sample alike; a revision without the flag says so
+            args += ["--function-every", str(self.function_every)]
         return args  # --cpu: the child inherits the parent's affinity (older revisions lack the flag)
 
 
@@ -68,6 +73,8 @@ def check_spec(spec: RunSpec) -> Preset:
         raise ValueError(f"unknown --trace {spec.trace!r} (use cupti)")
     if spec.fresh_every < 0:
         raise ValueError("--fresh-every must be 0 (never) or more")
+    if spec.function_every < 1:
+        raise ValueError("--function-every must be at least 1 (1: every token)")
     if spec.timing not in TIMINGS:
         raise ValueError(f"unknown timing level {spec.timing!r} (use tokens or functions)")
     return preset

@@ -64,6 +64,7 @@ class RunMeta:
     warmup_tokens: int = 0
     repeats: int = 0
     timing: str = ""
+    function_every: int = 0  # --timing functions: GPU event pairs in one token of every N (0: none recorded)
     build: str = ""
     seed: int = 0
     device: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,66 @@
+"""bench/decode.py's latency-by-position rule and its table, on made-up samples (no GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.decode import POSITIONS, flatness
+from perfreview.report import render
+
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
+
+
+def samples(growth: dict[int, float], n: int = 15, noise: float = 0.001, seed: int = 0) -> dict[int, list[float]]:
+    """n rounds of latencies at each position: 1 ms times (1 + growth[pos]), a shared round effect and
+    a small independent noise."""
+    rng = np.random.default_rng(seed)
+    rounds = 1 + rng.normal(0, 0.01, n)  # a round effect (clocks, neighbours): pairing removes it
+    return {p: list(1.0 * (1 + growth[p]) * rounds * (1 + rng.normal(0, noise, n))) for p in growth}
+
+
+def test_latency_that_grows_only_by_the_kv_bytes_is_flat():
+    kv_per_pos, bw_gbs = 32768.0, 3000.0  # 1b: 32 KB of cache a position, 3 TB/s
+    kv = {p: kv_per_pos * (p - 32) / (bw_gbs * 1e9) / 1e-3 for p in POSITIONS}  # share of a 1 ms token
+    out = flatness(samples(kv), kv_per_pos, bw_gbs)
+    assert out[32].get("verdict") is None and out[32]["samples"] == 15
+    for p in POSITIONS[1:]:
+        assert out[p]["verdict"] == "flat", out[p]
+        assert abs(out[p]["kv_share"] / kv[p] - 1) < 0.01  # of the measured first-position median
+        lo, hi = out[p]["vs_first"]["ci95"]
+        assert lo <= 1 + kv[p] + 0.003 and hi >= 1 + kv[p] - 0.003
+
+
+def test_latency_that_grows_past_the_kv_bytes_is_called_so():
+    out = flatness(samples({32: 0.0, 96: 0.0, 160: 0.004, 512: 0.05}), 32768.0, 3000.0)
+    assert out[96]["verdict"] == "flat"
+    assert out[512]["verdict"] == "grows"
+    assert out[512]["vs_first"]["ratio"] > 1.04
+
+
+def test_noisy_latency_is_undecided_not_flat():
+    out = flatness(samples({32: 0.0, 96: 0.006}, n=6, noise=0.02, seed=3), 32768.0, 3000.0)
+    assert out[96]["verdict"] == "undecided"
+
+
+def test_decode_table_shows_medians_intervals_and_verdicts():
+    flat = {"optimized": flatness(samples({32: 0.0, 96: 0.0, 160: 0.001, 512: 0.05}), 32768.0, 3000.0)}
+    flat = json.loads(json.dumps(flat))  # as decode.json holds it: positions as strings
+    report = json.loads((REPORTS / "bench" / "decode.json").read_text())
+    pr = next(iter(report["presets"].values()))
+    pr.update(latency_by_position=flat, latency_rounds=15)
+    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    rows = [line for line in text.splitlines() if line.startswith("| optimized |") and line.count("[") == 4]
+    assert len(rows) == 1 and rows[0].count(", ") == 4
+    growth = next(line for line in text.splitlines() if line.startswith("| optimized: growth |"))
+    assert growth.count("flat") == 2 and growth.count("grows") == 1
+
+
+def test_decode_table_still_reads_the_single_sample_files():
+    report = json.loads((REPORTS / "bench" / "decode.json").read_text())
+    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    committed = (REPORTS / "bench" / "decode.md").read_text()
+    assert [x for x in text.splitlines() if x.startswith("| optimized |")] == \
+        [x for x in committed.splitlines() if x.startswith("| optimized |")]
