@@ -34,16 +34,14 @@ from runner.own_kernels import OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
-VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu, fold_norm)
+VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
     "pdl, trigger after wait": {"pdl": True, "defines": ("-DPDL_TRIGGER=2",)},
     "pdl, no trigger": {"pdl": True, "defines": ("-DPDL_TRIGGER=0",)},
     "plain, prefetch 1": {"pdl": False, "defines": ("-DPRE=1",)},
     "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
-    "pdl, norm folded": {"pdl": True, "fold_norm": True},
-    "pdl, norm kernels": {"pdl": True, "fold_norm": False},
-    "pdl, norm kernels, no attention prefetch": {"pdl": True, "fold_norm": False, "defines": ("-DATT_PREFETCH=0",)},
+    "pdl, no attention prefetch": {"pdl": True, "defines": ("-DATT_PREFETCH=0",)},
     "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
 }
 REPLAYS = 50
@@ -68,7 +66,8 @@ def weights(cp, p):
 
 def token(own, layers, w) -> None:
     """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork). A
-    --before tree may be from when RoPE had a launch of its own (rope_kv) and the norm was never folded."""
+    --before tree may be from when RoPE had a launch of its own (rope_kv), or from when the RMSNorm could
+    be folded into the projections (fold_norm, before it was removed)."""
     fold = getattr(own, "fold_norm", False)
     own.embed()
     for li, layer in enumerate(layers):
@@ -173,10 +172,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     variants = {k: (OwnForward, VARIANTS[k]) for k in args.variants.split(";")}
-    if args.before:  # the earlier tree's forward takes no fold_norm
+    if args.before:
         before = load_forward(args.before)
-        variants.update({f"before: {k}": (before, {a: v for a, v in VARIANTS[k].items() if a != "fold_norm"})
-                         for k in args.before_variants.split(";")})
+        variants.update({f"before: {k}": (before, VARIANTS[k]) for k in args.before_variants.split(";")})
     import cupy as cp
 
     from runner.device import CudaDevice

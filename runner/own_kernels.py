@@ -22,14 +22,11 @@ ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
-NORM_GROUP = ROWS_PER_BLOCK  # elements per partial sum of squares (decode.cu's NORM_GROUP): a gemv_residual block
-# Each RMSNorm folded into the projection that reads it (the residual's writer leaves partial sums of
-# squares) instead of a launch of its own: measured slower (bench/pdl_variants_fold_norm_5601ba5.md, PDL:
-# 1b 1211.9 against 1192.9 µs a token, 8b 5793.1 against 5640.6): the one-block norm kernel costs little,
-# because the next projection loads its weights while it runs, and folded, every warp of the projection
-# waits for the partials and the residual before its first product.
-FOLD_NORM = False
-NULL = np.uint64(0)  # a null device pointer argument (8 bytes, as CuPy and cuLaunchKernelEx pass pointers)
+# The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
+# leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
+# PDL: 1b 1211.9 against 1192.9 µs a token, 8b 5793.1 against 5640.6): the one-block norm kernel costs
+# little, because the next projection loads its weights while it runs, and folded, every warp of the
+# projection waits for the partials and the residual before its first product.
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
 
@@ -40,14 +37,13 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None, fold_norm: bool = FOLD_NORM) -> None:
+                 zeros: Any = None) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
                 raise ValueError(f"own kernels need widths divisible by 8, got {n}")
-        if p.hidden % NORM_GROUP or p.hidden > NORM_THREADS * NORM_PER_THREAD:
-            raise ValueError(f"own kernels need hidden divisible by {NORM_GROUP} and at most "
-                             f"{NORM_THREADS * NORM_PER_THREAD}, got {p.hidden}")
+        if p.hidden > NORM_THREADS * NORM_PER_THREAD:
+            raise ValueError(f"own kernels need hidden at most {NORM_THREADS * NORM_PER_THREAD}, got {p.hidden}")
         lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp, RoPE pairs in two
         if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
             raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
@@ -58,7 +54,6 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        self.fold_norm = fold_norm
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
                  "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
@@ -71,10 +66,7 @@ class OwnForward:
             raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
                              f"positions), max_ctx is {p.max_ctx}")
         self.x = zeros(p.hidden, f32)  # the residual stream
-        # its partial sums of squares (NORM_GROUP elements each), left by the kernel that wrote it for
-        # the RMSNorm folded into the projection that reads it next
-        self.ssq = zeros(p.hidden // NORM_GROUP, f32)
-        self.hn = zeros(p.hidden, f16)  # the normalised vector, when the norm runs as a kernel of its own
+        self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
         self.q = zeros(p.hidden, f16)
         self.kk = zeros(p.kv_dim, f16)
         self.v = zeros(p.kv_dim, f16)
@@ -89,51 +81,32 @@ class OwnForward:
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
-    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0, gain: Any = None) -> None:
-        """y = W x * scale; with ``gain``, x is RMSNorm(self.x) * gain (self.ssq its partials)."""
-        norm = (self.x, gain, self.ssq) if gain is not None else (NULL, NULL, NULL)
+    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
+        """y = W x * scale."""
         self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                       (W, x if x is not None else NULL, y, np.int32(rows), np.int32(cols), np.float32(scale), *norm,
-                        np.float32(self.p.norm_eps)))
-
-    def _gemv_normed(self, W: Any, gain: Any, y: Any, rows: int, scale: float = 1.0) -> None:
-        """y = W (RMSNorm(self.x) * gain) * scale: folded, from the residual and its partials; else from
-        ``hn``, which rmsnorm() wrote."""
-        if self.fold_norm:
-            self._gemv(W, None, y, rows, self.p.hidden, scale, gain=gain)
-        else:
-            self._gemv(W, self.hn, y, rows, self.p.hidden, scale)
-
-    def _norm_args(self, gain: Any) -> tuple:
-        """(x, xr, gain, ssq, eps) of a projection that reads the normalised residual: folded, the norm
-        is computed from the residual and its partials; else x is ``hn``, which rmsnorm() wrote."""
-        eps = np.float32(self.p.norm_eps)
-        if self.fold_norm:
-            return (NULL, self.x, gain, self.ssq, eps)
-        return (self.hn, NULL, NULL, NULL, eps)
+                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
 
     def rmsnorm(self, gain: Any) -> None:
-        """The RMSNorm as a launch of its own (only without ``fold_norm``)."""
+        """hn = RMSNorm(x) * gain: what the next projection reads."""
         self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden),
                                           np.float32(self.p.norm_eps)))
 
     def qkv(self, layer: dict[str, Any]) -> None:
-        """The Q, K, V projections in one launch (with ``fold_norm``, the attn_norm RMSNorm too)."""
+        """The Q, K, V projections of ``hn`` in one launch."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                           (layer["wq"], layer["wk"], layer["wv"], *self._norm_args(layer["attn_norm"]),
-                            self.q, self.kk, self.v,
+                           (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
-        """One of q/k/v alone, its RMSNorm folded in (the ``qkv_streams`` fork runs these on three streams)."""
+        """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        self._gemv_normed(layer[which], layer["attn_norm"], out, rows)
+        self._gemv(layer[which], self.hn, out, rows, p.hidden)
 
     def embed(self) -> None:
-        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x, self._ssq(),
+        self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x,
                                                                   np.int32(self.p.hidden)))
 
     def attention(self, li: int) -> None:
@@ -151,24 +124,19 @@ class OwnForward:
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["wo"], self.attn, self.x, self._ssq(), np.int32(p.hidden), np.int32(p.hidden)))
+                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
-                              (layer["w_gate"], layer["w_up"], *self._norm_args(layer["ffn_norm"]), self.ff,
-                               np.int32(p.ffn), np.int32(p.hidden)))
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["w_down"], self.ff, self.x, self._ssq(), np.int32(p.hidden), np.int32(p.ffn)))
+                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:
-        """The vocabulary projection (with ``fold_norm``, the final RMSNorm too)."""
-        self._gemv_normed(self.w["lm_head"], self.w["final_norm"], self.logits, self.p.vocab, float(self.lm_scale))
-
-    def _ssq(self) -> Any:
-        """Where residual writers leave their partial sums of squares (none without ``fold_norm``)."""
-        return self.ssq if self.fold_norm else NULL
+        """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
+        self._gemv(self.w["lm_head"], self.hn, self.logits, self.p.vocab, self.p.hidden, float(self.lm_scale))
 
     def sample(self) -> None:
         """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""
@@ -278,19 +246,6 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
-
-
-def norm_partials_reference(x: np.ndarray, group: int = NORM_GROUP) -> np.ndarray:
-    """What embed and gemv_residual leave beside the residual: the sum of squares of each ``group``
-    consecutive elements."""
-    return (x.reshape(-1, group).astype(np.float64) ** 2).sum(1)
-
-
-def norm_from_partials_reference(x: np.ndarray, partials: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
-    """NormX (the RMSNorm folded into the projection that reads it): inv from the writer's partials,
-    then half(x * inv * gain) element by element."""
-    inv = 1.0 / np.sqrt(partials.sum() / x.size + eps)
-    return (x * inv * gain).astype(np.float16)
 
 
 def rope_chunks_reference(v: np.ndarray, pos: int, inv_freq: np.ndarray) -> np.ndarray:

@@ -242,34 +242,28 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
-        # Our kernels fold RoPE + the KV-cache write into attention and (``fold_norm``) each RMSNorm into
-        # the projection after it, so the ranges are named for what they hold (the eager path's
-        # "rmsnorm" + "qkv" is "norm_qkv" here).
-        fold = own.fold_norm
-        names = ("norm_qkv", "norm_ffn", "norm_lm_head") if fold else ("qkv", "ffn", "lm_head")
-
+        # Our kernels fold RoPE + the KV-cache write into attention: the range is named for what it holds.
         def norm(gain: Any) -> None:
-            if not fold:
-                with rec.span("rmsnorm", s):
-                    own.rmsnorm(gain)
+            with rec.span("rmsnorm", s):
+                own.rmsnorm(gain)
 
         for li, layer in enumerate(self.layers):
             norm(layer["attn_norm"])
             if self.qkv_streams:
-                with rec.span(names[0]):
+                with rec.span("qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
             else:
-                with rec.span(names[0], s):
+                with rec.span("qkv", s):
                     own.qkv(layer)
             with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer)
             norm(layer["ffn_norm"])
-            with rec.span(names[1], s):
+            with rec.span("ffn", s):
                 own.ffn(layer)
         norm(self.w["final_norm"])
-        with rec.span(names[2], s):
+        with rec.span("lm_head", s):
             own.lm_head()
         with rec.span("sample", s):
             own.sample()

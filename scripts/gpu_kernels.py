@@ -83,60 +83,41 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     layer = {k: cp.asarray(v) for k, v in host.items()}
     gain = f64(host["attn_norm"])
 
-    def set_resid(xr):  # the residual and the partial sums of squares its writer leaves (embed, gemv_residual)
-        fw.x[...] = cp.asarray(xr)
-        fw.ssq[...] = cp.asarray(ok_.norm_partials_reference(xr).astype(np.float32))
-
-    def normed(xr):  # float64 RMSNorm * gain: what the folded norm stands for
+    def normed(xr):  # float64 RMSNorm * gain
         return f64(xr) / np.sqrt((f64(xr) ** 2).mean() + p.norm_eps) * gain
 
     xr = (rng.standard_normal(h) * 3).astype(np.float32)
     hn = normed(xr)
-    default_fold = fw.fold_norm
-    fw.fold_norm = True  # first the folded form (NormX from the writers' partials), then the norm kernel
-    set_resid(xr)
-    # gemv_qkv (RMSNorm folded in)
-    poison(fw.q, fw.kk, fw.v)
+    # rmsnorm, then the projections that read its output
+    fw.x[...] = cp.asarray(xr)
+    poison(fw.hn, fw.q, fw.kk, fw.v)
+    fw.rmsnorm(layer["attn_norm"])
+    record("rmsnorm", rel(fw.hn.get(), hn))
+    hn16 = f64(fw.hn.get())  # what the projections read (fp16)
     fw.qkv(layer)
     for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
-        record(name, rel(out.get(), f64(host[wname]) @ hn))
-    # gemv: plain (scaled), and with the norm (lm_head's form)
+        record(name, rel(out.get(), f64(host[wname]) @ hn16))
+    poison(fw.kk)
+    fw.proj("wk", layer)  # one projection alone (the qkv_streams fork)
+    record("gemv (proj k)", rel(fw.kk.get(), f64(host["wk"]) @ hn16))
+    # gemv: plain, scaled (lm_head's form)
     x = rng.standard_normal(h).astype(np.float16)
     xd = cp.asarray(x)
     poison(fw.q)
     fw._gemv(layer["wq"], xd, fw.q, h, h, 0.5)
     record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
-    poison(fw.q)
-    fw._gemv(layer["wq"], None, fw.q, h, h, 0.5, gain=layer["attn_norm"])
-    record("gemv+norm", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ hn))
-    # gemv_swiglu (norm folded in) + gemv_residual (down) with its partial sums of squares
-    poison(fw.ff, fw.ssq)
-    set_resid(xr)
-    layer_ffn = dict(layer, ffn_norm=layer["attn_norm"])
-    fw.ffn(layer_ffn)
-    g, u = f64(host["w_gate"]) @ hn, f64(host["w_up"]) @ hn
+    # gemv_swiglu + gemv_residual (down)
+    poison(fw.ff)
+    fw.ffn(layer)
+    g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
     record("gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
-    new_x = fw.x.get()
-    record("gemv_residual", rel(new_x - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
-    record("gemv_residual:ssq", rel(fw.ssq.get(), ok_.norm_partials_reference(new_x)))
-    # the norm as a kernel of its own (fold_norm off): rmsnorm, then the projections read hn
-    fw.fold_norm = False
-    set_resid(xr)
-    poison(fw.hn, fw.q, fw.ff)
-    fw.rmsnorm(layer["attn_norm"])
-    record("rmsnorm", rel(fw.hn.get(), hn))
-    fw.qkv(layer)
-    record("unfolded gemv_qkv:q", rel(fw.q.get(), f64(host["wq"]) @ hn))
-    fw.ffn(layer_ffn)
-    record("unfolded gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
-    fw.fold_norm = True  # embed below writes the partials only in the folded form
-    # embed with its partials
+    record("gemv_residual", rel(fw.x.get() - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
+    # embed
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
-    poison(fw.x, fw.ssq)
+    poison(fw.x)
     fw.embed()
     record("embed", rel(fw.x.get(), f64(emb[tok])))
-    record("embed:ssq", rel(fw.ssq.get(), ok_.norm_partials_reference(f64(emb[tok]))))
     # attention with RoPE and the cache write folded in, at three lengths (the cache row at pos written)
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     for n in (1, 300, p.max_ctx):
@@ -158,7 +139,6 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
-    fw.fold_norm = default_fold
     # argmax (exact)
     logits = rng.standard_normal(vocab).astype(np.float16)
     fw.logits[:vocab] = cp.asarray(logits)

@@ -64,54 +64,15 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
     return acc;
 }
 
-// The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i.
-// PlainX: an fp16 vector another kernel wrote.
-// NormX: RMSNorm(resid) * gain computed chunk by chunk as it is read, so no kernel of its own writes it
-// (the `fold_norm` form of our forward; the other runs the rmsnorm kernel below). The sum of squares
-// comes from the kernel that wrote the residual, as per-group partials (norm_partials); each warp adds
-// them in the same order, so every warp of every block gets the same inv, and the values are those a
-// separate RMSNorm kernel would write: half(x * inv * gain).
+// The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i (an fp16 vector
+// another kernel wrote). Folding the RMSNorm in here (x computed from the fp32 residual and partial
+// sums of squares its writer left) was measured slower under PDL and removed (reports/README.md:
+// pdl_variants_fold_norm_*): the one-block norm kernel costs little while the next projection
+// loads its weights, and folded, every warp waits for the partials and the residual first.
 struct PlainX {
     const uint4* p;
     __device__ __forceinline__ uint4 operator()(int i) const { return p[i]; }
 };
-
-struct NormX {
-    const float4* r;
-    const uint4* g;
-    float inv;
-    __device__ __forceinline__ uint4 operator()(int i) const {
-        const float4 a = r[2 * i], b = r[2 * i + 1];
-        const uint4 gg = g[i];
-        const half2* gh = reinterpret_cast<const half2*>(&gg);
-        const float2 g0 = __half22float2(gh[0]), g1 = __half22float2(gh[1]);
-        const float2 g2 = __half22float2(gh[2]), g3 = __half22float2(gh[3]);
-        uint4 out;
-        half2* o = reinterpret_cast<half2*>(&out);
-        o[0] = __floats2half2_rn(a.x * inv * g0.x, a.y * inv * g0.y);
-        o[1] = __floats2half2_rn(a.z * inv * g1.x, a.w * inv * g1.y);
-        o[2] = __floats2half2_rn(b.x * inv * g2.x, b.y * inv * g2.y);
-        o[3] = __floats2half2_rn(b.z * inv * g3.x, b.w * inv * g3.y);
-        return out;
-    }
-};
-
-// Residual writers (embed, gemv_residual) leave NORM_GROUP-element partial sums of squares beside the
-// residual: partial g = sum of x[i]^2 over i in [g*NORM_GROUP, (g+1)*NORM_GROUP).
-#define NORM_GROUP 8  // = rows per gemv_residual block (ROWS_PER_BLOCK in own_kernels.py)
-
-// inv = rsqrt(mean(x^2) + eps) from the partials, the same value in every lane of every warp.
-__device__ __forceinline__ float norm_inv(const float* __restrict__ ssq, int parts, int n, float eps) {
-    float t = 0.f;
-    for (int i = threadIdx.x & (WARP - 1); i < parts; i += WARP) t += ssq[i];
-    return rsqrtf(warp_sum(t) / n + eps);
-}
-
-__device__ __forceinline__ NormX norm_x(const float* __restrict__ xr, const half* __restrict__ gain,
-                                        const float* __restrict__ ssq, int n, float eps) {
-    return NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain),
-                 norm_inv(ssq, n / NORM_GROUP, n, eps)};
-}
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
@@ -147,11 +108,9 @@ __device__ __forceinline__ float row_dot(const RowHead& r, const half* __restric
     return warp_sum(acc);
 }
 
-// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`. With xr != null the
-// vector is RMSNorm(xr) * gain (NormX: the final norm before lm_head, or q/k/v alone), else x.
+// y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
-                                int rows, int cols, float scale, const float* __restrict__ xr,
-                                const half* __restrict__ gain, const float* __restrict__ ssq, float eps) {
+                                int rows, int cols, float scale) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
@@ -159,17 +118,13 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
     row_load(r, w, cols);
     pdl_wait();
     if (row >= rows) return;
-    const float s = xr ? row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols)
-                       : row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
 }
 
-// Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc; of x, or with xr != null
-// of RMSNorm(xr) * gain (NormX).
+// Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc, each times x.
 extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
                                     const half* __restrict__ Wc, const half* __restrict__ x,
-                                    const float* __restrict__ xr,
-                                    const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
     pdl_early();
@@ -183,45 +138,29 @@ extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __r
     row_load(r, w, cols);
     pdl_wait();
     if (row < 0) return;
-    const float s = xr ? row_dot(r, w, norm_x(xr, gain, ssq, cols, eps), cols)
-                       : row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
 }
 
-// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add); with
-// ssq != null the block's rows' new values squared and summed into ssq[block] for the RMSNorm folded
-// into the projection that reads them next. Needs blockDim.x / WARP == NORM_GROUP.
+// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
 extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
-                                         float* __restrict__ resid, float* __restrict__ ssq, int rows, int cols) {
-    __shared__ float sq[NORM_GROUP];
+                                         float* __restrict__ resid, int rows, int cols) {
     pdl_early();
-    const int warp = threadIdx.x / WARP, row = blockIdx.x * (blockDim.x / WARP) + warp;
+    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
     row_load(r, w, cols);
     pdl_wait();
-    float v = 0.f;
-    if (row < rows) {
-        const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
-        // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
-        v = resid[row] + __half2float(__float2half(s));
-        if ((threadIdx.x & 31) == 0) resid[row] = v;
-    }
-    if (!ssq) return;
-    if ((threadIdx.x & 31) == 0) sq[warp] = v * v;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float t = 0.f;
-        for (int k = 0; k < NORM_GROUP; ++k) t += sq[k];
-        ssq[blockIdx.x] = t;
-    }
+    if (row >= rows) return;
+    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
+    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
 
-// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch; with xr != null
-// x is RMSNorm(xr) * gain (NormX), each chunk computed once for both rows.
-template <class X>
+// out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
+// read once for both rows.
 __device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru, const half* __restrict__ wg,
-                                            const half* __restrict__ wu, const X& x, int cols, half* out) {
+                                            const half* __restrict__ wu, const PlainX& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* g4 = reinterpret_cast<const uint4*>(wg);
     const uint4* u4 = reinterpret_cast<const uint4*>(wu);
@@ -255,9 +194,7 @@ __device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru
 #define SWIGLU_BOUNDS
 #endif
 extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, const float* __restrict__ xr,
-                                       const half* __restrict__ gain, const float* __restrict__ ssq, float eps,
-                                       half* __restrict__ out, int rows, int cols) {
+                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead rg, ru;
@@ -266,12 +203,10 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
     row_load(ru, Wu + off, cols);
     pdl_wait();
     if (row >= rows) return;
-    if (xr) swiglu_rows(rg, ru, Wg + off, Wu + off, norm_x(xr, gain, ssq, cols, eps), cols, out + row);
-    else swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
+    swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
 }
 
-// out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192): the RMSNorm
-// as a kernel of its own (our forward without fold_norm). The gain (a weight) is loaded before the wait
+// out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192). The gain (a weight) is loaded before the wait
 // for the residual's writer, and each thread keeps its NORM_PER_THREAD values of x in registers, so the
 // kernel makes one trip to memory after the wait.
 #define NORM_PER_THREAD 8
@@ -311,18 +246,13 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
     }
 }
 
-// x (fp32 residual) = embedding row of the token id read from device memory, with its partial sums
-// of squares when ssq != null (see NORM_GROUP). One element a thread (the grid covers n; n % NORM_GROUP == 0).
+// x (fp32 residual) = embedding row of the token id read from device memory. One element a thread.
 extern "C" __global__ void embed(const half* __restrict__ E, const int* __restrict__ tok,
-                                 float* __restrict__ x, float* __restrict__ ssq, int n) {
+                                 float* __restrict__ x, int n) {
     pdl_early();
     pdl_wait();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    const float v = i < n ? __half2float(E[(size_t)tok[0] * n + i]) : 0.f;
-    if (i < n) x[i] = v;
-    float s = v * v;  // NORM_GROUP adjacent lanes hold a group
-    for (int o = 1; o < NORM_GROUP; o <<= 1) s += __shfl_xor_sync(FULL, s, o);
-    if (ssq && i < n && i % NORM_GROUP == 0) ssq[i / NORM_GROUP] = s;
+    if (i < n) x[i] = __half2float(E[(size_t)tok[0] * n + i]);
 }
 
 // RoPE (rotate-half) of one 16-byte chunk c (dims 8c..8c+7) of a head's raw fp16 vector v: dim j pairs

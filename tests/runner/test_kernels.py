@@ -123,18 +123,6 @@ def test_rope_by_chunks_is_rotate_half(d):
                                np.concatenate([a * cos - b * sin, a * sin + b * cos]), rtol=1e-12, atol=1e-12)
 
 
-def test_norm_from_the_writers_partials_is_rmsnorm():
-    """The partial sums of squares left by the residual's writer give the RMSNorm a kernel of its own gave."""
-    rng = np.random.default_rng(4)
-    x = (rng.standard_normal(2048) * 3).astype(np.float32)
-    gain = (1 + 0.1 * rng.standard_normal(2048)).astype(np.float16)
-    parts = ok.norm_partials_reference(x)
-    assert parts.shape == (2048 // ok.NORM_GROUP,)
-    np.testing.assert_allclose(parts.sum(), (x.astype(np.float64) ** 2).sum(), rtol=1e-12)
-    np.testing.assert_array_equal(ok.norm_from_partials_reference(x.astype(np.float64), parts, gain, 1e-5),
-                                  ok.rmsnorm_reference(x.astype(np.float64), gain, 1e-5))
-
-
 def test_attention_with_rope_and_cache_write_matches_separate_steps():
     """attn_split with RoPE and the cache write folded in: the same output as rotating q and k, writing
     the cache row, then attending; and the cache row written as the separate steps wrote it."""
@@ -160,9 +148,9 @@ def test_attention_with_rope_and_cache_write_matches_separate_steps():
 
 
 def test_fused_kernel_math_matches_the_model():
-    """The kernels' per-step math as our forward runs it (the norm from the writer's partials folded into
-    the projections, RoPE and the cache write folded into attention), fed the pipeline's shapes, equals
-    the float64 reference model on the same tiny model (one layer, one position)."""
+    """The kernels' per-step math as our forward runs it (rmsnorm, then the projections; RoPE and the
+    cache write folded into attention), fed the pipeline's shapes, equals the float64 reference model
+    on the same tiny model (one layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
 
@@ -170,10 +158,10 @@ def test_fused_kernel_math_matches_the_model():
     w = init_weights(p, seed=3)
     layer = {k: v.astype(np.float64) for k, v in w["layers"][0].items()}
     tok, pos = 7, 0
-    x = w["embed"][tok].astype(np.float64)  # embed: the residual and its partials
+    x = w["embed"][tok].astype(np.float64)  # embed: the residual
 
     def norm(x, gain):
-        return ok.norm_from_partials_reference(x, ok.norm_partials_reference(x), gain, p.norm_eps).astype(np.float64)
+        return ok.rmsnorm_reference(x, gain, p.norm_eps).astype(np.float64)
 
     hn = norm(x, layer["attn_norm"])
     q, k, v = (layer[m] @ hn for m in ("wq", "wk", "wv"))
@@ -181,7 +169,7 @@ def test_fused_kernel_math_matches_the_model():
     cv = np.zeros_like(ck)
     attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
                                        v.reshape(p.n_kv_heads, -1), ck, cv, pos, pos, rope_inv_freq(p)).ravel()
-    x = x + layer["wo"] @ attn  # gemv_residual: the residual and its partials
+    x = x + layer["wo"] @ attn  # gemv_residual
     x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
     one = dict(w, layers=[w["layers"][0]])
     ref = reference_logits(p.__class__(**{**p.__dict__, "n_layers": 1}), one, np.array([tok]))[0]
