@@ -43,9 +43,6 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
     "pdl, no attention prefetch": {"pdl": True, "defines": ("-DATT_PREFETCH=0",)},
     "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
-    "pdl, combine launch": {"pdl": True, "combine_in_split": False},
-    "pdl, 4 rows a block": {"pdl": True, "rows_per_block": 4},
-    "pdl, 16 rows a block": {"pdl": True, "rows_per_block": 16},
 }
 REPLAYS = 50
 

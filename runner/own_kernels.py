@@ -19,11 +19,8 @@ SOURCE = Path(__file__).with_name("kernels") / "decode.cu"
 CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
 ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
-MAX_SPLITS = 64  # attention splits the merge can take (decode.cu's MAX_SPLITS)
+MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
-# attn_split's last block of each head merges the splits (decode.cu's ATT_COMBINE_IN_SPLIT): one launch
-# a layer fewer, and the o_proj's weight loads overlap the whole of attention under PDL.
-COMBINE_IN_SPLIT = True
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -40,8 +37,7 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None, combine_in_split: bool = COMBINE_IN_SPLIT,
-                 rows_per_block: int = ROWS_PER_BLOCK) -> None:
+                 zeros: Any = None) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -56,9 +52,7 @@ class OwnForward:
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
-        self.combine_in_split, self.rpb = combine_in_split, rows_per_block
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
-        defines = (*defines, f"-DATT_COMBINE_IN_SPLIT={int(combine_in_split)}")
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
                  "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
@@ -81,7 +75,6 @@ class OwnForward:
         self.logits = zeros(p.vocab, f16)
         self.part_o = zeros(p.n_heads * self.splits * p.head_dim, f32)
         self.part_ml = zeros(p.n_heads * self.splits * 2, f32)
-        self.att_done = zeros(p.n_heads, cp.int32)  # splits finished per head (attn_split sets it back to 0)
         self.next_id = zeros(1, cp.int64)
         self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
@@ -90,12 +83,8 @@ class OwnForward:
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
         """y = W x * scale."""
-        self.k["gemv"](self._rows_grid(rows), (32 * self.rpb,),
+        self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                        (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
-
-    def _rows_grid(self, rows: int) -> tuple[int]:
-        """The grid of a GEMV kernel: one warp a row, ``rows_per_block`` warps a block."""
-        return (-(-rows // self.rpb),)
 
     def rmsnorm(self, gain: Any) -> None:
         """hn = RMSNorm(x) * gain: what the next projection reads."""
@@ -106,7 +95,7 @@ class OwnForward:
         """The Q, K, V projections of ``hn`` in one launch."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
-        self.k["gemv_qkv"](self._rows_grid(rows), (32 * self.rpb,),
+        self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
 
@@ -121,30 +110,28 @@ class OwnForward:
                                                                   np.int32(self.p.hidden)))
 
     def attention(self, li: int) -> None:
-        """RoPE, this token's KV-cache write, split attention and (``combine_in_split``) the merge in one
-        launch; otherwise the merge is a launch of its own."""
+        """RoPE, this token's KV-cache write and split attention in one launch, then the merge."""
         p = self.p
         self.k["attn_split"]((p.n_heads, self.splits), (ATT_THREADS,),
                              (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
-                              self.inv_freq, self.part_o, self.part_ml, self.attn, self.att_done,
+                              self.inv_freq, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5)))
-        if self.combine_in_split:
-            return
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos))
 
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
-        self.k["gemv_residual"](self._rows_grid(p.hidden), (32 * self.rpb,),
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
     def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
-        self.k["gemv_swiglu"](self._rows_grid(p.ffn), (32 * self.rpb,),
+        grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
+        self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
-        self.k["gemv_residual"](self._rows_grid(p.hidden), (32 * self.rpb,),
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
     def lm_head(self) -> None:

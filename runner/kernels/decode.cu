@@ -285,9 +285,8 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // this token folded in (no kernel of their own: 16 launches fewer a 1b token). Grid (n_heads,
 // max_splits), block ATT_THREADS threads: split s covers positions [s*SPLIT, min(n, (s+1)*SPLIT)),
 // n = pos[0] + 1 read from device memory, so one grid (and one graph) serves every position; splits
-// past n exit at once (the merge reads only the splits the context reaches). Each split writes its
-// max m, sum l and unnormalised output o (fp32) for the merge (combine_head); one split alone writes
-// the output itself.
+// past n exit at once (attn_combine reads only the splits the context reaches). Each split writes its
+// max m, sum l and unnormalised output o (fp32) for attn_combine.
 // q, k, v are the projections' raw outputs: every block rotates q itself; the row at this token's
 // slot is taken from k (rotated) and v directly, never from the cache, and block (first head of the
 // kv group, split 0) writes that row into the cache for the tokens after this one.
@@ -300,38 +299,6 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // starts this one only after its own wait returned, i.e. once everything before it had finished
 // (PDL_TRIGGER 2; with 0 it has finished itself). Triggering at the start (1) gives no such order.
 // Needs d % 16 == 0, 32 % (d/8) == 0 and SPLIT / SLOTS <= ATT_POS (d <= 128; checked on the host).
-// out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the head's first `used` splits,
-// M = max_s m_s; threads tid < d write a dim each. Every split's (m, l) is loaded into `sml` (2 *
-// MAX_SPLITS floats of shared memory, or any 2 * used) in one trip (a loop over the splits made a trip
-// per split: latency grew with the context); the weighted sum then reads the splits' outputs with up
-// to 8 loads in flight. L2 loads (__ldcg): another block of this grid may have written them.
-#define MAX_SPLITS 64  // 4096 positions; checked on the host
-__device__ __forceinline__ void combine_head(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                             half* __restrict__ out, int h, int splits, int used, int d, int tid,
-                                             float* sml) {
-    for (int s = tid; s < used; s += blockDim.x) {
-        sml[2 * s] = __ldcg(part_ml + 2 * ((size_t)h * splits + s));
-        sml[2 * s + 1] = __ldcg(part_ml + 2 * ((size_t)h * splits + s) + 1);
-    }
-    __syncthreads();
-    if (tid >= d) return;
-    float M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = fmaxf(M, sml[2 * s]);
-    float num = 0.f, den = 0.f;
-#pragma unroll 8
-    for (int s = 0; s < used; ++s) {
-        const float w = sml[2 * s] == -INFINITY ? 0.f : __expf(sml[2 * s] - M);
-        num += w * __ldcg(part_o + ((size_t)h * splits + s) * d + tid);
-        den += w * sml[2 * s + 1];
-    }
-    out[h * d + tid] = __float2half(num / den);
-}
-
-// ATT_COMBINE_IN_SPLIT 1: attn_split's last block of each head merges the splits (a counter per
-// head); attn_combine is then not launched. 0: attn_combine does it, a launch of its own.
-#ifndef ATT_COMBINE_IN_SPLIT
-#define ATT_COMBINE_IN_SPLIT 1
-#endif
 #ifndef ATT_PREFETCH
 #define ATT_PREFETCH (PDL_TRIGGER != 1)
 #endif
@@ -343,12 +310,9 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
-                                      half* __restrict__ out, int* __restrict__ done,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
-    __shared__ float lt_s;
-    __shared__ int last_s;
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
     pdl_early();
 #if !ATT_PREFETCH
@@ -430,55 +394,47 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     for (int e = 0; e < 8; ++e) so[slot_i * d + c * 8 + e] = o[e];
     __syncthreads();
     const size_t pidx = (size_t)h * gridDim.y + s;
-    if (tid == 0) {
-        float lt = 0.f;
-        for (int w = 0; w < ATT_THREADS / 32; ++w) lt += red_l[w];
-        lt_s = lt;
-        part_ml[2 * pidx] = m;
-        part_ml[2 * pidx + 1] = lt;
-    }
-#if ATT_COMBINE_IN_SPLIT
-    const int used = (n + SPLIT - 1) / SPLIT;  // the splits that did not exit at the start
-    if (used == 1) {  // the whole context in this block: the output is o / l (attn_combine's w is 1)
-        __syncthreads();
-        for (int i = tid; i < d; i += ATT_THREADS) {
-            float acc = 0.f;
-            for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
-            out[h * d + i] = __float2half(acc / lt_s);
-        }
-        return;
-    }
-#endif
     for (int i = tid; i < d; i += ATT_THREADS) {
         float acc = 0.f;
         for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
         part_o[pidx * d + i] = acc;
     }
-#if ATT_COMBINE_IN_SPLIT
-    // The head's last split to finish merges them all (attn_combine's sum, in split order), so the
-    // merge needs no launch of its own and the next kernel's weight loads overlap all of attention.
-    // Writes, fence, then the count: the block that sees used - 1 sees every split's partials; it
-    // sets the count back to 0 for the next launch (which waits for this one to finish).
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last_s = atomicAdd(done + h, 1) == used - 1;
-    __syncthreads();
-    if (!last_s) return;
-    __threadfence();
-    if (tid == 0) done[h] = 0;
-    combine_head(part_o, part_ml, out, h, gridDim.y, used, d, tid, so);  // so: free again
-#endif
+    if (tid == 0) {
+        float lt = 0.f;
+        for (int w = 0; w < ATT_THREADS / 32; ++w) lt += red_l[w];
+        part_ml[2 * pidx] = m;
+        part_ml[2 * pidx + 1] = lt;
+    }
 }
 
-// The merge as a launch of its own (ATT_COMBINE_IN_SPLIT 0). Grid n_heads, block d. Only the splits
-// the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
+// out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
+// Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).
+// Each thread loads one split's (m, l) into shared memory, so all of them arrive in one trip (a
+// loop over the splits made a trip per split: latency grew with the context); the weighted sum
+// then reads the splits' outputs with up to 8 loads in flight.
+#define MAX_SPLITS 64  // 4096 positions; checked on the host
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
-    __shared__ float sml[2 * MAX_SPLITS];
+    __shared__ float sw[MAX_SPLITS], sl[MAX_SPLITS];
     pdl_early();
     pdl_wait();
-    combine_head(part_o, part_ml, out, blockIdx.x, splits, min(splits, (pos[0] + SPLIT) / SPLIT), d, threadIdx.x,
-                 sml);
+    const int h = blockIdx.x, i = threadIdx.x;
+    const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
+    for (int s = i; s < used; s += blockDim.x) {
+        sw[s] = part_ml[2 * ((size_t)h * splits + s)];
+        sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
+    float num = 0.f, den = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < used; ++s) {
+        const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
+        num += w * part_o[((size_t)h * splits + s) * d + i];
+        den += w * sl[s];
+    }
+    out[h * d + i] = __float2half(num / den);
 }
 
 // Greedy pick: index of the largest logit, the first one on ties (as numpy.argmax), in two stages so
