@@ -43,6 +43,11 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
     "pdl, no attention prefetch": {"pdl": True, "defines": ("-DATT_PREFETCH=0",)},
     "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
+    "pdl, qkv 5 blocks an SM": {"pdl": True, "defines": ("-DQKV_MIN_BLOCKS=5",)},
+    "pdl, qkv 6 blocks an SM": {"pdl": True, "defines": ("-DQKV_MIN_BLOCKS=6",)},
+    "pdl, prefetch 4": {"pdl": True, "defines": ("-DPRE=4",)},
+    "pdl, prefetch 4, qkv 6 blocks an SM": {"pdl": True, "defines": ("-DPRE=4", "-DQKV_MIN_BLOCKS=6")},
+    "pdl, prefetch 16": {"pdl": True, "defines": ("-DPRE=16",)},
 }
 REPLAYS = 50
 

@@ -123,7 +123,15 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
 }
 
 // Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc, each times x.
-extern "C" __global__ void gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
+#ifndef QKV_MIN_BLOCKS  // blocks of gemv_qkv an SM must hold (__launch_bounds__): 0 leaves it to ptxas
+#define QKV_MIN_BLOCKS 0
+#endif
+#if QKV_MIN_BLOCKS
+#define QKV_BOUNDS __launch_bounds__(256, QKV_MIN_BLOCKS)
+#else
+#define QKV_BOUNDS
+#endif
+extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols) {
