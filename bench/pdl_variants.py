@@ -48,6 +48,14 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, prefetch 4": {"pdl": True, "defines": ("-DPRE=4",)},
     "pdl, prefetch 4, qkv 6 blocks an SM": {"pdl": True, "defines": ("-DPRE=4", "-DQKV_MIN_BLOCKS=6")},
     "pdl, prefetch 16": {"pdl": True, "defines": ("-DPRE=16",)},
+    "pdl, qkv prefetch 4, 6 blocks an SM": {"pdl": True, "defines": ("-DPRE_QKV=4", "-DQKV_MIN_BLOCKS=6")},
+    "pdl, swiglu prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=4",)},
+    "pdl, swiglu prefetch 6": {"pdl": True, "defines": ("-DPRE_SWIGLU=6",)},
+    "pdl, swiglu prefetch 4, qkv prefetch 4, 6 blocks an SM": {
+        "pdl": True, "defines": ("-DPRE_SWIGLU=4", "-DPRE_QKV=4", "-DQKV_MIN_BLOCKS=6")},
+    "pdl, swiglu + residual prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=4", "-DPRE_RESID=4")},
+    "pdl, prefetch 4 (lm_head 8), qkv 6 blocks an SM": {
+        "pdl": True, "defines": ("-DPRE=4", "-DPRE_GEMV=8", "-DQKV_MIN_BLOCKS=6")},
 }
 REPLAYS = 50
 

@@ -77,34 +77,50 @@ struct PlainX {
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
 // each lane's first PRE loads (a 2048-wide row whole), row_dot finishes the row once x may be read.
+// Each kernel's depth may differ (PRE_QKV, PRE_SWIGLU, PRE_RESID, PRE_GEMV): fewer registers let more
+// blocks stay resident, which can matter more than loading more before the wait.
 #ifndef PRE
 #define PRE 8
 #endif
-struct RowHead { uint4 w[PRE]; };
+#ifndef PRE_QKV
+#define PRE_QKV PRE
+#endif
+#ifndef PRE_SWIGLU
+#define PRE_SWIGLU PRE
+#endif
+#ifndef PRE_RESID
+#define PRE_RESID PRE
+#endif
+#ifndef PRE_GEMV
+#define PRE_GEMV PRE
+#endif
+template <int D>
+struct RowHead { uint4 w[D]; };
 
-__device__ __forceinline__ void row_load(RowHead& r, const half* __restrict__ w, int cols) {
+template <int D>
+__device__ __forceinline__ void row_load(RowHead<D>& r, const half* __restrict__ w, int cols) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
 #pragma unroll
-    for (int k = 0; k < PRE; ++k) {
+    for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         r.w[k] = i < n4 ? __ldg(w4 + i) : make_uint4(0, 0, 0, 0);  // weights: read once, streamed
     }
 }
 
-template <class X>
-__device__ __forceinline__ float row_dot(const RowHead& r, const half* __restrict__ w, const X& x, int cols) {
+template <int D, class X>
+__device__ __forceinline__ float row_dot(const RowHead<D>& r, const half* __restrict__ w, const X& x, int cols) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
     float acc = 0.f;
 #pragma unroll
-    for (int k = 0; k < PRE; ++k) {
+    for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         if (i < n4) acc = dot8(r.w[k], x(i), acc);
     }
     // The rest of a wide row, unrolled 8 deep so each lane keeps 8 independent loads in flight.
 #pragma unroll 8
-    for (int i = lane + PRE * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x(i), acc);
+    for (int i = lane + D * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x(i), acc);
     return warp_sum(acc);
 }
 
@@ -113,7 +129,7 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
                                 int rows, int cols, float scale) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    RowHead r;
+    RowHead<PRE_GEMV> r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
     row_load(r, w, cols);
     pdl_wait();
@@ -141,7 +157,7 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
     if (row >= ra + rb + rc) row = -1;
     else if (row >= ra + rb) { row -= ra + rb; W = Wc; y = yc; }
     else if (row >= ra) { row -= ra; W = Wb; y = yb; }
-    RowHead r;
+    RowHead<PRE_QKV> r;
     const half* w = W + (size_t)max(row, 0) * cols;
     row_load(r, w, cols);
     pdl_wait();
@@ -155,7 +171,7 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
                                          float* __restrict__ resid, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    RowHead r;
+    RowHead<PRE_RESID> r;
     const half* w = W + (size_t)min(row, rows - 1) * cols;
     row_load(r, w, cols);
     pdl_wait();
@@ -167,14 +183,15 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
 // read once for both rows.
-__device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru, const half* __restrict__ wg,
+template <int D>
+__device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<D>& ru, const half* __restrict__ wg,
                                             const half* __restrict__ wu, const PlainX& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* g4 = reinterpret_cast<const uint4*>(wg);
     const uint4* u4 = reinterpret_cast<const uint4*>(wu);
     float ag = 0.f, au = 0.f;
 #pragma unroll
-    for (int k = 0; k < PRE; ++k) {
+    for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         if (i < n4) {
             const uint4 xi = x(i);
@@ -183,7 +200,7 @@ __device__ __forceinline__ void swiglu_rows(const RowHead& rg, const RowHead& ru
         }
     }
 #pragma unroll 4
-    for (int i = lane + PRE * WARP; i < n4; i += WARP) {
+    for (int i = lane + D * WARP; i < n4; i += WARP) {
         const uint4 xi = x(i);
         ag = dot8(__ldg(g4 + i), xi, ag);
         au = dot8(__ldg(u4 + i), xi, au);
@@ -205,7 +222,7 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
                                        const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    RowHead rg, ru;
+    RowHead<PRE_SWIGLU> rg, ru;
     const size_t off = (size_t)min(row, rows - 1) * cols;
     row_load(rg, Wg + off, cols);
     row_load(ru, Wu + off, cols);
