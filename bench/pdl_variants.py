@@ -43,19 +43,15 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
     "pdl, no attention prefetch": {"pdl": True, "defines": ("-DATT_PREFETCH=0",)},
     "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
-    "pdl, qkv 5 blocks an SM": {"pdl": True, "defines": ("-DQKV_MIN_BLOCKS=5",)},
-    "pdl, qkv 6 blocks an SM": {"pdl": True, "defines": ("-DQKV_MIN_BLOCKS=6",)},
-    "pdl, prefetch 4": {"pdl": True, "defines": ("-DPRE=4",)},
-    "pdl, prefetch 4, qkv 6 blocks an SM": {"pdl": True, "defines": ("-DPRE=4", "-DQKV_MIN_BLOCKS=6")},
-    "pdl, prefetch 16": {"pdl": True, "defines": ("-DPRE=16",)},
-    "pdl, qkv prefetch 4, 6 blocks an SM": {"pdl": True, "defines": ("-DPRE_QKV=4", "-DQKV_MIN_BLOCKS=6")},
-    "pdl, swiglu prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=4",)},
-    "pdl, swiglu prefetch 6": {"pdl": True, "defines": ("-DPRE_SWIGLU=6",)},
-    "pdl, swiglu prefetch 4, qkv prefetch 4, 6 blocks an SM": {
-        "pdl": True, "defines": ("-DPRE_SWIGLU=4", "-DPRE_QKV=4", "-DQKV_MIN_BLOCKS=6")},
-    "pdl, swiglu + residual prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=4", "-DPRE_RESID=4")},
-    "pdl, prefetch 4 (lm_head 8), qkv 6 blocks an SM": {
-        "pdl": True, "defines": ("-DPRE=4", "-DPRE_GEMV=8", "-DQKV_MIN_BLOCKS=6")},
+    # prefetch depth per GEMV kernel and the QKV's launch bounds (defaults: qkv 4 + 6 blocks, swiglu 4, rest 8)
+    "pdl, prefetch 8 everywhere, qkv unbounded": {
+        "pdl": True, "defines": ("-DPRE_QKV=8", "-DPRE_SWIGLU=8", "-DQKV_MIN_BLOCKS=0")},
+    "pdl, qkv unbounded": {"pdl": True, "defines": ("-DQKV_MIN_BLOCKS=0",)},
+    "pdl, swiglu prefetch 2": {"pdl": True, "defines": ("-DPRE_SWIGLU=2",)},
+    "pdl, swiglu prefetch 3": {"pdl": True, "defines": ("-DPRE_SWIGLU=3",)},
+    "pdl, residual prefetch 4": {"pdl": True, "defines": ("-DPRE_RESID=4",)},
+    "pdl, swiglu prefetch 2, residual prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=2", "-DPRE_RESID=4")},
+    "pdl, lm_head prefetch 4": {"pdl": True, "defines": ("-DPRE_GEMV=4",)},
 }
 REPLAYS = 50
 
