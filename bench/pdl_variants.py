@@ -39,8 +39,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
     "pdl, trigger after wait": {"pdl": True, "defines": ("-DPDL_TRIGGER=2",)},
     "pdl, no trigger": {"pdl": True, "defines": ("-DPDL_TRIGGER=0",)},
-    "plain, prefetch 1": {"pdl": False, "defines": ("-DPRE=1",)},
-    "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPDL_TRIGGER=1")},
+    "plain, prefetch 1": {"pdl": False, "defines": ("-DPRE=1", "-DPRE_QKV=1", "-DPRE_SWIGLU=1")},
+    "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPRE_QKV=1", "-DPRE_SWIGLU=1",
+                                                         "-DPDL_TRIGGER=1")},
     "pdl, no attention prefetch": {"pdl": True, "defines": ("-DATT_PREFETCH=0",)},
     "pdl, swiglu 3 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=3",)},
     # prefetch depth per GEMV kernel and the QKV's launch bounds (defaults: qkv 4 + 6 blocks, swiglu 4, rest 8)

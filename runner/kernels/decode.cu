@@ -76,7 +76,7 @@ struct PlainX {
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
-// each lane's first PRE loads (a 2048-wide row whole), row_dot finishes the row once x may be read.
+// each lane's first D loads (D = 8: a 2048-wide row whole), row_dot finishes the row once x may be read.
 // Each kernel's depth may differ (PRE_QKV, PRE_SWIGLU, PRE_RESID, PRE_GEMV): fewer registers let more
 // blocks stay resident, which can matter more than loading more before the wait. Measured on the H200
 // (bench/pdl_variants_prefetch_*): gate+up at 4 (62 registers, 4 blocks an SM instead of 2) and the
