@@ -38,6 +38,8 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
     "pdl, trigger after wait": {"pdl": True, "defines": ("-DPDL_TRIGGER=2",)},
+    # the same again, built and placed on its own: the A/A control for the differences between rows
+    "pdl, trigger after wait (A/A)": {"pdl": True, "defines": ("-DPDL_TRIGGER=2",)},
     "pdl, no trigger": {"pdl": True, "defines": ("-DPDL_TRIGGER=0",)},
     "plain, prefetch 1": {"pdl": False, "defines": ("-DPRE=1", "-DPRE_QKV=1", "-DPRE_SWIGLU=1")},
     "pdl at start, prefetch 1": {"pdl": True, "defines": ("-DPRE=1", "-DPRE_QKV=1", "-DPRE_SWIGLU=1",
@@ -53,6 +55,22 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, residual prefetch 4": {"pdl": True, "defines": ("-DPRE_RESID=4",)},
     "pdl, swiglu prefetch 2, residual prefetch 4": {"pdl": True, "defines": ("-DPRE_SWIGLU=2", "-DPRE_RESID=4")},
     "pdl, lm_head prefetch 4": {"pdl": True, "defines": ("-DPRE_GEMV=4",)},
+    # launch bounds of o_proj/down and gate+up, the next kernel launched at a norm's or merge's start,
+    # and attention grids of fewer blocks a head than splits (blocks take turns over the splits)
+    "pdl, residual 5 blocks an SM": {"pdl": True, "defines": ("-DRESID_MIN_BLOCKS=5",)},
+    "pdl, swiglu 5 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=5",)},
+    "pdl, norm triggers at start": {"pdl": True, "defines": ("-DNORM_TRIGGER_START=1",)},
+    "pdl, merge triggers at start": {"pdl": True, "defines": ("-DCOMBINE_TRIGGER_START=1",)},
+    "pdl, norm and merge trigger at start": {"pdl": True, "defines": ("-DNORM_TRIGGER_START=1",
+                                                                     "-DCOMBINE_TRIGGER_START=1")},
+    "pdl, attention grid 4 a head": {"pdl": True, "att_grid_splits": 4},
+    "pdl, attention grid 8 a head": {"pdl": True, "att_grid_splits": 8},
+    "pdl, attention grid 16 a head": {"pdl": True, "att_grid_splits": 16},
+    # the RMSNorm folded into the projections after it (each warp gathers the residual's squares itself)
+    "pdl, norm folded": {"pdl": True, "fold_norm": True},
+    "pdl, norm folded, qkv 5 blocks an SM": {"pdl": True, "fold_norm": True, "defines": ("-DQKV_NORM_MIN_BLOCKS=5",)},
+    "pdl, norm folded, qkv prefetch 3": {"pdl": True, "fold_norm": True, "defines": ("-DPRE_QKV=3",)},
+    "pdl, norm folded, lm_head prefetch 4": {"pdl": True, "fold_norm": True, "defines": ("-DPRE_GEMV=4",)},
 }
 REPLAYS = 50
 
@@ -75,25 +93,26 @@ def weights(cp, p):
 
 
 def token(own, layers, w) -> None:
-    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork). A
-    --before tree may be from when RoPE had a launch of its own (rope_kv), or from when the RMSNorm could
-    be folded into the projections (fold_norm, before it was removed)."""
+    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork); with
+    fold_norm, each RMSNorm's gain goes to the projection after it instead of a norm kernel. A --before
+    tree may be from when RoPE had a launch of its own (rope_kv)."""
     fold = getattr(own, "fold_norm", False)
+
+    def norm(gain):
+        if fold:
+            return (gain,)
+        own.rmsnorm(gain)
+        return ()
+
     own.embed()
     for li, layer in enumerate(layers):
-        if not fold:
-            own.rmsnorm(layer["attn_norm"])
-        own.qkv(layer)
+        own.qkv(layer, *norm(layer["attn_norm"]))
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer)
-        if not fold:
-            own.rmsnorm(layer["ffn_norm"])
-        own.ffn(layer)
-    if not fold:
-        own.rmsnorm(w["final_norm"])
-    own.lm_head()
+        own.ffn(layer, *norm(layer["ffn_norm"]))
+    own.lm_head(*norm(w["final_norm"]))
     own.sample()
 
 

@@ -242,29 +242,34 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
-        # Our kernels fold RoPE + the KV-cache write into attention: the range is named for what it holds.
-        def norm(gain: Any) -> None:
+        # Our kernels fold RoPE + the KV-cache write into attention, and with fold_norm each RMSNorm into
+        # the projection after it (no rmsnorm range then): a range is named for what it holds.
+        def norm(gain: Any) -> Any:
+            """The gain for the next projection when it normalises, else None after the norm kernel."""
+            if own.fold_norm:
+                return gain
             with rec.span("rmsnorm", s):
                 own.rmsnorm(gain)
+            return None
 
         for li, layer in enumerate(self.layers):
-            norm(layer["attn_norm"])
+            gain = norm(layer["attn_norm"])
             if self.qkv_streams:
                 with rec.span("qkv"):
-                    self._fork_join(lambda name, which: own.proj(which, layer))
+                    self._fork_join(lambda name, which: own.proj(which, layer, gain))
             else:
                 with rec.span("qkv", s):
-                    own.qkv(layer)
+                    own.qkv(layer, gain)
             with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer)
-            norm(layer["ffn_norm"])
+            gain = norm(layer["ffn_norm"])
             with rec.span("ffn", s):
-                own.ffn(layer)
-        norm(self.w["final_norm"])
+                own.ffn(layer, gain)
+        gain = norm(self.w["final_norm"])
         with rec.span("lm_head", s):
-            own.lm_head()
+            own.lm_head(gain)
         with rec.span("sample", s):
             own.sample()
         if self.run_ahead:

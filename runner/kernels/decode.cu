@@ -64,15 +64,60 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
     return acc;
 }
 
-// The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i (an fp16 vector
-// another kernel wrote). Folding the RMSNorm in here (x computed from the fp32 residual and partial
-// sums of squares its writer left) was measured slower under PDL and removed (reports/README.md:
-// pdl_variants_fold_norm_*): the one-block norm kernel costs little while the next projection
-// loads its weights, and folded, every warp waits for the partials and the residual first.
+// The vector a GEMV reads, one 16-byte chunk of 8 elements at a time: x.load(i, ss) is chunk i.
+// PlainX: an fp16 vector another kernel wrote. NormX: the RMSNorm folded in: chunk i of the fp32
+// residual times the norm's gain, unnormalised, while ss gathers the residual's squares; a warp reads
+// every chunk of x for its row, so it has the whole sum of squares when its dot product is done and
+// scales that by rsqrt(ss / n + eps) (x.scale). No kernel of its own, no wait for partial sums (an
+// earlier fold that read the writer's partial sums first was slower under PDL: reports/README.md,
+// pdl_variants_fold_norm_*). The product is not rounded to fp16 before the dot as the norm kernel's
+// output is: the same math, rounded less. Also slower, so off (OwnForward's fold_norm): H200, one
+// token as a graph, 1b 964 against 926 µs with the norm kernels, 8b 4244 against 4100; each warp's
+// fp32 residual and gain loads after the wait cost more than the one-block norm kernel, whose work
+// overlaps the next projection's weight loads.
 struct PlainX {
+    using V = uint4;
     const uint4* p;
-    __device__ __forceinline__ uint4 operator()(int i) const { return p[i]; }
+    __device__ __forceinline__ uint4 load(int i, float&) const { return p[i]; }
+    __device__ __forceinline__ float scale(float, int) const { return 1.f; }
 };
+
+struct X8 { float v[8]; };
+
+struct NormX {
+    using V = X8;
+    const float4* r;
+    const uint4* g;
+    float eps;
+    __device__ __forceinline__ X8 load(int i, float& ss) const {
+        const float4 a = r[2 * i], b = r[2 * i + 1];
+        const uint4 gg = __ldg(g + i);
+        const half2* gh = reinterpret_cast<const half2*>(&gg);
+        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        X8 out;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const float2 gf = __half22float2(gh[k]);
+            out.v[2 * k] = xs[2 * k] * gf.x;
+            out.v[2 * k + 1] = xs[2 * k + 1] * gf.y;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) ss = fmaf(xs[k], xs[k], ss);
+        return out;
+    }
+    __device__ __forceinline__ float scale(float ss, int n) const { return rsqrtf(warp_sum(ss) / n + eps); }
+};
+
+__device__ __forceinline__ float dot8(uint4 a, const X8& x, float acc) {
+    const half2* ah = reinterpret_cast<const half2*>(&a);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const float2 fa = __half22float2(ah[k]);
+        acc = fmaf(fa.x, x.v[2 * k], acc);
+        acc = fmaf(fa.y, x.v[2 * k + 1], acc);
+    }
+    return acc;
+}
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
@@ -115,21 +160,22 @@ template <int D, class X>
 __device__ __forceinline__ float row_dot(const RowHead<D>& r, const half* __restrict__ w, const X& x, int cols) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
-    float acc = 0.f;
+    float acc = 0.f, ss = 0.f;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
-        if (i < n4) acc = dot8(r.w[k], x(i), acc);
+        if (i < n4) acc = dot8(r.w[k], x.load(i, ss), acc);
     }
     // The rest of a wide row, unrolled 8 deep so each lane keeps 8 independent loads in flight.
 #pragma unroll 8
-    for (int i = lane + D * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x(i), acc);
-    return warp_sum(acc);
+    for (int i = lane + D * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x.load(i, ss), acc);
+    return warp_sum(acc) * x.scale(ss, cols);
 }
 
 // y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
-extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
-                                int rows, int cols, float scale) {
+template <class X>
+__device__ __forceinline__ void gemv_rows(const half* __restrict__ W, const X& x, half* __restrict__ y, int rows,
+                                          int cols, float scale) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead<PRE_GEMV> r;
@@ -137,8 +183,21 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
     row_load(r, w, cols);
     pdl_wait();
     if (row >= rows) return;
-    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    const float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
+}
+
+extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
+                                int rows, int cols, float scale) {
+    gemv_rows(W, PlainX{reinterpret_cast<const uint4*>(x)}, y, rows, cols, scale);
+}
+
+// The same of RMSNorm(xr) * gain (NormX).
+extern "C" __global__ void gemv_norm(const half* __restrict__ W, const float* __restrict__ xr,
+                                     const half* __restrict__ gain, float eps, half* __restrict__ y, int rows,
+                                     int cols, float scale) {
+    gemv_rows(W, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps}, y, rows,
+              cols, scale);
 }
 
 // Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc, each times x.
@@ -150,10 +209,11 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
 #else
 #define QKV_BOUNDS
 #endif
-extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                    const half* __restrict__ Wc, const half* __restrict__ x,
-                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols) {
+template <class X>
+__device__ __forceinline__ void qkv_rows(const half* __restrict__ Wa, const half* __restrict__ Wb,
+                                         const half* __restrict__ Wc, const X& x, half* __restrict__ ya,
+                                         half* __restrict__ yb, half* __restrict__ yc, int ra, int rb, int rc,
+                                         int cols) {
     pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const half* W = Wa; half* y = ya;
@@ -165,12 +225,44 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
     row_load(r, w, cols);
     pdl_wait();
     if (row < 0) return;
-    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    const float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
 }
 
+extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
+                                    const half* __restrict__ Wc, const half* __restrict__ x,
+                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
+                                    int ra, int rb, int rc, int cols) {
+    qkv_rows(Wa, Wb, Wc, PlainX{reinterpret_cast<const uint4*>(x)}, ya, yb, yc, ra, rb, rc, cols);
+}
+
+#ifndef QKV_NORM_MIN_BLOCKS  // the same for gemv_qkv_norm
+#define QKV_NORM_MIN_BLOCKS QKV_MIN_BLOCKS
+#endif
+#if QKV_NORM_MIN_BLOCKS
+#define QKV_NORM_BOUNDS __launch_bounds__(256, QKV_NORM_MIN_BLOCKS)
+#else
+#define QKV_NORM_BOUNDS
+#endif
+extern "C" __global__ void QKV_NORM_BOUNDS gemv_qkv_norm(const half* __restrict__ Wa, const half* __restrict__ Wb,
+                                    const half* __restrict__ Wc, const float* __restrict__ xr,
+                                    const half* __restrict__ gain, float eps,
+                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
+                                    int ra, int rb, int rc, int cols) {
+    qkv_rows(Wa, Wb, Wc, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps},
+             ya, yb, yc, ra, rb, rc, cols);
+}
+
 // resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
-extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
+#ifndef RESID_MIN_BLOCKS  // blocks of gemv_residual an SM must hold (__launch_bounds__): 0 leaves it to ptxas
+#define RESID_MIN_BLOCKS 0
+#endif
+#if RESID_MIN_BLOCKS
+#define RESID_BOUNDS __launch_bounds__(256, RESID_MIN_BLOCKS)
+#else
+#define RESID_BOUNDS
+#endif
+extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
@@ -186,30 +278,31 @@ extern "C" __global__ void gemv_residual(const half* __restrict__ W, const half*
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
 // read once for both rows.
-template <int D>
+template <int D, class X>
 __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<D>& ru, const half* __restrict__ wg,
-                                            const half* __restrict__ wu, const PlainX& x, int cols, half* out) {
+                                            const half* __restrict__ wu, const X& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* g4 = reinterpret_cast<const uint4*>(wg);
     const uint4* u4 = reinterpret_cast<const uint4*>(wu);
-    float ag = 0.f, au = 0.f;
+    float ag = 0.f, au = 0.f, ss = 0.f;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         if (i < n4) {
-            const uint4 xi = x(i);
+            const typename X::V xi = x.load(i, ss);
             ag = dot8(rg.w[k], xi, ag);
             au = dot8(ru.w[k], xi, au);
         }
     }
 #pragma unroll 4
     for (int i = lane + D * WARP; i < n4; i += WARP) {
-        const uint4 xi = x(i);
+        const typename X::V xi = x.load(i, ss);
         ag = dot8(__ldg(g4 + i), xi, ag);
         au = dot8(__ldg(u4 + i), xi, au);
     }
-    const float g = __half2float(__float2half(warp_sum(ag)));
-    const float u = __half2float(__float2half(warp_sum(au)));
+    const float inv = x.scale(ss, cols);
+    const float g = __half2float(__float2half(warp_sum(ag) * inv));
+    const float u = __half2float(__float2half(warp_sum(au) * inv));
     if (lane == 0) *out = __float2half(g / (1.f + __expf(-g)) * u);
 }
 
@@ -221,8 +314,9 @@ __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<
 #else
 #define SWIGLU_BOUNDS
 #endif
-extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
+template <class X>
+__device__ __forceinline__ void swiglu_kernel(const half* __restrict__ Wg, const half* __restrict__ Wu, const X& x,
+                                              half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead<PRE_SWIGLU> rg, ru;
@@ -231,17 +325,35 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
     row_load(ru, Wu + off, cols);
     pdl_wait();
     if (row >= rows) return;
-    swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
+    swiglu_rows(rg, ru, Wg + off, Wu + off, x, cols, out + row);
+}
+
+extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
+                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
+    swiglu_kernel(Wg, Wu, PlainX{reinterpret_cast<const uint4*>(x)}, out, rows, cols);
+}
+
+extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu_norm(const half* __restrict__ Wg, const half* __restrict__ Wu,
+                                       const float* __restrict__ xr, const half* __restrict__ gain, float eps,
+                                       half* __restrict__ out, int rows, int cols) {
+    swiglu_kernel(Wg, Wu, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps},
+                  out, rows, cols);
 }
 
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192). The gain (a weight) is loaded before the wait
 // for the residual's writer, and each thread keeps its NORM_PER_THREAD values of x in registers, so the
 // kernel makes one trip to memory after the wait.
 #define NORM_PER_THREAD 8
+#ifndef NORM_TRIGGER_START  // 1: the norm lets the next projection launch (and load weights) at its start
+#define NORM_TRIGGER_START 0
+#endif
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
                                    half* __restrict__ out, int n, float eps) {
     __shared__ float part[32];
     pdl_early();
+#if NORM_TRIGGER_START
+    pdl_launch_dependents();
+#endif
     float g[NORM_PER_THREAD], v[NORM_PER_THREAD];
 #pragma unroll
     for (int k = 0; k < NORM_PER_THREAD; ++k) {
@@ -338,7 +450,7 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
-                                      int n_heads, int n_kv, int d, int max_ctx, float scale) {
+                                      int n_heads, int n_kv, int d, int max_ctx, float scale, int splits) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
@@ -346,92 +458,99 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 #if !ATT_PREFETCH
     pdl_wait();
 #endif
-    const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
+    const int h = blockIdx.x, tid = threadIdx.x;
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
-    const int start = s * SPLIT, end = min(n, start + SPLIT);
-    if (start >= n) return;
-    const int group = n_heads / n_kv, g = h / group;
-    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
-    const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
-    const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
-    uint4 kr[ATT_POS], vr[ATT_POS];
-    bool ok[ATT_POS], fresh[ATT_POS];
-#pragma unroll
-    for (int k = 0; k < ATT_POS; ++k) {
-        const int r = slot_i + k * slots, j = start + r;
-        ok[k] = r < SPLIT && j < end;
-        fresh[k] = ok[k] && j == at;  // this token's row: from k and v below, not from the cache
-        const bool load = ok[k] && !fresh[k];
-        kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-        vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-    }
-#if ATT_PREFETCH
-    pdl_wait();  // q, k, v come from the projection just before
-#endif
-    for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
-    __syncthreads();
-    const half* kn = k_new + g * d;
-    const half* vn = v_new + g * d;
-    if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
-        const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
-        *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
-        *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
-    }
-#pragma unroll
-    for (int k = 0; k < ATT_POS; ++k) {
-        if (fresh[k]) {
-            kr[k] = rope_chunk(kn, c, lpr, cs, sn);
-            vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
+    // A block per split (grid y = splits) or fewer blocks taking turns (OwnForward's att_grid_splits: 4, 8
+    // or 16 a head measured within a few µs a token of one a split on the H200). This loop form itself
+    // measured faster than the kernel without it (1b 926 against 938-956 µs a token, 8b 4100-4146
+    // against 4128-4160, same rounds); why is not established (ptxas gives it 84 registers, 68 before).
+    for (int s = blockIdx.y; s < splits; s += gridDim.y) {
+        const int start = s * SPLIT, end = min(n, start + SPLIT);
+        if (start >= n) break;
+        const int group = n_heads / n_kv, g = h / group;
+        const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
+        const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
+        const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
+        uint4 kr[ATT_POS], vr[ATT_POS];
+        bool ok[ATT_POS], fresh[ATT_POS];
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            const int r = slot_i + k * slots, j = start + r;
+            ok[k] = r < SPLIT && j < end;
+            fresh[k] = ok[k] && j == at;  // this token's row: from k and v below, not from the cache
+            const bool load = ok[k] && !fresh[k];
+            kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+            vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
         }
-    }
-    const uint4 qv = rope_chunk(q + h * d, c, lpr, cs, sn);
-    // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
-    float sc[ATT_POS], m = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < ATT_POS; ++k) {
-        float a = dot8(kr[k], qv, 0.f);
-        for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
-        // Rounded to fp16 as the eager path's fp16 matmul output is.
-        sc[k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
-        m = fmaxf(m, sc[k]);
-    }
-    m = warp_max(m);
-    if ((tid & 31) == 0) red_m[tid >> 5] = m;
-    __syncthreads();
-    m = -INFINITY;
-    for (int w = 0; w < ATT_THREADS / 32; ++w) m = fmaxf(m, red_m[w]);
-    float l = 0.f, o[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = 0.f;
-#pragma unroll
-    for (int k = 0; k < ATT_POS; ++k) {
-        const float p = ok[k] ? __expf(sc[k] - m) : 0.f;
-        l += p;
-        const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float2 f = __half22float2(vh[e]);
-            o[2 * e] = fmaf(p, f.x, o[2 * e]);
-            o[2 * e + 1] = fmaf(p, f.y, o[2 * e + 1]);
+    #if ATT_PREFETCH
+        pdl_wait();  // q, k, v come from the projection just before
+    #endif
+        for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+        __syncthreads();
+        const half* kn = k_new + g * d;
+        const half* vn = v_new + g * d;
+        if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
+            const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
+            *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
+            *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
         }
-    }
-    // Every lane of a row holds that row's p: count each row once (lane c == 0).
-    l = warp_sum(c == 0 ? l : 0.f);
-    if ((tid & 31) == 0) red_l[tid >> 5] = l;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) so[slot_i * d + c * 8 + e] = o[e];
-    __syncthreads();
-    const size_t pidx = (size_t)h * gridDim.y + s;
-    for (int i = tid; i < d; i += ATT_THREADS) {
-        float acc = 0.f;
-        for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
-        part_o[pidx * d + i] = acc;
-    }
-    if (tid == 0) {
-        float lt = 0.f;
-        for (int w = 0; w < ATT_THREADS / 32; ++w) lt += red_l[w];
-        part_ml[2 * pidx] = m;
-        part_ml[2 * pidx + 1] = lt;
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            if (fresh[k]) {
+                kr[k] = rope_chunk(kn, c, lpr, cs, sn);
+                vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
+            }
+        }
+        const uint4 qv = rope_chunk(q + h * d, c, lpr, cs, sn);
+        // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
+        float sc[ATT_POS], m = -INFINITY;
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            float a = dot8(kr[k], qv, 0.f);
+            for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
+            // Rounded to fp16 as the eager path's fp16 matmul output is.
+            sc[k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
+            m = fmaxf(m, sc[k]);
+        }
+        m = warp_max(m);
+        if ((tid & 31) == 0) red_m[tid >> 5] = m;
+        __syncthreads();
+        m = -INFINITY;
+        for (int w = 0; w < ATT_THREADS / 32; ++w) m = fmaxf(m, red_m[w]);
+        float l = 0.f, o[8];
+    #pragma unroll
+        for (int e = 0; e < 8; ++e) o[e] = 0.f;
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            const float p = ok[k] ? __expf(sc[k] - m) : 0.f;
+            l += p;
+            const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
+    #pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 f = __half22float2(vh[e]);
+                o[2 * e] = fmaf(p, f.x, o[2 * e]);
+                o[2 * e + 1] = fmaf(p, f.y, o[2 * e + 1]);
+            }
+        }
+        // Every lane of a row holds that row's p: count each row once (lane c == 0).
+        l = warp_sum(c == 0 ? l : 0.f);
+        if ((tid & 31) == 0) red_l[tid >> 5] = l;
+    #pragma unroll
+        for (int e = 0; e < 8; ++e) so[slot_i * d + c * 8 + e] = o[e];
+        __syncthreads();
+        const size_t pidx = (size_t)h * splits + s;
+        for (int i = tid; i < d; i += ATT_THREADS) {
+            float acc = 0.f;
+            for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
+            part_o[pidx * d + i] = acc;
+        }
+        if (tid == 0) {
+            float lt = 0.f;
+            for (int w = 0; w < ATT_THREADS / 32; ++w) lt += red_l[w];
+            part_ml[2 * pidx] = m;
+            part_ml[2 * pidx + 1] = lt;
+        }
+        __syncthreads();  // the shared arrays are reused by the block's next split
     }
 }
 
@@ -441,10 +560,16 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
 // loop over the splits made a trip per split: latency grew with the context); the weighted sum
 // then reads the splits' outputs with up to 8 loads in flight.
 #define MAX_SPLITS 64  // 4096 positions; checked on the host
+#ifndef COMBINE_TRIGGER_START  // 1: o_proj launches (and loads its weights) as the merge starts
+#define COMBINE_TRIGGER_START 0
+#endif
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                         half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
     __shared__ float sw[MAX_SPLITS], sl[MAX_SPLITS];
     pdl_early();
+#if COMBINE_TRIGGER_START
+    pdl_launch_dependents();
+#endif
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
     const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
