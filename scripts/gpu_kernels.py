@@ -107,6 +107,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     fw.hn[...] = xd
     fw._gemv(layer["wq"], fw.q, h, h, scale=0.5)
     record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
+    fw.hn[...] = cp.asarray(hn16.astype(np.float16))  # the norm's output again, for the SwiGLU below
     # gemv_swiglu + gemv_residual (down)
     poison(fw.ff)
     fw.ffn(layer)

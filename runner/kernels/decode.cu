@@ -72,9 +72,10 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
 // earlier fold that read the writer's partial sums first was slower under PDL: reports/README.md,
 // pdl_variants_fold_norm_*). The product is not rounded to fp16 before the dot as the norm kernel's
 // output is: the same math, rounded less. Also slower, so off (OwnForward's fold_norm): H200, one
-// token as a graph, 1b 964 against 926 µs with the norm kernels, 8b 4244 against 4100; each warp's
-// fp32 residual and gain loads after the wait cost more than the one-block norm kernel, whose work
-// overlaps the next projection's weight loads.
+// token as a graph, 1b 980 against 928 µs with the norm kernels, 8b 4243 against 4107 (A/A pair: 14
+// and 1 µs; reports/bench/pdl_variants_loop_fold_h200_13bee16.md). Each warp's fp32 residual and gain
+// loads after the wait cost more than the one-block norm kernel, whose work overlaps the next
+// projection's weight loads.
 struct PlainX {
     using V = uint4;
     const uint4* p;
@@ -461,9 +462,9 @@ extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __
     const int h = blockIdx.x, tid = threadIdx.x;
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
     // A block per split (grid y = splits) or fewer blocks taking turns (OwnForward's att_grid_splits: 4, 8
-    // or 16 a head measured within a few µs a token of one a split on the H200). This loop form itself
-    // measured faster than the kernel without it (1b 926 against 938-956 µs a token, 8b 4100-4146
-    // against 4128-4160, same rounds); why is not established (ptxas gives it 84 registers, 68 before).
+    // or 16 a head, no better on the H200). This loop form against the kernel without it, one token as a
+    // graph, same rounds (reports/bench/pdl_variants_loop_fold_h200_13bee16.md): 8b 4107 against 4118 µs,
+    // beyond the A/A pair's 1-3 µs; 1b 928 against 934, inside the A/A pair's 14 µs: undecided.
     for (int s = blockIdx.y; s < splits; s += gridDim.y) {
         const int start = s * SPLIT, end = min(n, start + SPLIT);
         if (start >= n) break;
