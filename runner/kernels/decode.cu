@@ -445,8 +445,16 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #endif
 #define SPLIT 64
 #define ATT_THREADS 256
+#ifndef ATT_MIN_BLOCKS  // blocks of attn_split an SM must hold (__launch_bounds__): 0 leaves it to ptxas
+#define ATT_MIN_BLOCKS 0
+#endif
+#if ATT_MIN_BLOCKS
+#define ATT_BOUNDS __launch_bounds__(ATT_THREADS, ATT_MIN_BLOCKS)
+#else
+#define ATT_BOUNDS
+#endif
 #define ATT_POS 4
-extern "C" __global__ void attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
+extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
                                       const half* __restrict__ v_new, half* __restrict__ cache_k,
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
