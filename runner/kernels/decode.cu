@@ -445,7 +445,12 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #endif
 #define SPLIT 64
 #define ATT_THREADS 256
-#ifndef ATT_MIN_BLOCKS  // blocks of attn_split an SM must hold (__launch_bounds__): 0 leaves it to ptxas
+// ATT_MIN_BLOCKS: blocks of attn_split an SM must hold (__launch_bounds__); 0 leaves it to ptxas (84
+// registers, 2 blocks an SM). 3 (76 registers) trades tokens/s for latency growth with the context, on
+// the H200 (reports/bench/decode_attn_bounds_h200_ece4ec6/): 1b 1073.4 against 1083.3 t/s, 8b 239.8
+// against 240.3, growth from position 32 to 512 1b +3.3% against +6.0%, 8b +0.9% against +2.8%.
+// 0 keeps the tokens/s at the positions the reviews' workload runs at (32-160).
+#ifndef ATT_MIN_BLOCKS
 #define ATT_MIN_BLOCKS 0
 #endif
 #if ATT_MIN_BLOCKS
