@@ -58,6 +58,8 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # launch bounds of o_proj/down and gate+up, the next kernel launched at a norm's or merge's start,
     # and attention grids of fewer blocks a head than splits (blocks take turns over the splits)
     "pdl, residual 5 blocks an SM": {"pdl": True, "defines": ("-DRESID_MIN_BLOCKS=5",)},
+    "pdl, residual prefetch 12": {"pdl": True, "defines": ("-DPRE_RESID=12",)},
+    "pdl, residual prefetch 16": {"pdl": True, "defines": ("-DPRE_RESID=16",)},
     "pdl, swiglu 5 blocks an SM": {"pdl": True, "defines": ("-DSWIGLU_MIN_BLOCKS=5",)},
     "pdl, norm triggers at start": {"pdl": True, "defines": ("-DNORM_TRIGGER_START=1",)},
     "pdl, merge triggers at start": {"pdl": True, "defines": ("-DCOMBINE_TRIGGER_START=1",)},
