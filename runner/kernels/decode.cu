@@ -443,7 +443,9 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #ifndef ATT_PREFETCH
 #define ATT_PREFETCH (PDL_TRIGGER != 1)
 #endif
+#ifndef SPLIT  // positions a split (own_kernels.py's CHUNK)
 #define SPLIT 64
+#endif
 #define ATT_THREADS 256
 // ATT_MIN_BLOCKS: blocks of attn_split an SM must hold (__launch_bounds__); 0 leaves it to ptxas (84
 // registers, 2 blocks an SM). 3 (76 registers) trades tokens/s for latency growth with the context, on
@@ -458,7 +460,9 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #else
 #define ATT_BOUNDS
 #endif
+#ifndef ATT_POS  // positions a thread of attn_split holds (own_kernels.py's ATT_POS)
 #define ATT_POS 4
+#endif
 extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
                                       const half* __restrict__ v_new, half* __restrict__ cache_k,
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
