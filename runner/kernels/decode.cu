@@ -448,12 +448,15 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #endif
 #define ATT_THREADS 256
 // ATT_MIN_BLOCKS: blocks of attn_split an SM must hold (__launch_bounds__); 0 leaves it to ptxas (84
-// registers, 2 blocks an SM). 3 (76 registers) trades tokens/s for latency growth with the context, on
-// the H200 (reports/bench/decode_attn_bounds_h200_ece4ec6/): 1b 1073.4 against 1083.3 t/s, 8b 239.8
-// against 240.3, growth from position 32 to 512 1b +3.3% against +6.0%, 8b +0.9% against +2.8%.
-// 0 keeps the tokens/s at the positions the reviews' workload runs at (32-160).
+// registers: 2 blocks an SM, 264 on the H200). A context of n positions has n_heads * ceil(n / SPLIT)
+// working blocks: 288 at position 512 for 32 heads, past one wave at 2 an SM, and the token jumps
+// (one token as a graph, H200: 8b 4175 µs at position 500, 4270 at 512; 1b 952 -> 997). Bounded to 3
+// (76 registers, 396 blocks: one wave to 768 positions): 4181 -> 4202 and 959 -> 970
+// (reports/bench/pdl_variants_att_wave_h200_*.md, with A/A rows). At position 96 the bound costs no
+// more than the A/A spread (8b 4159 against 4150 and 4158), so 3 is the default.
+// Splits of 128 positions (SPLIT=128, ATT_POS=8, 127 registers at 2 an SM) were slower at both.
 #ifndef ATT_MIN_BLOCKS
-#define ATT_MIN_BLOCKS 0
+#define ATT_MIN_BLOCKS 3
 #endif
 #if ATT_MIN_BLOCKS
 #define ATT_BOUNDS __launch_bounds__(ATT_THREADS, ATT_MIN_BLOCKS)
