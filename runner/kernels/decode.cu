@@ -452,11 +452,14 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // working blocks: 288 at position 512 for 32 heads, past one wave at 2 an SM, and the token jumps
 // (one token as a graph, H200: 8b 4175 µs at position 500, 4270 at 512; 1b 952 -> 997). Bounded to 3
 // (76 registers, 396 blocks: one wave to 768 positions): 4181 -> 4202 and 959 -> 970
-// (reports/bench/pdl_variants_att_wave_h200_*.md, with A/A rows). At position 96 the bound costs no
-// more than the A/A spread (8b 4159 against 4150 and 4158), so 3 is the default.
+// (reports/bench/pdl_variants_att_wave_h200_*.md, with A/A rows). In the decode, though, the bound
+// costs tokens/s at the reviews' positions (32-160) in every run: 8b 239.6 t/s (84.8% of the copy
+// bandwidth) at 6bd12fc, where it was the default, against 242.6 (86.3%) at 70d2983 and 240.3 (85.4%)
+// at ece4ec6 unbounded; the latency growth to 512 falls from +2.9% to +0.8% (8b), +6.3% to +2.8%
+// (1b). 0 stays the default (the bandwidth target); 3 is for long contexts.
 // Splits of 128 positions (SPLIT=128, ATT_POS=8, 127 registers at 2 an SM) were slower at both.
 #ifndef ATT_MIN_BLOCKS
-#define ATT_MIN_BLOCKS 3
+#define ATT_MIN_BLOCKS 0
 #endif
 #if ATT_MIN_BLOCKS
 #define ATT_BOUNDS __launch_bounds__(ATT_THREADS, ATT_MIN_BLOCKS)
