@@ -34,6 +34,11 @@ SWITCHES: dict[str, Switch] = {
                         "the host queues decode tokens ahead of the device: each token's greedy pick becomes the "
                         "next token's input on the device, so no input copies and no wait per token; the host "
                         "waits once, after the last (implies cuda_graph)"),
+    "attn_one_wave": Switch(bool, False, True, True,
+                            "our attention kernel bounded to 3 blocks an SM (76 registers instead of 84), so "
+                            "its blocks fit one wave up to 768 positions: flatter token latency at long "
+                            "contexts for fewer tokens/s at short ones (H200: 8b growth 32->512 +0.8% instead "
+                            "of +2.9%; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -43,6 +48,9 @@ SWITCHES: dict[str, Switch] = {
 }
 
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
+# Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
+# ``optimized``; checked like the optimizations (perfreview check).
+KERNEL_TUNING = ("attn_one_wave",)
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our
@@ -156,7 +164,7 @@ def effective(config: Config, gpu: bool) -> dict[str, object]:
     out = dict(config.switches)
     if config.switches.get("run_ahead"):  # queued tokens need the token as one graph of our kernels
         out["cuda_graph"] = True
-    if out.get("cuda_graph") or config.switches.get("pdl"):
+    if out.get("cuda_graph") or config.switches.get("pdl") or config.switches.get("attn_one_wave"):
         out["own_kernels"] = True
     if not gpu:
         for name, spec in SWITCHES.items():
@@ -177,3 +185,8 @@ def not_in_effect(config: Config, gpu: bool) -> list[str]:
     """Switches set in ``config`` that this backend ignores (recorded in the run metadata)."""
     eff = effective(config, gpu)
     return [k for k, v in config.switches.items() if v != eff[k] and v not in (False, 0)]
+
+
+def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
+    """The -D defines of decode.cu that the effective ``switches`` ask for (its compile-time tunables)."""
+    return ("-DATT_MIN_BLOCKS=3",) if switches.get("attn_one_wave") else ()

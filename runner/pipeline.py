@@ -26,6 +26,7 @@ import numpy as np
 
 from perfreview.trace.schema import Kind
 from runner.arena import Arena
+from runner.config import kernel_defines
 from runner.arena import capacity as arena_capacity
 from runner.model import rope_inv_freq
 from runner.presets import Preset
@@ -81,7 +82,8 @@ class Pipeline:
 
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
-                                  pdl=bool(switches.get("pdl")), zeros=mem.zeros)
+                                  pdl=bool(switches.get("pdl")), defines=kernel_defines(switches),
+                                  zeros=mem.zeros)
         device.synchronize_all()
 
     def set_delay_ns(self, ns: int) -> None:

@@ -12,6 +12,7 @@ from runner.loop import Session
 def check(preset: str, device: str, seed: int, steps: int,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
-    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS if cfg.SWITCHES[k].built]
+    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS + cfg.KERNEL_TUNING
+                if cfg.SWITCHES[k].built]
     session = Session(preset, device, seed)
     return check_configs(session, configs, n_steps=steps, n_generate=steps, prompt_tokens=4, progress=progress)

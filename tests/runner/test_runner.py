@@ -203,3 +203,14 @@ def test_run_ahead_loop_feeds_each_pick_on_the_device_and_returns_the_same_token
     queued = Queued()
     assert generate(queued, prompt, n) == expected
     assert queued.launches == n and int(queued.slot[0]) == len(prompt) + n
+
+
+def test_attn_one_wave_bounds_our_attention_kernel_only():
+    """The switch compiles decode.cu with attn_split bounded to 3 blocks an SM, needs our kernels (it
+    implies them on a GPU), is off in optimized, and does nothing on the CPU backend."""
+    on = cfg.resolve("baseline", {"attn_one_wave": "on"})
+    eff = cfg.effective(on, gpu=True)
+    assert eff["own_kernels"] and cfg.kernel_defines(eff) == ("-DATT_MIN_BLOCKS=3",)
+    assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == ()
+    assert cfg.effective(on, gpu=False)["attn_one_wave"] is False
+    assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
