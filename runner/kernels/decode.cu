@@ -456,7 +456,7 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // costs tokens/s at the reviews' positions (32-160) in every run: 8b 239.6 t/s (84.8% of the copy
 // bandwidth) at 6bd12fc, where it was the default, against 242.6 (86.3%) at 70d2983 and 240.3 (85.4%)
 // at ece4ec6 unbounded; the latency growth to 512 falls from +2.9% to +0.8% (8b), +6.3% to +2.8%
-// (1b). 0 stays the default (the bandwidth target); 3 is for long contexts.
+// (1b). 0 stays the default (the bandwidth target); 3 is the attn_one_wave switch (long contexts).
 // Splits of 128 positions (SPLIT=128, ATT_POS=8, 127 registers at 2 an SM) were slower at both.
 #ifndef ATT_MIN_BLOCKS
 #define ATT_MIN_BLOCKS 0
