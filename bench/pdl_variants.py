@@ -72,11 +72,6 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, attention unbounded": {"pdl": True, "defines": ("-DATT_MIN_BLOCKS=0",)},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
-    # the RMSNorm folded into the projections after it (each warp gathers the residual's squares itself)
-    "pdl, norm folded": {"pdl": True, "fold_norm": True},
-    "pdl, norm folded, qkv 5 blocks an SM": {"pdl": True, "fold_norm": True, "defines": ("-DQKV_NORM_MIN_BLOCKS=5",)},
-    "pdl, norm folded, qkv prefetch 3": {"pdl": True, "fold_norm": True, "defines": ("-DPRE_QKV=3",)},
-    "pdl, norm folded, lm_head prefetch 4": {"pdl": True, "fold_norm": True, "defines": ("-DPRE_GEMV=4",)},
 }
 REPLAYS = 50
 
@@ -99,26 +94,25 @@ def weights(cp, p):
 
 
 def token(own, layers, w) -> None:
-    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork); with
-    fold_norm, each RMSNorm's gain goes to the projection after it instead of a norm kernel. A --before
-    tree may be from when RoPE had a launch of its own (rope_kv)."""
+    """The cuda_graph config's launches (runner/pipeline.py _forward_own without the Q/K/V fork). A
+    --before tree may be from when RoPE had a launch of its own (rope_kv), or from when the RMSNorm could
+    be folded into the projections (fold_norm, before it was removed)."""
     fold = getattr(own, "fold_norm", False)
-
-    def norm(gain):
-        if fold:
-            return (gain,)
-        own.rmsnorm(gain)
-        return ()
-
     own.embed()
     for li, layer in enumerate(layers):
-        own.qkv(layer, *norm(layer["attn_norm"]))
+        if not fold:
+            own.rmsnorm(layer["attn_norm"])
+        own.qkv(layer)
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer)
-        own.ffn(layer, *norm(layer["ffn_norm"]))
-    own.lm_head(*norm(w["final_norm"]))
+        if not fold:
+            own.rmsnorm(layer["ffn_norm"])
+        own.ffn(layer)
+    if not fold:
+        own.rmsnorm(w["final_norm"])
+    own.lm_head()
     own.sample()
 
 

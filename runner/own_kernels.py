@@ -37,7 +37,7 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None, att_grid_splits: int = 0, fold_norm: bool = False) -> None:
+                 zeros: Any = None, att_grid_splits: int = 0) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -54,12 +54,7 @@ class OwnForward:
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        # fold_norm: the projections that read a normalised residual compute the RMSNorm themselves
-        # (gemv_norm, gemv_qkv_norm, gemv_swiglu_norm); the caller then passes them the norm's gain and
-        # launches no rmsnorm
-        self.fold_norm = fold_norm
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "gemv_norm", "gemv_qkv_norm",
-                 "gemv_swiglu_norm", "rmsnorm", "embed", "attn_split",
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
                  "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
@@ -88,41 +83,29 @@ class OwnForward:
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
-    def _gemv(self, W: Any, y: Any, rows: int, cols: int, gain: Any = None, scale: float = 1.0) -> None:
-        """y = W hn * scale; with ``gain``, of RMSNorm(x) * gain computed in the same launch."""
-        grid, block = ((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,)
-        tail = (y, np.int32(rows), np.int32(cols), np.float32(scale))
-        if gain is None:
-            self.k["gemv"](grid, block, (W, self.hn, *tail))
-        else:
-            self.k["gemv_norm"](grid, block, (W, self.x, gain, self._eps, *tail))
-
-    @property
-    def _eps(self) -> np.float32:
-        return np.float32(self.p.norm_eps)
+    def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
+        """y = W x * scale."""
+        self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
 
     def rmsnorm(self, gain: Any) -> None:
         """hn = RMSNorm(x) * gain: what the next projection reads."""
-        self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden), self._eps))
+        self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden),
+                                          np.float32(self.p.norm_eps)))
 
-    def qkv(self, layer: dict[str, Any], gain: Any = None) -> None:
-        """The Q, K, V projections of ``hn`` in one launch; with ``gain``, of the residual normalised in it."""
+    def qkv(self, layer: dict[str, Any]) -> None:
+        """The Q, K, V projections of ``hn`` in one launch."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
-        grid, block = ((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,)
-        ws, outs = (layer["wq"], layer["wk"], layer["wv"]), (self.q, self.kk, self.v)
-        dims = (np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden))
-        if gain is None:
-            self.k["gemv_qkv"](grid, block, (*ws, self.hn, *outs, *dims))
-        else:
-            self.k["gemv_qkv_norm"](grid, block, (*ws, self.x, gain, self._eps, *outs, *dims))
+        self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                           (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
+                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
 
-    def proj(self, which: str, layer: dict[str, Any], gain: Any = None) -> None:
-        """One of q/k/v alone, of ``hn`` or the normalised residual (the ``qkv_streams`` fork runs these on
-        three streams)."""
+    def proj(self, which: str, layer: dict[str, Any]) -> None:
+        """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
         p = self.p
         out, rows = {"wq": (self.q, p.hidden), "wk": (self.kk, p.kv_dim), "wv": (self.v, p.kv_dim)}[which]
-        self._gemv(layer[which], out, rows, p.hidden, gain)
+        self._gemv(layer[which], self.hn, out, rows, p.hidden)
 
     def embed(self) -> None:
         self.k["embed"](((self.p.hidden + 255) // 256,), (256,), (self.w["embed"], self.d_tok, self.x,
@@ -145,22 +128,17 @@ class OwnForward:
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
-    def ffn(self, layer: dict[str, Any], gain: Any = None) -> None:
-        """Gate+up+SwiGLU of ``hn`` (with ``gain``: of the residual normalised in it), then down + residual."""
+    def ffn(self, layer: dict[str, Any]) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
-        dims = (self.ff, np.int32(p.ffn), np.int32(p.hidden))
-        if gain is None:
-            self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,), (layer["w_gate"], layer["w_up"], self.hn, *dims))
-        else:
-            self.k["gemv_swiglu_norm"](grid_f, (32 * ROWS_PER_BLOCK,),
-                                       (layer["w_gate"], layer["w_up"], self.x, gain, self._eps, *dims))
+        self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
 
-    def lm_head(self, gain: Any = None) -> None:
-        """The vocabulary projection of ``hn`` (the final RMSNorm's output; with ``gain``, computed in it)."""
-        self._gemv(self.w["lm_head"], self.logits, self.p.vocab, self.p.hidden, gain, float(self.lm_scale))
+    def lm_head(self) -> None:
+        """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
+        self._gemv(self.w["lm_head"], self.hn, self.logits, self.p.vocab, self.p.hidden, float(self.lm_scale))
 
     def sample(self) -> None:
         """Two stages (ARGMAX_BLOCKS partial maxima, then one block): the vocabulary is read by many SMs."""
@@ -270,14 +248,6 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
-
-
-def normed_gemv_reference(w: np.ndarray, x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
-    """gemv_norm / gemv_qkv_norm / gemv_swiglu_norm's product (NormX): W (x * gain), the residual's sum
-    of squares gathered beside it, then times rsqrt(mean(x^2) + eps); the normalised vector is never
-    rounded to fp16 (fp32 on the GPU, float64 here)."""
-    x = np.asarray(x, np.float64)
-    return (np.asarray(w, np.float64) @ (x * np.asarray(gain, np.float64))) / np.sqrt((x * x).mean() + eps)
 
 
 def rope_chunks_reference(v: np.ndarray, pos: int, inv_freq: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ import numpy as np
 
 from perfreview.trace.schema import Kind
 from runner.arena import Arena
-from runner.config import kernel_defines
 from runner.arena import capacity as arena_capacity
+from runner.config import kernel_defines
 from runner.model import rope_inv_freq
 from runner.presets import Preset
 from runner.recorder import Recorder
@@ -244,34 +244,29 @@ class Pipeline:
         if self.delay_ns:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
-        # Our kernels fold RoPE + the KV-cache write into attention, and with fold_norm each RMSNorm into
-        # the projection after it (no rmsnorm range then): a range is named for what it holds.
-        def norm(gain: Any) -> Any:
-            """The gain for the next projection when it normalises, else None after the norm kernel."""
-            if own.fold_norm:
-                return gain
+        # Our kernels fold RoPE + the KV-cache write into attention: the range is named for what it holds.
+        def norm(gain: Any) -> None:
             with rec.span("rmsnorm", s):
                 own.rmsnorm(gain)
-            return None
 
         for li, layer in enumerate(self.layers):
-            gain = norm(layer["attn_norm"])
+            norm(layer["attn_norm"])
             if self.qkv_streams:
                 with rec.span("qkv"):
-                    self._fork_join(lambda name, which: own.proj(which, layer, gain))
+                    self._fork_join(lambda name, which: own.proj(which, layer))
             else:
                 with rec.span("qkv", s):
-                    own.qkv(layer, gain)
+                    own.qkv(layer)
             with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer)
-            gain = norm(layer["ffn_norm"])
+            norm(layer["ffn_norm"])
             with rec.span("ffn", s):
-                own.ffn(layer, gain)
-        gain = norm(self.w["final_norm"])
+                own.ffn(layer)
+        norm(self.w["final_norm"])
         with rec.span("lm_head", s):
-            own.lm_head(gain)
+            own.lm_head()
         with rec.span("sample", s):
             own.sample()
         if self.run_ahead:

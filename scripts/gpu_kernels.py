@@ -104,33 +104,14 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     x = rng.standard_normal(h).astype(np.float16)
     xd = cp.asarray(x)
     poison(fw.q)
-    fw.hn[...] = xd
-    fw._gemv(layer["wq"], fw.q, h, h, scale=0.5)
+    fw._gemv(layer["wq"], xd, fw.q, h, h, 0.5)
     record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
-    fw.hn[...] = cp.asarray(hn16.astype(np.float16))  # the norm's output again, for the SwiGLU below
     # gemv_swiglu + gemv_residual (down)
     poison(fw.ff)
     fw.ffn(layer)
     g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
     record("gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     record("gemv_residual", rel(fw.x.get() - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
-    # the projections with the RMSNorm folded in (fold_norm): they read the fp32 residual and the gain
-    fw.x[...] = cp.asarray(xr)
-    poison(fw.q, fw.kk, fw.v, fw.ff)
-    fw.qkv(layer, layer["attn_norm"])
-    for name, out, wname in (("gemv_qkv_norm:q", fw.q, "wq"), ("gemv_qkv_norm:k", fw.kk, "wk"),
-                             ("gemv_qkv_norm:v", fw.v, "wv")):
-        record(name, rel(out.get(), f64(host[wname]) @ hn))
-    poison(fw.kk)
-    fw.proj("wk", layer, layer["attn_norm"])
-    record("gemv_norm (proj k)", rel(fw.kk.get(), f64(host["wk"]) @ hn))
-    poison(fw.q)
-    fw._gemv(layer["wq"], fw.q, h, h, layer["attn_norm"], 0.5)
-    record("gemv_norm", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ hn))
-    poison(fw.ff)
-    fw.ffn(layer, layer["attn_norm"])
-    g, u = f64(host["w_gate"]) @ hn, f64(host["w_up"]) @ hn
-    record("gemv_swiglu_norm", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     # embed
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
@@ -197,7 +178,7 @@ def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
                 fw.k["gemv_swiglu"](((half + 7) // 8,), (256,), (m[:half], m[half:], x, y, np.int32(half), np.int32(c)))
         else:
             def run(m):
-                fw.k["gemv"](((r + 7) // 8,), (256,), (m, x, y, np.int32(r), np.int32(c), np.float32(1.0)))
+                fw._gemv(m, x, y, r, c)
         for m in mats[:3]:
             run(m)
         times = []

@@ -64,61 +64,18 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
     return acc;
 }
 
-// The vector a GEMV reads, one 16-byte chunk of 8 elements at a time: x.load(i, ss) is chunk i.
-// PlainX: an fp16 vector another kernel wrote. NormX: the RMSNorm folded in: chunk i of the fp32
-// residual times the norm's gain, unnormalised, while ss gathers the residual's squares; a warp reads
-// every chunk of x for its row, so it has the whole sum of squares when its dot product is done and
-// scales that by rsqrt(ss / n + eps) (x.scale). No kernel of its own, no wait for partial sums (an
-// earlier fold that read the writer's partial sums first was slower under PDL: reports/README.md,
-// pdl_variants_fold_norm_*). The product is not rounded to fp16 before the dot as the norm kernel's
-// output is: the same math, rounded less. Also slower, so off (OwnForward's fold_norm): H200, one
-// token as a graph, 1b 980 against 928 µs with the norm kernels, 8b 4243 against 4107 (A/A pair: 14
-// and 1 µs; reports/bench/pdl_variants_loop_fold_h200_13bee16.md). Each warp's fp32 residual and gain
-// loads after the wait cost more than the one-block norm kernel, whose work overlaps the next
-// projection's weight loads.
+// The vector a GEMV reads, 8 halves (one 16-byte chunk) at a time: x(i) is chunk i (an fp16 vector
+// another kernel wrote). Folding the RMSNorm in here (x computed from the fp32 residual and partial
+// sums of squares its writer left) was measured slower under PDL and removed (reports/README.md:
+// pdl_variants_fold_norm_*): the one-block norm kernel costs little while the next projection
+// loads its weights, and folded, every warp waits for the partials and the residual first. Folded
+// without partials (each warp gathering the residual's squares as it reads x, scaling at the end) it
+// was slower again on the H200 and removed too: one token as a graph, 1b 980 against 928 µs, 8b 4243
+// against 4107 (reports/bench/pdl_variants_loop_fold_h200_13bee16.md, the code at 13bee16).
 struct PlainX {
-    using V = uint4;
     const uint4* p;
-    __device__ __forceinline__ uint4 load(int i, float&) const { return p[i]; }
-    __device__ __forceinline__ float scale(float, int) const { return 1.f; }
+    __device__ __forceinline__ uint4 operator()(int i) const { return p[i]; }
 };
-
-struct X8 { float v[8]; };
-
-struct NormX {
-    using V = X8;
-    const float4* r;
-    const uint4* g;
-    float eps;
-    __device__ __forceinline__ X8 load(int i, float& ss) const {
-        const float4 a = r[2 * i], b = r[2 * i + 1];
-        const uint4 gg = __ldg(g + i);
-        const half2* gh = reinterpret_cast<const half2*>(&gg);
-        const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-        X8 out;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const float2 gf = __half22float2(gh[k]);
-            out.v[2 * k] = xs[2 * k] * gf.x;
-            out.v[2 * k + 1] = xs[2 * k + 1] * gf.y;
-        }
-#pragma unroll
-        for (int k = 0; k < 8; ++k) ss = fmaf(xs[k], xs[k], ss);
-        return out;
-    }
-    __device__ __forceinline__ float scale(float ss, int n) const { return rsqrtf(warp_sum(ss) / n + eps); }
-};
-
-__device__ __forceinline__ float dot8(uint4 a, const X8& x, float acc) {
-    const half2* ah = reinterpret_cast<const half2*>(&a);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        const float2 fa = __half22float2(ah[k]);
-        acc = fmaf(fa.x, x.v[2 * k], acc);
-        acc = fmaf(fa.y, x.v[2 * k + 1], acc);
-    }
-    return acc;
-}
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
@@ -161,22 +118,21 @@ template <int D, class X>
 __device__ __forceinline__ float row_dot(const RowHead<D>& r, const half* __restrict__ w, const X& x, int cols) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* w4 = reinterpret_cast<const uint4*>(w);
-    float acc = 0.f, ss = 0.f;
+    float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
-        if (i < n4) acc = dot8(r.w[k], x.load(i, ss), acc);
+        if (i < n4) acc = dot8(r.w[k], x(i), acc);
     }
     // The rest of a wide row, unrolled 8 deep so each lane keeps 8 independent loads in flight.
 #pragma unroll 8
-    for (int i = lane + D * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x.load(i, ss), acc);
-    return warp_sum(acc) * x.scale(ss, cols);
+    for (int i = lane + D * WARP; i < n4; i += WARP) acc = dot8(__ldg(w4 + i), x(i), acc);
+    return warp_sum(acc);
 }
 
 // y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
-template <class X>
-__device__ __forceinline__ void gemv_rows(const half* __restrict__ W, const X& x, half* __restrict__ y, int rows,
-                                          int cols, float scale) {
+extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
+                                int rows, int cols, float scale) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead<PRE_GEMV> r;
@@ -184,21 +140,8 @@ __device__ __forceinline__ void gemv_rows(const half* __restrict__ W, const X& x
     row_load(r, w, cols);
     pdl_wait();
     if (row >= rows) return;
-    const float s = row_dot(r, w, x, cols);
+    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
-}
-
-extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
-                                int rows, int cols, float scale) {
-    gemv_rows(W, PlainX{reinterpret_cast<const uint4*>(x)}, y, rows, cols, scale);
-}
-
-// The same of RMSNorm(xr) * gain (NormX).
-extern "C" __global__ void gemv_norm(const half* __restrict__ W, const float* __restrict__ xr,
-                                     const half* __restrict__ gain, float eps, half* __restrict__ y, int rows,
-                                     int cols, float scale) {
-    gemv_rows(W, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps}, y, rows,
-              cols, scale);
 }
 
 // Q, K and V projections in one launch: rows [0, ra) of Wa, then Wb, then Wc, each times x.
@@ -210,11 +153,10 @@ extern "C" __global__ void gemv_norm(const half* __restrict__ W, const float* __
 #else
 #define QKV_BOUNDS
 #endif
-template <class X>
-__device__ __forceinline__ void qkv_rows(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                         const half* __restrict__ Wc, const X& x, half* __restrict__ ya,
-                                         half* __restrict__ yb, half* __restrict__ yc, int ra, int rb, int rc,
-                                         int cols) {
+extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
+                                    const half* __restrict__ Wc, const half* __restrict__ x,
+                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
+                                    int ra, int rb, int rc, int cols) {
     pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const half* W = Wa; half* y = ya;
@@ -226,32 +168,8 @@ __device__ __forceinline__ void qkv_rows(const half* __restrict__ Wa, const half
     row_load(r, w, cols);
     pdl_wait();
     if (row < 0) return;
-    const float s = row_dot(r, w, x, cols);
+    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
-}
-
-extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                    const half* __restrict__ Wc, const half* __restrict__ x,
-                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols) {
-    qkv_rows(Wa, Wb, Wc, PlainX{reinterpret_cast<const uint4*>(x)}, ya, yb, yc, ra, rb, rc, cols);
-}
-
-#ifndef QKV_NORM_MIN_BLOCKS  // the same for gemv_qkv_norm
-#define QKV_NORM_MIN_BLOCKS QKV_MIN_BLOCKS
-#endif
-#if QKV_NORM_MIN_BLOCKS
-#define QKV_NORM_BOUNDS __launch_bounds__(256, QKV_NORM_MIN_BLOCKS)
-#else
-#define QKV_NORM_BOUNDS
-#endif
-extern "C" __global__ void QKV_NORM_BOUNDS gemv_qkv_norm(const half* __restrict__ Wa, const half* __restrict__ Wb,
-                                    const half* __restrict__ Wc, const float* __restrict__ xr,
-                                    const half* __restrict__ gain, float eps,
-                                    half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols) {
-    qkv_rows(Wa, Wb, Wc, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps},
-             ya, yb, yc, ra, rb, rc, cols);
 }
 
 // resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
@@ -279,31 +197,30 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
 // read once for both rows.
-template <int D, class X>
+template <int D>
 __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<D>& ru, const half* __restrict__ wg,
-                                            const half* __restrict__ wu, const X& x, int cols, half* out) {
+                                            const half* __restrict__ wu, const PlainX& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* g4 = reinterpret_cast<const uint4*>(wg);
     const uint4* u4 = reinterpret_cast<const uint4*>(wu);
-    float ag = 0.f, au = 0.f, ss = 0.f;
+    float ag = 0.f, au = 0.f;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         if (i < n4) {
-            const typename X::V xi = x.load(i, ss);
+            const uint4 xi = x(i);
             ag = dot8(rg.w[k], xi, ag);
             au = dot8(ru.w[k], xi, au);
         }
     }
 #pragma unroll 4
     for (int i = lane + D * WARP; i < n4; i += WARP) {
-        const typename X::V xi = x.load(i, ss);
+        const uint4 xi = x(i);
         ag = dot8(__ldg(g4 + i), xi, ag);
         au = dot8(__ldg(u4 + i), xi, au);
     }
-    const float inv = x.scale(ss, cols);
-    const float g = __half2float(__float2half(warp_sum(ag) * inv));
-    const float u = __half2float(__float2half(warp_sum(au) * inv));
+    const float g = __half2float(__float2half(warp_sum(ag)));
+    const float u = __half2float(__float2half(warp_sum(au)));
     if (lane == 0) *out = __float2half(g / (1.f + __expf(-g)) * u);
 }
 
@@ -315,9 +232,8 @@ __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<
 #else
 #define SWIGLU_BOUNDS
 #endif
-template <class X>
-__device__ __forceinline__ void swiglu_kernel(const half* __restrict__ Wg, const half* __restrict__ Wu, const X& x,
-                                              half* __restrict__ out, int rows, int cols) {
+extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
+                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead<PRE_SWIGLU> rg, ru;
@@ -326,19 +242,7 @@ __device__ __forceinline__ void swiglu_kernel(const half* __restrict__ Wg, const
     row_load(ru, Wu + off, cols);
     pdl_wait();
     if (row >= rows) return;
-    swiglu_rows(rg, ru, Wg + off, Wu + off, x, cols, out + row);
-}
-
-extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
-    swiglu_kernel(Wg, Wu, PlainX{reinterpret_cast<const uint4*>(x)}, out, rows, cols);
-}
-
-extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu_norm(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const float* __restrict__ xr, const half* __restrict__ gain, float eps,
-                                       half* __restrict__ out, int rows, int cols) {
-    swiglu_kernel(Wg, Wu, NormX{reinterpret_cast<const float4*>(xr), reinterpret_cast<const uint4*>(gain), eps},
-                  out, rows, cols);
+    swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
 }
 
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192). The gain (a weight) is loaded before the wait
@@ -452,8 +356,8 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // working blocks: 288 at position 512 for 32 heads, past one wave at 2 an SM, and the token jumps
 // (one token as a graph, H200: 8b 4175 µs at position 500, 4270 at 512; 1b 952 -> 997). Bounded to 3
 // (76 registers, 396 blocks: one wave to 768 positions): 4181 -> 4202 and 959 -> 970
-// (reports/bench/pdl_variants_att_wave_h200_*.md, with A/A rows). In the decode, though, the bound
-// costs tokens/s at the reviews' positions (32-160) in every run: 8b 239.6 t/s (84.8% of the copy
+// (reports/bench/pdl_variants_att_wave_pos{500,512}_h200_8b12950.md, with A/A rows). In the
+// decode, though, the bound costs tokens/s at the reviews' positions (32-160) in every run: 8b 239.6 t/s (84.8% of the copy
 // bandwidth) at 6bd12fc, where it was the default, against 242.6 (86.3%) at 70d2983 and 240.3 (85.4%)
 // at ece4ec6 unbounded; the latency growth to 512 falls from +2.9% to +0.8% (8b), +6.3% to +2.8%
 // (1b). 0 stays the default (the bandwidth target); 3 is the attn_one_wave switch (long contexts).

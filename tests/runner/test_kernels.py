@@ -11,9 +11,8 @@ import pytest
 
 from runner import own_kernels as ok
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "gemv_norm", "gemv_qkv_norm", "gemv_swiglu_norm",
-           "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns",
-           "advance")
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
+           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -149,22 +148,10 @@ def test_attention_with_rope_and_cache_write_matches_separate_steps():
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
 
 
-def test_folded_norm_is_the_norm_then_the_product():
-    """NormX's order (dot with x * gain, scale by the norm at the end) is the same math as RMSNorm first."""
-    rng = np.random.default_rng(4)
-    w, x, gain = rng.standard_normal((12, 64)), rng.standard_normal(64) * 5, 1 + 0.1 * rng.standard_normal(64)
-    hn = x / np.sqrt((x * x).mean() + 1e-5) * gain
-    np.testing.assert_allclose(ok.normed_gemv_reference(w, x, gain, 1e-5), w @ hn, rtol=1e-12, atol=1e-12)
-    # against the norm kernel's fp16 output: within its rounding
-    np.testing.assert_allclose(ok.normed_gemv_reference(w, x, gain, 1e-5),
-                               w @ ok.rmsnorm_reference(x, gain, 1e-5).astype(np.float64), rtol=0, atol=2e-2)
-
-
-@pytest.mark.parametrize("fold_norm", [False, True])
-def test_fused_kernel_math_matches_the_model(fold_norm):
-    """The kernels' per-step math as our forward runs it (rmsnorm, then the projections, or the norm
-    folded into them; RoPE and the cache write folded into attention), fed the pipeline's shapes,
-    equals the float64 reference model on the same tiny model (one layer, one position)."""
+def test_fused_kernel_math_matches_the_model():
+    """The kernels' per-step math as our forward runs it (rmsnorm, then the projections; RoPE and the
+    cache write folded into attention), fed the pipeline's shapes, equals the float64 reference model
+    on the same tiny model (one layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
 
@@ -177,20 +164,17 @@ def test_fused_kernel_math_matches_the_model(fold_norm):
     def norm(x, gain):
         return ok.rmsnorm_reference(x, gain, p.norm_eps).astype(np.float64)
 
-    def proj(w, x, gain):  # a projection of the normalised residual, in one of the two forms
-        return ok.normed_gemv_reference(w, x, gain, p.norm_eps) if fold_norm else w @ norm(x, gain)
-
-    q, k, v = (proj(layer[m], x, layer["attn_norm"]) for m in ("wq", "wk", "wv"))
+    hn = norm(x, layer["attn_norm"])
+    q, k, v = (layer[m] @ hn for m in ("wq", "wk", "wv"))
     ck = np.zeros((p.n_kv_heads, p.max_ctx, p.head_dim))
     cv = np.zeros_like(ck)
     attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
                                        v.reshape(p.n_kv_heads, -1), ck, cv, pos, pos, rope_inv_freq(p)).ravel()
     x = x + layer["wo"] @ attn  # gemv_residual
-    g, u = proj(layer["w_gate"], x, layer["ffn_norm"]), proj(layer["w_up"], x, layer["ffn_norm"])
-    x = x + layer["w_down"] @ (g / (1 + np.exp(-g)) * u)  # swiglu_reference's math on the two products
+    x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
     one = dict(w, layers=[w["layers"][0]])
     ref = reference_logits(p.__class__(**{**p.__dict__, "n_layers": 1}), one, np.array([tok]))[0]
-    ours = proj(w["lm_head"].astype(np.float64), x, w["final_norm"].astype(np.float64))
+    ours = w["lm_head"].astype(np.float64) @ norm(x, w["final_norm"].astype(np.float64))
     assert np.abs(ours - ref).max() / ref.std() < 2e-2  # the fp16 rounding of the normalised vector
     assert int(ours.argmax()) == int(ref.argmax())
 
