@@ -37,7 +37,7 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None, att_grid_splits: int = 0) -> None:
+                 zeros: Any = None, att_grid_splits: int = 0, att_slots: int = 0) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -67,6 +67,9 @@ class OwnForward:
                              f"positions), max_ctx is {p.max_ctx}")
         # attn_split's grid: a block per split, or ``att_grid_splits`` blocks a head that take turns
         self.att_grid = min(self.splits, att_grid_splits) if att_grid_splits > 0 else self.splits
+        # attn_split's blocks the GPU holds at once: past them, it groups a KV head's query heads
+        # (heads_per_block); ``att_slots`` sets it by hand (1: always grouped, 1 << 30: never)
+        self.att_slots = att_slots or resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
         self.x = zeros(p.hidden, f32)  # the residual stream
         self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
         self.q = zeros(p.hidden, f16)
@@ -118,7 +121,8 @@ class OwnForward:
                              (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
                               self.inv_freq, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
-                              np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5), np.int32(self.splits)))
+                              np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5), np.int32(self.splits),
+                              np.int32(self.att_slots)))
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos))
@@ -194,6 +198,18 @@ class PdlKernel:
             raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {err}")
 
 
+def resident_blocks(cp: Any, kernel: Any, threads: int) -> int:
+    """How many blocks of ``kernel`` (a RawKernel, ``threads`` each) the current GPU holds at once:
+    the driver's occupancy for its registers and shared memory, times the SMs."""
+    per_sm = ctypes.c_int(0)
+    err = ctypes.CDLL("libcuda.so.1").cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        ctypes.byref(per_sm), ctypes.c_void_p(kernel.kernel.ptr), ctypes.c_int(threads), ctypes.c_size_t(0))
+    if err:
+        raise RuntimeError(f"cuOccupancyMaxActiveBlocksPerMultiprocessor failed with CUresult {err}")
+    sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+    return max(1, per_sm.value * sms)
+
+
 def _c_arg(a: Any) -> ctypes._SimpleCData:
     """One kernel argument as the C value its parameter expects (arrays by their device pointer)."""
     if hasattr(a, "data") and hasattr(a.data, "ptr"):
@@ -214,6 +230,19 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
     if 0 <= p < hist.size:
         hist[p] = next_id
     tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
+
+
+def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,
+                    chunk: int = CHUNK) -> int:
+    """attn_split's choice: how many query heads of a KV head one block takes at ``position``. One
+    while a block per head and split (at most ``grid_splits`` a head) fits in ``slots``; else the
+    smallest power of two dividing the group that makes the blocks fit, or the whole group."""
+    group = n_heads // n_kv
+    working = min(-(-(position + 1) // chunk), grid_splits)
+    hpb = 1
+    while 2 * hpb <= group and group % (2 * hpb) == 0 and (n_heads // hpb) * working > slots:
+        hpb *= 2
+    return hpb
 
 
 def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,

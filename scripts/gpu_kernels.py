@@ -120,7 +120,10 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     record("embed", rel(fw.x.get(), f64(emb[tok])))
     # attention with RoPE and the cache write folded in, at three lengths (the cache row at pos written)
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
-    for n in (1, 300, p.max_ctx):
+    # at the device's own slots (a block per head up to a wave) and with att_slots=1 (every block
+    # takes a KV head's whole group of query heads)
+    for slots, n in [(s, n) for s in (fw.att_slots, 1) for n in (1, 300, p.max_ctx)]:
+        fw.att_slots = slots
         pos = n - 1
         fw.d_pos[...] = pos
         fw.d_slot[...] = pos
@@ -135,7 +138,9 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
         fw.attention(0)
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
-        record(f"attn_split+combine n={n}", rel(fw.attn.get(), ref.ravel()), f"{-(-n // CHUNK)} splits used")
+        hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots)
+        record(f"attn_split+combine n={n}" + (", grouped" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
+               f"{-(-n // CHUNK)} splits used, {hpb} heads a block ({slots} slots)")
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))

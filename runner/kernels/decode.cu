@@ -378,7 +378,8 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
-                                      int n_heads, int n_kv, int d, int max_ctx, float scale, int splits) {
+                                      int n_heads, int n_kv, int d, int max_ctx, float scale, int splits,
+                                      int slots) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
@@ -388,6 +389,16 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
 #endif
     const int h = blockIdx.x, tid = threadIdx.x;
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
+    const int group = n_heads / n_kv, g = h / group;
+    // The query heads of one KV head share its cache rows. While a block per head and split fits in
+    // one wave (``slots``: the blocks of this kernel the GPU holds at once, from the host), every head
+    // has its own blocks; past that, ``hpb`` heads of a group take one block and read the rows once,
+    // so the attention stays one wave to hpb times the context (the jump at 512 positions, above).
+    // Chosen here from the position, so one captured graph serves every context.
+    const int working = min((n + SPLIT - 1) / SPLIT, (int)gridDim.y);
+    int hpb = 1;
+    while (2 * hpb <= group && group % (2 * hpb) == 0 && (n_heads / hpb) * working > slots) hpb *= 2;
+    if (h % hpb) return;  // its heads are done by block h - h % hpb
     // A block per split (grid y = splits) or fewer blocks taking turns (OwnForward's att_grid_splits: 4, 8
     // or 16 a head, no better on the H200). This loop form against the kernel without it, one token as a
     // graph, same rounds (reports/bench/pdl_variants_loop_fold_h200_13bee16.md): 8b 4107 against 4118 µs,
@@ -395,7 +406,6 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     for (int s = blockIdx.y; s < splits; s += gridDim.y) {
         const int start = s * SPLIT, end = min(n, start + SPLIT);
         if (start >= n) break;
-        const int group = n_heads / n_kv, g = h / group;
         const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
         const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
         const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
@@ -429,7 +439,8 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
                 vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
             }
         }
-        const uint4 qv = rope_chunk(q + h * d, c, lpr, cs, sn);
+        for (int hq = h; hq < h + hpb; ++hq) {  // the block's query heads, one after the other
+        const uint4 qv = rope_chunk(q + hq * d, c, lpr, cs, sn);
         // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
         float sc[ATT_POS], m = -INFINITY;
     #pragma unroll
@@ -466,7 +477,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     #pragma unroll
         for (int e = 0; e < 8; ++e) so[slot_i * d + c * 8 + e] = o[e];
         __syncthreads();
-        const size_t pidx = (size_t)h * splits + s;
+        const size_t pidx = (size_t)hq * splits + s;
         for (int i = tid; i < d; i += ATT_THREADS) {
             float acc = 0.f;
             for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
@@ -478,7 +489,8 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
             part_ml[2 * pidx] = m;
             part_ml[2 * pidx + 1] = lt;
         }
-        __syncthreads();  // the shared arrays are reused by the block's next split
+        __syncthreads();  // the shared arrays are reused by the block's next head or split
+        }
     }
 }
 

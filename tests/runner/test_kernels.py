@@ -85,6 +85,21 @@ def test_split_attention_matches_softmax(n):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_attention_groups_query_heads_only_past_one_wave():
+    """32 query heads on 8 KV heads, 264 resident blocks (2 an SM of an H200): a block per head and
+    split up to 512 positions (256 blocks); at 513 (9 splits, 288 blocks) two heads a block; the whole
+    group of 4 once even that is past a wave; a group of 1 (no GQA) is never grouped."""
+    def hpb(position, heads=32, kv=8, grid=64, slots=264):
+        return ok.heads_per_block(heads, kv, position, grid, slots)
+
+    assert [hpb(p) for p in (0, 95, 159, 511)] == [1, 1, 1, 1]
+    assert hpb(512) == 2 and hpb(1023) == 2  # 16 heads' blocks x 16 splits = 256
+    assert hpb(1024) == 4 and hpb(4000) == 4  # 16 x 17 = 272 > 264
+    assert hpb(512, grid=8) == 1  # blocks taking turns over the splits: 32 x 8 fit
+    assert hpb(4000, kv=32) == 1 and hpb(4000, heads=12, kv=4) == 1  # a group of 3 cannot be halved
+    assert hpb(0, slots=1) == 4  # att_slots=1: always the whole group (scripts/gpu_kernels.py checks it)
+
+
 def test_fused_swiglu_matches_unfused():
     rng = np.random.default_rng(0)
     wg, wu, x = rng.standard_normal((40, 16)), rng.standard_normal((40, 16)), rng.standard_normal(16)
