@@ -70,9 +70,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, attention grid 16 a head": {"pdl": True, "att_grid_splits": 16},
     "pdl, attention 3 blocks an SM": {"pdl": True, "defines": ("-DATT_MIN_BLOCKS=3",)},
     "pdl, attention unbounded": {"pdl": True, "defines": ("-DATT_MIN_BLOCKS=0",)},
-    # attn_split groups a KV head's query heads in one block only past one wave (the default); never, always
-    "pdl, attention heads never grouped": {"pdl": True, "att_slots": 1 << 30},
-    "pdl, attention heads always grouped": {"pdl": True, "att_slots": 1},
+    # attn_split built to group a KV head's query heads in one block past one wave (attn_group_heads), or always
+    "pdl, attention heads grouped past a wave": {"pdl": True, "defines": ("-DATT_GROUP=1",)},
+    "pdl, attention heads always grouped": {"pdl": True, "defines": ("-DATT_GROUP=1",), "att_slots": 1},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
 }

@@ -39,6 +39,11 @@ SWITCHES: dict[str, Switch] = {
                             "its blocks fit one wave up to 768 positions: flatter token latency at long "
                             "contexts for fewer tokens/s at short ones (H200: 8b growth 32->512 +0.8% instead "
                             "of +2.9%; implies own_kernels)"),
+    "attn_group_heads": Switch(bool, False, True, True,
+                               "our attention kernel gives one block several query heads of a KV head once a "
+                               "block per head and split is past one wave (from 513 positions on an H200), "
+                               "so it stays one wave to 4x the context; not yet run on a GPU (implies "
+                               "own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -50,7 +55,8 @@ SWITCHES: dict[str, Switch] = {
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized``; checked like the optimizations (perfreview check).
-KERNEL_TUNING = ("attn_one_wave",)
+KERNEL_TUNING = ("attn_one_wave", "attn_group_heads")
+KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": "-DATT_GROUP=1"}  # decode.cu's
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our
@@ -164,7 +170,7 @@ def effective(config: Config, gpu: bool) -> dict[str, object]:
     out = dict(config.switches)
     if config.switches.get("run_ahead"):  # queued tokens need the token as one graph of our kernels
         out["cuda_graph"] = True
-    if out.get("cuda_graph") or config.switches.get("pdl") or config.switches.get("attn_one_wave"):
+    if out.get("cuda_graph") or config.switches.get("pdl") or any(config.switches.get(k) for k in KERNEL_TUNING):
         out["own_kernels"] = True
     if not gpu:
         for name, spec in SWITCHES.items():
@@ -189,4 +195,4 @@ def not_in_effect(config: Config, gpu: bool) -> list[str]:
 
 def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
     """The -D defines of decode.cu that the effective ``switches`` ask for (its compile-time tunables)."""
-    return ("-DATT_MIN_BLOCKS=3",) if switches.get("attn_one_wave") else ()
+    return tuple(define for name, define in KERNEL_DEFINES.items() if switches.get(name))

@@ -67,9 +67,12 @@ class OwnForward:
                              f"positions), max_ctx is {p.max_ctx}")
         # attn_split's grid: a block per split, or ``att_grid_splits`` blocks a head that take turns
         self.att_grid = min(self.splits, att_grid_splits) if att_grid_splits > 0 else self.splits
-        # attn_split's blocks the GPU holds at once: past them, it groups a KV head's query heads
-        # (heads_per_block); ``att_slots`` sets it by hand (1: always grouped, 1 << 30: never)
-        self.att_slots = att_slots or resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
+        # built with -DATT_GROUP=1 (attn_group_heads), attn_split groups a KV head's query heads once
+        # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
+        # count by hand (1: always grouped). Unused without the define.
+        grouped = "-DATT_GROUP=1" in defines
+        self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
+                                       if grouped else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream
         self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
         self.q = zeros(p.hidden, f16)

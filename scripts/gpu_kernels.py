@@ -38,7 +38,7 @@ def rel(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
-def make_forward(cp, preset, pdl: bool = False):
+def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
     """An OwnForward over random weights (fp16) for one layer, plus the host copies."""
     rng = np.random.default_rng()
     p = preset
@@ -59,19 +59,22 @@ def make_forward(cp, preset, pdl: bool = False):
     cv = cp.asarray(rng.standard_normal(shape).astype(np.float16))
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     toks = [cp.zeros(1, np.int32) for _ in range(3)]
-    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks, pdl=pdl)
+    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks, pdl=pdl, defines=defines)
     return fw, host, emb, rng, vocab
 
 
-def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
-    """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization."""
+def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
+    """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
+    ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch)."""
     p = get_preset(preset_name)
-    fw, host, emb, rng, vocab = make_forward(cp, p, pdl)
+    fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
+    grouped = "-DATT_GROUP=1" in defines
     fw.p = _with_vocab(p, vocab)
     results = []
 
     def record(name, err, extra=""):
-        results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + name, "rel_err": err,
+        results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + " ".join(defines + (name,)),
+                        "rel_err": err,
                         "ok": err < TOL, "note": extra})
 
     def poison(*arrs):
@@ -120,9 +123,9 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
     record("embed", rel(fw.x.get(), f64(emb[tok])))
     # attention with RoPE and the cache write folded in, at three lengths (the cache row at pos written)
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
-    # at the device's own slots (a block per head up to a wave) and with att_slots=1 (every block
-    # takes a KV head's whole group of query heads)
-    for slots, n in [(s, n) for s in (fw.att_slots, 1) for n in (1, 300, p.max_ctx)]:
+    # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
+    # block takes a KV head's whole group of query heads)
+    for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in (1, 300, p.max_ctx)]:
         fw.att_slots = slots
         pos = n - 1
         fw.d_pos[...] = pos
@@ -138,7 +141,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False) -> list[dict]:
         fw.attention(0)
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
-        hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots)
+        hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots) if grouped else 1
         record(f"attn_split+combine n={n}" + (", grouped" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
                f"{-(-n // CHUNK)} splits used, {hpb} heads a block ({slots} slots)")
         if n == 300:
@@ -210,6 +213,7 @@ def main() -> int:
     import cupy as cp
 
     results = [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
+    results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, ("-DATT_GROUP=1",))]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

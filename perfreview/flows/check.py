@@ -9,10 +9,14 @@ from runner.check import check_configs
 from runner.loop import Session
 
 
+def configs_to_check() -> list[cfg.Config]:
+    """baseline, optimized, and baseline with each optimization or kernel tuning alone."""
+    return [cfg.resolve("baseline"), cfg.resolve("optimized")] + [
+        cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS + cfg.KERNEL_TUNING if cfg.SWITCHES[k].built]
+
+
 def check(preset: str, device: str, seed: int, steps: int,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    configs = [cfg.resolve("baseline"), cfg.resolve("optimized")]
-    configs += [cfg.resolve("baseline", {k: "on"}) for k in cfg.OPTIMIZATIONS + cfg.KERNEL_TUNING
-                if cfg.SWITCHES[k].built]
     session = Session(preset, device, seed)
-    return check_configs(session, configs, n_steps=steps, n_generate=steps, prompt_tokens=4, progress=progress)
+    return check_configs(session, configs_to_check(), n_steps=steps, n_generate=steps, prompt_tokens=4,
+                         progress=progress)

@@ -370,6 +370,12 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #else
 #define ATT_BOUNDS
 #endif
+// ATT_GROUP=1 (the attn_group_heads switch): past one wave, a block takes several query heads of
+// one KV head (below). Written after the device budget was spent: compiled, its choice tested in
+// NumPy, not yet run on a GPU; 0 compiles the kernel that was measured.
+#ifndef ATT_GROUP
+#define ATT_GROUP 0
+#endif
 #ifndef ATT_POS  // positions a thread of attn_split holds (own_kernels.py's ATT_POS)
 #define ATT_POS 4
 #endif
@@ -389,16 +395,18 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
 #endif
     const int h = blockIdx.x, tid = threadIdx.x;
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
-    const int group = n_heads / n_kv, g = h / group;
+#if ATT_GROUP
     // The query heads of one KV head share its cache rows. While a block per head and split fits in
     // one wave (``slots``: the blocks of this kernel the GPU holds at once, from the host), every head
     // has its own blocks; past that, ``hpb`` heads of a group take one block and read the rows once,
     // so the attention stays one wave to hpb times the context (the jump at 512 positions, above).
-    // Chosen here from the position, so one captured graph serves every context.
-    const int working = min((n + SPLIT - 1) / SPLIT, (int)gridDim.y);
+    // Chosen here from the position, so one captured graph serves every context. Mirrored by
+    // own_kernels.heads_per_block.
+    const int working = min((n + SPLIT - 1) / SPLIT, (int)gridDim.y), heads_a_kv = n_heads / n_kv;
     int hpb = 1;
-    while (2 * hpb <= group && group % (2 * hpb) == 0 && (n_heads / hpb) * working > slots) hpb *= 2;
+    while (2 * hpb <= heads_a_kv && heads_a_kv % (2 * hpb) == 0 && (n_heads / hpb) * working > slots) hpb *= 2;
     if (h % hpb) return;  // its heads are done by block h - h % hpb
+#endif
     // A block per split (grid y = splits) or fewer blocks taking turns (OwnForward's att_grid_splits: 4, 8
     // or 16 a head, no better on the H200). This loop form against the kernel without it, one token as a
     // graph, same rounds (reports/bench/pdl_variants_loop_fold_h200_13bee16.md): 8b 4107 against 4118 µs,
@@ -406,6 +414,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     for (int s = blockIdx.y; s < splits; s += gridDim.y) {
         const int start = s * SPLIT, end = min(n, start + SPLIT);
         if (start >= n) break;
+        const int group = n_heads / n_kv, g = h / group;
         const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
         const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
         const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
@@ -439,7 +448,12 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
                 vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
             }
         }
+#if ATT_GROUP
         for (int hq = h; hq < h + hpb; ++hq) {  // the block's query heads, one after the other
+#else
+        {
+        const int hq = h;
+#endif
         const uint4 qv = rope_chunk(q + hq * d, c, lpr, cs, sn);
         // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
         float sc[ATT_POS], m = -INFINITY;

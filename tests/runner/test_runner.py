@@ -214,3 +214,17 @@ def test_attn_one_wave_bounds_our_attention_kernel_only():
     assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == ()
     assert cfg.effective(on, gpu=False)["attn_one_wave"] is False
     assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
+
+
+def test_attn_group_heads_builds_the_grouping_attention_and_is_checked():
+    """The switch compiles decode.cu with ATT_GROUP=1, implies our kernels, combines with
+    attn_one_wave, is off in optimized, and `perfreview check` runs it like every optimization."""
+    from perfreview.flows import check
+
+    on = cfg.effective(cfg.resolve("baseline", {"attn_group_heads": "on"}), gpu=True)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_GROUP=1",)
+    both = cfg.effective(cfg.resolve("baseline", {"attn_group_heads": "on", "attn_one_wave": "on"}), gpu=True)
+    assert set(cfg.kernel_defines(both)) == {"-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"}
+    assert not cfg.resolve("optimized").switches.get("attn_group_heads")
+    assert any(c.switches.get("attn_group_heads") for c in check.configs_to_check())
+
