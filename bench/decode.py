@@ -4,12 +4,14 @@ PyTorch, on the same shapes and random weights, in one process.
 Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
-  per-token loop instead of run_ahead (the host waiting for each token) (the runner's interleaved
+  per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams and with
+  attn_group_heads (the runner's interleaved
   rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each
   per round: median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
-- GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), 15 samples
+- GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), of optimized
+  and optimized+attn_group_heads (LATENCY_CONFIGS) and PyTorch graph, 15 samples
   each in paired rounds: median [95% CI], and the growth from position 32 as a paired ratio [95% CI]
   against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per pipeline function, from CUPTI when
@@ -44,7 +46,9 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_graph": "baseline,cuda_graph=on",
         "graph_pdl": "baseline,cuda_graph=on,pdl=on", "optimized": "optimized",
         "optimized_token_loop": "optimized,run_ahead=off",
-        "optimized+qkv_streams": "optimized,qkv_streams=on"}
+        "optimized+qkv_streams": "optimized,qkv_streams=on",
+        "optimized+attn_group_heads": "optimized,attn_group_heads=on"}
+LATENCY_CONFIGS = ("optimized", "optimized+attn_group_heads")  # ours, timed by position
 POSITIONS = (32, 96, 160, 512)
 
 
@@ -189,12 +193,12 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     # latency by position: ours optimized (graph) and torch graph, one sequence to the last position,
     # then rounds of replays at each position
     samples: dict[str, dict[int, list[float]]] = {}
-    opt = ours.sides[[s.spec.config.label for s in ours.sides].index(cfg.parse_side("optimized").label)].pipe
     seq = prompt + list(range(1000, 1000 + POSITIONS[-1]))
-    opt.reset()
-    if gpu:
-        samples["optimized"] = latency_by_position(lambda pos: opt.step(seq[pos], pos), cp, lambda: opt.main,
-                                                   lat_rounds)
+    labels = [s.spec.config.label for s in ours.sides]
+    for key in LATENCY_CONFIGS if gpu else ():
+        pipe = ours.sides[labels.index(cfg.parse_side(OURS[key]).label)].pipe
+        pipe.reset()
+        samples[key] = latency_by_position(lambda pos: pipe.step(seq[pos], pos), cp, lambda: pipe.main, lat_rounds)
     if model is not None:
         import torch
 
