@@ -124,8 +124,9 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     # attention with RoPE and the cache write folded in, at three lengths (the cache row at pos written)
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
-    # block takes a KV head's whole group of query heads)
-    for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in (1, 300, p.max_ctx)]:
+    # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
+    lengths = (1, 300, 600, p.max_ctx) if grouped else (1, 300, p.max_ctx)
+    for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in lengths]:
         fw.att_slots = slots
         pos = n - 1
         fw.d_pos[...] = pos
