@@ -461,12 +461,13 @@ def _per_rank(frame: pd.DataFrame, rank: int) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame, path: Path, run: str, token_marker: str | None) -> pd.DataFrame:
-    if len(frame):
-        nest = (frame["kind"].isin([Kind.RANGE.value, Kind.API.value]) & (frame["depth"] < 0)).to_numpy()
-        if nest.any():  # Kineto does not record nesting: derive it from the intervals
-            depth = frame["depth"].to_numpy().copy()
-            depth[nest] = nesting_depths(frame.loc[nest, ["track", "start_ns", "end_ns"]])
-            frame["depth"] = depth
+    if not len(frame):  # a run without a single timed event would store, report and compare nothing
+        raise TraceError(f'{path}: no complete events (ph "X", profiler bookkeeping aside) to import')
+    nest = (frame["kind"].isin([Kind.RANGE.value, Kind.API.value]) & (frame["depth"] < 0)).to_numpy()
+    if nest.any():  # Kineto does not record nesting: derive it from the intervals
+        depth = frame["depth"].to_numpy().copy()
+        depth[nest] = nesting_depths(frame.loc[nest, ["track", "start_ns", "end_ns"]])
+        frame["depth"] = depth
     try:
         if token_marker:
             frame = cut_tokens(frame, token_marker, path, source="kineto")

@@ -50,7 +50,7 @@ def load(path: Path, token_marker: str | None = None, run: str | None = None) ->
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
             tables = _tables(con)
             if not tables & {"CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVENTS"}:
-                raise NsysError(f"{path}: not an Nsight Systems SQLite export (no CUPTI or NVTX tables)")
+                raise NsysError("not an Nsight Systems SQLite export (no CUPTI or NVTX tables)")
             names = _strings(con, tables)
             parts = [_kernels(con, tables, names), _copies(con, tables), _api(con, tables, names),
                      _syncs(con, tables), _nvtx(con, tables, names)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import zlib
 
 import numpy as np
@@ -255,6 +256,11 @@ def test_nsys_bad_files(tmp_path, capsys):
     junk.write_bytes(b"not sqlite at all" * 10)
     assert main(["import", "nsys", str(junk), "--out", str(tmp_path / "runs")]) == 2
     assert "junk.sqlite" in capsys.readouterr().err
+    other = tmp_path / "other.sqlite"  # a database, but not an nsys export
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    assert main(["import", "nsys", str(other), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"perfreview: error: {other}: not an Nsight Systems SQLite export (no CUPTI or NVTX tables)\n"
     from nsys_fixture import make
 
     f = make(tmp_path / "t.sqlite", "s")

@@ -109,6 +109,10 @@ def test_kineto_import_report_and_timeline_with_a_mirrored_token(tmp_path, capsy
     (b'{"traceEvents": [{"ph": "X", "name": "k", "ts": 1e400, "dur": 1}]}', "bad ts"),
     (b'{"traceEvents": [{"ph": "X", "name": "k", "ts": "abc", "dur": 1}]}', "bad ts"),
     (b'{"traceEvents": 5}', "no traceEvents list"),
+    (b'{"traceEvents": []}', "no complete events"),
+    (b'[{"ph": "B", "name": "a", "ts": 1, "pid": 1, "tid": 1}]', "no complete events"),  # never closed
+    (b'{"traceEvents": [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "x"}}]}',
+     "no complete events"),
 ])
 def test_broken_kineto_files_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
