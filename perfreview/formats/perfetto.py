@@ -70,9 +70,13 @@ def export(run: Run, out: Path, progress: Callable[[int, int], None] | None = No
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     origin = int(run.events["start_ns"].min()) if len(run.events) else 0
-    with open(tmp, "w") as fh:
-        _write(fh, run, origin, progress)
-    tmp.replace(out)
+    try:
+        with open(tmp, "w") as fh:
+            _write(fh, run, origin, progress)
+        tmp.replace(out)
+    except OSError as exc:  # named as the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
     return out
 
 

@@ -184,6 +184,10 @@ def write(path: Path, text: str) -> Path:
     """Write atomically: a temporary file renamed into place, so nothing is ever half-written."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:  # named as the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     return path

@@ -135,7 +135,7 @@ class RunMeta:
             if f.name == "per_repeat":
                 value = _repeats(value, where)
             elif not _fits(value, _HINTS[f.name]):
-                raise MetaError(f"{where}: key {f.name!r} has a {type(value).__name__}, "
+                raise MetaError(f"{where}: key {f.name!r} is {type(value).__name__}, "
                                 f"expected {_type_name(_HINTS[f.name])}")
             elif f.name in _REQUIRED_KEYS and not all(set(_REQUIRED_KEYS[f.name]) <= set(v) for v in value):
                 raise MetaError(f"{where}: every entry of {f.name!r} needs {', '.join(_REQUIRED_KEYS[f.name])}")
@@ -145,7 +145,7 @@ class RunMeta:
 
 def _repeats(value: Any, where: str) -> list[RepeatInfo]:
     if not isinstance(value, list):
-        raise MetaError(f"{where}: key 'per_repeat' has a {type(value).__name__}, expected a list")
+        raise MetaError(f"{where}: key 'per_repeat' is {type(value).__name__}, expected a list")
     known = {f.name for f in dataclasses.fields(RepeatInfo)}
     out = []
     for i, item in enumerate(value):
@@ -154,7 +154,7 @@ def _repeats(value: Any, where: str) -> list[RepeatInfo]:
         kept = {k: v for k, v in item.items() if k in known}
         for k, v in kept.items():
             if not _fits(v, _REPEAT_HINTS[k]):
-                raise MetaError(f"{where}: per_repeat[{i}].{k} has a {type(v).__name__}")
+                raise MetaError(f"{where}: per_repeat[{i}].{k} is {type(v).__name__}")
         out.append(RepeatInfo(**kept))
     return out
 
@@ -192,7 +192,7 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 # --- provenance ---------------------------------------------------------------------------------

@@ -114,3 +114,15 @@ def test_run_report_gives_the_injected_delay_asked_and_measured(tmp_path):
     assert "### Injected delay" in md and f"{got.asked_us:.1f} µs a token (20% of the" in md
     plain = runs.read_run(measure.measure(small_spec(), [cfg.resolve("baseline")], tmp_path)[0].path)
     assert summary.injected_delay(plain) is None and "### Injected delay" not in review.run_markdown(plain)
+
+
+def test_a_failed_write_names_the_file_asked_for_and_leaves_nothing(tmp_path):
+    """render.write goes through a temporary file; when the write fails, the error names the target
+    (what the user typed), not the temporary file, and no temporary file is left."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    target = blocker / "r.md"  # its folder is a file
+    with pytest.raises(OSError) as info:
+        render.write(target, "text")
+    assert info.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

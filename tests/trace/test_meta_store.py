@@ -26,8 +26,8 @@ def test_run_meta_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("tokens", "8", "key 'tokens' has a str"),
-    ("device", [], "key 'device' has a list"),
+    ("tokens", "8", "key 'tokens' is str, expected int"),
+    ("device", [], "key 'device' is list, expected dict"),
     ("per_repeat", [{"repeat": "0"}], "per_repeat\\[0\\]"),
     ("per_repeat", {"repeat": 0}, "expected a list"),
     ("schema_version", 99, "schema version 99"),
