@@ -9,6 +9,7 @@ Events are written one by one (large runs are not built in memory twice).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from pathlib import Path
@@ -75,7 +76,8 @@ def export(run: Run, out: Path, progress: Callable[[int, int], None] | None = No
             _write(fh, run, origin, progress)
         tmp.replace(out)
     except OSError as exc:  # named as the file asked for, not the temporary one
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise OSError(exc.errno, exc.strerror, str(out)) from None
     return out
 

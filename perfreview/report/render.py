@@ -3,6 +3,7 @@ they need (escaping trace names, formatting numbers to the precision an interval
 
 from __future__ import annotations
 
+import contextlib
 import collections
 import math
 import os
@@ -188,6 +189,7 @@ def write(path: Path, text: str) -> Path:
         tmp.write_text(text)
         tmp.replace(path)
     except OSError as exc:  # named as the file asked for, not the temporary one
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     return path
