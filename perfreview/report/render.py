@@ -3,8 +3,8 @@ they need (escaping trace names, formatting numbers to the precision an interval
 
 from __future__ import annotations
 
-import contextlib
 import collections
+import contextlib
 import math
 import os
 import re
