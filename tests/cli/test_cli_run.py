@@ -132,3 +132,17 @@ def test_runs_dir_is_the_runs_folder_everywhere(tmp_path, capsys):
     capsys.readouterr()
     assert main(["list", "--runs-dir", str(tmp_path), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    """``python -m perfreview`` (a copied tree without the entry point, as on the lent device): the
+    same CLI, its bad-input rule included."""
+    from perfreview.trace.meta import PROJECT_ROOT
+
+    ok = subprocess.run([sys.executable, "-m", "perfreview", "--version"], cwd=PROJECT_ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("perfreview ")
+    bad = subprocess.run([sys.executable, "-m", "perfreview", "report", str(tmp_path / "none"), "--out",
+                          str(tmp_path / "r.md")], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr == f"perfreview: error: {tmp_path / 'none'}: no such run folder\n"
