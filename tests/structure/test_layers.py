@@ -23,6 +23,7 @@ ALLOWED = {
                          "perfreview.plots", "perfreview.formats", "runner"},
     "perfreview.cli": {"perfreview.trace", "perfreview.analysis", "perfreview.compare", "perfreview.report",
                        "perfreview.plots", "perfreview.formats", "perfreview.flows", "runner"},
+    "perfreview.__main__": {"perfreview.cli"},  # python -m perfreview: the CLI, nothing else
     # GPU and benchmark scripts use the flows like the CLI does, never the CLI itself
     "scripts": {"perfreview.trace", "perfreview.analysis", "perfreview.compare", "perfreview.report",
                 "perfreview.plots", "perfreview.formats", "perfreview.flows", "runner"},
