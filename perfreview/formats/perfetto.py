@@ -9,12 +9,12 @@ Events are written one by one (large runs are not built in memory twice).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from perfreview.trace.files import written_whole
 from perfreview.trace.runs import Run
 from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind, parse_stream_track
 
@@ -66,19 +66,12 @@ def events(run: Run) -> Iterator[dict]:
 
 
 def export(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write the run as Chrome trace JSON (through a temporary file); ``progress(rows written,
+    """Write the run as Chrome trace JSON, whole or not at all (trace.files); ``progress(rows written,
     rows in all)`` every 250k rows."""
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
     origin = int(run.events["start_ns"].min()) if len(run.events) else 0
-    try:
-        with open(tmp, "w") as fh:
-            _write(fh, run, origin, progress)
-        tmp.replace(out)
-    except OSError as exc:  # named as the file asked for, not the temporary one
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    with written_whole(out) as fh:
+        _write(fh, run, origin, progress)
     return out
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 
-from perfreview.plots.style import short  # noqa: E402  (sets the backend and plain-text labels first)
+from perfreview.plots.style import save, short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
@@ -62,7 +62,7 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
+    save(fig, out, dpi)
     plt.close(fig)
     return Path(out)
 
@@ -104,6 +104,6 @@ def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: in
                   + ")\ndot: median of per-repeat medians, as in the table" + (", log scale" if log else ""))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
+    save(fig, out, dpi)
     plt.close(fig)
     return Path(out)

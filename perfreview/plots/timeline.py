@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-from perfreview.plots.style import short  # noqa: E402  (sets the backend and plain-text labels first)
+from perfreview.plots.style import save, short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -158,6 +158,6 @@ def timeline(runs: list[Run], out: Path, tokens: tuple[int, int] | None = None, 
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     legend_rows = 1 + (len(handles) - 1) // ncol
     fig.tight_layout(rect=(0, min(0.5, (0.15 + 0.16 * legend_rows) / fig.get_figheight()), 1, 1))  # inches
-    fig.savefig(out, dpi=dpi)
+    save(fig, out, dpi)
     plt.close(fig)
     return Path(out)

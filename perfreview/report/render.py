@@ -4,7 +4,6 @@ they need (escaping trace names, formatting numbers to the precision an interval
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 import re
@@ -16,6 +15,7 @@ import jinja2
 
 from perfreview.compare import stats
 from perfreview.trace import figures
+from perfreview.trace.files import written_whole
 
 
 def _templates() -> Path:
@@ -182,14 +182,7 @@ def check_output(path: Path | None) -> None:
 
 
 def write(path: Path, text: str) -> Path:
-    """Write atomically: a temporary file renamed into place, so nothing is ever half-written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:  # named as the file asked for, not the temporary one
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    return path
+    """``text`` written whole (trace.files): never half-written."""
+    with written_whole(path) as fh:
+        fh.write(text)
+    return Path(path)
