@@ -385,7 +385,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale, int splits,
-                                      int slots) {
+                                      int resident) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
@@ -397,14 +397,14 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     const int p0 = pos[0], n = p0 + 1, at = slot[0];
 #if ATT_GROUP
     // The query heads of one KV head share its cache rows. While a block per head and split fits in
-    // one wave (``slots``: the blocks of this kernel the GPU holds at once, from the host), every head
+    // one wave (``resident``: the blocks of this kernel the GPU holds at once, from the host), every head
     // has its own blocks; past that, ``hpb`` heads of a group take one block and read the rows once,
     // so the attention stays one wave to hpb times the context (the jump at 512 positions, above).
     // Chosen here from the position, so one captured graph serves every context. Mirrored by
     // own_kernels.heads_per_block.
     const int working = min((n + SPLIT - 1) / SPLIT, (int)gridDim.y), heads_a_kv = n_heads / n_kv;
     int hpb = 1;
-    while (2 * hpb <= heads_a_kv && heads_a_kv % (2 * hpb) == 0 && (n_heads / hpb) * working > slots) hpb *= 2;
+    while (2 * hpb <= heads_a_kv && heads_a_kv % (2 * hpb) == 0 && (n_heads / hpb) * working > resident) hpb *= 2;
     if (h % hpb) return;  // its heads are done by block h - h % hpb
 #endif
     // A block per split (grid y = splits) or fewer blocks taking turns (OwnForward's att_grid_splits: 4, 8
