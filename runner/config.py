@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from runner.own_kernels import ATT_GROUP_DEFINE
+
 
 @dataclass(frozen=True)
 class Switch:
@@ -56,7 +58,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized``; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads")
-KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": "-DATT_GROUP=1"}  # decode.cu's
+KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT_GROUP_DEFINE}  # decode.cu's
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our

@@ -20,6 +20,7 @@ CHUNK = 64  # attention positions per split (decode.cu's SPLIT)
 ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
+ATT_GROUP_DEFINE = "-DATT_GROUP=1"  # decode.cu built so attn_split groups query heads (attn_group_heads)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -70,7 +71,7 @@ class OwnForward:
         # built with -DATT_GROUP=1 (attn_group_heads), attn_split groups a KV head's query heads once
         # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
         # count by hand (1: always grouped). Unused without the define.
-        grouped = "-DATT_GROUP=1" in defines
+        grouped = ATT_GROUP_DEFINE in defines
         self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
                                        if grouped else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream

@@ -68,7 +68,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
-    grouped = "-DATT_GROUP=1" in defines
+    grouped = ok_.ATT_GROUP_DEFINE in defines
     fw.p = _with_vocab(p, vocab)
     results = []
 
@@ -214,7 +214,7 @@ def main() -> int:
     import cupy as cp
 
     results = [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
-    results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, ("-DATT_GROUP=1",))]
+    results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, (ok_.ATT_GROUP_DEFINE,))]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
