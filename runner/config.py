@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import ATT_GROUP_DEFINE
+from runner.own_kernels import ATT_FILL_DEFINE, ATT_GROUP_DEFINE
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ SWITCHES: dict[str, Switch] = {
                                "block per head and split is past one wave (from 513 positions on an H200), "
                                "so it stays one wave to 4x the context; not yet run on a GPU (implies "
                                "own_kernels)"),
+    "attn_fill_split": Switch(bool, False, True, True,
+                              "our attention kernel's split covers every position its block's threads hold "
+                              "(128 at head_dim 64 instead of 64; unchanged at 128): half the attention blocks "
+                              "for the 1b, one wave to 1024 positions (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -57,8 +61,9 @@ SWITCHES: dict[str, Switch] = {
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized``; checked like the optimizations (perfreview check).
-KERNEL_TUNING = ("attn_one_wave", "attn_group_heads")
-KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT_GROUP_DEFINE}  # decode.cu's
+KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split")
+KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT_GROUP_DEFINE,  # decode.cu's
+                  "attn_fill_split": ATT_FILL_DEFINE}
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our

@@ -21,6 +21,7 @@ ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ATT_GROUP_DEFINE = "-DATT_GROUP=1"  # decode.cu built so attn_split groups query heads (attn_group_heads)
+ATT_FILL_DEFINE = "-DATT_FILL=1"  # decode.cu built so a split fills attn_split's block (attn_fill_split)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -49,6 +50,7 @@ class OwnForward:
         if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
             raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
                              f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
+        self.chunk = positions_per_split(p.head_dim, ATT_FILL_DEFINE in defines)  # fills the block: no bigger check
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -62,9 +64,9 @@ class OwnForward:
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
-        self.splits = -(-p.max_ctx // CHUNK)
+        self.splits = -(-p.max_ctx // self.chunk)
         if self.splits > MAX_SPLITS:
-            raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * CHUNK} "
+            raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * self.chunk} "
                              f"positions), max_ctx is {p.max_ctx}")
         # attn_split's grid: a block per split, or ``att_grid_splits`` blocks a head that take turns
         self.att_grid = min(self.splits, att_grid_splits) if att_grid_splits > 0 else self.splits
@@ -234,6 +236,12 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
     if 0 <= p < hist.size:
         hist[p] = next_id
     tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
+
+
+def positions_per_split(head_dim: int, fill: bool = False) -> int:
+    """decode.cu's att_chunk: CHUNK, or (ATT_FILL, attn_fill_split) every position attn_split's block
+    holds, ATT_THREADS / (head_dim / 8) * ATT_POS: the same 64 at head_dim 128, 128 at 64."""
+    return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
 
 
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,

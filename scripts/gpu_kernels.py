@@ -65,7 +65,8 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
 
 def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
-    ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch)."""
+    ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=1:
+    attn_fill_split)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
     grouped = ok_.ATT_GROUP_DEFINE in defines
@@ -125,7 +126,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
     # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
-    lengths = (1, 300, 600, p.max_ctx) if grouped else (1, 300, p.max_ctx)
+    lengths = (1, 300, 600, p.max_ctx) if grouped or fw.chunk != CHUNK else (1, 300, p.max_ctx)
     for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in lengths]:
         fw.att_slots = slots
         pos = n - 1
@@ -144,7 +145,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
         hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots) if grouped else 1
         record(f"attn_split+combine n={n}" + (", grouped" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
-               f"{-(-n // CHUNK)} splits used, {hpb} heads a block ({slots} slots)")
+               f"{-(-n // fw.chunk)} splits of {fw.chunk} used, {hpb} heads a block ({slots} slots)")
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
@@ -215,6 +216,8 @@ def main() -> int:
 
     results = [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
     results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, (ok_.ATT_GROUP_DEFINE,))]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,))]
+    results += check_kernels(cp, "1b", True, (ok_.ATT_FILL_DEFINE, ok_.ATT_GROUP_DEFINE))
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

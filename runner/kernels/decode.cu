@@ -379,6 +379,14 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #ifndef ATT_POS  // positions a thread of attn_split holds (own_kernels.py's ATT_POS)
 #define ATT_POS 4
 #endif
+// ATT_FILL=1 (the attn_fill_split switch): a split covers every position the block's threads hold,
+// ATT_THREADS / (d/8) * ATT_POS: 64 at d = 128 (as SPLIT), 128 at d = 64, where SPLIT leaves half
+// the threads without a position (1b: 32 heads x 9 splits = 288 blocks at position 512, past the 264
+// the H200 holds at once; filled, 160). Mirrored by own_kernels.positions_per_split.
+#ifndef ATT_FILL
+#define ATT_FILL 0
+#endif
+__device__ __forceinline__ int att_chunk(int d) { return ATT_FILL ? ATT_THREADS / (d >> 3) * ATT_POS : SPLIT; }
 extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
                                       const half* __restrict__ v_new, half* __restrict__ cache_k,
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
@@ -394,7 +402,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     pdl_wait();
 #endif
     const int h = blockIdx.x, tid = threadIdx.x;
-    const int p0 = pos[0], n = p0 + 1, at = slot[0];
+    const int p0 = pos[0], n = p0 + 1, at = slot[0], chunk = att_chunk(d);
 #if ATT_GROUP
     // The query heads of one KV head share its cache rows. While a block per head and split fits in
     // one wave (``resident``: the blocks of this kernel the GPU holds at once, from the host), every head
@@ -402,7 +410,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     // so the attention stays one wave to hpb times the context (the jump at 512 positions, above).
     // Chosen here from the position, so one captured graph serves every context. Mirrored by
     // own_kernels.heads_per_block.
-    const int working = min((n + SPLIT - 1) / SPLIT, (int)gridDim.y), heads_a_kv = n_heads / n_kv;
+    const int working = min((n + chunk - 1) / chunk, (int)gridDim.y), heads_a_kv = n_heads / n_kv;
     int hpb = 1;
     while (2 * hpb <= heads_a_kv && heads_a_kv % (2 * hpb) == 0 && (n_heads / hpb) * working > resident) hpb *= 2;
     if (h % hpb) return;  // its heads are done by block h - h % hpb
@@ -412,7 +420,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     // graph, same rounds (reports/bench/pdl_variants_loop_fold_h200_13bee16.md): 8b 4107 against 4118 µs,
     // beyond the A/A pair's 1-3 µs; 1b 928 against 934, inside the A/A pair's 14 µs: undecided.
     for (int s = blockIdx.y; s < splits; s += gridDim.y) {
-        const int start = s * SPLIT, end = min(n, start + SPLIT);
+        const int start = s * chunk, end = min(n, start + chunk);
         if (start >= n) break;
         const int group = n_heads / n_kv, g = h / group;
         const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
@@ -423,7 +431,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     #pragma unroll
         for (int k = 0; k < ATT_POS; ++k) {
             const int r = slot_i + k * slots, j = start + r;
-            ok[k] = r < SPLIT && j < end;
+            ok[k] = r < chunk && j < end;
             fresh[k] = ok[k] && j == at;  // this token's row: from k and v below, not from the cache
             const bool load = ok[k] && !fresh[k];
             kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
@@ -494,7 +502,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         const size_t pidx = (size_t)hq * splits + s;
         for (int i = tid; i < d; i += ATT_THREADS) {
             float acc = 0.f;
-            for (int k2 = 0; k2 < min(slots, SPLIT); ++k2) acc += so[k2 * d + i];
+            for (int k2 = 0; k2 < min(slots, chunk); ++k2) acc += so[k2 * d + i];
             part_o[pidx * d + i] = acc;
         }
         if (tid == 0) {
@@ -526,7 +534,7 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
 #endif
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
-    const int used = min(splits, (pos[0] + SPLIT) / SPLIT);
+    const int chunk = att_chunk(d), used = min(splits, (pos[0] + chunk) / chunk);
     for (int s = i; s < used; s += blockDim.x) {
         sw[s] = part_ml[2 * ((size_t)h * splits + s)];
         sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];

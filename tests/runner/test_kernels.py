@@ -28,7 +28,8 @@ def test_source_compiles_for_sm90(tmp_path):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 @pytest.mark.parametrize("defines", [["-DPDL_TRIGGER=0"], ["-DPDL_TRIGGER=1"], ["-DPRE=1"],
                                      ["-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1", "-DRESID_MIN_BLOCKS=5"],
-                                     ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"]])
+                                     ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
+                                     ["-DATT_FILL=1", "-DATT_GROUP=1"]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -99,6 +100,23 @@ def test_attention_groups_query_heads_only_past_one_wave():
     assert hpb(512, grid=8) == 1  # blocks taking turns over the splits: 32 x 8 fit
     assert hpb(4000, kv=32) == 1 and hpb(4000, heads=12, kv=4) == 1  # a group of 3 cannot be halved
     assert hpb(0, slots=1) == 4  # att_slots=1: always the whole group (scripts/gpu_kernels.py checks it)
+
+
+def test_filled_split_covers_what_the_block_holds():
+    """attn_fill_split: a split as long as attn_split's threads hold (256 threads, head_dim/8 lanes a
+    row, 4 positions a thread): 128 at head_dim 64 (the 1b, whose 64-position splits left half the
+    threads idle), 64 at 128 (the 8b, unchanged); 160 blocks at 512 positions for the 1b, one wave on
+    an H200, so no grouping; the split attention is the softmax at any split length."""
+    assert ok.positions_per_split(64) == ok.CHUNK == ok.positions_per_split(128, fill=True) == 64
+    assert ok.positions_per_split(64, fill=True) == 128 and ok.positions_per_split(16, fill=True) == 512
+    chunk = ok.positions_per_split(64, fill=True)
+    assert 32 * -(-513 // chunk) == 160 and ok.heads_per_block(32, 8, 512, 64, 264, chunk) == 1
+    assert ok.heads_per_block(32, 8, 512, 64, 264) == 2  # 64-position splits: 288 blocks, grouped
+    rng = np.random.default_rng(3)
+    q, keys, vals = rng.standard_normal(64), rng.standard_normal((1024, 64)), rng.standard_normal((1024, 64))
+    for n in (1, 128, 129, 513, 1024):
+        np.testing.assert_allclose(ok.attention_split_reference(q, keys, vals, n, chunk=chunk),
+                                   direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
 
 
 def test_fused_swiglu_matches_unfused():

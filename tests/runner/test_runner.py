@@ -228,3 +228,15 @@ def test_attn_group_heads_builds_the_grouping_attention_and_is_checked():
     assert not cfg.resolve("optimized").switches.get("attn_group_heads")
     assert any(c.switches.get("attn_group_heads") for c in check.configs_to_check())
 
+
+def test_attn_fill_split_builds_the_filled_attention_and_is_checked():
+    """The switch compiles decode.cu with ATT_FILL=1, implies our kernels, combines with the grouping,
+    and `perfreview check` runs it."""
+    from perfreview.flows import check
+
+    on = cfg.effective(cfg.resolve("baseline", {"attn_fill_split": "on"}), gpu=True)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=1",)
+    both = cfg.effective(cfg.resolve("baseline", {"attn_fill_split": "on", "attn_group_heads": "on"}), gpu=True)
+    assert set(cfg.kernel_defines(both)) == {"-DATT_GROUP=1", "-DATT_FILL=1"}
+    assert any(c.switches.get("attn_fill_split") for c in check.configs_to_check())
+
