@@ -3,8 +3,8 @@
 # decide the attn_fill_split switch (a split as long as attn_split's block holds: 128 positions at
 # head_dim 64) next to attn_group_heads. Every kernel against float64 (the filled build for 1b, 8b
 # and tiny, filled + grouped for 1b), every config against the float64 reference, one token as a
-# graph at positions 96, 160 and 512 with an A/A row, and the decode table with both switches' rows
-# and their latency by position. Writes under $OUT (k, check, p96, p160, p512, d); stops at the
+# graph at positions 96 and 512 with an A/A row, and the decode table with both switches' rows
+# and their latency by position. Writes under $OUT (k, check, p96, p512, d); stops at the
 # first failed check.
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the outputs}"
@@ -19,7 +19,7 @@ stamp check
 V="pdl, trigger after wait;pdl, trigger after wait (A/A);pdl, attention heads grouped past a wave"
 V="$V;pdl, attention split fills the block;pdl, split fills the block, heads grouped past a wave"
 V="$V;pdl, no attention prefetch"
-for pos in 96 160 512; do
+for pos in 96 512; do
     python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| pdl"
     stamp "position $pos"
 done
