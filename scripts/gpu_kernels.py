@@ -127,6 +127,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
     # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
     lengths = (1, 300, 600, p.max_ctx) if grouped or fw.chunk != CHUNK else (1, 300, p.max_ctx)
+    lengths = tuple(dict.fromkeys(n for n in lengths if n <= p.max_ctx))  # tiny holds 512
     for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in lengths]:
         fw.att_slots = slots
         pos = n - 1
