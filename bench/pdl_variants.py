@@ -73,10 +73,14 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # attn_split built to group a KV head's query heads in one block past one wave (attn_group_heads), or always
     "pdl, attention heads grouped past a wave": {"pdl": True, "defines": ("-DATT_GROUP=1",)},
     "pdl, attention heads always grouped": {"pdl": True, "defines": ("-DATT_GROUP=1",), "att_slots": 1},
-    # a split as long as the block's threads hold (attn_fill_split): 128 positions at head_dim 64, 64 at 128
+    # a split as long as the block's threads hold (ATT_FILL=1): 128 positions at head_dim 64, 64 at 128
     "pdl, attention split fills the block": {"pdl": True, "defines": ("-DATT_FILL=1",)},
     "pdl, split fills the block, heads grouped past a wave": {"pdl": True, "defines": ("-DATT_FILL=1",
                                                                                        "-DATT_GROUP=1")},
+    # filled only past one wave (ATT_FILL=2, attn_fill_split): 64-position splits while they fit
+    "pdl, attention split filled past a wave": {"pdl": True, "defines": ("-DATT_FILL=2",)},
+    "pdl, split filled past a wave, heads grouped past a wave": {"pdl": True, "defines": ("-DATT_FILL=2",
+                                                                                          "-DATT_GROUP=1")},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
 }

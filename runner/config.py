@@ -47,9 +47,10 @@ SWITCHES: dict[str, Switch] = {
                                "so it stays one wave to 4x the context; not yet run on a GPU (implies "
                                "own_kernels)"),
     "attn_fill_split": Switch(bool, False, True, True,
-                              "our attention kernel's split covers every position its block's threads hold "
-                              "(128 at head_dim 64 instead of 64; unchanged at 128): half the attention blocks "
-                              "for the 1b, one wave to 1024 positions (implies own_kernels)"),
+                              "once a block per head and split is past one wave, our attention kernel's split "
+                              "covers every position its block's threads hold (128 at head_dim 64 instead of 64; "
+                              "unchanged at 128): half the 1b's attention blocks from position 512 on an H200, "
+                              "one wave to 1024 positions (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),

@@ -21,7 +21,7 @@ ATT_THREADS = 256  # threads per attention split block (decode.cu's ATT_THREADS)
 ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ATT_GROUP_DEFINE = "-DATT_GROUP=1"  # decode.cu built so attn_split groups query heads (attn_group_heads)
-ATT_FILL_DEFINE = "-DATT_FILL=1"  # decode.cu built so a split fills attn_split's block (attn_fill_split)
+ATT_FILL_DEFINE = "-DATT_FILL=2"  # decode.cu built so a split fills attn_split's block past a wave (attn_fill_split)
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -50,7 +50,10 @@ class OwnForward:
         if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
             raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
                              f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
-        self.chunk = positions_per_split(p.head_dim, ATT_FILL_DEFINE in defines)  # fills the block: no bigger check
+        # decode.cu's ATT_FILL (-DATT_FILL=N among ``defines``; 0 without): 1 fills every split, 2 past one
+        # wave; ``chunk``: the shortest split it can use, which sizes the partial-output buffers
+        self.fill = next((int(x.split("=")[1]) for x in defines if x.startswith("-DATT_FILL=")), 0)
+        self.chunk = positions_per_split(p.head_dim, self.fill == 1)  # fills the block: no bigger check
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -72,10 +75,11 @@ class OwnForward:
         self.att_grid = min(self.splits, att_grid_splits) if att_grid_splits > 0 else self.splits
         # built with -DATT_GROUP=1 (attn_group_heads), attn_split groups a KV head's query heads once
         # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
-        # count by hand (1: always grouped). Unused without the define.
-        grouped = ATT_GROUP_DEFINE in defines
+        # count by hand (1: always grouped). attn_fill_split (ATT_FILL=2) fills the splits past that count.
+        # Unused without the defines.
+        adaptive = ATT_GROUP_DEFINE in defines or self.fill == 2
         self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
-                                       if grouped else 1 << 30)
+                                       if adaptive else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream
         self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
         self.q = zeros(p.hidden, f16)
@@ -131,7 +135,7 @@ class OwnForward:
                               np.int32(self.att_slots)))
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
-                                self.d_pos))
+                                self.d_pos, np.int32(self.att_slots)))
 
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
@@ -239,9 +243,17 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
 
 
 def positions_per_split(head_dim: int, fill: bool = False) -> int:
-    """decode.cu's att_chunk: CHUNK, or (ATT_FILL, attn_fill_split) every position attn_split's block
-    holds, ATT_THREADS / (head_dim / 8) * ATT_POS: the same 64 at head_dim 128, 128 at 64."""
+    """decode.cu's att_chunk: CHUNK, or (``fill``) every position attn_split's block holds,
+    ATT_THREADS / (head_dim / 8) * ATT_POS: the same 64 at head_dim 128, 128 at 64."""
     return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
+
+
+def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int) -> int:
+    """The split length attn_split and attn_combine use at ``position`` (decode.cu's att_chunk) for
+    ATT_FILL ``fill``: 0 CHUNK, 1 filled, 2 (attn_fill_split) CHUNK while a block per head and split
+    fits ``slots`` (the resident blocks), filled past that."""
+    past_a_wave = n_heads * -(-(position + 1) // CHUNK) > slots
+    return positions_per_split(head_dim, fill == 1 or (fill == 2 and past_a_wave))
 
 
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,

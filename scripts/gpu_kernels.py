@@ -126,9 +126,10 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
     # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
-    lengths = (1, 300, 600, p.max_ctx) if grouped or fw.chunk != CHUNK else (1, 300, p.max_ctx)
+    adaptive = grouped or fw.fill == 2  # decides from the position and the resident blocks
+    lengths = (1, 300, 600, p.max_ctx) if adaptive or fw.chunk != CHUNK else (1, 300, p.max_ctx)
     lengths = tuple(dict.fromkeys(n for n in lengths if n <= p.max_ctx))  # tiny holds 512
-    for slots, n in [(s, n) for s in ((fw.att_slots, 1) if grouped else (fw.att_slots,)) for n in lengths]:
+    for slots, n in [(s, n) for s in ((fw.att_slots, 1) if adaptive else (fw.att_slots,)) for n in lengths]:
         fw.att_slots = slots
         pos = n - 1
         fw.d_pos[...] = pos
@@ -144,9 +145,10 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         fw.attention(0)
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
-        hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots) if grouped else 1
-        record(f"attn_split+combine n={n}" + (", grouped" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
-               f"{-(-n // fw.chunk)} splits of {fw.chunk} used, {hpb} heads a block ({slots} slots)")
+        chunk = ok_.split_at(d, p.n_heads, pos, slots, fw.fill)
+        hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots, chunk) if grouped else 1
+        record(f"attn_split+combine n={n}" + (", slots=1" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
+               f"{-(-n // chunk)} splits of {chunk} used, {hpb} heads a block ({slots} slots)")
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
@@ -211,16 +213,20 @@ def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--builds", choices=("all", "switches"), default="all",
+                    help="switches: only the builds of the kernel-tuning switches, no GEMV bandwidth")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import cupy as cp
 
-    results = [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
+    results = []
+    if args.builds == "all":
+        results += [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
     results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, (ok_.ATT_GROUP_DEFINE,))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,))]
     results += check_kernels(cp, "1b", True, (ok_.ATT_FILL_DEFINE, ok_.ATT_GROUP_DEFINE))
     copy_bw = copy_bandwidth_gbs(cp)
-    bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw)
+    bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
                                                           indent=1))
     text = render.render("gpu_kernels.md.j2", checks=results, copy_bw=copy_bw, gemv=bw)

@@ -379,14 +379,22 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #ifndef ATT_POS  // positions a thread of attn_split holds (own_kernels.py's ATT_POS)
 #define ATT_POS 4
 #endif
-// ATT_FILL=1 (the attn_fill_split switch): a split covers every position the block's threads hold,
+// ATT_FILL: how long a split is. 0: SPLIT. 1: every position the block's threads hold,
 // ATT_THREADS / (d/8) * ATT_POS: 64 at d = 128 (as SPLIT), 128 at d = 64, where SPLIT leaves half
 // the threads without a position (1b: 32 heads x 9 splits = 288 blocks at position 512, past the 264
-// the H200 holds at once; filled, 160). Mirrored by own_kernels.positions_per_split.
+// the H200 holds at once; filled, 160). Filled, the 1b's token at 512 fell from 993 to 965 µs but
+// rose at 96 from 926 to 947 (more positions a thread; reports/bench/pdl_variants_att_fill_pos*_90f17ab).
+// 2 (the attn_fill_split switch): SPLIT while a block per head and split fits ``resident`` (one
+// wave), filled past it. attn_split and attn_combine decide alike from the device position.
+// Mirrored by own_kernels.positions_per_split.
 #ifndef ATT_FILL
 #define ATT_FILL 0
 #endif
-__device__ __forceinline__ int att_chunk(int d) { return ATT_FILL ? ATT_THREADS / (d >> 3) * ATT_POS : SPLIT; }
+__device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident) {
+    const int full = ATT_THREADS / (d >> 3) * ATT_POS;
+    if (ATT_FILL == 1 || (ATT_FILL == 2 && n_heads * ((n + SPLIT - 1) / SPLIT) > resident)) return full;
+    return SPLIT;
+}
 extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
                                       const half* __restrict__ v_new, half* __restrict__ cache_k,
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
@@ -402,7 +410,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     pdl_wait();
 #endif
     const int h = blockIdx.x, tid = threadIdx.x;
-    const int p0 = pos[0], n = p0 + 1, at = slot[0], chunk = att_chunk(d);
+    const int p0 = pos[0], n = p0 + 1, at = slot[0], chunk = att_chunk(d, n, n_heads, resident);
 #if ATT_GROUP
     // The query heads of one KV head share its cache rows. While a block per head and split fits in
     // one wave (``resident``: the blocks of this kernel the GPU holds at once, from the host), every head
@@ -526,7 +534,8 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
 #define COMBINE_TRIGGER_START 0
 #endif
 extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                        half* __restrict__ out, int splits, int d, const int* __restrict__ pos) {
+                                        half* __restrict__ out, int splits, int d, const int* __restrict__ pos,
+                                        int resident) {
     __shared__ float sw[MAX_SPLITS], sl[MAX_SPLITS];
     pdl_early();
 #if COMBINE_TRIGGER_START
@@ -534,7 +543,7 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
 #endif
     pdl_wait();
     const int h = blockIdx.x, i = threadIdx.x;
-    const int chunk = att_chunk(d), used = min(splits, (pos[0] + chunk) / chunk);
+    const int chunk = att_chunk(d, pos[0] + 1, gridDim.x, resident), used = min(splits, (pos[0] + chunk) / chunk);
     for (int s = i; s < used; s += blockDim.x) {
         sw[s] = part_ml[2 * ((size_t)h * splits + s)];
         sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];

@@ -29,7 +29,7 @@ def test_source_compiles_for_sm90(tmp_path):
 @pytest.mark.parametrize("defines", [["-DPDL_TRIGGER=0"], ["-DPDL_TRIGGER=1"], ["-DPRE=1"],
                                      ["-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1", "-DRESID_MIN_BLOCKS=5"],
                                      ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
-                                     ["-DATT_FILL=1", "-DATT_GROUP=1"]])
+                                     ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -112,6 +112,10 @@ def test_filled_split_covers_what_the_block_holds():
     chunk = ok.positions_per_split(64, fill=True)
     assert 32 * -(-513 // chunk) == 160 and ok.heads_per_block(32, 8, 512, 64, 264, chunk) == 1
     assert ok.heads_per_block(32, 8, 512, 64, 264) == 2  # 64-position splits: 288 blocks, grouped
+    # ATT_FILL=2 (attn_fill_split): 64-position splits while 32 heads' blocks fit 264, filled past that
+    assert [ok.split_at(64, 32, p, 264, 2) for p in (0, 96, 511, 512, 1000)] == [64, 64, 64, 128, 128]
+    assert ok.split_at(128, 32, 512, 264, 2) == 64 and ok.split_at(64, 32, 0, 1, 2) == 128  # slots=1: filled
+    assert ok.split_at(64, 32, 0, 264, 1) == 128 and ok.split_at(64, 32, 4000, 264, 0) == 64
     rng = np.random.default_rng(3)
     q, keys, vals = rng.standard_normal(64), rng.standard_normal((1024, 64)), rng.standard_normal((1024, 64))
     for n in (1, 128, 129, 513, 1024):

@@ -235,8 +235,8 @@ def test_attn_fill_split_builds_the_filled_attention_and_is_checked():
     from perfreview.flows import check
 
     on = cfg.effective(cfg.resolve("baseline", {"attn_fill_split": "on"}), gpu=True)
-    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=1",)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=2",)
     both = cfg.effective(cfg.resolve("baseline", {"attn_fill_split": "on", "attn_group_heads": "on"}), gpu=True)
-    assert set(cfg.kernel_defines(both)) == {"-DATT_GROUP=1", "-DATT_FILL=1"}
+    assert set(cfg.kernel_defines(both)) == {"-DATT_GROUP=1", "-DATT_FILL=2"}
     assert any(c.switches.get("attn_fill_split") for c in check.configs_to_check())
 
