@@ -61,7 +61,7 @@ SWITCHES: dict[str, Switch] = {
 
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
-# ``optimized``; checked like the optimizations (perfreview check).
+# ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split")
 KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT_GROUP_DEFINE,  # decode.cu's
                   "attn_fill_split": ATT_FILL_DEFINE}
@@ -72,10 +72,17 @@ KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT
 # (bench/decode.md: 8b optimized with it vs without).
 NOT_IN_OPTIMIZED = ("qkv_streams",)
 
+# Kernel tuning that ``optimized`` turns on, measured to cost nothing at the reviews' positions:
+# attn_fill_split only acts past one wave of attention blocks (H200: the 1b's token at position 512
+# 949.5 against 995.1 µs, at 96 928.3 against 929.2 and 929.0 A/A; tg128 1087.0 against 1086.4 t/s;
+# reports/bench/decode_h200_def9a77_att_fill.md and pdl_variants_att_fill2_pos*_h200_def9a77).
+TUNING_IN_OPTIMIZED = ("attn_fill_split",)
+
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},
     # Every optimization that is built and measured to help, the delay off.
-    "optimized": {k: True for k in OPTIMIZATIONS if SWITCHES[k].built and k not in NOT_IN_OPTIMIZED},
+    "optimized": {k: True for k in OPTIMIZATIONS + TUNING_IN_OPTIMIZED
+                  if SWITCHES[k].built and k not in NOT_IN_OPTIMIZED},
 }
 
 

@@ -211,7 +211,7 @@ def test_attn_one_wave_bounds_our_attention_kernel_only():
     on = cfg.resolve("baseline", {"attn_one_wave": "on"})
     eff = cfg.effective(on, gpu=True)
     assert eff["own_kernels"] and cfg.kernel_defines(eff) == ("-DATT_MIN_BLOCKS=3",)
-    assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == ()
+    assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == ("-DATT_FILL=2",)
     assert cfg.effective(on, gpu=False)["attn_one_wave"] is False
     assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
 
@@ -239,4 +239,5 @@ def test_attn_fill_split_builds_the_filled_attention_and_is_checked():
     both = cfg.effective(cfg.resolve("baseline", {"attn_fill_split": "on", "attn_group_heads": "on"}), gpu=True)
     assert set(cfg.kernel_defines(both)) == {"-DATT_GROUP=1", "-DATT_FILL=2"}
     assert any(c.switches.get("attn_fill_split") for c in check.configs_to_check())
+    assert cfg.resolve("optimized").switches["attn_fill_split"]  # measured free at short contexts
 
