@@ -52,7 +52,9 @@ class OwnForward:
                              f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
         # decode.cu's ATT_FILL (-DATT_FILL=N among ``defines``; 0 without): 1 fills every split, 2 past one
         # wave; ``chunk``: the shortest split it can use, which sizes the partial-output buffers
-        self.fill = next((int(x.split("=")[1]) for x in defines if x.startswith("-DATT_FILL=")), 0)
+        self.fill = att_fill(p.head_dim, defines)
+        if not self.fill:  # where filling changes no split (head_dim 128), the build that was measured
+            defines = tuple(x for x in defines if not x.startswith("-DATT_FILL="))
         self.chunk = positions_per_split(p.head_dim, self.fill == 1)  # fills the block: no bigger check
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
@@ -246,6 +248,13 @@ def positions_per_split(head_dim: int, fill: bool = False) -> int:
     """decode.cu's att_chunk: CHUNK, or (``fill``) every position attn_split's block holds,
     ATT_THREADS / (head_dim / 8) * ATT_POS: the same 64 at head_dim 128, 128 at 64."""
     return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
+
+
+def att_fill(head_dim: int, defines: tuple[str, ...]) -> int:
+    """The ATT_FILL mode ``defines`` ask for (0 without), or 0 where a filled split is CHUNK anyway
+    (head_dim 128: the 8b would only get attn_split's larger register count)."""
+    fill = next((int(x.split("=")[1]) for x in defines if x.startswith("-DATT_FILL=")), 0)
+    return fill if positions_per_split(head_dim, True) != CHUNK else 0
 
 
 def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int) -> int:

@@ -116,6 +116,9 @@ def test_filled_split_covers_what_the_block_holds():
     assert [ok.split_at(64, 32, p, 264, 2) for p in (0, 96, 511, 512, 1000)] == [64, 64, 64, 128, 128]
     assert ok.split_at(128, 32, 512, 264, 2) == 64 and ok.split_at(64, 32, 0, 1, 2) == 128  # slots=1: filled
     assert ok.split_at(64, 32, 0, 264, 1) == 128 and ok.split_at(64, 32, 4000, 264, 0) == 64
+    # the 8b's head_dim 128 fills a block with 64 positions already: it keeps the measured build
+    assert ok.att_fill(64, ("-DATT_FILL=2",)) == 2 and ok.att_fill(64, ("-DPDL_TRIGGER=2",)) == 0
+    assert ok.att_fill(128, ("-DATT_FILL=2", "-DATT_GROUP=1")) == 0
     rng = np.random.default_rng(3)
     q, keys, vals = rng.standard_normal(64), rng.standard_normal((1024, 64)), rng.standard_normal((1024, 64))
     for n in (1, 128, 129, 513, 1024):
