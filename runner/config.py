@@ -44,8 +44,8 @@ SWITCHES: dict[str, Switch] = {
     "attn_group_heads": Switch(bool, False, True, True,
                                "our attention kernel gives one block several query heads of a KV head once a "
                                "block per head and split is past one wave (from 513 positions on an H200), "
-                               "so it stays one wave to 4x the context; not yet run on a GPU (implies "
-                               "own_kernels)"),
+                               "so it stays one wave to 4x the context (H200: the 8b's token at 512 0.3-1.5% "
+                               "faster, the 1b's tokens/s at tg128 0.6-1.1% lower; implies own_kernels)"),
     "attn_fill_split": Switch(bool, False, True, True,
                               "once a block per head and split is past one wave, our attention kernel's split "
                               "covers every position its block's threads hold (128 at head_dim 64 instead of 64; "
@@ -72,10 +72,11 @@ KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT
 # (bench/decode.md: 8b optimized with it vs without).
 NOT_IN_OPTIMIZED = ("qkv_streams",)
 
-# Kernel tuning that ``optimized`` turns on, measured to cost nothing at the reviews' positions:
-# attn_fill_split only acts past one wave of attention blocks (H200: the 1b's token at position 512
-# 949.5 against 995.1 µs, at 96 928.3 against 929.2 and 929.0 A/A; tg128 1087.0 against 1086.4 t/s;
-# reports/bench/decode_h200_def9a77_att_fill.md and pdl_variants_att_fill2_pos*_h200_def9a77).
+# Kernel tuning that ``optimized`` turns on. attn_fill_split only acts past one wave of attention
+# blocks, at head_dim 64 (H200: the 1b's token at position 512 949.5 against 995.1 µs, at 96 928.3
+# against 929.2 and 929.0 A/A: reports/bench/pdl_variants_att_fill2_pos*_h200_def9a77; latency growth
+# to 512 +2.1% instead of +6.2%). At tg128 the two builds do the same work and the runs disagree
+# (1087.0 against 1086.4 t/s at def9a77, 1079.7 against 1092.6 at 9a40a42): undecided, not a cost.
 TUNING_IN_OPTIMIZED = ("attn_fill_split",)
 
 CONFIGS: dict[str, dict[str, object]] = {

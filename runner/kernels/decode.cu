@@ -371,8 +371,9 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #define ATT_BOUNDS
 #endif
 // ATT_GROUP=1 (the attn_group_heads switch): past one wave, a block takes several query heads of
-// one KV head (below). Written after the device budget was spent: compiled, its choice tested in
-// NumPy, not yet run on a GPU; 0 compiles the kernel that was measured.
+// one KV head (below). H200, one token as a graph at 512: 1b 986.5 against 996.4 µs, 8b 4256.3
+// against 4268.5; free at 96 (reports/bench/pdl_variants_att_group_pos*_h200_acc9a16); the 1b's
+// tg128 0.6-1.1% slower in every decode run, so it stays a switch. 0 compiles the measured kernel.
 #ifndef ATT_GROUP
 #define ATT_GROUP 0
 #endif
