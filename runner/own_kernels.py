@@ -250,6 +250,16 @@ def positions_per_split(head_dim: int, fill: bool = False) -> int:
     return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
 
 
+def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
+    """What each of our kernels must read per decode token at context ``n_ctx`` (fp16 weights and
+    KV cache; activations, a few KB, left out): the floor its stream time has at the copy bandwidth.
+    They add up to the preset's weight bytes plus its KV bytes per token."""
+    h, kv, f, L = p.hidden, p.kv_dim, p.ffn, p.n_layers
+    return {"gemv_qkv": 2 * L * h * (h + 2 * kv), "gemv_residual": 2 * L * (h * h + f * h),
+            "gemv_swiglu": 2 * L * 2 * f * h, "gemv": 2 * p.vocab * h, "attn_split": p.kv_bytes_per_token(n_ctx),
+            "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
+
+
 def att_fill(head_dim: int, defines: tuple[str, ...]) -> int:
     """The ATT_FILL mode ``defines`` ask for (0 without), or 0 where a filled split is CHUNK anyway
     (head_dim 128: the 8b would only get attn_split's larger register count)."""

@@ -64,3 +64,26 @@ def test_decode_table_still_reads_the_single_sample_files():
     committed = (REPORTS / "bench" / "decode.md").read_text()
     assert [x for x in text.splitlines() if x.startswith("| optimized |")] == \
         [x for x in committed.splitlines() if x.startswith("| optimized |")]
+
+
+def test_kernel_table_puts_each_kernel_beside_its_floor():
+    """with_floors: the bytes a kernel must read per token and their time at the copy bandwidth; the
+    table shows what is over it, and rows without a floor (older files, unknown kernels) show '-'."""
+    from bench.decode import with_floors
+    from runner.presets import get_preset
+
+    p = get_preset("1b")
+    rows = [{"kernel": "gemv", "count_per_token": 1, "gpu_us_per_token": 130.0, "share": 0.5,
+             "duration_us_per_token": 131.0},
+            {"kernel": "spin<int>|x", "count_per_token": 1, "gpu_us_per_token": 2.0, "share": 0.01}]
+    out = with_floors(rows, p, 48, 4000.0)
+    lm_head = 2 * p.vocab * p.hidden
+    assert out[0]["mb_per_token"] == lm_head / 1e6 and out[0]["floor_us"] == lm_head / 4e12 * 1e6
+    assert "floor_us" not in out[1] and "floor_us" not in rows[0]  # the input is left as it was
+    report = json.loads((REPORTS / "bench" / "decode.json").read_text())
+    pr = next(iter(report["presets"].values()))
+    pr["where_time_goes_optimized"] = out
+    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    gemv = next(line for line in text.splitlines() if line.startswith("| gemv |"))
+    assert gemv.endswith(f"| {lm_head / 1e6:.1f} | {lm_head / 4e6:.1f} | {130.0 - lm_head / 4e6:.1f} |")
+    assert any(line.endswith("| - | - | - |") and "spin\\<int\\>\\|x" in line for line in text.splitlines())

@@ -126,6 +126,17 @@ def test_filled_split_covers_what_the_block_holds():
                                    direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["tiny", "1b", "8b"])
+def test_kernel_bytes_add_up_to_the_token(name):
+    """The per-kernel floors of bench/decode.py's table cover every byte the token reads, once."""
+    from runner.presets import get_preset
+
+    p = get_preset(name)
+    parts = ok.kernel_bytes(p, 96)
+    assert sum(parts.values()) == p.weight_bytes_per_token() + p.kv_bytes_per_token(96)
+    assert parts["gemv"] == 2 * p.vocab * p.hidden and parts["attn_split"] == p.kv_bytes_per_token(96)
+
+
 def test_fused_swiglu_matches_unfused():
     rng = np.random.default_rng(0)
     wg, wu, x = rng.standard_normal((40, 16)), rng.standard_normal((40, 16)), rng.standard_normal(16)
