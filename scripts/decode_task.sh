@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# GPU task (issue 12), one device call of about 6 minutes: the defaults as they stand. Every kernel
+# and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
+# the float64 reference, and the decode table (tokens/s against the copy bandwidth and PyTorch,
+# latency by position, each kernel beside its floor). Writes under $OUT (k, check, d); stops at the
+# first failed check. On the lent machine (no network): nvtx and cupti-python as wheels, and
+#   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
+set -euo pipefail
+: "${OUT:?set OUT to the folder for the outputs}"
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+python3 scripts/gpu_kernels.py --out "$OUT/k" | grep -E "KERNELS"
+stamp kernels
+mkdir -p "$OUT/check"
+python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
+stamp check
+python3 bench/decode.py --out "$OUT/d" | grep -v -E "Deprecation|report\[" | tail -75
+stamp decode
