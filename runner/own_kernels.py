@@ -55,7 +55,8 @@ class OwnForward:
         self.fill = att_fill(p.head_dim, defines)
         if not self.fill:  # where filling changes no split (head_dim 128), the build that was measured
             defines = tuple(x for x in defines if not x.startswith("-DATT_FILL="))
-        self.chunk = positions_per_split(p.head_dim, self.fill == 1)  # fills the block: no bigger check
+        # a filled split holds exactly what the block's threads do, so the head_dim check above covers it
+        self.chunk = positions_per_split(p.head_dim, self.fill == 1)
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -250,16 +251,6 @@ def positions_per_split(head_dim: int, fill: bool = False) -> int:
     return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
 
 
-def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
-    """What each of our kernels must read per decode token at context ``n_ctx`` (fp16 weights and
-    KV cache; activations, a few KB, left out): the floor its stream time has at the copy bandwidth.
-    They add up to the preset's weight bytes plus its KV bytes per token."""
-    h, kv, f, L = p.hidden, p.kv_dim, p.ffn, p.n_layers
-    return {"gemv_qkv": 2 * L * h * (h + 2 * kv), "gemv_residual": 2 * L * (h * h + f * h),
-            "gemv_swiglu": 2 * L * 2 * f * h, "gemv": 2 * p.vocab * h, "attn_split": p.kv_bytes_per_token(n_ctx),
-            "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
-
-
 def att_fill(head_dim: int, defines: tuple[str, ...]) -> int:
     """The ATT_FILL mode ``defines`` ask for (0 without), or 0 where a filled split is CHUNK anyway
     (head_dim 128: the 8b would only get attn_split's larger register count)."""
@@ -273,6 +264,16 @@ def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int) 
     fits ``slots`` (the resident blocks), filled past that."""
     past_a_wave = n_heads * -(-(position + 1) // CHUNK) > slots
     return positions_per_split(head_dim, fill == 1 or (fill == 2 and past_a_wave))
+
+
+def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
+    """What each of our kernels must read per decode token at context ``n_ctx`` (fp16 weights and
+    KV cache; activations, a few KB, left out): the floor its stream time has at the copy bandwidth.
+    They add up to the preset's weight bytes plus its KV bytes per token."""
+    h, kv, f, L = p.hidden, p.kv_dim, p.ffn, p.n_layers
+    return {"gemv_qkv": 2 * L * h * (h + 2 * kv), "gemv_residual": 2 * L * (h * h + f * h),
+            "gemv_swiglu": 2 * L * 2 * f * h, "gemv": 2 * p.vocab * h, "attn_split": p.kv_bytes_per_token(n_ctx),
+            "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
 
 
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,

@@ -65,8 +65,8 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
 
 def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
-    ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=1:
-    attn_fill_split)."""
+    ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
+    attn_fill_split, 1: filled at every position)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
     grouped = ok_.ATT_GROUP_DEFINE in defines

@@ -387,7 +387,7 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // rose at 96 from 926 to 947 (more positions a thread; reports/bench/pdl_variants_att_fill_pos*_90f17ab).
 // 2 (the attn_fill_split switch): SPLIT while a block per head and split fits ``resident`` (one
 // wave), filled past it. attn_split and attn_combine decide alike from the device position.
-// Mirrored by own_kernels.positions_per_split.
+// Mirrored by own_kernels.split_at.
 #ifndef ATT_FILL
 #define ATT_FILL 0
 #endif
