@@ -81,6 +81,10 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, attention split filled past a wave": {"pdl": True, "defines": ("-DATT_FILL=2",)},
     "pdl, split filled past a wave, heads grouped past a wave": {"pdl": True, "defines": ("-DATT_FILL=2",
                                                                                           "-DATT_GROUP=1")},
+    # attn_split at 3 blocks an SM (396 resident on an H200) with the default's fill: the 80-register
+    # build with both defines gave the 8b +1.37% growth to 512 instead of +2.9% (def9a77)
+    "pdl, attention 3 blocks an SM, filled past a wave": {"pdl": True, "defines": ("-DATT_MIN_BLOCKS=3",
+                                                                                   "-DATT_FILL=2")},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU task (issue 12), one device call of about 6 minutes: the defaults as they stand. Every kernel
+# GPU task (issue 12), one device call of about 7 minutes: the defaults as they stand. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
 # the float64 reference, and the decode table (tokens/s against the copy bandwidth and PyTorch,
-# latency by position, each kernel beside its floor). Writes under $OUT (k, check, d); stops at the
-# first failed check. On the lent machine (no network): nvtx and cupti-python as wheels, and
+# latency by position, each kernel beside its floor), and one token at positions 96 and 512 of the
+# default's attention against the one-wave alternatives. Writes under $OUT (k, check, p96, p512, d);
+# stops at the first failed check. On the lent machine (no network): nvtx and cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the outputs}"
@@ -15,5 +16,11 @@ stamp kernels
 mkdir -p "$OUT/check"
 python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
 stamp check
+V="pdl, trigger after wait;pdl, trigger after wait (A/A);pdl, attention split filled past a wave"
+V="$V;pdl, attention 3 blocks an SM, filled past a wave;pdl, attention heads grouped past a wave"
+for pos in 96 512; do  # the default's attention against the one-wave alternatives, with an A/A row
+    python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| pdl"
+    stamp "position $pos"
+done
 python3 bench/decode.py --out "$OUT/d" | grep -v -E "Deprecation|report\[" | tail -75
 stamp decode
