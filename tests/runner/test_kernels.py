@@ -29,7 +29,8 @@ def test_source_compiles_for_sm90(tmp_path):
 @pytest.mark.parametrize("defines", [["-DPDL_TRIGGER=0"], ["-DPDL_TRIGGER=1"], ["-DPRE=1"],
                                      ["-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1", "-DRESID_MIN_BLOCKS=5"],
                                      ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
-                                     ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"], ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"]])
+                                     ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"],
+                                     ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
