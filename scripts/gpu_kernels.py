@@ -227,8 +227,8 @@ def main() -> int:
     results += check_kernels(cp, "1b", True, (ok_.ATT_FILL_DEFINE, ok_.ATT_GROUP_DEFINE))
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
-    (args.out / "gpu_kernels.json").write_text(json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
-                                                          indent=1))
+    render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
+                                                           indent=1))
     text = render.render("gpu_kernels.md.j2", checks=results, copy_bw=copy_bw, gemv=bw)
     render.write(args.out / "gpu_kernels.md", text)
     print(text)
