@@ -1,0 +1,214 @@
+"""GPU task (issue 12), one device call: what one persistent launch could gain over one launch per
+projection, measured on the projections alone before anyone writes a whole token that way.
+
+Per preset (random fp16 weights): a token's projections in order, each reading the vector the one
+before it wrote (per layer QKV, o_proj, gate+up, down; then the LM head; no norms, attention or
+activation, so the chain holds only the weight bytes and the dependencies between them). The chain
+runs as one launch of decode.cu's ``gemv`` per projection (plain, then with programmatic dependent
+launch), and as ONE launch of runner/kernels/chain.cu that streams every projection with a grid-wide
+barrier between them, each warp loading its next row's weights before the barrier. Every variant is
+captured as a CUDA graph and replayed back to back: µs per chain = time of REPLAYS replays /
+REPLAYS, median over the rounds, in which the variants take turns in a random order. Weight bytes
+over that time gives the fraction of the device-copy bandwidth measured in the same run. Each
+variant's last output is compared with a float64 chain (each projection's output rounded to fp16, as
+the kernels store it) and with the one-launch-a-projection row. The row without barriers races (its
+output is wrong on purpose): the bandwidth this row code reaches with no dependency at all.
+Writes persistent_chain.json/.md under --out; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.outputs import save  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner.own_kernels import SOURCE, PdlKernel, resident_blocks  # noqa: E402
+from runner.presets import Preset, get_preset  # noqa: E402
+from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
+
+CHAIN_SOURCE = SOURCE.parent / "chain.cu"
+THREADS = 256  # decode.cu's ROWS_PER_BLOCK warps a block, as its gemv is launched
+REPLAYS = 20
+SPIN_LIMIT = 2_000_000_000  # clocks a block waits at a barrier before it gives up (about a second)
+# ChainPhase in chain.cu: three pointers, two ints
+PHASE_DTYPE = np.dtype([("W", np.uint64), ("x", np.uint64), ("y", np.uint64), ("rows", np.int32),
+                        ("cols", np.int32)])
+
+
+@dataclass(frozen=True)
+class Phase:
+    """y[:rows] = W x[:cols]: ``weight`` names the matrix, ``x`` and ``y`` the buffers."""
+    weight: str
+    x: str
+    y: str
+    rows: int
+    cols: int
+
+
+def plan(p: Preset) -> list[Phase]:
+    """The token's projections in order. Buffer ``a`` holds the residual-sized vector, ``b`` the QKV
+    output (o_proj reads its first ``hidden``: where attention's output would be), ``c`` gate+up (down
+    reads its first ``ffn``: where SwiGLU's would be)."""
+    h, kv, f = p.hidden, p.kv_dim, p.ffn
+    out: list[Phase] = []
+    for li in range(p.n_layers):
+        out += [Phase(f"qkv{li}", "a", "b", h + 2 * kv, h), Phase(f"o{li}", "b", "a", h, h),
+                Phase(f"gate_up{li}", "a", "c", 2 * f, h), Phase(f"down{li}", "c", "a", h, f)]
+    return out + [Phase("lm_head", "a", "logits", p.vocab, h)]
+
+
+def buffer_sizes(p: Preset) -> dict[str, int]:
+    return {"a": p.hidden, "b": p.hidden + 2 * p.kv_dim, "c": 2 * p.ffn, "logits": p.vocab}
+
+
+def plan_bytes(phases: list[Phase]) -> int:
+    """Weight bytes the chain reads (fp16)."""
+    return sum(2 * ph.rows * ph.cols for ph in phases)
+
+
+def chain_reference(phases: list[Phase], weights: dict, x0: np.ndarray, xp=np) -> np.ndarray:
+    """The chain in float64, each projection's output rounded to fp16 as the kernels store it;
+    returns the last output. ``weights``: name -> fp16 matrix of ``xp`` (NumPy or CuPy)."""
+    bufs = {"a": xp.asarray(x0, dtype=xp.float16)}
+    for ph in phases:
+        w = weights[ph.weight].astype(xp.float64)
+        y = (w @ bufs[ph.x][: ph.cols].astype(xp.float64)).astype(xp.float16)
+        bufs[ph.y] = y if ph.y not in bufs else xp.concatenate([y, bufs[ph.y][ph.rows:]])
+    return bufs[phases[-1].y]
+
+
+def phase_table(phases: list[Phase], weight_ptr: dict[str, int], buffer_ptr: dict[str, int]) -> np.ndarray:
+    """The ChainPhase array chain.cu reads."""
+    t = np.zeros(len(phases), PHASE_DTYPE)
+    for i, ph in enumerate(phases):
+        t[i] = (weight_ptr[ph.weight], buffer_ptr[ph.x], buffer_ptr[ph.y], ph.rows, ph.cols)
+    return t
+
+
+VARIANTS = {  # label: (how, options)
+    "one launch a projection": ("kernels", {}),
+    "one launch a projection, PDL": ("kernels", {"pdl": True}),
+    "one persistent launch, grid barrier": ("chain", {}),
+    "one persistent launch, grid barrier (A/A)": ("chain", {}),
+    "one persistent launch, grid barrier, 4 blocks an SM": ("chain", {"defines": ("-DCHAIN_MIN_BLOCKS=4",)}),
+    "one persistent launch, grid barrier, 1 block an SM": ("chain", {"per_sm": 1}),
+    "one persistent launch, no barrier (races: a ceiling)": ("chain", {"barriers": 0}),
+}
+
+
+def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
+    p = get_preset(name)
+    phases = plan(p)
+    rng = cp.random.default_rng(0)
+    weights = {}
+    for ph in phases:
+        if ph.weight not in weights:
+            weights[ph.weight] = (rng.standard_normal((ph.rows, ph.cols), dtype=cp.float32)
+                                  * ph.cols ** -0.5).astype(cp.float16)
+    x0 = rng.standard_normal(p.hidden, dtype=cp.float32).astype(cp.float16)
+    ref = chain_reference(phases, weights, x0, cp).astype(cp.float64)
+    source = SOURCE.read_text() + CHAIN_SOURCE.read_text()
+    stream = cp.cuda.Stream(non_blocking=True)
+    sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+    graphs, outputs, owners, grids, bars = {}, {}, [], {}, {}
+    for label in variants:
+        how, opt = VARIANTS[label]
+        # module, buffers and phase table made before the capture (no loads or copies inside it)
+        mod = cp.RawModule(code=source, options=("--std=c++17", *opt.get("defines", ())))
+        bufs = {k: cp.zeros(n, cp.float16) for k, n in buffer_sizes(p).items()}
+        bars[label] = bar = cp.zeros(3, cp.uint32)
+        if how == "kernels":
+            gemv = mod.get_function("gemv")
+            launch = PdlKernel(cp, gemv) if opt.get("pdl") else gemv
+            grids[label] = None
+        else:
+            launch = mod.get_function("chain")
+            grids[label] = sms * opt["per_sm"] if "per_sm" in opt else resident_blocks(cp, launch, THREADS)
+            table = cp.asarray(phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
+                                           {k: int(b.data.ptr) for k, b in bufs.items()}).view(np.uint8))
+            owners.append(table)
+        owners.append((mod, bufs))
+        cp.cuda.Device().synchronize()
+        with stream:
+            stream.begin_capture()
+            bufs["a"][:] = x0
+            if how == "kernels":
+                for ph in phases:
+                    launch(((ph.rows * 32 + THREADS - 1) // THREADS,), (THREADS,),
+                           (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
+                            np.float32(1.0)))
+            else:
+                launch((grids[label],), (THREADS,), (table, np.int32(len(phases)), bar,
+                                                     np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT)))
+            graphs[label] = stream.end_capture()
+            graphs[label].upload(stream)
+            graphs[label].launch(stream)
+        stream.synchronize()
+        outputs[label] = bufs[phases[-1].y].astype(cp.float64)
+    # a variant whose first run gave up at a barrier is not timed (each replay would wait seconds)
+    timed = [k for k in variants if not int(bars[k][2].get())]
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    order = np.random.default_rng(3)
+    for _ in range(rounds):
+        for label in order.permutation(timed):
+            g = graphs[label]
+            for _ in range(3):
+                g.launch(stream)
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record(stream)
+            for _ in range(REPLAYS):
+                g.launch(stream)
+            e1.record(stream)
+            e1.synchronize()
+            times[label].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS)
+    first = outputs[next(iter(variants))]
+    nbytes = plan_bytes(phases)
+    out = {"weights_mb": nbytes / 1e6, "phases": len(phases), "variants": {}}
+    for label in variants:
+        us = float(np.median(times[label])) if times[label] else float("nan")
+        y = outputs[label]
+        out["variants"][label] = {
+            "us": us, "min_us": float(np.min(times[label])), "max_us": float(np.max(times[label])),
+            "gbs": nbytes / us / 1e3, "grid": grids[label], "us_per_phase": us / len(phases),
+            "rel_l2_vs_float64": float(cp.linalg.norm(y - ref) / cp.linalg.norm(ref)),
+            "max_diff_vs_first": float(cp.max(cp.abs(y - first))),
+            # a block that gave up waiting at a barrier, in any replay (the flag stays set)
+            "barrier_timeouts": int(bars[label][2].get())}
+    del graphs, owners, weights
+    cp.get_default_memory_pool().free_all_blocks()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="1b,8b")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    variants = args.variants.split(";")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants: {unknown}")
+    import cupy as cp
+
+    from runner.device import CudaDevice
+
+    report = {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
+              "replays": REPLAYS, "rounds": args.rounds, "presets": {}}
+    for name in args.presets.split(","):
+        report["presets"][name] = run_preset(cp, name, args.rounds, variants)
+        print(f"{name} done", flush=True)
+    save(args.out, "persistent_chain", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+// A token's projections streamed by ONE launch, phases separated by a grid-wide barrier: the probe of
+// bench/persistent_chain.py (issue 12), which asks what a persistent kernel could gain over one launch
+// per projection before anyone writes the whole token that way. Appended to decode.cu's source
+// (WARP, RowHead, row_load, row_dot come from there), so each row is the same code as decode.cu's gemv.
+
+struct ChainPhase {  // y[0:rows] = W x, W rows x cols row-major; 32 bytes (bench/persistent_chain.py)
+    const half* W;
+    const half* x;
+    half* y;
+    int rows;
+    int cols;
+};
+
+// x was written by other blocks of this same launch: read it through L2 (ld.global.cg), never through
+// the non-coherent path that __ldg or a const __restrict__ pointer lets the compiler pick.
+struct CoherentX {
+    const uint4* p;
+    __device__ __forceinline__ uint4 operator()(int i) const { return __ldcg(p + i); }
+};
+
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// No block leaves before every block arrived. bar[0] counts arrivals, bar[1] is the generation,
+// bar[2] is set when a block gave up waiting after `spin_limit` clocks: a grid larger than the GPU
+// holds at once would hang instead; the host reads it and refuses the numbers.
+__device__ __forceinline__ void grid_barrier(unsigned* bar, long long spin_limit) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned gen = load_acquire(bar + 1);
+        __threadfence();  // this block's writes, before its arrival
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+            atomicExch(bar, 0u);
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            const long long t0 = clock64();
+            while (load_acquire(bar + 1) == gen) {
+                if (clock64() - t0 > spin_limit) {
+                    atomicExch(bar + 2, 1u);
+                    break;
+                }
+            }
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Warp w takes rows w, w + warps, ... of each phase. Before the barrier it loads the head of its first
+// row of the next phase (weights only, which nothing writes): what PDL's early loads do between kernels.
+// barriers = 0 leaves the phases racing: a bandwidth ceiling, not a result.
+#ifndef CHAIN_MIN_BLOCKS  // blocks an SM must hold (__launch_bounds__): 0 leaves it to ptxas (76 registers: 3 an SM; 4 spills)
+#define CHAIN_MIN_BLOCKS 0
+#endif
+#if CHAIN_MIN_BLOCKS
+#define CHAIN_BOUNDS __launch_bounds__(256, CHAIN_MIN_BLOCKS)
+#else
+#define CHAIN_BOUNDS
+#endif
+extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ phases, int n_phases, unsigned* bar,
+                                 int barriers, long long spin_limit) {
+    const int warps = gridDim.x * (blockDim.x / WARP);
+    const int warp = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const int lane = threadIdx.x & (WARP - 1);
+    RowHead<PRE_GEMV> r;
+    // a phase's fields are read where they are used (L1-cached), not held: registers go to the row heads
+    if (warp < phases[0].rows) row_load(r, phases[0].W + (size_t)warp * phases[0].cols, phases[0].cols);
+    for (int i = 0;; ++i) {
+        const ChainPhase* ph = phases + i;
+        const int rows = ph->rows, cols = ph->cols;
+        for (int row = warp; row < rows; row += warps) {
+            const half* w = ph->W + (size_t)row * cols;
+            if (row != warp) row_load(r, w, cols);
+            const float s = row_dot(r, w, CoherentX{reinterpret_cast<const uint4*>(ph->x)}, cols);
+            if (lane == 0) ph->y[row] = __float2half(s);
+        }
+        if (i + 1 == n_phases) break;
+        const ChainPhase* next = ph + 1;
+        if (warp < next->rows) row_load(r, next->W + (size_t)warp * next->cols, next->cols);
+        if (barriers) grid_barrier(bar, spin_limit);
+    }
+}

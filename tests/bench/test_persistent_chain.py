@@ -1,0 +1,77 @@
+"""bench/persistent_chain.py without a GPU: its plan holds a token's projection weights, each phase
+reads what the one before it wrote, the phase table has chain.cu's layout, the float64 reference
+is the chain of products, and chain.cu compiles with coherent loads of what other blocks wrote."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from bench.persistent_chain import (CHAIN_SOURCE, PHASE_DTYPE, buffer_sizes, chain_reference, phase_table, plan,
+                                    plan_bytes)
+from runner.own_kernels import SOURCE
+from runner.presets import get_preset
+
+
+@pytest.mark.parametrize("name", ["tiny", "1b", "8b"])
+def test_plan_reads_every_projection_weight_once(name):
+    p = get_preset(name)
+    h = p.hidden
+    norms_and_embedding_row = 2 * (h + p.n_layers * 2 * h + h)
+    assert plan_bytes(plan(p)) == p.weight_bytes_per_token() - norms_and_embedding_row
+
+
+@pytest.mark.parametrize("name", ["tiny", "1b"])
+def test_each_phase_reads_what_the_one_before_wrote(name):
+    p = get_preset(name)
+    phases, sizes = plan(p), buffer_sizes(p)
+    assert phases[0].x == "a"
+    for before, ph in zip(phases, phases[1:]):
+        assert ph.x == before.y
+        assert ph.cols <= before.rows  # it reads only what was written
+    for ph in phases:
+        assert ph.rows <= sizes[ph.y] and ph.cols <= sizes[ph.x]
+    assert phases[-1].rows == p.vocab
+
+
+def test_phase_table_has_the_layout_of_chain_cu():
+    assert PHASE_DTYPE.itemsize == 32
+    assert [PHASE_DTYPE.fields[f][1] for f in ("W", "x", "y", "rows", "cols")] == [0, 8, 16, 24, 28]
+    phases = plan(get_preset("tiny"))[:2]
+    t = phase_table(phases, {ph.weight: 1000 + i for i, ph in enumerate(phases)}, {"a": 1, "b": 2, "c": 3})
+    assert t[1]["W"] == 1001 and t[1]["x"] == 2 and t[1]["y"] == 1 and t[1]["rows"] == phases[1].rows
+    assert "struct ChainPhase" in CHAIN_SOURCE.read_text()
+
+
+def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
+    p = get_preset("tiny")
+    phases = plan(p)[:4]  # one layer
+    rng = np.random.default_rng(0)
+    w = {ph.weight: (rng.standard_normal((ph.rows, ph.cols)) / np.sqrt(ph.cols)).astype(np.float16)
+         for ph in phases}
+    x = rng.standard_normal(p.hidden).astype(np.float16)
+    b = (w[phases[0].weight].astype(np.float64) @ x).astype(np.float16)
+    a = (w[phases[1].weight].astype(np.float64) @ b[: p.hidden]).astype(np.float16)
+    c = (w[phases[2].weight].astype(np.float64) @ a).astype(np.float16)
+    want = (w[phases[3].weight].astype(np.float64) @ c[: p.ffn]).astype(np.float16)
+    np.testing.assert_array_equal(chain_reference(phases, w, x), want)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"]])
+def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
+    src = tmp_path / "chain_all.cu"
+    src.write_text(SOURCE.read_text() + CHAIN_SOURCE.read_text())  # as the bench compiles it
+    out = tmp_path / "chain.ptx"
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(src)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    body = bodies["chain"]
+    # x is written by other blocks of the same launch: loaded through L2, never the non-coherent path
+    assert "ld.global.cg.v4" in body
+    assert "ld.acquire.gpu.global.u32" in body and "atom.global.add.u32" in body
