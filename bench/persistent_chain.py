@@ -95,10 +95,13 @@ def phase_table(phases: list[Phase], weight_ptr: dict[str, int], buffer_ptr: dic
 VARIANTS = {  # label: (how, options)
     "one launch a projection": ("kernels", {}),
     "one launch a projection, PDL": ("kernels", {"pdl": True}),
+    # chain.cu as it stands: x staged in shared memory once a phase, 3 blocks an SM (80 registers)
     "one persistent launch, grid barrier": ("chain", {}),
     "one persistent launch, grid barrier (A/A)": ("chain", {}),
-    "one persistent launch, grid barrier, 4 blocks an SM": ("chain", {"defines": ("-DCHAIN_MIN_BLOCKS=4",)}),
-    "one persistent launch, grid barrier, 1 block an SM": ("chain", {"per_sm": 1}),
+    # 25bbe9b's form: every warp reads x from L2 beside each row (49% of copy bandwidth on the 1b)
+    "one persistent launch, x read through L2": ("chain", {"defines": ("-DCHAIN_X_SMEM=0",)}),
+    "one persistent launch, next row loaded ahead": ("chain", {"defines": ("-DCHAIN_AHEAD=1",)}),
+    "one persistent launch, 4 blocks an SM": ("chain", {"defines": ("-DCHAIN_MIN_BLOCKS=4",)}),
     "one persistent launch, no barrier (races: a ceiling)": ("chain", {"barriers": 0}),
 }
 
@@ -116,7 +119,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
     ref = chain_reference(phases, weights, x0, cp).astype(cp.float64)
     source = SOURCE.read_text() + CHAIN_SOURCE.read_text()
     stream = cp.cuda.Stream(non_blocking=True)
-    sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+    x_bytes = 2 * max(ph.cols for ph in phases)  # chain.cu's shared x, sized for the widest phase
     graphs, outputs, owners, grids, bars = {}, {}, [], {}, {}
     for label in variants:
         how, opt = VARIANTS[label]
@@ -130,7 +133,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             grids[label] = None
         else:
             launch = mod.get_function("chain")
-            grids[label] = sms * opt["per_sm"] if "per_sm" in opt else resident_blocks(cp, launch, THREADS)
+            grids[label] = resident_blocks(cp, launch, THREADS)  # every block resident: the barrier needs it
             table = cp.asarray(phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
                                            {k: int(b.data.ptr) for k, b in bufs.items()}).view(np.uint8))
             owners.append(table)
@@ -146,7 +149,8 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
                             np.float32(1.0)))
             else:
                 launch((grids[label],), (THREADS,), (table, np.int32(len(phases)), bar,
-                                                     np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT)))
+                                                     np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT)),
+                       shared_mem=x_bytes)
             graphs[label] = stream.end_capture()
             graphs[label].upload(stream)
             graphs[label].launch(stream)

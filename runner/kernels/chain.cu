@@ -18,6 +18,19 @@ struct CoherentX {
     __device__ __forceinline__ uint4 operator()(int i) const { return __ldcg(p + i); }
 };
 
+// The same vector staged once per phase in the block's shared memory (CHAIN_X_SMEM=1): every warp of
+// the block reads it at shared-memory latency instead of a trip to L2 beside each row's weights.
+#ifndef CHAIN_AHEAD
+#define CHAIN_AHEAD 0
+#endif
+#ifndef CHAIN_X_SMEM
+#define CHAIN_X_SMEM 1
+#endif
+struct SharedX {
+    const uint4* s;
+    __device__ __forceinline__ uint4 operator()(int i) const { return s[i]; }
+};
+
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -69,15 +82,38 @@ extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ pha
     RowHead<PRE_GEMV> r;
     // a phase's fields are read where they are used (L1-cached), not held: registers go to the row heads
     if (warp < phases[0].rows) row_load(r, phases[0].W + (size_t)warp * phases[0].cols, phases[0].cols);
+#if CHAIN_X_SMEM
+    extern __shared__ uint4 xs[];  // the phase's x: cols / 8 chunks (the launch sizes it for the widest)
+#endif
     for (int i = 0;; ++i) {
         const ChainPhase* ph = phases + i;
         const int rows = ph->rows, cols = ph->cols;
+        const uint4* x4 = reinterpret_cast<const uint4*>(ph->x);
+#if CHAIN_X_SMEM
+        __syncthreads();  // every warp is done with the last phase's x
+        for (int c = threadIdx.x; c < (cols >> 3); c += blockDim.x) xs[c] = __ldcg(x4 + c);
+        __syncthreads();
+        const SharedX x{xs};
+#else
+        const CoherentX x{x4};
+#endif
+#if CHAIN_AHEAD  // the warp's next row loaded while this one is reduced: twice the bytes in flight a warp
+        for (int row = warp; row < rows; row += warps) {
+            const half* w = ph->W + (size_t)row * cols;
+            RowHead<PRE_GEMV> n;
+            if (row + warps < rows) row_load(n, w + (size_t)warps * cols, cols);
+            const float s = row_dot(r, w, x, cols);
+            if (lane == 0) ph->y[row] = __float2half(s);
+            r = n;
+        }
+#else
         for (int row = warp; row < rows; row += warps) {
             const half* w = ph->W + (size_t)row * cols;
             if (row != warp) row_load(r, w, cols);
-            const float s = row_dot(r, w, CoherentX{reinterpret_cast<const uint4*>(ph->x)}, cols);
+            const float s = row_dot(r, w, x, cols);
             if (lane == 0) ph->y[row] = __float2half(s);
         }
+#endif
         if (i + 1 == n_phases) break;
         const ChainPhase* next = ph + 1;
         if (warp < next->rows) row_load(r, next->W + (size_t)warp * next->cols, next->cols);
