@@ -6,7 +6,9 @@ before it wrote (per layer QKV, o_proj, gate+up, down; then the LM head; no norm
 activation, so the chain holds only the weight bytes and the dependencies between them). The chain
 runs as one launch of decode.cu's ``gemv`` per projection (plain, then with programmatic dependent
 launch), and as ONE launch of runner/kernels/chain.cu that streams every projection with a grid-wide
-barrier between them, each warp loading its next row's weights before the barrier. Every variant is
+barrier between them, each warp loading its next row's weights before the barrier (``chain``), or
+copying its chunks of weights into shared memory several chunks ahead of the one it reduces, across
+the barriers (``chain_ring``). Every variant is
 captured as a CUDA graph and replayed back to back: µs per chain = time of REPLAYS replays /
 REPLAYS, median over the rounds, in which the variants take turns in a random order. Weight bytes
 over that time gives the fraction of the device-copy bandwidth measured in the same run. Each
@@ -103,7 +105,15 @@ VARIANTS = {  # label: (how, options)
     "one persistent launch, next row loaded ahead": ("chain", {"defines": ("-DCHAIN_AHEAD=1",)}),
     "one persistent launch, 4 blocks an SM": ("chain", {"defines": ("-DCHAIN_MIN_BLOCKS=4",)}),
     "one persistent launch, no barrier (races: a ceiling)": ("chain", {"barriers": 0}),
+    # chain_ring: each warp copies its chunks of 2048 columns RING ahead into shared memory (cp.async),
+    # across the barriers; RING 4 and 6: one block an SM, 2: two
+    "ring of 4 chunks a warp": ("chain_ring", {}),
+    "ring of 4 chunks a warp (A/A)": ("chain_ring", {}),
+    "ring of 2 chunks a warp": ("chain_ring", {"defines": ("-DRING=2",), "ring": 2}),
+    "ring of 6 chunks a warp": ("chain_ring", {"defines": ("-DRING=6",), "ring": 6}),
+    "ring of 4 chunks a warp, no barrier (races: a ceiling)": ("chain_ring", {"barriers": 0}),
 }
+RING_CHUNK_BYTES = 4096  # chain.cu's RING_CHUNK pieces of 16 bytes
 
 
 def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
@@ -120,7 +130,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
     source = SOURCE.read_text() + CHAIN_SOURCE.read_text()
     stream = cp.cuda.Stream(non_blocking=True)
     x_bytes = 2 * max(ph.cols for ph in phases)  # chain.cu's shared x, sized for the widest phase
-    graphs, outputs, owners, grids, bars = {}, {}, [], {}, {}
+    graphs, outputs, owners, grids, bars, smem = {}, {}, [], {}, {}, {}
     for label in variants:
         how, opt = VARIANTS[label]
         # module, buffers and phase table made before the capture (no loads or copies inside it)
@@ -132,8 +142,11 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             launch = PdlKernel(cp, gemv) if opt.get("pdl") else gemv
             grids[label] = None
         else:
-            launch = mod.get_function("chain")
-            grids[label] = resident_blocks(cp, launch, THREADS)  # every block resident: the barrier needs it
+            launch = mod.get_function(how)
+            smem[label] = x_bytes + (THREADS // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0)
+            launch.max_dynamic_shared_size_bytes = smem[label]
+            # every block resident at once: the barrier needs it
+            grids[label] = resident_blocks(cp, launch, THREADS, smem[label])
             table = cp.asarray(phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
                                            {k: int(b.data.ptr) for k, b in bufs.items()}).view(np.uint8))
             owners.append(table)
@@ -148,9 +161,10 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
                            (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
                             np.float32(1.0)))
             else:
-                launch((grids[label],), (THREADS,), (table, np.int32(len(phases)), bar,
-                                                     np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT)),
-                       shared_mem=x_bytes)
+                args = (table, np.int32(len(phases)), bar, np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT))
+                if how == "chain_ring":
+                    args += (np.int32(x_bytes // 16),)
+                launch((grids[label],), (THREADS,), args, shared_mem=smem[label])
             graphs[label] = stream.end_capture()
             graphs[label].upload(stream)
             graphs[label].launch(stream)
@@ -181,6 +195,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
         out["variants"][label] = {
             "us": us, "min_us": float(np.min(times[label])), "max_us": float(np.max(times[label])),
             "gbs": nbytes / us / 1e3, "grid": grids[label], "us_per_phase": us / len(phases),
+            "shared_mem": smem.get(label, 0),
             "rel_l2_vs_float64": float(cp.linalg.norm(y - ref) / cp.linalg.norm(ref)),
             "max_diff_vs_first": float(cp.max(cp.abs(y - first))),
             # a block that gave up waiting at a barrier, in any replay (the flag stays set)

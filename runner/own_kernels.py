@@ -211,12 +211,13 @@ class PdlKernel:
             raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {err}")
 
 
-def resident_blocks(cp: Any, kernel: Any, threads: int) -> int:
-    """How many blocks of ``kernel`` (a RawKernel, ``threads`` each) the current GPU holds at once:
-    the driver's occupancy for its registers and shared memory, times the SMs."""
+def resident_blocks(cp: Any, kernel: Any, threads: int, shared_mem: int = 0) -> int:
+    """How many blocks of ``kernel`` (a RawKernel, ``threads`` and ``shared_mem`` bytes of dynamic
+    shared memory each) the current GPU holds at once: the driver's occupancy for its registers and
+    shared memory, times the SMs."""
     per_sm = ctypes.c_int(0)
     err = ctypes.CDLL("libcuda.so.1").cuOccupancyMaxActiveBlocksPerMultiprocessor(
-        ctypes.byref(per_sm), ctypes.c_void_p(kernel.kernel.ptr), ctypes.c_int(threads), ctypes.c_size_t(0))
+        ctypes.byref(per_sm), ctypes.c_void_p(kernel.kernel.ptr), ctypes.c_int(threads), ctypes.c_size_t(shared_mem))
     if err:
         raise RuntimeError(f"cuOccupancyMaxActiveBlocksPerMultiprocessor failed with CUresult {err}")
     sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]

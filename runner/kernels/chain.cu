@@ -120,3 +120,98 @@ extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ pha
         if (barriers) grid_barrier(bar, spin_limit);
     }
 }
+
+// ---- chain_ring: the weights streamed ahead of the dependencies --------------------------------------
+// Each warp walks its work in a fixed order (phase by phase, its rows, each row in chunks of 2048
+// columns: 8 16-byte loads a lane) and copies the chunks it will need into its own ring of RING slots
+// in shared memory (cp.async), RING chunks ahead of the one it reduces, across the phase boundaries:
+// weights depend on nothing, so the copies for the next phase run while the grid waits at the barrier
+// and while x is staged. A lane reads back only the 16-byte pieces it copied itself, so waiting for its
+// own copies (cp.async.wait_group) is all the ordering it needs. The sums run in decode.cu's gemv order.
+#ifndef RING
+#define RING 4
+#endif
+#define RING_COLS 2048  // columns a chunk: 32 lanes x 8 x 8 halves
+#define RING_CHUNK 256  // 16-byte pieces a chunk
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_ring() { asm volatile("cp.async.wait_group %0;" ::"n"(RING - 1) : "memory"); }
+
+struct RingCursor {  // the next chunk a warp copies: phase, row, chunk (phase == n_phases: none left)
+    int phase, row, chunk;
+    __device__ __forceinline__ void seek(const ChainPhase* ph, int n, int warp) {
+        while (phase < n && warp >= ph[phase].rows) ++phase;
+        row = warp;
+        chunk = 0;
+    }
+    __device__ __forceinline__ void next(const ChainPhase* ph, int n, int warp, int warps) {
+        if (++chunk < (ph[phase].cols + RING_COLS - 1) / RING_COLS) return;
+        chunk = 0;
+        row += warps;
+        if (row < ph[phase].rows) return;
+        ++phase;
+        seek(ph, n, warp);
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(256) chain_ring(const ChainPhase* __restrict__ phases, int n_phases,
+                                                             unsigned* bar, int barriers, long long spin_limit,
+                                                             int x_chunks) {
+    const int warps = gridDim.x * (blockDim.x / WARP);
+    const int warp = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const int lane = threadIdx.x & (WARP - 1);
+    extern __shared__ uint4 smem[];
+    uint4* xs = smem;  // the phase's x (x_chunks pieces: the widest phase)
+    uint4* ring = smem + x_chunks + (threadIdx.x / WARP) * RING * RING_CHUNK;  // this warp's slots
+    RingCursor cur{0, 0, 0};
+    cur.seek(phases, n_phases, warp);
+    unsigned issued = 0, consumed = 0;
+    auto issue = [&]() {  // one chunk's copies, one commit group (empty once the work is done)
+        if (cur.phase < n_phases) {
+            const ChainPhase* p = phases + cur.phase;
+            const uint4* w4 = reinterpret_cast<const uint4*>(p->W + (size_t)cur.row * p->cols);
+            const int n4 = p->cols >> 3;
+            uint4* slot = ring + (issued % RING) * RING_CHUNK;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                const int i = cur.chunk * RING_CHUNK + lane + k * WARP;
+                if (i < n4) cp_async16(slot + lane + k * WARP, w4 + i);
+            }
+            cur.next(phases, n_phases, warp, warps);
+        }
+        cp_async_commit();
+        ++issued;
+    };
+    for (int k = 0; k < RING; ++k) issue();
+    for (int i = 0;; ++i) {
+        const ChainPhase* ph = phases + i;
+        const int rows = ph->rows, cols = ph->cols, n4 = cols >> 3;
+        const uint4* x4 = reinterpret_cast<const uint4*>(ph->x);
+        __syncthreads();  // every warp is done with the last phase's x
+        for (int c = threadIdx.x; c < n4; c += blockDim.x) xs[c] = __ldcg(x4 + c);
+        __syncthreads();
+        for (int row = warp; row < rows; row += warps) {
+            float acc = 0.f;
+            for (int c = 0; c * RING_COLS < cols; ++c) {
+                cp_async_wait_ring();  // the oldest of the RING chunks in flight has landed
+                const uint4* slot = ring + (consumed % RING) * RING_CHUNK;
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                    const int j = c * RING_CHUNK + lane + k * WARP;
+                    if (j < n4) acc = dot8(slot[lane + k * WARP], xs[j], acc);
+                }
+                ++consumed;
+                issue();  // the slot just read takes the chunk RING ahead
+            }
+            acc = warp_sum(acc);
+            if (lane == 0) ph->y[row] = __float2half(acc);
+        }
+        if (i + 1 == n_phases) break;
+        if (barriers) grid_barrier(bar, spin_limit);
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+}
