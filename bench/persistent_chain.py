@@ -143,7 +143,8 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             grids[label] = None
         else:
             launch = mod.get_function(how)
-            smem[label] = x_bytes + (THREADS // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0)
+            ring = THREADS // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0
+            smem[label] = x_bytes + ring
             launch.max_dynamic_shared_size_bytes = smem[label]
             # every block resident at once: the barrier needs it
             grids[label] = resident_blocks(cp, launch, THREADS, smem[label])

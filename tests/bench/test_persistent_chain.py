@@ -62,7 +62,8 @@ def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
-@pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"], ["-DCHAIN_X_SMEM=0"], ["-DCHAIN_AHEAD=1"], ["-DRING=2"], ["-DRING=6"]])
+@pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"], ["-DCHAIN_X_SMEM=0"], ["-DCHAIN_AHEAD=1"],
+                                     ["-DRING=2"], ["-DRING=6"]])
 def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     src = tmp_path / "chain_all.cu"
     src.write_text(SOURCE.read_text() + CHAIN_SOURCE.read_text())  # as the bench compiles it
