@@ -38,6 +38,7 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 CHAIN_SOURCE = SOURCE.parent / "chain.cu"
 THREADS = 256  # decode.cu's ROWS_PER_BLOCK warps a block, as its gemv is launched
 REPLAYS = 20
+BLOCKS_MAX = 2048  # chain.cu's barrier words: 32 (a 128-byte line) for each block and one for the counter
 SPIN_LIMIT = 2_000_000_000  # clocks a block waits at a barrier before it gives up (about a second)
 # ChainPhase in chain.cu: three pointers, two ints
 PHASE_DTYPE = np.dtype([("W", np.uint64), ("x", np.uint64), ("y", np.uint64), ("rows", np.int32),
@@ -112,6 +113,13 @@ VARIANTS = {  # label: (how, options)
     "ring of 2 chunks a warp": ("chain_ring", {"defines": ("-DRING=2",), "ring": 2}),
     "ring of 6 chunks a warp": ("chain_ring", {"defines": ("-DRING=6",), "ring": 6}),
     "ring of 4 chunks a warp, no barrier (races: a ceiling)": ("chain_ring", {"barriers": 0}),
+    # a flag a block instead of one counter (no atomics on one address): BARRIER_FLAGS=1
+    "ring of 4, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",)}),
+    "ring of 6, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1", "-DRING=6"), "ring": 6}),
+    # every phase without rows: x staged and the barrier passed, nothing read: what the boundaries cost
+    "ring of 4, boundaries only (no rows)": ("chain_ring", {"empty": True}),
+    "ring of 4, flag barrier, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",),
+                                                                          "empty": True}),
 }
 RING_CHUNK_BYTES = 4096  # chain.cu's RING_CHUNK pieces of 16 bytes
 
@@ -136,7 +144,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
         # module, buffers and phase table made before the capture (no loads or copies inside it)
         mod = cp.RawModule(code=source, options=("--std=c++17", *opt.get("defines", ())))
         bufs = {k: cp.zeros(n, cp.float16) for k, n in buffer_sizes(p).items()}
-        bars[label] = bar = cp.zeros(3, cp.uint32)
+        bars[label] = bar = cp.zeros(32 * (BLOCKS_MAX + 1), cp.uint32)  # counter, generation, flag a block
         if how == "kernels":
             gemv = mod.get_function("gemv")
             launch = PdlKernel(cp, gemv) if opt.get("pdl") else gemv
@@ -148,8 +156,13 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             launch.max_dynamic_shared_size_bytes = smem[label]
             # every block resident at once: the barrier needs it
             grids[label] = resident_blocks(cp, launch, THREADS, smem[label])
-            table = cp.asarray(phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
-                                           {k: int(b.data.ptr) for k, b in bufs.items()}).view(np.uint8))
+            if grids[label] > BLOCKS_MAX:
+                raise RuntimeError(f"{label}: {grids[label]} blocks, the barrier words hold {BLOCKS_MAX}")
+            t = phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
+                            {k: int(b.data.ptr) for k, b in bufs.items()})
+            if opt.get("empty"):
+                t["rows"] = 0
+            table = cp.asarray(t.view(np.uint8))
             owners.append(table)
         owners.append((mod, bufs))
         cp.cuda.Device().synchronize()

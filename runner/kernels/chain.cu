@@ -63,6 +63,45 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar, long long spin_limit
     __syncthreads();
 }
 
+// BARRIER_FLAGS=1: no counter that every block adds to. Block b stores its generation into its own
+// flag (a 128-byte line each: bar + 32 * (b + 1)) and the block's first warp polls every block's flag
+// until all reached that generation. `gen` is the caller's count of barriers so far (every block passes
+// the same number, so it starts from the block's own flag at launch).
+#ifndef BARRIER_FLAGS
+#define BARRIER_FLAGS 0
+#endif
+__device__ __forceinline__ void store_release(unsigned* p, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void grid_barrier_flags(unsigned* bar, unsigned gen, long long spin_limit) {
+    __syncthreads();
+    if (threadIdx.x < WARP) {
+        if (threadIdx.x == 0) {
+            __threadfence();  // the block's writes (ordered before by __syncthreads) before its flag
+            store_release(bar + 32 * (blockIdx.x + 1), gen);
+        }
+        const long long t0 = clock64();
+        for (int b = threadIdx.x; b < gridDim.x; b += WARP) {
+            while (static_cast<int>(load_acquire(bar + 32 * (b + 1)) - gen) < 0) {
+                if (clock64() - t0 > spin_limit) {
+                    atomicExch(bar + 2, 1u);
+                    break;
+                }
+            }
+        }
+        __syncwarp();
+        __threadfence();
+    }
+    __syncthreads();
+}
+__device__ __forceinline__ void phase_barrier(unsigned* bar, unsigned& gen, long long spin_limit) {
+#if BARRIER_FLAGS
+    grid_barrier_flags(bar, ++gen, spin_limit);
+#else
+    grid_barrier(bar, spin_limit);
+#endif
+}
+
 // Warp w takes rows w, w + warps, ... of each phase. Before the barrier it loads the head of its first
 // row of the next phase (weights only, which nothing writes): what PDL's early loads do between kernels.
 // barriers = 0 leaves the phases racing: a bandwidth ceiling, not a result.
@@ -187,6 +226,7 @@ extern "C" __global__ void __launch_bounds__(256) chain_ring(const ChainPhase* _
         ++issued;
     };
     for (int k = 0; k < RING; ++k) issue();
+    unsigned gen = BARRIER_FLAGS ? load_acquire(bar + 32 * (blockIdx.x + 1)) : 0;
     for (int i = 0;; ++i) {
         const ChainPhase* ph = phases + i;
         const int rows = ph->rows, cols = ph->cols, n4 = cols >> 3;
@@ -211,7 +251,7 @@ extern "C" __global__ void __launch_bounds__(256) chain_ring(const ChainPhase* _
             if (lane == 0) ph->y[row] = __float2half(acc);
         }
         if (i + 1 == n_phases) break;
-        if (barriers) grid_barrier(bar, spin_limit);
+        if (barriers) phase_barrier(bar, gen, spin_limit);
     }
     asm volatile("cp.async.wait_all;" ::: "memory");
 }

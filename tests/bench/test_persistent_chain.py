@@ -63,7 +63,7 @@ def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 @pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"], ["-DCHAIN_X_SMEM=0"], ["-DCHAIN_AHEAD=1"],
-                                     ["-DRING=2"], ["-DRING=6"]])
+                                     ["-DRING=2"], ["-DRING=6"], ["-DBARRIER_FLAGS=1"]])
 def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     src = tmp_path / "chain_all.cu"
     src.write_text(SOURCE.read_text() + CHAIN_SOURCE.read_text())  # as the bench compiles it
@@ -78,3 +78,5 @@ def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     assert "ld.acquire.gpu.global.u32" in body and "atom.global.add.u32" in body
     ring = bodies["chain_ring"]  # weights copied ahead into shared memory, x staged through L2
     assert "cp.async.cg.shared.global" in ring and "cp.async.wait_group" in ring and "ld.global.cg.v4" in ring
+    if "-DBARRIER_FLAGS=1" in defines:  # a flag a block: released stores, no counter
+        assert "st.release.gpu.global.u32" in ring and "atom.global.add.u32" not in ring
