@@ -171,7 +171,7 @@ def with_floors(rows: list[dict], preset: Any, n_ctx: int, copy_bw_gbs: float) -
 
 
 def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda",
-               lat_rounds: int = 15) -> dict:
+               lat_rounds: int = 15, fresh_every: int = 1) -> dict:
     session = Session(name, device, seed=0)
     p = session.preset
     gpu = session.device.is_gpu  # cpu: a dry run of this script (no bandwidth, PyTorch or latency)
@@ -180,7 +180,11 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     torch_ok = torch_ok and gpu
     n_ctx_mean = 32 + tokens // 2
     bytes_per_token = p.weight_bytes_per_token() + p.kv_bytes_per_token(n_ctx_mean)
-    spec = RunSpec(preset=name, tokens=tokens, repeats=1, device=device, prompt_tokens=32, warmup_tokens=16)
+    # fresh_every: each config on new pipeline instances (memory, graph) every block of rounds, made in a
+    # random order, so where a config's buffers landed is part of its interval, not a fixed offset
+    # (three runs put the same build 1.2% apart by its place in the list: decode_h200_0467384.md)
+    spec = RunSpec(preset=name, tokens=tokens, repeats=1, device=device, prompt_tokens=32, warmup_tokens=16,
+                   fresh_every=fresh_every)
     ours = Interleaved(spec, [cfg.parse_side(v) for v in OURS.values()], session)
     prompt = session.prompt(32)
     tps: dict[str, list[float]] = {k: [] for k in OURS}
@@ -247,6 +251,8 @@ def main() -> int:
     ap.add_argument("--presets", default="1b,8b")
     ap.add_argument("--rounds", default="1b=7,8b=5", help="rounds per preset (each config once per round)")
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--fresh-every", type=int, default=1,
+                    help="new pipeline instances every N rounds (0: one instance a config for the run)")
     ap.add_argument("--latency-rounds", type=int, default=15, help="samples of the token at each position")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
@@ -260,10 +266,11 @@ def main() -> int:
     except ImportError:
         torch_ok = False
     t0 = time.time()
-    report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "presets": {}}
+    report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "fresh_every": args.fresh_every,
+                    "presets": {}}
     for name in args.presets.split(","):
         report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
-                                               args.latency_rounds)
+                                               args.latency_rounds, args.fresh_every)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)
