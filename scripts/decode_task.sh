@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU task (issue 12), one device call of about 7 minutes: the defaults as they stand. Every kernel
+# GPU task (issue 12), one device call of about 8 minutes: the defaults as they stand. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
 # the float64 reference, and the decode table (tokens/s against the copy bandwidth and PyTorch,
 # latency by position, each kernel beside its floor), and one token at positions 96 and 512 of the
-# default's attention against the one-wave alternatives. Writes under $OUT (k, check, p96, p512, d);
+# default's attention against the one-wave alternatives, and the projections alone as one launch each
+# against one persistent launch (bench/persistent_chain.py). Writes under $OUT (k, check, p96, p512, c, d);
 # stops at the first failed check. On the lent machine (no network): nvtx and cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
@@ -22,5 +23,7 @@ for pos in 96 512; do  # the default's attention against the one-wave alternativ
     python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| pdl"
     stamp "position $pos"
 done
+python3 bench/persistent_chain.py --out "$OUT/c" | grep -E "^###|^\| (one|ring)"
+stamp "persistent chain"
 python3 bench/decode.py --out "$OUT/d" | grep -v -E "Deprecation|report\[" | tail -75
 stamp decode
