@@ -116,10 +116,14 @@ VARIANTS = {  # label: (how, options)
     # a flag a block instead of one counter (no atomics on one address): BARRIER_FLAGS=1
     "ring of 4, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",)}),
     "ring of 6, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1", "-DRING=6"), "ring": 6}),
+    # one counter that only grows, added to without awaiting a reply (red.release): BARRIER_FLAGS=2
+    "ring of 4, growing counter": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=2",)}),
     # every phase without rows: x staged and the barrier passed, nothing read: what the boundaries cost
     "ring of 4, boundaries only (no rows)": ("chain_ring", {"empty": True}),
     "ring of 4, flag barrier, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",),
                                                                           "empty": True}),
+    "ring of 4, growing counter, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=2",),
+                                                                             "empty": True}),
 }
 RING_CHUNK_BYTES = 4096  # chain.cu's RING_CHUNK pieces of 16 bytes
 

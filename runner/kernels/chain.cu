@@ -63,6 +63,7 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar, long long spin_limit
     __syncthreads();
 }
 
+// BARRIER_FLAGS=0 (grid_barrier above), 1 or 2 (below): how chain_ring's blocks wait for each other.
 // BARRIER_FLAGS=1: no counter that every block adds to. Block b stores its generation into its own
 // flag (a 128-byte line each: bar + 32 * (b + 1)) and the block's first warp polls every block's flag
 // until all reached that generation. `gen` is the caller's count of barriers so far (every block passes
@@ -94,9 +95,43 @@ __device__ __forceinline__ void grid_barrier_flags(unsigned* bar, unsigned gen, 
     }
     __syncthreads();
 }
-__device__ __forceinline__ void phase_barrier(unsigned* bar, unsigned& gen, long long spin_limit) {
-#if BARRIER_FLAGS
+// BARRIER_FLAGS=2: one 64-bit counter that only grows (bar + 4, 8-byte aligned). A block adds 1 without
+// waiting for a reply (red.release) and polls until the counter reaches its target: the arrival is one
+// way, not an atomic's round trip plus a second write by the last block. A launch adds
+// (n_phases - 1) * gridDim.x; when a block starts, the counter holds every earlier launch's arrivals
+// plus at most gridDim.x - 1 of this one's first barrier, so rounding down to a whole launch gives the base.
+__device__ __forceinline__ unsigned long long load_acquire64(const unsigned long long* p) {
+    unsigned long long v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void grid_barrier_grow(unsigned* bar, unsigned long long target, long long spin_limit) {
+    unsigned long long* count = reinterpret_cast<unsigned long long*>(bar + 4);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(count) : "memory");
+        const long long t0 = clock64();
+        while (load_acquire64(count) < target) {
+            if (clock64() - t0 > spin_limit) {
+                atomicExch(bar + 2, 1u);
+                break;
+            }
+        }
+    }
+    __syncthreads();
+}
+__device__ __forceinline__ unsigned long long grow_base(unsigned* bar, int n_phases) {
+    const unsigned long long per_launch = (unsigned long long)(n_phases - 1) * gridDim.x;
+    const unsigned long long now = load_acquire64(reinterpret_cast<unsigned long long*>(bar + 4));
+    return per_launch ? now / per_launch * per_launch : 0;
+}
+// `gen`: barriers passed so far (1, 2, ... after each); `base`: the growing counter's base (BARRIER_FLAGS=2)
+__device__ __forceinline__ void phase_barrier(unsigned* bar, unsigned& gen, unsigned long long base,
+                                              long long spin_limit) {
+#if BARRIER_FLAGS == 1
     grid_barrier_flags(bar, ++gen, spin_limit);
+#elif BARRIER_FLAGS == 2
+    grid_barrier_grow(bar, base + (unsigned long long)(++gen) * gridDim.x, spin_limit);
 #else
     grid_barrier(bar, spin_limit);
 #endif
@@ -226,7 +261,8 @@ extern "C" __global__ void __launch_bounds__(256) chain_ring(const ChainPhase* _
         ++issued;
     };
     for (int k = 0; k < RING; ++k) issue();
-    unsigned gen = BARRIER_FLAGS ? load_acquire(bar + 32 * (blockIdx.x + 1)) : 0;
+    unsigned gen = BARRIER_FLAGS == 1 ? load_acquire(bar + 32 * (blockIdx.x + 1)) : 0;
+    const unsigned long long base = BARRIER_FLAGS == 2 ? grow_base(bar, n_phases) : 0;
     for (int i = 0;; ++i) {
         const ChainPhase* ph = phases + i;
         const int rows = ph->rows, cols = ph->cols, n4 = cols >> 3;
@@ -251,7 +287,7 @@ extern "C" __global__ void __launch_bounds__(256) chain_ring(const ChainPhase* _
             if (lane == 0) ph->y[row] = __float2half(acc);
         }
         if (i + 1 == n_phases) break;
-        if (barriers) phase_barrier(bar, gen, spin_limit);
+        if (barriers) phase_barrier(bar, gen, base, spin_limit);
     }
     asm volatile("cp.async.wait_all;" ::: "memory");
 }

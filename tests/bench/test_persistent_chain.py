@@ -63,7 +63,7 @@ def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 @pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"], ["-DCHAIN_X_SMEM=0"], ["-DCHAIN_AHEAD=1"],
-                                     ["-DRING=2"], ["-DRING=6"], ["-DBARRIER_FLAGS=1"]])
+                                     ["-DRING=2"], ["-DRING=6"], ["-DBARRIER_FLAGS=1"], ["-DBARRIER_FLAGS=2"]])
 def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     src = tmp_path / "chain_all.cu"
     src.write_text(SOURCE.read_text() + CHAIN_SOURCE.read_text())  # as the bench compiles it
@@ -80,3 +80,5 @@ def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     assert "cp.async.cg.shared.global" in ring and "cp.async.wait_group" in ring and "ld.global.cg.v4" in ring
     if "-DBARRIER_FLAGS=1" in defines:  # a flag a block: released stores, no counter
         assert "st.release.gpu.global.u32" in ring and "atom.global.add.u32" not in ring
+    if "-DBARRIER_FLAGS=2" in defines:  # one growing counter, added to without a reply
+        assert "red.release.gpu.global.add.u64" in ring and "atom.global.add.u32" not in ring
