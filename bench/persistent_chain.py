@@ -87,6 +87,41 @@ def chain_reference(phases: list[Phase], weights: dict, x0: np.ndarray, xp=np) -
     return bufs[phases[-1].y]
 
 
+RING_COLS = 2048  # chain.cu: columns a chunk of chain_ring's ring
+
+
+def ring_copy_order(shapes: list[tuple[int, int]], warp: int, warps: int) -> list[tuple[int, int, int]]:
+    """(phase, row, chunk) in the order chain_ring's RingCursor copies a warp's chunks (a mirror of its
+    seek/next in chain.cu); ``shapes``: (rows, cols) a phase. Must equal ``ring_reduce_order``: a lane
+    reads back only what it copied, slot by slot, so the two orders are the whole correctness argument."""
+    out: list[tuple[int, int, int]] = []
+    n = len(shapes)
+    phase, row, chunk = 0, warp, 0
+
+    def seek(ph: int) -> int:
+        while ph < n and warp >= shapes[ph][0]:
+            ph += 1
+        return ph
+
+    phase = seek(phase)
+    while phase < n:
+        out.append((phase, row, chunk))
+        chunk += 1
+        if chunk < -(-shapes[phase][1] // RING_COLS):
+            continue
+        chunk, row = 0, row + warps
+        if row < shapes[phase][0]:
+            continue
+        phase, row = seek(phase + 1), warp
+    return out
+
+
+def ring_reduce_order(shapes: list[tuple[int, int]], warp: int, warps: int) -> list[tuple[int, int, int]]:
+    """(phase, row, chunk) in the order chain_ring's loops reduce them for one warp."""
+    return [(i, row, c) for i, (rows, cols) in enumerate(shapes) for row in range(warp, rows, warps)
+            for c in range(-(-cols // RING_COLS))]
+
+
 def phase_table(phases: list[Phase], weight_ptr: dict[str, int], buffer_ptr: dict[str, int]) -> np.ndarray:
     """The ChainPhase array chain.cu reads."""
     t = np.zeros(len(phases), PHASE_DTYPE)

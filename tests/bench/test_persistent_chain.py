@@ -11,8 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.persistent_chain import (CHAIN_SOURCE, PHASE_DTYPE, buffer_sizes, chain_reference, phase_table, plan,
-                                    plan_bytes)
+from bench.persistent_chain import (CHAIN_SOURCE, PHASE_DTYPE, RING_COLS, buffer_sizes, chain_reference,
+                                    phase_table, plan, plan_bytes, ring_copy_order, ring_reduce_order)
 from runner.own_kernels import SOURCE
 from runner.presets import get_preset
 
@@ -59,6 +59,18 @@ def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
     c = (w[phases[2].weight].astype(np.float64) @ a).astype(np.float16)
     want = (w[phases[3].weight].astype(np.float64) @ c[: p.ffn]).astype(np.float16)
     np.testing.assert_array_equal(chain_reference(phases, w, x), want)
+
+
+@pytest.mark.parametrize("shapes, warps", [
+    ([(3072, 2048), (2048, 2048), (16384, 2048), (2048, 8192), (128256, 2048)], 1056),  # a 1b layer + LM head
+    ([(5, 2048), (0, 2048), (12, 4096), (3, 6144)], 8),  # warps without rows in a phase, phases without rows
+    ([(0, 2048), (0, 8192)], 4),  # the boundaries-only rows: nothing copied, nothing reduced
+])
+def test_ring_copies_chunks_in_the_order_they_are_reduced(shapes, warps):
+    for warp in range(min(warps, 40)):
+        assert ring_copy_order(shapes, warp, warps) == ring_reduce_order(shapes, warp, warps)
+    assert RING_COLS * 2 // 16 // 32 == 8  # a chunk: 8 16-byte pieces a lane, as chain.cu copies it
+    assert f"#define RING_COLS {RING_COLS}" in CHAIN_SOURCE.read_text()
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
