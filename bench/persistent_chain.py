@@ -248,7 +248,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
         out["variants"][label] = {
             "us": us, "min_us": float(np.min(times[label])), "max_us": float(np.max(times[label])),
             "gbs": nbytes / us / 1e3, "grid": grids[label], "us_per_phase": us / len(phases),
-            "shared_mem": smem.get(label, 0),
+            "shared_mem": smem.get(label, 0), "no_rows": bool(VARIANTS[label][1].get("empty")),
             "rel_l2_vs_float64": float(cp.linalg.norm(y - ref) / cp.linalg.norm(ref)),
             "max_diff_vs_first": float(cp.max(cp.abs(y - first))),
             # a block that gave up waiting at a barrier, in any replay (the flag stays set)
