@@ -153,6 +153,12 @@ VARIANTS = {  # label: (how, options)
     "ring of 6, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1", "-DRING=6"), "ring": 6}),
     # one counter that only grows, added to without awaiting a reply (red.release): BARRIER_FLAGS=2
     "ring of 4, growing counter": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=2",)}),
+    # a deeper ring a warp with fewer warps a block (the shared memory holds about 200 KB of ring an SM):
+    # ring 4 and 6 measured alike, so a ring as deep as the boundary's 2.7 µs of streaming, or deeper
+    "ring of 12, 4 warps a block": ("chain_ring", {"defines": ("-DRING=12",), "ring": 12, "threads": 128}),
+    "ring of 24, 2 warps a block": ("chain_ring", {"defines": ("-DRING=24",), "ring": 24, "threads": 64}),
+    "ring of 12, 4 warps a block, growing counter": ("chain_ring", {"defines": ("-DRING=12", "-DBARRIER_FLAGS=2"),
+                                                                    "ring": 12, "threads": 128}),
     # every phase without rows: x staged and the barrier passed, nothing read: what the boundaries cost
     "ring of 4, boundaries only (no rows)": ("chain_ring", {"empty": True}),
     "ring of 4, flag barrier, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",),
@@ -190,11 +196,12 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             grids[label] = None
         else:
             launch = mod.get_function(how)
-            ring = THREADS // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0
+            threads = opt.get("threads", THREADS)
+            ring = threads // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0
             smem[label] = x_bytes + ring
             launch.max_dynamic_shared_size_bytes = smem[label]
             # every block resident at once: the barrier needs it
-            grids[label] = resident_blocks(cp, launch, THREADS, smem[label])
+            grids[label] = resident_blocks(cp, launch, threads, smem[label])
             if grids[label] > BLOCKS_MAX:
                 raise RuntimeError(f"{label}: {grids[label]} blocks, the barrier words hold {BLOCKS_MAX}")
             t = phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
@@ -217,7 +224,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
                 args = (table, np.int32(len(phases)), bar, np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT))
                 if how == "chain_ring":
                     args += (np.int32(x_bytes // 16),)
-                launch((grids[label],), (THREADS,), args, shared_mem=smem[label])
+                launch((grids[label],), (threads,), args, shared_mem=smem[label])
             graphs[label] = stream.end_capture()
             graphs[label].upload(stream)
             graphs[label].launch(stream)

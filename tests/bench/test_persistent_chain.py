@@ -75,7 +75,8 @@ def test_ring_copies_chunks_in_the_order_they_are_reduced(shapes, warps):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 @pytest.mark.parametrize("defines", [[], ["-DCHAIN_MIN_BLOCKS=4"], ["-DCHAIN_X_SMEM=0"], ["-DCHAIN_AHEAD=1"],
-                                     ["-DRING=2"], ["-DRING=6"], ["-DBARRIER_FLAGS=1"], ["-DBARRIER_FLAGS=2"]])
+                                     ["-DRING=2"], ["-DRING=6"], ["-DRING=24"], ["-DBARRIER_FLAGS=1"],
+                                     ["-DBARRIER_FLAGS=2"]])
 def test_chain_compiles_with_coherent_loads_and_a_barrier(tmp_path, defines):
     src = tmp_path / "chain_all.cu"
     src.write_text(SOURCE.read_text() + CHAIN_SOURCE.read_text())  # as the bench compiles it
