@@ -8,13 +8,13 @@ runs as one launch of decode.cu's ``gemv`` per projection (plain, then with prog
 launch), and as ONE launch of runner/kernels/chain.cu that streams every projection with a grid-wide
 barrier between them, each warp loading its next row's weights before the barrier (``chain``), or
 copying its chunks of weights into shared memory several chunks ahead of the one it reduces, across
-the barriers (``chain_ring``). Every variant is
-captured as a CUDA graph and replayed back to back: µs per chain = time of REPLAYS replays /
-REPLAYS, median over the rounds, in which the variants take turns in a random order. Weight bytes
-over that time gives the fraction of the device-copy bandwidth measured in the same run. Each
-variant's last output is compared with a float64 chain (each projection's output rounded to fp16, as
-the kernels store it) and with the one-launch-a-projection row. The row without barriers races (its
-output is wrong on purpose): the bandwidth this row code reaches with no dependency at all.
+the barriers (``chain_ring``). Every variant is captured as a CUDA graph and replayed back to back:
+µs per chain = time of REPLAYS replays / REPLAYS, median over the rounds, in which the variants take
+turns in a random order. Weight bytes over that time gives the fraction of the device-copy bandwidth
+measured in the same run. Each variant's last output is compared with a float64 chain (each
+projection's output rounded to fp16, as the kernels store it) and with the one-launch-a-projection
+row. The rows without barriers race (their output is wrong on purpose): the bandwidth this row code
+reaches with no dependency at all.
 Writes persistent_chain.json/.md under --out; prints the table.
 """
 
@@ -130,41 +130,55 @@ def phase_table(phases: list[Phase], weight_ptr: dict[str, int], buffer_ptr: dic
     return t
 
 
-VARIANTS = {  # label: (how, options)
-    "one launch a projection": ("kernels", {}),
-    "one launch a projection, PDL": ("kernels", {"pdl": True}),
-    # chain.cu as it stands: x staged in shared memory once a phase, 3 blocks an SM (80 registers)
-    "one persistent launch, grid barrier": ("chain", {}),
-    "one persistent launch, grid barrier (A/A)": ("chain", {}),
+@dataclass(frozen=True)
+class Variant:
+    """How one row of the table runs the chain: ``kernel`` is decode.cu's ``gemv`` (a launch a
+    projection), ``chain`` or ``chain_ring`` (one launch); ``defines`` build chain.cu's knobs; ``ring``
+    and ``threads`` size chain_ring's shared memory and blocks (they must match its RING define);
+    ``barriers`` 0 lets the phases race; ``empty`` gives every phase no rows (the boundaries alone)."""
+    kernel: str
+    defines: tuple[str, ...] = ()
+    pdl: bool = False
+    barriers: int = 1
+    ring: int = 4
+    threads: int = 256
+    empty: bool = False
+
+
+VARIANTS = {
+    "one launch a projection": Variant("gemv"),
+    "one launch a projection, PDL": Variant("gemv", pdl=True),
+    # chain.cu's chain: x staged in shared memory once a phase, 3 blocks an SM (80 registers)
+    "one persistent launch, grid barrier": Variant("chain"),
+    "one persistent launch, grid barrier (A/A)": Variant("chain"),
     # 25bbe9b's form: every warp reads x from L2 beside each row (49% of copy bandwidth on the 1b)
-    "one persistent launch, x read through L2": ("chain", {"defines": ("-DCHAIN_X_SMEM=0",)}),
-    "one persistent launch, next row loaded ahead": ("chain", {"defines": ("-DCHAIN_AHEAD=1",)}),
-    "one persistent launch, 4 blocks an SM": ("chain", {"defines": ("-DCHAIN_MIN_BLOCKS=4",)}),
-    "one persistent launch, no barrier (races: a ceiling)": ("chain", {"barriers": 0}),
+    "one persistent launch, x read through L2": Variant("chain", ("-DCHAIN_X_SMEM=0",)),
+    "one persistent launch, next row loaded ahead": Variant("chain", ("-DCHAIN_AHEAD=1",)),
+    "one persistent launch, 4 blocks an SM": Variant("chain", ("-DCHAIN_MIN_BLOCKS=4",)),
+    "one persistent launch, no barrier (races: a ceiling)": Variant("chain", barriers=0),
     # chain_ring: each warp copies its chunks of 2048 columns RING ahead into shared memory (cp.async),
     # across the barriers; RING 4 and 6: one block an SM, 2: two
-    "ring of 4 chunks a warp": ("chain_ring", {}),
-    "ring of 4 chunks a warp (A/A)": ("chain_ring", {}),
-    "ring of 2 chunks a warp": ("chain_ring", {"defines": ("-DRING=2",), "ring": 2}),
-    "ring of 6 chunks a warp": ("chain_ring", {"defines": ("-DRING=6",), "ring": 6}),
-    "ring of 4 chunks a warp, no barrier (races: a ceiling)": ("chain_ring", {"barriers": 0}),
+    "ring of 4 chunks a warp": Variant("chain_ring"),
+    "ring of 4 chunks a warp (A/A)": Variant("chain_ring"),
+    "ring of 2 chunks a warp": Variant("chain_ring", ("-DRING=2",), ring=2),
+    "ring of 6 chunks a warp": Variant("chain_ring", ("-DRING=6",), ring=6),
+    "ring of 4 chunks a warp, no barrier (races: a ceiling)": Variant("chain_ring", barriers=0),
     # a flag a block instead of one counter (no atomics on one address): BARRIER_FLAGS=1
-    "ring of 4, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",)}),
-    "ring of 6, flag barrier": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1", "-DRING=6"), "ring": 6}),
+    "ring of 4, flag barrier": Variant("chain_ring", ("-DBARRIER_FLAGS=1",)),
+    "ring of 6, flag barrier": Variant("chain_ring", ("-DBARRIER_FLAGS=1", "-DRING=6"), ring=6),
     # one counter that only grows, added to without awaiting a reply (red.release): BARRIER_FLAGS=2
-    "ring of 4, growing counter": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=2",)}),
+    "ring of 4, growing counter": Variant("chain_ring", ("-DBARRIER_FLAGS=2",)),
     # a deeper ring a warp with fewer warps a block (the shared memory holds about 200 KB of ring an SM):
     # ring 4 and 6 measured alike, so a ring as deep as the boundary's 2.7 µs of streaming, or deeper
-    "ring of 12, 4 warps a block": ("chain_ring", {"defines": ("-DRING=12",), "ring": 12, "threads": 128}),
-    "ring of 24, 2 warps a block": ("chain_ring", {"defines": ("-DRING=24",), "ring": 24, "threads": 64}),
-    "ring of 12, 4 warps a block, growing counter": ("chain_ring", {"defines": ("-DRING=12", "-DBARRIER_FLAGS=2"),
-                                                                    "ring": 12, "threads": 128}),
+    "ring of 12, 4 warps a block": Variant("chain_ring", ("-DRING=12",), ring=12, threads=128),
+    "ring of 24, 2 warps a block": Variant("chain_ring", ("-DRING=24",), ring=24, threads=64),
+    "ring of 12, 4 warps a block, growing counter": Variant("chain_ring", ("-DRING=12", "-DBARRIER_FLAGS=2"),
+                                                            ring=12, threads=128),
     # every phase without rows: x staged and the barrier passed, nothing read: what the boundaries cost
-    "ring of 4, boundaries only (no rows)": ("chain_ring", {"empty": True}),
-    "ring of 4, flag barrier, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=1",),
-                                                                          "empty": True}),
-    "ring of 4, growing counter, boundaries only (no rows)": ("chain_ring", {"defines": ("-DBARRIER_FLAGS=2",),
-                                                                             "empty": True}),
+    "ring of 4, boundaries only (no rows)": Variant("chain_ring", empty=True),
+    "ring of 4, flag barrier, boundaries only (no rows)": Variant("chain_ring", ("-DBARRIER_FLAGS=1",), empty=True),
+    "ring of 4, growing counter, boundaries only (no rows)": Variant("chain_ring", ("-DBARRIER_FLAGS=2",),
+                                                                     empty=True),
 }
 RING_CHUNK_BYTES = 4096  # chain.cu's RING_CHUNK pieces of 16 bytes
 
@@ -185,28 +199,27 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
     x_bytes = 2 * max(ph.cols for ph in phases)  # chain.cu's shared x, sized for the widest phase
     graphs, outputs, owners, grids, bars, smem = {}, {}, [], {}, {}, {}
     for label in variants:
-        how, opt = VARIANTS[label]
+        v = VARIANTS[label]
         # module, buffers and phase table made before the capture (no loads or copies inside it)
-        mod = cp.RawModule(code=source, options=("--std=c++17", *opt.get("defines", ())))
+        mod = cp.RawModule(code=source, options=("--std=c++17", *v.defines))
         bufs = {k: cp.zeros(n, cp.float16) for k, n in buffer_sizes(p).items()}
         bars[label] = bar = cp.zeros(32 * (BLOCKS_MAX + 1), cp.uint32)  # counter, generation, flag a block
-        if how == "kernels":
+        if v.kernel == "gemv":
             gemv = mod.get_function("gemv")
-            launch = PdlKernel(cp, gemv) if opt.get("pdl") else gemv
+            launch = PdlKernel(cp, gemv) if v.pdl else gemv
             grids[label] = None
         else:
-            launch = mod.get_function(how)
-            threads = opt.get("threads", THREADS)
-            ring = threads // 32 * opt.get("ring", 4) * RING_CHUNK_BYTES if how == "chain_ring" else 0
+            launch = mod.get_function(v.kernel)
+            ring = v.threads // 32 * v.ring * RING_CHUNK_BYTES if v.kernel == "chain_ring" else 0
             smem[label] = x_bytes + ring
             launch.max_dynamic_shared_size_bytes = smem[label]
             # every block resident at once: the barrier needs it
-            grids[label] = resident_blocks(cp, launch, threads, smem[label])
+            grids[label] = resident_blocks(cp, launch, v.threads, smem[label])
             if grids[label] > BLOCKS_MAX:
                 raise RuntimeError(f"{label}: {grids[label]} blocks, the barrier words hold {BLOCKS_MAX}")
             t = phase_table(phases, {k: int(w.data.ptr) for k, w in weights.items()},
                             {k: int(b.data.ptr) for k, b in bufs.items()})
-            if opt.get("empty"):
+            if v.empty:
                 t["rows"] = 0
             table = cp.asarray(t.view(np.uint8))
             owners.append(table)
@@ -215,16 +228,16 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
         with stream:
             stream.begin_capture()
             bufs["a"][:] = x0
-            if how == "kernels":
+            if v.kernel == "gemv":
                 for ph in phases:
                     launch(((ph.rows * 32 + THREADS - 1) // THREADS,), (THREADS,),
                            (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
                             np.float32(1.0)))
             else:
-                args = (table, np.int32(len(phases)), bar, np.int32(opt.get("barriers", 1)), np.int64(SPIN_LIMIT))
-                if how == "chain_ring":
+                args = (table, np.int32(len(phases)), bar, np.int32(v.barriers), np.int64(SPIN_LIMIT))
+                if v.kernel == "chain_ring":
                     args += (np.int32(x_bytes // 16),)
-                launch((grids[label],), (threads,), args, shared_mem=smem[label])
+                launch((grids[label],), (v.threads,), args, shared_mem=smem[label])
             graphs[label] = stream.end_capture()
             graphs[label].upload(stream)
             graphs[label].launch(stream)
@@ -255,7 +268,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
         out["variants"][label] = {
             "us": us, "min_us": float(np.min(times[label])), "max_us": float(np.max(times[label])),
             "gbs": nbytes / us / 1e3, "grid": grids[label], "us_per_phase": us / len(phases),
-            "shared_mem": smem.get(label, 0), "no_rows": bool(VARIANTS[label][1].get("empty")),
+            "shared_mem": smem.get(label, 0), "no_rows": VARIANTS[label].empty,
             "rel_l2_vs_float64": float(cp.linalg.norm(y - ref) / cp.linalg.norm(ref)),
             "max_diff_vs_first": float(cp.max(cp.abs(y - first))),
             # a block that gave up waiting at a barrier, in any replay (the flag stays set)

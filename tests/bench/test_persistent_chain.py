@@ -11,8 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.persistent_chain import (CHAIN_SOURCE, PHASE_DTYPE, RING_COLS, buffer_sizes, chain_reference,
-                                    phase_table, plan, plan_bytes, ring_copy_order, ring_reduce_order)
+from bench.persistent_chain import (CHAIN_SOURCE, PHASE_DTYPE, RING_CHUNK_BYTES, RING_COLS, VARIANTS, buffer_sizes,
+                                    chain_reference, phase_table, plan, plan_bytes, ring_copy_order,
+                                    ring_reduce_order)
 from runner.own_kernels import SOURCE
 from runner.presets import get_preset
 
@@ -59,6 +60,19 @@ def test_reference_is_the_chain_of_products_rounded_like_the_kernels():
     c = (w[phases[2].weight].astype(np.float64) @ a).astype(np.float16)
     want = (w[phases[3].weight].astype(np.float64) @ c[: p.ffn]).astype(np.float16)
     np.testing.assert_array_equal(chain_reference(phases, w, x), want)
+
+
+def test_every_ring_variant_sizes_the_ring_its_build_has_and_fits_an_sm():
+    """The host sizes chain_ring's shared memory from ``ring`` and ``threads``; the kernel indexes it
+    by its RING define: the two must agree, and ring + x must fit the 227 KB an H100/H200 block may ask."""
+    widest_x = 2 * max(ph.cols for ph in plan(get_preset("8b")))
+    default = int(re.search(r"#define RING (\d+)", CHAIN_SOURCE.read_text()).group(1))
+    for label, v in VARIANTS.items():
+        if v.kernel != "chain_ring":
+            continue
+        rings = [int(d.split("=")[1]) for d in v.defines if d.startswith("-DRING=")]
+        assert v.ring == (rings[0] if rings else default), label
+        assert v.threads // 32 * v.ring * RING_CHUNK_BYTES + widest_x <= 227 * 1024, label
 
 
 @pytest.mark.parametrize("shapes, warps", [
