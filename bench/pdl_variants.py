@@ -139,6 +139,20 @@ def load_forward(tree: Path):
     return module.OwnForward
 
 
+def graph_replay_us(cp, graph, stream, replays: int, warmup: int) -> float:
+    """GPU µs per replay of ``graph``: ``warmup`` replays, then ``replays`` back to back between two
+    events on ``stream``."""
+    for _ in range(warmup):
+        graph.launch(stream)
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    e0.record(stream)
+    for _ in range(replays):
+        graph.launch(stream)
+    e1.record(stream)
+    e1.synchronize()
+    return cp.cuda.get_elapsed_time(e0, e1) * 1e3 / replays
+
+
 def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     """``variants``: label -> (OwnForward class, its keyword arguments)."""
     p = get_preset(name)
@@ -170,15 +184,7 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     for _ in range(rounds):
         for label in order.permutation(list(variants)):
             g = graphs[label]
-            for _ in range(5):
-                g.launch(stream)
-            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-            e0.record(stream)
-            for _ in range(REPLAYS):
-                g.launch(stream)
-            e1.record(stream)
-            e1.synchronize()
-            per_token[label].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS)
+            per_token[label].append(graph_replay_us(cp, g, stream, REPLAYS, warmup=5))
             # the same with the host waiting for each token (as a decode loop must), host clock
             t0 = time.perf_counter()
             for _ in range(REPLAYS):

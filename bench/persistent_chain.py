@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.outputs import save  # noqa: E402
+from bench.pdl_variants import graph_replay_us  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner.own_kernels import SOURCE, PdlKernel, resident_blocks  # noqa: E402
 from runner.presets import Preset, get_preset  # noqa: E402
@@ -141,7 +142,7 @@ class Variant:
     pdl: bool = False
     barriers: int = 1
     ring: int = 4
-    threads: int = 256
+    threads: int = THREADS
     empty: bool = False
 
 
@@ -180,7 +181,7 @@ VARIANTS = {
     "ring of 4, growing counter, boundaries only (no rows)": Variant("chain_ring", ("-DBARRIER_FLAGS=2",),
                                                                      empty=True),
 }
-RING_CHUNK_BYTES = 4096  # chain.cu's RING_CHUNK pieces of 16 bytes
+RING_CHUNK_BYTES = 2 * RING_COLS  # a chunk of chain_ring's ring: RING_COLS halves
 
 
 def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
@@ -249,24 +250,16 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
     order = np.random.default_rng(3)
     for _ in range(rounds):
         for label in order.permutation(timed):
-            g = graphs[label]
-            for _ in range(3):
-                g.launch(stream)
-            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-            e0.record(stream)
-            for _ in range(REPLAYS):
-                g.launch(stream)
-            e1.record(stream)
-            e1.synchronize()
-            times[label].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS)
+            times[label].append(graph_replay_us(cp, graphs[label], stream, REPLAYS, warmup=3))
     first = outputs[next(iter(variants))]
     nbytes = plan_bytes(phases)
     out = {"weights_mb": nbytes / 1e6, "phases": len(phases), "variants": {}}
     for label in variants:
-        us = float(np.median(times[label])) if times[label] else float("nan")
+        t = times[label] or [float("nan")]  # not timed: its barrier gave up on the first run
+        us = float(np.median(t))
         y = outputs[label]
         out["variants"][label] = {
-            "us": us, "min_us": float(np.min(times[label])), "max_us": float(np.max(times[label])),
+            "us": us, "min_us": float(np.min(t)), "max_us": float(np.max(t)),
             "gbs": nbytes / us / 1e3, "grid": grids[label], "us_per_phase": us / len(phases),
             "shared_mem": smem.get(label, 0), "no_rows": VARIANTS[label].empty,
             "rel_l2_vs_float64": float(cp.linalg.norm(y - ref) / cp.linalg.norm(ref)),

@@ -4,8 +4,9 @@
 # the float64 reference, and the decode table (tokens/s against the copy bandwidth and PyTorch,
 # latency by position, each kernel beside its floor), and one token at positions 96 and 512 of the
 # default's attention against the one-wave alternatives, and the projections alone as one launch each
-# against one persistent launch (bench/persistent_chain.py). Writes under $OUT (k, check, p96, p512, c, d);
-# stops at the first failed check (the probe excepted). On the lent machine (no network): nvtx and cupti-python as wheels, and
+# against one persistent launch (bench/persistent_chain.py). Writes under $OUT (k, check, p96, p512, c,
+# d); stops at the first failed check (the probe excepted). On the lent machine (no network): nvtx and
+# cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the outputs}"
