@@ -257,6 +257,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
     args = ap.parse_args()
+    if args.fresh_every < 0:
+        ap.error(f"--fresh-every must be 0 or more, got {args.fresh_every}")
     args.out.mkdir(parents=True, exist_ok=True)
     rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
     try:
