@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
-from runner.own_kernels import OwnForward  # noqa: E402
+from runner.own_kernels import ATT_FIT_DEFINES, OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -85,6 +85,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # build with both defines gave the 8b +1.37% growth to 512 instead of +2.9% (def9a77)
     "pdl, attention 3 blocks an SM, filled past a wave": {"pdl": True, "defines": ("-DATT_MIN_BLOCKS=3",
                                                                                    "-DATT_FILL=2")},
+    # past one wave, the shortest split that keeps one (ATT_FILL=3, 5 positions a thread, attn_fit_wave):
+    # 80 positions at 513 for the 8b (224 blocks, not 288), 96 for the 1b
+    "pdl, attention split fits one wave": {"pdl": True, "defines": ATT_FIT_DEFINES},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import ATT_FILL_DEFINE, ATT_GROUP_DEFINE
+from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ SWITCHES: dict[str, Switch] = {
                               "covers every position its block's threads hold (128 at head_dim 64 instead of 64; "
                               "unchanged at 128): half the 1b's attention blocks from position 512 on an H200, "
                               "one wave to 1024 positions (implies own_kernels)"),
+    "attn_fit_wave": Switch(bool, False, True, True,
+                            "once a block per head and split is past one wave, our attention kernel's split is "
+                            "the shortest that keeps one wave (whole rows of its threads, up to 5 positions a "
+                            "thread instead of 4): the 8b's splits grow too (80 positions at 513, 224 blocks "
+                            "instead of 288); replaces attn_fill_split's rule (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -62,9 +67,12 @@ SWITCHES: dict[str, Switch] = {
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
-KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split")
-KERNEL_DEFINES = {"attn_one_wave": "-DATT_MIN_BLOCKS=3", "attn_group_heads": ATT_GROUP_DEFINE,  # decode.cu's
-                  "attn_fill_split": ATT_FILL_DEFINE}
+KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave")
+KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
+    "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
+    "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES}
+# attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's: with both on, one ATT_FILL
+SUPERSEDED = {"attn_fill_split": "attn_fit_wave"}
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our
@@ -211,4 +219,5 @@ def not_in_effect(config: Config, gpu: bool) -> list[str]:
 
 def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
     """The -D defines of decode.cu that the effective ``switches`` ask for (its compile-time tunables)."""
-    return tuple(define for name, define in KERNEL_DEFINES.items() if switches.get(name))
+    on = [name for name in KERNEL_DEFINES if switches.get(name) and not switches.get(SUPERSEDED.get(name, ""))]
+    return tuple(define for name in on for define in KERNEL_DEFINES[name])

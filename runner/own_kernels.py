@@ -22,6 +22,8 @@ ATT_POS = 4  # positions per thread in attn_split (decode.cu's ATT_POS)
 MAX_SPLITS = 64  # attention splits attn_combine can merge (decode.cu's MAX_SPLITS)
 ATT_GROUP_DEFINE = "-DATT_GROUP=1"  # decode.cu built so attn_split groups query heads (attn_group_heads)
 ATT_FILL_DEFINE = "-DATT_FILL=2"  # decode.cu built so a split fills attn_split's block past a wave (attn_fill_split)
+# decode.cu built so a split past a wave is the shortest that keeps one wave, 5 positions a thread (attn_fit_wave)
+ATT_FIT_DEFINES = ("-DATT_FILL=3", "-DATT_POS=5")
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -47,16 +49,18 @@ class OwnForward:
         if p.hidden > NORM_THREADS * NORM_PER_THREAD:
             raise ValueError(f"own kernels need hidden at most {NORM_THREADS * NORM_PER_THREAD}, got {p.hidden}")
         lanes = p.head_dim // 8  # attn_split: 16-byte loads, a row's lanes inside one warp, RoPE pairs in two
-        if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > ATT_POS * ATT_THREADS:
+        self.att_pos = att_pos(defines)
+        if p.head_dim % 16 or 32 % lanes or CHUNK * lanes > self.att_pos * ATT_THREADS:
             raise ValueError(f"own kernels need head_dim a multiple of 16 with head_dim/8 dividing 32 and at most "
-                             f"{ATT_POS * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
+                             f"{self.att_pos * ATT_THREADS * 8 // CHUNK}, got {p.head_dim}")
         # decode.cu's ATT_FILL (-DATT_FILL=N among ``defines``; 0 without): 1 fills every split, 2 past one
-        # wave; ``chunk``: the shortest split it can use, which sizes the partial-output buffers
+        # wave, 3 fits one wave past it; ``chunk``: the shortest split it can use, which sizes the
+        # partial-output buffers
         self.fill = att_fill(p.head_dim, defines)
         if not self.fill:  # where filling changes no split (head_dim 128), the build that was measured
             defines = tuple(x for x in defines if not x.startswith("-DATT_FILL="))
         # a filled split holds exactly what the block's threads do, so the head_dim check above covers it
-        self.chunk = positions_per_split(p.head_dim, self.fill == 1)
+        self.chunk = positions_per_split(p.head_dim, self.fill == 1, self.att_pos)
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
@@ -80,7 +84,7 @@ class OwnForward:
         # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
         # count by hand (1: always grouped). attn_fill_split (ATT_FILL=2) fills the splits past that count.
         # Unused without the defines.
-        adaptive = ATT_GROUP_DEFINE in defines or self.fill == 2
+        adaptive = ATT_GROUP_DEFINE in defines or self.fill in (2, 3)
         self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
                                        if adaptive else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream
@@ -246,25 +250,42 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
     tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
 
 
-def positions_per_split(head_dim: int, fill: bool = False) -> int:
+def define_value(defines: tuple[str, ...], name: str, default: int) -> int:
+    """The integer value ``defines`` give decode.cu's ``name`` (-DNAME=V; the last one wins), else ``default``."""
+    values = [int(x.split("=", 1)[1]) for x in defines if x.startswith(f"-D{name}=")]
+    return values[-1] if values else default
+
+
+def att_pos(defines: tuple[str, ...]) -> int:
+    """Positions a thread of attn_split holds in the build ``defines`` ask for (decode.cu's ATT_POS)."""
+    return define_value(defines, "ATT_POS", ATT_POS)
+
+
+def positions_per_split(head_dim: int, fill: bool = False, positions: int = ATT_POS) -> int:
     """decode.cu's att_chunk: CHUNK, or (``fill``) every position attn_split's block holds,
-    ATT_THREADS / (head_dim / 8) * ATT_POS: the same 64 at head_dim 128, 128 at 64."""
-    return ATT_THREADS // (head_dim // 8) * ATT_POS if fill else CHUNK
+    ATT_THREADS / (head_dim / 8) * ``positions`` a thread: at 4, the same 64 at head_dim 128, 128 at 64."""
+    return ATT_THREADS // (head_dim // 8) * positions if fill else CHUNK
 
 
 def att_fill(head_dim: int, defines: tuple[str, ...]) -> int:
     """The ATT_FILL mode ``defines`` ask for (0 without), or 0 where a filled split is CHUNK anyway
-    (head_dim 128: the 8b would only get attn_split's larger register count)."""
-    fill = next((int(x.split("=")[1]) for x in defines if x.startswith("-DATT_FILL=")), 0)
-    return fill if positions_per_split(head_dim, True) != CHUNK else 0
+    (head_dim 128 at 4 positions a thread: the 8b would only get attn_split's larger register count)."""
+    fill = define_value(defines, "ATT_FILL", 0)
+    return fill if positions_per_split(head_dim, True, att_pos(defines)) != CHUNK else 0
 
 
-def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int) -> int:
+def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int, positions: int = ATT_POS) -> int:
     """The split length attn_split and attn_combine use at ``position`` (decode.cu's att_chunk) for
-    ATT_FILL ``fill``: 0 CHUNK, 1 filled, 2 (attn_fill_split) CHUNK while a block per head and split
-    fits ``slots`` (the resident blocks), filled past that."""
+    ATT_FILL ``fill`` with ``positions`` a thread: 0 CHUNK, 1 filled, 2 (attn_fill_split) CHUNK while a
+    block per head and split fits ``slots`` (the resident blocks), filled past that, 3 (attn_fit_wave)
+    past that the shortest split in whole rows of the block's threads that fits them, at most filled."""
+    full = positions_per_split(head_dim, True, positions)
+    if fill == 3:
+        rows, per_head = ATT_THREADS // (head_dim // 8), max(1, slots // n_heads)
+        shortest = -(-(position + 1) // per_head)
+        return min(full, max(CHUNK, -(-shortest // rows) * rows))
     past_a_wave = n_heads * -(-(position + 1) // CHUNK) > slots
-    return positions_per_split(head_dim, fill == 1 or (fill == 2 and past_a_wave))
+    return full if fill == 1 or (fill == 2 and past_a_wave) else CHUNK
 
 
 def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:

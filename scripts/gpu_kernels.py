@@ -66,7 +66,7 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
 def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
-    attn_fill_split, 1: filled at every position)."""
+    attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
     grouped = ok_.ATT_GROUP_DEFINE in defines
@@ -126,8 +126,8 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
     # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
-    adaptive = grouped or fw.fill == 2  # decides from the position and the resident blocks
-    lengths = (1, 300, 600, p.max_ctx) if adaptive or fw.chunk != CHUNK else (1, 300, p.max_ctx)
+    adaptive = grouped or fw.fill in (2, 3)  # decides from the position and the resident blocks
+    lengths = (1, 300, 513, 600, p.max_ctx) if adaptive or fw.chunk != CHUNK else (1, 300, p.max_ctx)
     lengths = tuple(dict.fromkeys(n for n in lengths if n <= p.max_ctx))  # tiny holds 512
     for slots, n in [(s, n) for s in ((fw.att_slots, 1) if adaptive else (fw.att_slots,)) for n in lengths]:
         fw.att_slots = slots
@@ -145,7 +145,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         fw.attention(0)
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
-        chunk = ok_.split_at(d, p.n_heads, pos, slots, fw.fill)
+        chunk = ok_.split_at(d, p.n_heads, pos, slots, fw.fill, fw.att_pos)
         hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots, chunk) if grouped else 1
         record(f"attn_split+combine n={n}" + (", slots=1" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
                f"{-(-n // chunk)} splits of {chunk} used, {hpb} heads a block ({slots} slots)")
@@ -225,6 +225,7 @@ def main() -> int:
     results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, (ok_.ATT_GROUP_DEFINE,))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,))]
     results += check_kernels(cp, "1b", True, (ok_.ATT_FILL_DEFINE, ok_.ATT_GROUP_DEFINE))
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_FIT_DEFINES)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

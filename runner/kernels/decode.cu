@@ -362,14 +362,6 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // at ece4ec6 unbounded; the latency growth to 512 falls from +2.9% to +0.8% (8b), +6.3% to +2.8%
 // (1b). 0 stays the default (the bandwidth target); 3 is the attn_one_wave switch (long contexts).
 // Splits of 128 positions (SPLIT=128, ATT_POS=8, 127 registers at 2 an SM) were slower at both.
-#ifndef ATT_MIN_BLOCKS
-#define ATT_MIN_BLOCKS 0
-#endif
-#if ATT_MIN_BLOCKS
-#define ATT_BOUNDS __launch_bounds__(ATT_THREADS, ATT_MIN_BLOCKS)
-#else
-#define ATT_BOUNDS
-#endif
 // ATT_GROUP=1 (the attn_group_heads switch): past one wave, a block takes several query heads of
 // one KV head (below). H200, one token as a graph at 512: 1b 986.5 against 996.4 µs, 8b 4256.3
 // against 4268.5; free at 96 (reports/bench/pdl_variants_att_group_pos*_h200_acc9a16); the 1b's
@@ -380,19 +372,37 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #ifndef ATT_POS  // positions a thread of attn_split holds (own_kernels.py's ATT_POS)
 #define ATT_POS 4
 #endif
+// More than 4 positions a thread (attn_fit_wave's 5) take 127 registers unbounded, 130 at 6: bounded
+// to 2 blocks an SM so that ptxas keeps them to 128 and the H200 still holds 264 blocks.
+#ifndef ATT_MIN_BLOCKS
+#define ATT_MIN_BLOCKS (ATT_POS > 4 ? 2 : 0)
+#endif
+#if ATT_MIN_BLOCKS
+#define ATT_BOUNDS __launch_bounds__(ATT_THREADS, ATT_MIN_BLOCKS)
+#else
+#define ATT_BOUNDS
+#endif
 // ATT_FILL: how long a split is. 0: SPLIT. 1: every position the block's threads hold,
 // ATT_THREADS / (d/8) * ATT_POS: 64 at d = 128 (as SPLIT), 128 at d = 64, where SPLIT leaves half
 // the threads without a position (1b: 32 heads x 9 splits = 288 blocks at position 512, past the 264
 // the H200 holds at once; filled, 160). Filled, the 1b's token at 512 fell from 993 to 965 µs but
 // rose at 96 from 926 to 947 (more positions a thread; reports/bench/pdl_variants_att_fill_pos*_90f17ab).
 // 2 (the attn_fill_split switch): SPLIT while a block per head and split fits ``resident`` (one
-// wave), filled past it. attn_split and attn_combine decide alike from the device position.
-// Mirrored by own_kernels.split_at.
+// wave), filled past it. 3 (the attn_fit_wave switch, built with 5 positions a thread): past one
+// wave, the shortest split that keeps a block per head and split in one wave, in whole rows of the
+// block's threads, at most what they hold: the 8b (head_dim 128, 16 rows at a time) gets 80-position
+// splits at 513 positions (7 a head, 224 blocks) where 64 made 288, past the 264 an H200 holds; the
+// 1b 96 (6 a head) where filling made 128 (5). attn_split and attn_combine decide alike from the
+// device position. Mirrored by own_kernels.split_at.
 #ifndef ATT_FILL
 #define ATT_FILL 0
 #endif
 __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident) {
-    const int full = ATT_THREADS / (d >> 3) * ATT_POS;
+    const int rows = ATT_THREADS / (d >> 3), full = rows * ATT_POS;
+    if (ATT_FILL == 3) {
+        const int per_head = max(1, resident / n_heads), shortest = (n + per_head - 1) / per_head;
+        return min(full, max(SPLIT, (shortest + rows - 1) / rows * rows));
+    }
     if (ATT_FILL == 1 || (ATT_FILL == 2 && n_heads * ((n + SPLIT - 1) / SPLIT) > resident)) return full;
     return SPLIT;
 }

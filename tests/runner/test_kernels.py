@@ -30,7 +30,7 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1", "-DRESID_MIN_BLOCKS=5"],
                                      ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
                                      ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"],
-                                     ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"]])
+                                     ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"], list(ok.ATT_FIT_DEFINES)])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -123,6 +123,34 @@ def test_filled_split_covers_what_the_block_holds():
     rng = np.random.default_rng(3)
     q, keys, vals = rng.standard_normal(64), rng.standard_normal((1024, 64)), rng.standard_normal((1024, 64))
     for n in (1, 128, 129, 513, 1024):
+        np.testing.assert_allclose(ok.attention_split_reference(q, keys, vals, n, chunk=chunk),
+                                   direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
+
+
+def test_fit_wave_split_is_the_shortest_that_keeps_one_wave():
+    """attn_fit_wave (ATT_FILL=3, 5 positions a thread): CHUNK while a block per head and split fits the
+    resident blocks; past that, the shortest split in whole rows of the block's threads (16 at head_dim
+    128, 32 at 64) that fits them, at most what the threads hold; the split attention is the softmax
+    at those lengths too."""
+    assert ok.att_pos(ok.ATT_FIT_DEFINES) == 5 and ok.att_pos(("-DATT_FILL=2",)) == ok.ATT_POS == 4
+    assert ok.att_pos(("-DATT_POS=5", "-DATT_POS=8")) == 8  # the last -D wins, as in the compiler
+    # the 8b keeps its build (80 positions a block at head_dim 128), the 1b fills to 160
+    assert ok.att_fill(128, ok.ATT_FIT_DEFINES) == 3 and ok.positions_per_split(64, True, 5) == 160
+
+    def fit(head_dim, position, slots=264, heads=32):
+        return ok.split_at(head_dim, heads, position, slots, 3, 5)
+
+    assert [fit(128, p) for p in (0, 96, 511)] == [64, 64, 64]  # 32 x 8 = 256 blocks fit 264
+    assert fit(128, 512) == 80 and 32 * -(-513 // 80) == 224  # 288 blocks at 64 did not
+    assert fit(128, 639) == 80 and fit(128, 640) == 80 and fit(128, 4000) == 80  # at most 16 rows x 5
+    assert 32 * -(-640 // 80) == 256 and 32 * -(-641 // 80) == 288  # past 640 positions: two waves again
+    assert fit(64, 511) == 64 and fit(64, 512) == 96 and fit(64, 767) == 96 and fit(64, 768) == 128
+    assert fit(64, 4000) == 160 and fit(64, 300, slots=1) == 160  # slots=1: past a wave at once, the longest
+    # mode 2 is unchanged by the helper's new parameter
+    assert [ok.split_at(64, 32, p, 264, 2) for p in (511, 512)] == [64, 128]
+    rng = np.random.default_rng(4)
+    q, keys, vals = rng.standard_normal(128), rng.standard_normal((1024, 128)), rng.standard_normal((1024, 128))
+    for chunk, n in ((80, 513), (80, 1024), (96, 513), (160, 4)):
         np.testing.assert_allclose(ok.attention_split_reference(q, keys, vals, n, chunk=chunk),
                                    direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
 

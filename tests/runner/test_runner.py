@@ -242,3 +242,17 @@ def test_attn_fill_split_builds_the_filled_attention_and_is_checked():
     assert any(c.switches.get("attn_fill_split") for c in check.configs_to_check())
     assert cfg.resolve("optimized").switches["attn_fill_split"]  # measured free at short contexts
 
+
+def test_attn_fit_wave_replaces_the_fill_rule_and_is_checked():
+    """The switch compiles decode.cu with ATT_FILL=3 and 5 positions a thread, implies our kernels, and
+    on top of optimized (attn_fill_split on) replaces the fill rule: one ATT_FILL reaches the compiler."""
+    from perfreview.flows import check
+
+    on = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on"}), gpu=True)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=3", "-DATT_POS=5")
+    over = cfg.effective(cfg.resolve("optimized", {"attn_fit_wave": "on"}), gpu=True)
+    assert cfg.kernel_defines(over) == ("-DATT_FILL=3", "-DATT_POS=5")
+    grouped = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on", "attn_group_heads": "on"}), gpu=True)
+    assert set(cfg.kernel_defines(grouped)) == {"-DATT_GROUP=1", "-DATT_FILL=3", "-DATT_POS=5"}
+    assert any(c.switches.get("attn_fit_wave") for c in check.configs_to_check())
+
