@@ -175,6 +175,11 @@ VARIANTS = {
     "ring of 24, 2 warps a block": Variant("chain_ring", ("-DRING=24",), ring=24, threads=64),
     "ring of 12, 4 warps a block, growing counter": Variant("chain_ring", ("-DRING=12", "-DBARRIER_FLAGS=2"),
                                                             ring=12, threads=128),
+    "ring of 6, growing counter": Variant("chain_ring", ("-DRING=6", "-DBARRIER_FLAGS=2"), ring=6),
+    # chain (3 blocks an SM, no ring) on the growing counter: more blocks arrive at each barrier
+    "one persistent launch, growing counter": Variant("chain", ("-DBARRIER_FLAGS=2",)),
+    "one persistent launch, next row loaded ahead, growing counter": Variant("chain", ("-DCHAIN_AHEAD=1",
+                                                                                      "-DBARRIER_FLAGS=2")),
     # every phase without rows: x staged and the barrier passed, nothing read: what the boundaries cost
     "ring of 4, boundaries only (no rows)": Variant("chain_ring", empty=True),
     "ring of 4, flag barrier, boundaries only (no rows)": Variant("chain_ring", ("-DBARRIER_FLAGS=1",), empty=True),

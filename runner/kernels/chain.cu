@@ -159,6 +159,8 @@ extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ pha
 #if CHAIN_X_SMEM
     extern __shared__ uint4 xs[];  // the phase's x: cols / 8 chunks (the launch sizes it for the widest)
 #endif
+    unsigned gen = BARRIER_FLAGS == 1 ? load_acquire(bar + 32 * (blockIdx.x + 1)) : 0;
+    const unsigned long long base = BARRIER_FLAGS == 2 ? grow_base(bar, n_phases) : 0;
     for (int i = 0;; ++i) {
         const ChainPhase* ph = phases + i;
         const int rows = ph->rows, cols = ph->cols;
@@ -191,7 +193,7 @@ extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ pha
         if (i + 1 == n_phases) break;
         const ChainPhase* next = ph + 1;
         if (warp < next->rows) row_load(r, next->W + (size_t)warp * next->cols, next->cols);
-        if (barriers) grid_barrier(bar, spin_limit);
+        if (barriers) phase_barrier(bar, gen, base, spin_limit);
     }
 }
 
