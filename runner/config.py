@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE
+from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, MERGE_DEFINE
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ SWITCHES: dict[str, Switch] = {
                             "thread instead of 4): the 8b's splits grow too (80 positions at 513, 224 blocks "
                             "instead of 288; H200: its growth 32->512 +1.6% instead of +2.6%, tg128 undecided; "
                             "the 1b no better); replaces attn_fill_split's rule (implies own_kernels)"),
+    "attn_merge_in_oproj": Switch(bool, False, True, True,
+                                  "the attention's split outputs merged by every block of the o_proj GEMV into "
+                                  "shared memory before its products, instead of a merge launch of its own "
+                                  "(16 launches fewer a 1b token; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -68,10 +72,10 @@ SWITCHES: dict[str, Switch] = {
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
-KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave")
+KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
-    "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES}
+    "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's: with both on, one ATT_FILL
 SUPERSEDED = {"attn_fill_split": "attn_fit_wave"}
 

@@ -24,6 +24,8 @@ ATT_GROUP_DEFINE = "-DATT_GROUP=1"  # decode.cu built so attn_split groups query
 ATT_FILL_DEFINE = "-DATT_FILL=2"  # decode.cu built so a split fills attn_split's block past a wave (attn_fill_split)
 # decode.cu built so a split past a wave is the shortest that keeps one wave, 5 positions a thread (attn_fit_wave)
 ATT_FIT_DEFINES = ("-DATT_FILL=3", "-DATT_POS=5")
+# the attention merge done by o_proj's blocks (gemv_residual_merge), no attn_combine launch (attn_merge_in_oproj)
+MERGE_DEFINE = "-DMERGE_IN_OPROJ=1"
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -62,13 +64,17 @@ class OwnForward:
         # a filled split holds exactly what the block's threads do, so the head_dim check above covers it
         self.chunk = positions_per_split(p.head_dim, self.fill == 1, self.att_pos)
         self.cp, self.p, self.w, self.layers = cp, p, w, layers
+        self.merge_in_oproj = define_value(defines, "MERGE_IN_OPROJ", 0) == 1
+        if self.merge_in_oproj and p.n_heads * p.head_dim != p.hidden:
+            raise ValueError(f"the merge in o_proj needs n_heads * head_dim == hidden, got {p.n_heads} x "
+                             f"{p.head_dim} and {p.hidden}")
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
-                 "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
@@ -132,7 +138,8 @@ class OwnForward:
                                                                   np.int32(self.p.hidden)))
 
     def attention(self, li: int) -> None:
-        """RoPE, this token's KV-cache write and split attention in one launch, then the merge."""
+        """RoPE, this token's KV-cache write and split attention in one launch, then the merge (or, with
+        ``merge_in_oproj``, the merge left to o_proj's blocks: ``attn`` is written by o_proj)."""
         p = self.p
         self.k["attn_split"]((p.n_heads, self.att_grid), (ATT_THREADS,),
                              (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
@@ -140,12 +147,21 @@ class OwnForward:
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5), np.int32(self.splits),
                               np.int32(self.att_slots)))
+        if self.merge_in_oproj:
+            return
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos, np.int32(self.att_slots)))
 
     def o_proj(self, layer: dict[str, Any]) -> None:
         p = self.p
+        if self.merge_in_oproj:  # every block merges the splits' partials into shared memory first
+            self.k["gemv_residual_merge"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                          (layer["wo"], self.part_o, self.part_ml, self.attn, self.x,
+                                           np.int32(p.hidden), np.int32(p.hidden), np.int32(p.head_dim),
+                                           np.int32(self.splits), self.d_pos, np.int32(self.att_slots)),
+                                          shared_mem=2 * p.hidden)
+            return
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
 
@@ -311,10 +327,10 @@ def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, sl
     return hpb
 
 
-def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,
-                              chunk: int = CHUNK) -> np.ndarray:
-    """attn_split + attn_combine for one head: per-chunk max/sum/partial output, then the
-    log-sum-exp merge. q (d,), keys/vals (max_ctx, d); positions [0, n) are attended."""
+def split_partials(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,
+                   chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """attn_split for one head: each chunk's max score m, sum l and unnormalised output o (what
+    part_ml and part_o hold). q (d,), keys/vals (max_ctx, d); positions [0, n) are attended."""
     d = q.shape[0]
     ms, ls, os_ = [], [], []
     for start in range(0, keys.shape[0], chunk):
@@ -330,10 +346,30 @@ def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray,
         ms.append(m)
         ls.append(p.sum())
         os_.append(p @ vals[start:end])
-    ms_a = np.array(ms)
-    big = ms_a.max()
-    w = np.where(np.isfinite(ms_a), np.exp(ms_a - big), 0.0)
-    return (w[:, None] * np.array(os_)).sum(0) / (w * np.array(ls)).sum()
+    return np.array(ms), np.array(ls), np.array(os_)
+
+
+def merge_reference(ms: np.ndarray, ls: np.ndarray, os_: np.ndarray) -> np.ndarray:
+    """attn_combine (and gemv_residual_merge's prologue) for one head: the log-sum-exp merge of the
+    splits' (m, l, o)."""
+    w = np.where(np.isfinite(ms), np.exp(ms - ms.max()), 0.0)
+    return (w[:, None] * os_).sum(0) / (w * ls).sum()
+
+
+def attention_split_reference(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, n: int,
+                              chunk: int = CHUNK) -> np.ndarray:
+    """attn_split + attn_combine for one head: per-chunk max/sum/partial output, then the
+    log-sum-exp merge. q (d,), keys/vals (max_ctx, d); positions [0, n) are attended."""
+    return merge_reference(*split_partials(q, keys, vals, n, chunk))
+
+
+def gemv_residual_merge_reference(w: np.ndarray, partials: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                  resid: np.ndarray) -> np.ndarray:
+    """gemv_residual_merge: every head's splits merged (``partials``: per head, its (m, l, o)), the
+    heads' outputs rounded to fp16 (as attn_combine stores them) and concatenated, then o_proj
+    added to the residual as gemv_residual does."""
+    a = np.concatenate([merge_reference(*hp) for hp in partials]).astype(np.float16)
+    return gemv_residual_reference(w, a, resid)
 
 
 def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> np.ndarray:

@@ -66,7 +66,8 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
 def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
-    attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position)."""
+    attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position; -DMERGE_IN_OPROJ=1:
+    attn_merge_in_oproj, o_proj checked with the merge)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
     grouped = ok_.ATT_GROUP_DEFINE in defines
@@ -143,6 +144,12 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         fw.cache_v[0][:, pos] = np.nan
         poison(fw.attn)
         fw.attention(0)
+        if fw.merge_in_oproj:  # the merge is o_proj's (block 0 stores it in attn): resid += Wo merged
+            xb = rng.standard_normal(h).astype(np.float32)
+            fw.x[...] = cp.asarray(xb)
+            fw.o_proj(layer)
+            record(f"gemv_residual_merge n={n}" + (", slots=1" if slots == 1 else ""),
+                   rel(fw.x.get() - xb, f64(host["wo"]) @ f64(fw.attn.get())))
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
         chunk = ok_.split_at(d, p.n_heads, pos, slots, fw.fill, fw.att_pos)
@@ -226,6 +233,8 @@ def main() -> int:
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,))]
     results += check_kernels(cp, "1b", True, (ok_.ATT_FILL_DEFINE, ok_.ATT_GROUP_DEFINE))
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_FIT_DEFINES)]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
+                                                                                          ok_.MERGE_DEFINE))]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

@@ -26,10 +26,7 @@ struct CoherentX {
 #ifndef CHAIN_X_SMEM
 #define CHAIN_X_SMEM 1
 #endif
-struct SharedX {
-    const uint4* s;
-    __device__ __forceinline__ uint4 operator()(int i) const { return s[i]; }
-};
+// SharedX (x staged in shared memory) is decode.cu's, which this file is compiled after.
 
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
     unsigned v;

@@ -76,6 +76,10 @@ struct PlainX {
     const uint4* p;
     __device__ __forceinline__ uint4 operator()(int i) const { return p[i]; }
 };
+struct SharedX {  // x staged in shared memory by the block
+    const uint4* s;
+    __device__ __forceinline__ uint4 operator()(int i) const { return s[i]; }
+};
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
@@ -570,6 +574,56 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
         den += w * sl[s];
     }
     out[h * d + i] = __float2half(num / den);
+}
+
+// o_proj with the attention merge in its prologue (the attn_merge_in_oproj switch): resid += Wo a, where
+// a = attn_combine's output, computed by every block into shared memory (cols halves, dynamic) from the
+// splits' partials once attn_split has finished, so the merge is no launch of its own (16 a 1b token).
+// The weight rows are loaded before the wait as in gemv_residual. Each thread merges 4 dims of a head
+// at a time with attn_combine's arithmetic in its order (the same fp16 values: same tokens); block 0
+// also stores a, as attn_combine does, for whatever reads it after (the kernel checks).
+#ifndef MERGE_MIN_BLOCKS  // gemv_residual_merge: 4 blocks an SM (64 registers), gemv_residual's occupancy
+#define MERGE_MIN_BLOCKS 4
+#endif
+extern "C" __global__ void __launch_bounds__(256, MERGE_MIN_BLOCKS) gemv_residual_merge(const half* __restrict__ W,
+                                                const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                                half* __restrict__ attn, float* __restrict__ resid, int rows,
+                                                int cols, int d, int splits, const int* __restrict__ pos,
+                                                int resident) {
+    extern __shared__ uint4 xs[];  // cols / 8 chunks of a
+    pdl_early();
+    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    RowHead<PRE_RESID> r;
+    const half* w = W + (size_t)min(row, rows - 1) * cols;
+    row_load(r, w, cols);
+    pdl_wait();
+    const int n_heads = cols / d;
+    const int chunk = att_chunk(d, pos[0] + 1, n_heads, resident), used = min(splits, (pos[0] + chunk) / chunk);
+    // 4 dims a thread at a time (8 spilled the row heads at 4 blocks an SM)
+    for (int c = threadIdx.x; c < (cols >> 2); c += blockDim.x) {
+        const int h = (c << 2) / d, e0 = (c << 2) % d;
+        const float* ml = part_ml + 2 * (size_t)h * splits;
+        float M = -INFINITY;
+        for (int s = 0; s < used; ++s) M = fmaxf(M, ml[2 * s]);
+        float num[4] = {0.f, 0.f, 0.f, 0.f}, den = 0.f;
+    #pragma unroll 1  // one split's loads live at a time: the row heads keep their registers
+        for (int s = 0; s < used; ++s) {
+            const float m = ml[2 * s], wt = m == -INFINITY ? 0.f : __expf(m - M);
+            const float4 a = *reinterpret_cast<const float4*>(part_o + ((size_t)h * splits + s) * d + e0);
+            num[0] += wt * a.x; num[1] += wt * a.y; num[2] += wt * a.z; num[3] += wt * a.w;
+            den += wt * ml[2 * s + 1];
+        }
+        uint2 v;
+        half* vh = reinterpret_cast<half*>(&v);
+    #pragma unroll
+        for (int e = 0; e < 4; ++e) vh[e] = __float2half(num[e] / den);
+        reinterpret_cast<uint2*>(xs)[c] = v;
+        if (blockIdx.x == 0) reinterpret_cast<uint2*>(attn)[c] = v;
+    }
+    __syncthreads();
+    if (row >= rows) return;
+    const float s = row_dot(r, w, SharedX{xs}, cols);
+    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
 }
 
 // Greedy pick: index of the largest logit, the first one on ties (as numpy.argmax), in two stages so

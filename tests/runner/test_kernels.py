@@ -11,8 +11,8 @@ import pytest
 
 from runner import own_kernels as ok
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "embed", "attn_split",
-           "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
+           "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -30,7 +30,8 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1", "-DRESID_MIN_BLOCKS=5"],
                                      ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
                                      ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"],
-                                     ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"], list(ok.ATT_FIT_DEFINES)])
+                                     ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"], list(ok.ATT_FIT_DEFINES),
+                                     ["-DATT_FILL=2", ok.MERGE_DEFINE]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -125,6 +126,26 @@ def test_filled_split_covers_what_the_block_holds():
     for n in (1, 128, 129, 513, 1024):
         np.testing.assert_allclose(ok.attention_split_reference(q, keys, vals, n, chunk=chunk),
                                    direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
+
+
+def test_merge_in_oproj_is_the_combine_then_oproj():
+    """gemv_residual_merge's reference (every head's splits merged, rounded to fp16, then o_proj added to
+    the residual) is o_proj of the attention computed directly, head by head, and the same as
+    attn_combine's merge followed by gemv_residual."""
+    rng = np.random.default_rng(5)
+    heads, d, n, chunk = 4, 64, 150, 64
+    q = rng.standard_normal((heads, d))
+    keys, vals = rng.standard_normal((heads, 256, d)), rng.standard_normal((heads, 256, d))
+    partials = [ok.split_partials(q[h], keys[h], vals[h], n, chunk) for h in range(heads)]
+    assert all(np.isinf(m[-1]) and len(m) == 4 for m, _, _ in partials)  # the split past n exits at once
+    w = (rng.standard_normal((heads * d, heads * d)) / 16).astype(np.float16)
+    resid = rng.standard_normal(heads * d).astype(np.float32)
+    got = ok.gemv_residual_merge_reference(w, partials, resid)
+    direct = np.concatenate([direct_attention(q[h], keys[h], vals[h], n) for h in range(heads)]).astype(np.float16)
+    np.testing.assert_allclose(got, ok.gemv_residual_reference(w, direct, resid), rtol=1e-2, atol=1e-2)
+    combined = np.concatenate([ok.attention_split_reference(q[h], keys[h], vals[h], n, chunk)
+                               for h in range(heads)]).astype(np.float16)
+    np.testing.assert_array_equal(got, ok.gemv_residual_reference(w, combined, resid))
 
 
 def test_fit_wave_split_is_the_shortest_that_keeps_one_wave():

@@ -256,3 +256,18 @@ def test_attn_fit_wave_replaces_the_fill_rule_and_is_checked():
     assert set(cfg.kernel_defines(grouped)) == {"-DATT_GROUP=1", "-DATT_FILL=3", "-DATT_POS=5"}
     assert any(c.switches.get("attn_fit_wave") for c in check.configs_to_check())
 
+
+
+def test_attn_merge_in_oproj_tells_our_forward_to_skip_the_merge_launch():
+    """The switch reaches decode.cu's build as MERGE_IN_OPROJ=1, implies our kernels, is off in
+    optimized, is checked by `perfreview check`, and is what OwnForward reads to launch
+    gemv_residual_merge in place of attn_combine + gemv_residual."""
+    from perfreview.flows import check
+    from runner import own_kernels as ok
+
+    on = cfg.effective(cfg.resolve("optimized", {"attn_merge_in_oproj": "on"}), gpu=True)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=2", ok.MERGE_DEFINE)
+    assert ok.define_value(cfg.kernel_defines(on), "MERGE_IN_OPROJ", 0) == 1
+    assert ok.define_value(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)),
+                           "MERGE_IN_OPROJ", 0) == 0
+    assert any(c.switches.get("attn_merge_in_oproj") for c in check.configs_to_check())
