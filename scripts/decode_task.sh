@@ -19,7 +19,7 @@ mkdir -p "$OUT/check"
 python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
 stamp check
 V="pdl, trigger after wait;pdl, trigger after wait (A/A);pdl, attention split filled past a wave"
-V="$V;pdl, attention split fits one wave;pdl, filled past a wave, merge in o_proj"
+V="$V;pdl, attention split fits one wave"
 for pos in 96 512; do  # the default's attention against the alternatives, with an A/A row
     python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| pdl"
     stamp "position $pos"

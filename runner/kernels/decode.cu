@@ -582,6 +582,9 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
 // The weight rows are loaded before the wait as in gemv_residual. Each thread merges 4 dims of a head
 // at a time with attn_combine's arithmetic in its order (the same fp16 values: same tokens); block 0
 // also stores a, as attn_combine does, for whatever reads it after (the kernel checks).
+// Measured slower (H200, one token as a graph, reports/bench/pdl_variants_merge_pos*_h200_3996db1.md):
+// 8b 4222.7 against 4188.4 µs at 96 (A/A 6.5 apart), 4564.0 against 4311.7 at 512; 1b 974.6 against
+// 948.0 at 512: every block merges every head after the wait, where attn_combine did it once.
 #ifndef MERGE_MIN_BLOCKS  // gemv_residual_merge: 4 blocks an SM (64 registers), gemv_residual's occupancy
 #define MERGE_MIN_BLOCKS 4
 #endif
