@@ -134,14 +134,33 @@ __device__ __forceinline__ float row_dot(const RowHead<D>& r, const half* __rest
     return warp_sum(acc);
 }
 
+// The warp's row of W (one warp per row; the warps past the last row load the last one and return
+// after the wait), its head loaded into ``r`` before the kernel waits for its input.
+template <int D>
+__device__ __forceinline__ const half* warp_row(RowHead<D>& r, const half* __restrict__ W, int rows, int cols,
+                                                int& row) {
+    row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const half* w = W + (size_t)min(row, rows - 1) * cols;
+    row_load(r, w, cols);
+    return w;
+}
+
+// resid[row] += the row's product, rounded to fp16 first: the same value the eager path adds (cuBLAS
+// writes fp16); the residual stream stays fp32.
+template <int D, class X>
+__device__ __forceinline__ void add_row_product(const RowHead<D>& r, const half* __restrict__ w, const X& x,
+                                                float* __restrict__ resid, int row, int cols) {
+    const float s = row_dot(r, w, x, cols);
+    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+}
+
 // y = W x (W: rows x cols, row-major), one warp per row; y in fp16, times `scale`.
 extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restrict__ x, half* __restrict__ y,
                                 int rows, int cols, float scale) {
     pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    int row;
     RowHead<PRE_GEMV> r;
-    const half* w = W + (size_t)min(row, rows - 1) * cols;
-    row_load(r, w, cols);
+    const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
     if (row >= rows) return;
     const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
@@ -188,15 +207,12 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
 extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, int rows, int cols) {
     pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    int row;
     RowHead<PRE_RESID> r;
-    const half* w = W + (size_t)min(row, rows - 1) * cols;
-    row_load(r, w, cols);
+    const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
     if (row >= rows) return;
-    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
-    // Round the product to fp16 first: the same value the eager path adds (cuBLAS writes fp16).
-    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+    add_row_product(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, resid, row, cols);
 }
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
@@ -595,10 +611,9 @@ extern "C" __global__ void __launch_bounds__(256, MERGE_MIN_BLOCKS) gemv_residua
                                                 int resident) {
     extern __shared__ uint4 xs[];  // cols / 8 chunks of a
     pdl_early();
-    const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    int row;
     RowHead<PRE_RESID> r;
-    const half* w = W + (size_t)min(row, rows - 1) * cols;
-    row_load(r, w, cols);
+    const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
     const int n_heads = cols / d;
     const int chunk = att_chunk(d, pos[0] + 1, n_heads, resident), used = min(splits, (pos[0] + chunk) / chunk);
@@ -625,8 +640,7 @@ extern "C" __global__ void __launch_bounds__(256, MERGE_MIN_BLOCKS) gemv_residua
     }
     __syncthreads();
     if (row >= rows) return;
-    const float s = row_dot(r, w, SharedX{xs}, cols);
-    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+    add_row_product(r, w, SharedX{xs}, resid, row, cols);
 }
 
 // Greedy pick: index of the largest logit, the first one on ties (as numpy.argmax), in two stages so
