@@ -216,6 +216,16 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     return out
 
 
+def chosen_variants(ap: argparse.ArgumentParser, names: str, known: dict) -> list[str]:
+    """The ';'-separated ``names`` of a --variants option, each one of ``known``; an unknown one is
+    refused by ``ap`` (one line, exit 2) before anything runs or is written."""
+    picked = names.split(";")
+    unknown = [v for v in picked if v not in known]
+    if unknown:
+        ap.error(f"unknown variants: {unknown}")
+    return picked
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="1b,8b")
@@ -226,10 +236,11 @@ def main() -> int:
     ap.add_argument("--before-variants", default="pdl, trigger after wait", help="';'-separated, run on --before")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    variants = {k: (OwnForward, VARIANTS[k]) for k in args.variants.split(";")}
+    variants = {k: (OwnForward, VARIANTS[k]) for k in chosen_variants(ap, args.variants, VARIANTS)}
     if args.before:
+        before_names = chosen_variants(ap, args.before_variants, VARIANTS)
         before = load_forward(args.before)
-        variants.update({f"before: {k}": (before, VARIANTS[k]) for k in args.before_variants.split(";")})
+        variants.update({f"before: {k}": (before, VARIANTS[k]) for k in before_names})
     import cupy as cp
 
     from runner.device import CudaDevice

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.outputs import save  # noqa: E402
-from bench.pdl_variants import graph_replay_us  # noqa: E402
+from bench.pdl_variants import chosen_variants, graph_replay_us  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner.own_kernels import SOURCE, PdlKernel, resident_blocks  # noqa: E402
 from runner.presets import Preset, get_preset  # noqa: E402
@@ -283,10 +283,7 @@ def main() -> int:
     ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    variants = args.variants.split(";")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        ap.error(f"unknown variants: {unknown}")
+    variants = chosen_variants(ap, args.variants, VARIANTS)
     import cupy as cp
 
     from runner.device import CudaDevice

@@ -1,0 +1,31 @@
+"""--variants names that a probe does not have are refused before anything runs or is written: one
+line, exit 2 (bench.pdl_variants.chosen_variants, used by pdl_variants and persistent_chain)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("args", [["bench/pdl_variants.py", "--variants", "plain;no such variant"],
+                                  ["bench/pdl_variants.py", "--before", ".", "--before-variants", "nor this"],
+                                  ["bench/persistent_chain.py", "--variants", "one launch a projection;nope"]])
+def test_unknown_variant_is_one_line_exit_2_and_nothing_written(tmp_path, args):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, *args, "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].endswith("error: unknown variants: " + repr([args[-1].split(";")[-1]]))
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_known_variants_keep_their_order():
+    import argparse
+
+    from bench.pdl_variants import VARIANTS, chosen_variants
+
+    names = list(VARIANTS)[:3][::-1]
+    assert chosen_variants(argparse.ArgumentParser(), ";".join(names), VARIANTS) == names
