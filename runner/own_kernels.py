@@ -90,9 +90,9 @@ class OwnForward:
         # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
         # count by hand (1: always grouped). attn_fill_split (ATT_FILL=2) fills the splits past that count.
         # Unused without the defines.
-        adaptive = ATT_GROUP_DEFINE in defines or self.fill in (2, 3)
+        self.adaptive = ATT_GROUP_DEFINE in defines or self.fill in (2, 3)  # decides from the position
         self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
-                                       if adaptive else 1 << 30)
+                                       if self.adaptive else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream
         self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
         self.q = zeros(p.hidden, f16)

@@ -127,7 +127,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     inv_freq = 1.0 / p.rope_theta ** (np.arange(0, d, 2) / d)
     # grouped: at the device's own slots (a block per head up to a wave) and with att_slots=1 (every
     # block takes a KV head's whole group of query heads); 600 positions: 2 heads a block on an H200
-    adaptive = grouped or fw.fill in (2, 3)  # decides from the position and the resident blocks
+    adaptive = fw.adaptive  # attn_split decides from the position and the resident blocks
     lengths = (1, 300, 513, 600, p.max_ctx) if adaptive or fw.chunk != CHUNK else (1, 300, p.max_ctx)
     lengths = tuple(dict.fromkeys(n for n in lengths if n <= p.max_ctx))  # tiny holds 512
     for slots, n in [(s, n) for s in ((fw.att_slots, 1) if adaptive else (fw.att_slots,)) for n in lengths]:
