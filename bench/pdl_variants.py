@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
-from runner.own_kernels import ATT_FIT_DEFINES, MERGE_DEFINE, OwnForward  # noqa: E402
+from runner.own_kernels import ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -88,6 +88,8 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # past one wave, the shortest split that keeps one (ATT_FILL=3, 5 positions a thread, attn_fit_wave):
     # 80 positions at 513 for the 8b (224 blocks, not 288), 96 for the 1b
     "pdl, attention split fits one wave": {"pdl": True, "defines": ATT_FIT_DEFINES},
+    # a KV head's query heads in one block, about a block an SM at every context (attn_share, attn_share_kv)
+    "pdl, KV heads shared in a block": {"pdl": True, "defines": ATT_SHARE_DEFINES},
     # the optimized build with the merge done by o_proj's blocks (attn_merge_in_oproj): no attn_combine launch
     "pdl, filled past a wave, merge in o_proj": {"pdl": True, "defines": ("-DATT_FILL=2", MERGE_DEFINE)},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, MERGE_DEFINE
+from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, MERGE_DEFINE
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ SWITCHES: dict[str, Switch] = {
                                   "shared memory before its products, instead of a merge launch of its own "
                                   "(16 launches fewer a 1b token). Measured slower on an H200: every block merges "
                                   "every head (8b at 512: 4564 against 4312 µs a token); implies own_kernels)"),
+    "attn_share_kv": Switch(bool, False, True, True,
+                            "our attention kernel gives a block a KV head's query heads together (attn_share): "
+                            "each cache row is read once a token, not once per query head, and the splits are "
+                            "sized to about one block an SM at every context; replaces the other attn_* split "
+                            "rules (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -73,12 +78,15 @@ SWITCHES: dict[str, Switch] = {
 OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pdl", "run_ahead")
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
-KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj")
+KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
+                 "attn_share_kv")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
-    "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,)}
-# attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's: with both on, one ATT_FILL
-SUPERSEDED = {"attn_fill_split": "attn_fit_wave"}
+    "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
+    "attn_share_kv": ATT_SHARE_DEFINES}
+# attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
+# every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)
+SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",)}
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our
@@ -225,5 +233,6 @@ def not_in_effect(config: Config, gpu: bool) -> list[str]:
 
 def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
     """The -D defines of decode.cu that the effective ``switches`` ask for (its compile-time tunables)."""
-    on = [name for name in KERNEL_DEFINES if switches.get(name) and not switches.get(SUPERSEDED.get(name, ""))]
+    on = [name for name in KERNEL_DEFINES
+          if switches.get(name) and not any(switches.get(k) for k in SUPERSEDED.get(name, ()))]
     return tuple(define for name in on for define in KERNEL_DEFINES[name])

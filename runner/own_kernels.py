@@ -26,6 +26,9 @@ ATT_FILL_DEFINE = "-DATT_FILL=2"  # decode.cu built so a split fills attn_split'
 ATT_FIT_DEFINES = ("-DATT_FILL=3", "-DATT_POS=5")
 # the attention merge done by o_proj's blocks (gemv_residual_merge), no attn_combine launch (attn_merge_in_oproj)
 MERGE_DEFINE = "-DMERGE_IN_OPROJ=1"
+# decode.cu built with attn_share (a KV head's query heads share its rows, a block an SM) and its split
+# rule (attn_share_kv); OwnForward sets ATT_SHARE_KV to the preset's query heads a KV head
+ATT_SHARE_DEFINES = ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
@@ -59,6 +62,13 @@ class OwnForward:
         # wave, 3 fits one wave past it; ``chunk``: the shortest split it can use, which sizes the
         # partial-output buffers
         self.fill = att_fill(p.head_dim, defines)
+        self.share = define_value(defines, "ATT_SHARE_KV", 0) > 0  # attn_share in place of attn_split
+        if self.share:
+            group = p.n_heads // p.n_kv_heads
+            if p.n_heads % p.n_kv_heads or group > 8 or self.fill != 4:
+                raise ValueError(f"attn_share needs at most 8 query heads a KV head and ATT_FILL=4, got "
+                                 f"{p.n_heads} / {p.n_kv_heads} with ATT_FILL={self.fill}")
+            defines = (*(x for x in defines if not x.startswith("-DATT_SHARE_KV=")), f"-DATT_SHARE_KV={group}")
         if not self.fill:  # where filling changes no split (head_dim 128), the build that was measured
             defines = tuple(x for x in defines if not x.startswith("-DATT_FILL="))
         # a filled split holds exactly what the block's threads do, so the head_dim check above covers it
@@ -74,13 +84,19 @@ class OwnForward:
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
+                 *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
-        self.splits = -(-p.max_ctx // self.chunk)
+        # attn_share (ATT_FILL=4): ``att_slots`` is the splits a KV head gets, a block an SM (the SMs over
+        # the KV heads); the partial buffers hold the most splits any context uses under that rule
+        sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"] if self.share else 0
+        share_slots = max(1, sms // p.n_kv_heads)
+        self.splits = (most_splits(p.head_dim, p.max_ctx, share_slots, self.att_pos) if self.share
+                       else -(-p.max_ctx // self.chunk))
         if self.splits > MAX_SPLITS:
             raise ValueError(f"own kernels combine at most {MAX_SPLITS} attention splits ({MAX_SPLITS * self.chunk} "
                              f"positions), max_ctx is {p.max_ctx}")
@@ -90,8 +106,9 @@ class OwnForward:
         # its blocks are past the ones the GPU holds at once (heads_per_block); ``att_slots`` sets that
         # count by hand (1: always grouped). attn_fill_split (ATT_FILL=2) fills the splits past that count.
         # Unused without the defines.
-        self.adaptive = ATT_GROUP_DEFINE in defines or self.fill in (2, 3)  # decides from the position
-        self.att_slots = att_slots or (resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
+        self.adaptive = ATT_GROUP_DEFINE in defines or self.fill in (2, 3, 4)  # decides from the position
+        self.att_slots = att_slots or (share_slots if self.share else
+                                       resident_blocks(cp, mod.get_function("attn_split"), ATT_THREADS)
                                        if self.adaptive else 1 << 30)
         self.x = zeros(p.hidden, f32)  # the residual stream
         self.hn = zeros(p.hidden, f16)  # the normalised residual (rmsnorm's output)
@@ -141,7 +158,8 @@ class OwnForward:
         """RoPE, this token's KV-cache write and split attention in one launch, then the merge (or, with
         ``merge_in_oproj``, the merge left to o_proj's blocks: ``attn`` is written by o_proj)."""
         p = self.p
-        self.k["attn_split"]((p.n_heads, self.att_grid), (ATT_THREADS,),
+        kernel, heads = ("attn_share", p.n_kv_heads) if self.share else ("attn_split", p.n_heads)
+        self.k[kernel]((heads, self.att_grid), (ATT_THREADS,),
                              (self.q, self.kk, self.v, self.cache_k[li], self.cache_v[li], self.d_pos, self.d_slot,
                               self.inv_freq, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
@@ -287,6 +305,8 @@ def att_fill(head_dim: int, defines: tuple[str, ...]) -> int:
     """The ATT_FILL mode ``defines`` ask for (0 without), or 0 where a filled split is CHUNK anyway
     (head_dim 128 at 4 positions a thread: the 8b would only get attn_split's larger register count)."""
     fill = define_value(defines, "ATT_FILL", 0)
+    if fill == 4:  # attn_share's rule sizes the splits at every head_dim
+        return fill
     return fill if positions_per_split(head_dim, True, att_pos(defines)) != CHUNK else 0
 
 
@@ -296,12 +316,22 @@ def split_at(head_dim: int, n_heads: int, position: int, slots: int, fill: int, 
     block per head and split fits ``slots`` (the resident blocks), filled past that, 3 (attn_fit_wave)
     past that the shortest split in whole rows of the block's threads that fits them, at most filled."""
     full = positions_per_split(head_dim, True, positions)
+    rows = ATT_THREADS // (head_dim // 8)
+    if fill == 4:  # attn_share_kv: ``slots`` is the splits a KV head gets; at least a row, at most full
+        shortest = -(-(position + 1) // max(1, slots))
+        return min(full, -(-shortest // rows) * rows)
     if fill == 3:
-        rows, per_head = ATT_THREADS // (head_dim // 8), max(1, slots // n_heads)
+        per_head = max(1, slots // n_heads)
         shortest = -(-(position + 1) // per_head)
         return min(full, max(CHUNK, -(-shortest // rows) * rows))
     past_a_wave = n_heads * -(-(position + 1) // CHUNK) > slots
     return full if fill == 1 or (fill == 2 and past_a_wave) else CHUNK
+
+
+def most_splits(head_dim: int, max_ctx: int, slots: int, positions: int = ATT_POS) -> int:
+    """The most splits attn_share's rule (split_at's mode 4, ``slots`` a KV head) uses at any context up
+    to ``max_ctx``: the stride of its partial outputs, as ceil(max_ctx / CHUNK) is attn_split's."""
+    return max(-(-n // split_at(head_dim, 0, n - 1, slots, 4, positions)) for n in range(1, max_ctx + 1))
 
 
 def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:

@@ -67,7 +67,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
     attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position; -DMERGE_IN_OPROJ=1:
-    attn_merge_in_oproj, o_proj checked with the merge)."""
+    attn_merge_in_oproj, o_proj checked with the merge; ATT_SHARE_DEFINES: attn_share_kv)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
     grouped = ok_.ATT_GROUP_DEFINE in defines
@@ -154,6 +154,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
                                            f64(va).reshape(p.n_kv_heads, d), K, V, pos, pos, inv_freq)
         chunk = ok_.split_at(d, p.n_heads, pos, slots, fw.fill, fw.att_pos)
         hpb = ok_.heads_per_block(p.n_heads, p.n_kv_heads, pos, fw.att_grid, slots, chunk) if grouped else 1
+        hpb = p.n_heads // p.n_kv_heads if fw.share else hpb  # attn_share: a KV head's query heads together
         record(f"attn_split+combine n={n}" + (", slots=1" if slots == 1 else ""), rel(fw.attn.get(), ref.ravel()),
                f"{-(-n // chunk)} splits of {chunk} used, {hpb} heads a block ({slots} slots)")
         if n == 300:
@@ -235,6 +236,7 @@ def main() -> int:
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_FIT_DEFINES)]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                                           ok_.MERGE_DEFINE))]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_SHARE_DEFINES)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

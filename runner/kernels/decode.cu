@@ -417,8 +417,15 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 #ifndef ATT_FILL
 #define ATT_FILL 0
 #endif
+// 4 (the attn_share_kv switch, attn_share's rule): ``resident`` is the splits a KV head gets (the SMs
+// over the KV heads, from the host: a block an SM), the split the shortest in whole rows that keeps
+// to them, at least a row, at most what the block's threads hold.
 __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident) {
     const int rows = ATT_THREADS / (d >> 3), full = rows * ATT_POS;
+    if (ATT_FILL == 4) {
+        const int per_kv = max(1, resident), shortest = (n + per_kv - 1) / per_kv;
+        return min(full, (shortest + rows - 1) / rows * rows);
+    }
     if (ATT_FILL == 3) {
         const int per_head = max(1, resident / n_heads), shortest = (n + per_head - 1) / per_head;
         return min(full, max(SPLIT, (shortest + rows - 1) / rows * rows));
@@ -554,6 +561,146 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         }
     }
 }
+
+// attn_split with a KV head's query heads sharing its rows (the attn_share_kv switch, ATT_SHARE_KV = the
+// query heads a KV head has, 4 in both presets; built with ATT_FILL=4): grid (n_kv, splits), so each
+// cache row is read once a token instead of once per query head, and the splits are sized so that
+// the blocks are about one an SM at every context (att_chunk's rule 4: 16 a KV head on 132 SMs; at
+// 512 positions the 8b's 128 blocks read 32 positions each, where attn_split's 288 read 64 for one
+// head). The heads are not taken one after another (as attn_group_heads does): every thread scores
+// its positions against all of them, and the block's reductions (max, sum, the output over the
+// rows) carry every head in the same steps, so a block has attn_split's barriers for G heads.
+// The arithmetic per head and split is attn_split's (fp16-rounded scores, the same exp and sums),
+// so attn_combine merges the partials as before; only the split boundaries differ.
+#ifndef ATT_SHARE_KV
+#define ATT_SHARE_KV 0
+#endif
+#if ATT_SHARE_KV
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 1)
+attn_share(const half* __restrict__ q, const half* __restrict__ k_new, const half* __restrict__ v_new,
+           half* __restrict__ cache_k, half* __restrict__ cache_v, const int* __restrict__ pos,
+           const int* __restrict__ slot, const float* __restrict__ inv_freq, float* __restrict__ part_o,
+           float* __restrict__ part_ml, int n_heads, int n_kv, int d, int max_ctx, float scale, int splits,
+           int resident) {
+    constexpr int G = ATT_SHARE_KV;
+    __shared__ float so[G * ATT_THREADS * 8];  // per head and row slot, its partial outputs: G x SLOTS x d
+    __shared__ float red_m[G][ATT_THREADS / 32], red_l[G][ATT_THREADS / 32];
+    __shared__ float cs[64], sn[64];
+    pdl_early();
+#if !ATT_PREFETCH
+    pdl_wait();
+#endif
+    const int g = blockIdx.x, tid = threadIdx.x;
+    const int p0 = pos[0], n = p0 + 1, at = slot[0], chunk = att_chunk(d, n, n_heads, resident);
+    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
+    const int warp = tid >> 5, lane = tid & 31;
+    for (int s = blockIdx.y; s < splits; s += gridDim.y) {
+        const int start = s * chunk, end = min(n, start + chunk);
+        if (start >= n) break;
+        const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
+        const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
+        uint4 kr[ATT_POS], vr[ATT_POS];
+        bool ok[ATT_POS], fresh[ATT_POS];
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            const int r = slot_i + k * slots, j = start + r;
+            ok[k] = r < chunk && j < end;
+            fresh[k] = ok[k] && j == at;
+            const bool load = ok[k] && !fresh[k];
+            kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+            vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        }
+    #if ATT_PREFETCH
+        pdl_wait();  // q, k, v come from the projection just before
+    #endif
+        for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+        __syncthreads();
+        const half* kn = k_new + g * d;
+        const half* vn = v_new + g * d;
+        if (s == 0 && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
+            const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
+            *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
+            *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
+        }
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            if (fresh[k]) {
+                kr[k] = rope_chunk(kn, c, lpr, cs, sn);
+                vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
+            }
+        }
+        float sc[G][ATT_POS], m[G];
+    #pragma unroll
+        for (int hh = 0; hh < G; ++hh) {
+            const uint4 qv = rope_chunk(q + (g * G + hh) * d, c, lpr, cs, sn);
+            m[hh] = -INFINITY;
+    #pragma unroll
+            for (int k = 0; k < ATT_POS; ++k) {
+                float a = dot8(kr[k], qv, 0.f);
+                for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
+                sc[hh][k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
+                m[hh] = fmaxf(m[hh], sc[hh][k]);
+            }
+            m[hh] = warp_max(m[hh]);
+            if (lane == 0) red_m[hh][warp] = m[hh];
+        }
+        __syncthreads();
+        float l[G], o[G][8];
+    #pragma unroll
+        for (int hh = 0; hh < G; ++hh) {
+            m[hh] = -INFINITY;
+            for (int w = 0; w < ATT_THREADS / 32; ++w) m[hh] = fmaxf(m[hh], red_m[hh][w]);
+            l[hh] = 0.f;
+    #pragma unroll
+            for (int e = 0; e < 8; ++e) o[hh][e] = 0.f;
+        }
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
+            float f[8];
+    #pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 t = __half22float2(vh[e]);
+                f[2 * e] = t.x;
+                f[2 * e + 1] = t.y;
+            }
+    #pragma unroll
+            for (int hh = 0; hh < G; ++hh) {
+                const float p = ok[k] ? __expf(sc[hh][k] - m[hh]) : 0.f;
+                l[hh] += p;
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) o[hh][e] = fmaf(p, f[e], o[hh][e]);
+            }
+        }
+    #pragma unroll
+        for (int hh = 0; hh < G; ++hh) {
+            const float lw = warp_sum(c == 0 ? l[hh] : 0.f);  // each row once (lane c == 0)
+            if (lane == 0) red_l[hh][warp] = lw;
+    #pragma unroll
+            for (int e = 0; e < 8; ++e) so[(hh * slots + slot_i) * d + c * 8 + e] = o[hh][e];
+        }
+        __syncthreads();
+        const int rows_used = min(slots, chunk);
+        for (int i = tid; i < G * d; i += ATT_THREADS) {
+            const int hh = i / d, dim = i - hh * d;
+            float acc = 0.f;
+            for (int k2 = 0; k2 < rows_used; ++k2) acc += so[(hh * slots + k2) * d + dim];
+            part_o[((size_t)(g * G + hh) * splits + s) * d + dim] = acc;
+        }
+        if (tid < G) {
+            float mt = -INFINITY, lt = 0.f;
+            for (int w = 0; w < ATT_THREADS / 32; ++w) {
+                mt = fmaxf(mt, red_m[tid][w]);
+                lt += red_l[tid][w];
+            }
+            const size_t pidx = (size_t)(g * G + tid) * splits + s;
+            part_ml[2 * pidx] = mt;
+            part_ml[2 * pidx + 1] = lt;
+        }
+        __syncthreads();  // the shared arrays are reused by the block's next split
+    }
+}
+#endif
 
 // out[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s. Grid n_heads, block d.
 // Only the splits the context reaches are read (n = pos[0] + 1 from device memory, as attn_split).

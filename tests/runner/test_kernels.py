@@ -31,7 +31,8 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DATT_GROUP=1"], ["-DATT_GROUP=1", "-DATT_MIN_BLOCKS=3"], ["-DATT_FILL=1"],
                                      ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"],
                                      ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"], list(ok.ATT_FIT_DEFINES),
-                                     ["-DATT_FILL=2", ok.MERGE_DEFINE]])
+                                     ["-DATT_FILL=2", ok.MERGE_DEFINE], ["-DATT_SHARE_KV=4", "-DATT_FILL=4"],
+                                     ["-DATT_SHARE_KV=2", "-DATT_FILL=4", "-DPDL_TRIGGER=1"]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -41,10 +42,11 @@ def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     assert done.returncode == 0, done.stderr
     ptx = out.read_text()
     bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", ptx, flags=re.S))
-    assert set(bodies) == set(KERNELS)
+    kernels = set(KERNELS) | ({"attn_share"} if any(x.startswith("-DATT_SHARE_KV=") for x in defines) else set())
+    assert set(bodies) == kernels
     assert all("griddepcontrol.wait" in body for body in bodies.values())
     triggers = sum("griddepcontrol.launch_dependents" in body for body in bodies.values())
-    assert triggers == (0 if "-DPDL_TRIGGER=0" in defines else len(KERNELS))
+    assert triggers == (0 if "-DPDL_TRIGGER=0" in defines else len(kernels))
 
 
 def test_pdl_launch_structures_match_cuda_h():
@@ -174,6 +176,33 @@ def test_fit_wave_split_is_the_shortest_that_keeps_one_wave():
     for chunk, n in ((80, 513), (80, 1024), (96, 513), (160, 4)):
         np.testing.assert_allclose(ok.attention_split_reference(q, keys, vals, n, chunk=chunk),
                                    direct_attention(q, keys, vals, n), rtol=1e-10, atol=1e-12)
+
+
+def test_share_kv_splits_keep_about_a_block_an_sm():
+    """attn_share_kv (ATT_FILL=4, ``slots`` = the splits a KV head gets: 132 SMs / 8 KV heads = 16): the
+    shortest split in whole rows of the block's threads (16 at head_dim 128, 32 at 64) that keeps to
+    16 a KV head, at most what the threads hold; the partial buffers' stride is the most splits any
+    context uses; every query head of a group, computed from those splits, is its softmax."""
+    assert ok.att_fill(128, ok.ATT_SHARE_DEFINES) == 4 and ok.att_fill(64, ok.ATT_SHARE_DEFINES) == 4
+
+    def share(head_dim, position, slots=16):
+        return ok.split_at(head_dim, 0, position, slots, 4)
+
+    assert [share(128, p) for p in (0, 31, 95, 511, 1023, 2047)] == [16, 16, 16, 32, 64, 64]
+    assert [share(64, p) for p in (0, 95, 511, 512, 2047)] == [32, 32, 32, 64, 128]
+    assert 8 * -(-512 // share(128, 511)) == 128 and 8 * -(-96 // share(128, 95)) == 48  # blocks of 8 KV heads
+    assert all(-(-(p + 1) // share(128, p)) <= 16 for p in range(1024))  # one an SM to 1024 positions
+    assert ok.most_splits(128, 2048, 16) == 32 and ok.most_splits(64, 2048, 16) == 16
+    assert ok.most_splits(128, 4096, 16) == ok.MAX_SPLITS
+    rng = np.random.default_rng(6)
+    group, d = 4, 128
+    q = rng.standard_normal((group, d))
+    keys, vals = rng.standard_normal((1024, d)), rng.standard_normal((1024, d))
+    for n in (1, 17, 96, 513, 1024):
+        chunk = share(d, n - 1)
+        for h in range(group):  # one block's heads: the same rows, each head's own partials
+            np.testing.assert_allclose(ok.attention_split_reference(q[h], keys, vals, n, chunk=chunk),
+                                       direct_attention(q[h], keys, vals, n), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["tiny", "1b", "8b"])

@@ -258,6 +258,21 @@ def test_attn_fit_wave_replaces_the_fill_rule_and_is_checked():
 
 
 
+def test_attn_share_kv_replaces_every_other_split_rule_and_is_checked():
+    """The switch compiles decode.cu with attn_share and its split rule (ATT_FILL=4), implies our
+    kernels and, on top of optimized or with attn_fit_wave on, is the only ATT_FILL that reaches the
+    compiler."""
+    from perfreview.flows import check
+
+    on = cfg.effective(cfg.resolve("baseline", {"attn_share_kv": "on"}), gpu=True)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
+    for base, extra in (("optimized", {}), ("baseline", {"attn_fit_wave": "on", "attn_fill_split": "on"})):
+        both = cfg.effective(cfg.resolve(base, {"attn_share_kv": "on", **extra}), gpu=True)
+        assert cfg.kernel_defines(both) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
+    assert not cfg.resolve("optimized").switches["attn_share_kv"]
+    assert any(c.switches.get("attn_share_kv") for c in check.configs_to_check())
+
+
 def test_attn_merge_in_oproj_tells_our_forward_to_skip_the_merge_launch():
     """The switch reaches decode.cu's build as MERGE_IN_OPROJ=1, implies our kernels, is off in
     optimized, is checked by `perfreview check`, and is what OwnForward reads to launch
