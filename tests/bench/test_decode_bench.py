@@ -87,3 +87,26 @@ def test_kernel_table_puts_each_kernel_beside_its_floor():
     gemv = next(line for line in text.splitlines() if line.startswith("| gemv |"))
     assert gemv.endswith(f"| {lm_head / 1e6:.1f} | {lm_head / 4e6:.1f} | {130.0 - lm_head / 4e6:.1f} |")
     assert any(line.endswith("| - | - | - |") and "spin\\<int\\>\\|x" in line for line in text.splitlines())
+
+
+def test_cpu_dry_run_writes_the_issue_contract(tmp_path):
+    """``bench/decode.py --device cpu`` is the tiny preset (the 1b in NumPy took over 24 GB) and writes
+    decode.json with what the issue names: device, copy_bw_gbs, per preset bytes_per_token and, per
+    config, tokens_per_s and copy_bw_fraction; every config of ours gives the baseline's tokens."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "decode.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--rounds", "tiny=2", "--tokens", "4",
+                           "--latency-rounds", "2", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "decode.json").read_text())
+    assert {"device", "copy_bw_gbs", "presets"} <= set(report) and list(report["presets"]) == ["tiny"]
+    tiny = report["presets"]["tiny"]
+    assert tiny["bytes_per_token"] > tiny["weight_bytes_per_token"] > 0
+    assert {"baseline", "optimized", "optimized+attn_share_kv"} <= set(tiny["configs"])
+    for row in tiny["configs"].values():
+        assert row["tokens_per_s"] > 0 and "copy_bw_fraction" in row
+    assert set(tiny["token_agreement_with_baseline"].values()) == {1.0}
+    assert "| optimized+attn_share_kv |" in (tmp_path / "decode.md").read_text()
