@@ -90,6 +90,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, attention split fits one wave": {"pdl": True, "defines": ATT_FIT_DEFINES},
     # a KV head's query heads in one block, about a block an SM at every context (attn_share, attn_share_kv)
     "pdl, KV heads shared in a block": {"pdl": True, "defines": ATT_SHARE_DEFINES},
+    # the same with 8 or 32 splits a KV head where the SMs over the KV heads give 16 (132 SMs, 8 KV heads)
+    "pdl, KV heads shared, 8 splits a KV head": {"pdl": True, "defines": ATT_SHARE_DEFINES, "att_slots": 8},
+    "pdl, KV heads shared, 32 splits a KV head": {"pdl": True, "defines": ATT_SHARE_DEFINES, "att_slots": 32},
     # the optimized build with the merge done by o_proj's blocks (attn_merge_in_oproj): no attn_combine launch
     "pdl, filled past a wave, merge in o_proj": {"pdl": True, "defines": ("-DATT_FILL=2", MERGE_DEFINE)},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions

@@ -93,8 +93,9 @@ class OwnForward:
         zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
         # attn_share (ATT_FILL=4): ``att_slots`` is the splits a KV head gets, a block an SM (the SMs over
         # the KV heads); the partial buffers hold the most splits any context uses under that rule
+        # (``att_slots`` sets another count: bench/pdl_variants.py compares them)
         sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"] if self.share else 0
-        share_slots = max(1, sms // p.n_kv_heads)
+        share_slots = att_slots or max(1, sms // p.n_kv_heads)
         self.splits = (most_splits(p.head_dim, p.max_ctx, share_slots, self.att_pos) if self.share
                        else -(-p.max_ctx // self.chunk))
         if self.splits > MAX_SPLITS:
