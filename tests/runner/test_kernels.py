@@ -49,6 +49,37 @@ def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     assert triggers == (0 if "-DPDL_TRIGGER=0" in defines else len(kernels))
 
 
+def _switch_builds() -> dict[str, tuple[str, ...]]:
+    """decode.cu's defines for optimized, for our kernels without tuning, and for optimized with each
+    kernel-tuning switch on (attn_share's query heads a KV head: the presets' 4)."""
+    from runner import config as cfg
+
+    builds = {"optimized": cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)), "plain": ()}
+    for name in cfg.KERNEL_TUNING:
+        defines = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {name: "on"}), gpu=True))
+        builds[name] = tuple("-DATT_SHARE_KV=4" if x.startswith("-DATT_SHARE_KV=") else x for x in defines)
+    return builds
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("build", list(_switch_builds()))
+def test_every_switch_build_keeps_its_registers_without_spills(tmp_path, build):
+    """ptxas for sm_90: no kernel of any switch's build spills registers to local memory (a spill is a
+    memory trip per use, on a path that is latency-bound), and the attention kernels keep the
+    occupancy their comments rely on: two blocks an SM (at most 128 registers at 256 threads)."""
+    defines = _switch_builds()[build]
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
+                           "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = re.findall(r"entry function '(\w+)'.*?(\d+) bytes spill stores, (\d+) bytes spill loads\s+"
+                       r"ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
+    kernels = {name: (int(st), int(ld), int(regs)) for name, st, ld, regs in found}
+    expected = set(KERNELS) | ({"attn_share"} if "attn_share" in build else set())
+    assert set(kernels) == expected
+    assert {name: v[:2] for name, v in kernels.items() if v[:2] != (0, 0)} == {}
+    assert kernels["attn_split"][2] <= 128 and kernels.get("attn_share", (0, 0, 0))[2] <= 128
+
+
 def test_pdl_launch_structures_match_cuda_h():
     """CUlaunchAttribute is 72 bytes (id, pad to 8, a 64-byte union); CUlaunchConfig holds the stream
     at byte 32, the attribute pointer at 40 and their count at 48 (cuda.h, x86-64)."""
