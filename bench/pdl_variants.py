@@ -163,15 +163,22 @@ def graph_replay_us(cp, graph, stream, replays: int, warmup: int) -> float:
     return cp.cuda.get_elapsed_time(e0, e1) * 1e3 / replays
 
 
-def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
-    """``variants``: label -> (OwnForward class, its keyword arguments)."""
-    p = get_preset(name)
-    w, layers, wbytes = weights(cp, p)
+def token_inputs(cp, p, pos: int) -> tuple:
+    """A token's inputs besides the weights: random K and V caches (every layer), RoPE's inverse
+    frequencies, and the token id, position and cache slot in device memory (position ``pos``)."""
     shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
     ck = cp.random.default_rng(1).standard_normal(shape, dtype=cp.float32).astype(cp.float16)
     cv = cp.random.default_rng(2).standard_normal(shape, dtype=cp.float32).astype(cp.float16)
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     d_tok, d_pos, d_slot = (cp.full(1, v, cp.int32) for v in (7, pos, pos))
+    return ck, cv, inv, d_tok, d_pos, d_slot
+
+
+def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
+    """``variants``: label -> (OwnForward class, its keyword arguments)."""
+    p = get_preset(name)
+    w, layers, wbytes = weights(cp, p)
+    ck, cv, inv, d_tok, d_pos, d_slot = token_inputs(cp, p, pos)
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
@@ -231,15 +238,41 @@ def chosen_variants(ap: argparse.ArgumentParser, names: str, known: dict) -> lis
     return picked
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_parser(doc: str, variants: dict, rounds: int, position: bool) -> argparse.ArgumentParser:
+    """The options every GPU probe of bench/ takes (pdl_variants, persistent_chain, persistent_token):
+    presets, rounds, the token's position where it has one, the variants to run, the output folder."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--presets", default="1b,8b")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--position", type=int, default=96, help="the token's position (context = position + 1)")
-    ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    if position:
+        ap.add_argument("--position", type=int, default=96, help="the token's position (context = position + 1)")
+    ap.add_argument("--variants", default=";".join(variants), help="';'-separated names of VARIANTS to run")
+    ap.add_argument("--out", type=Path, required=True)
+    return ap
+
+
+def probe_header(cp, replays: int, rounds: int) -> dict:
+    """What every probe's report says about its run: commit, device, the copy bandwidth measured now."""
+    from runner.device import CudaDevice
+
+    return {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
+            "replays": replays, "rounds": rounds}
+
+
+def run_probe(out: Path, stem: str, report: dict, presets: list[str], run) -> None:
+    """``run(preset)`` for each preset into ``report["presets"]``, a line as each is done, then the
+    report and its table under ``out`` (bench/outputs.save)."""
+    report["presets"] = {}
+    for name in presets:
+        report["presets"][name] = run(name)
+        print(f"{name} done", flush=True)
+    save(out, stem, report)
+
+
+def main() -> int:
+    ap = probe_parser(__doc__, VARIANTS, 15, position=True)
     ap.add_argument("--before", type=Path, help="a tree with own_kernels.py + kernels/decode.cu to compare with")
     ap.add_argument("--before-variants", default="pdl, trigger after wait", help="';'-separated, run on --before")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     variants = {k: (OwnForward, VARIANTS[k]) for k in chosen_variants(ap, args.variants, VARIANTS)}
     if args.before:
@@ -248,14 +281,9 @@ def main() -> int:
         variants.update({f"before: {k}": (before, VARIANTS[k]) for k in before_names})
     import cupy as cp
 
-    from runner.device import CudaDevice
-
-    report = {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
-              "replays": REPLAYS, "rounds": args.rounds, "before": str(args.before or ""), "presets": {}}
-    for name in args.presets.split(","):
-        report["presets"][name] = run_preset(cp, name, args.rounds, args.position, variants)
-        print(f"{name} done", flush=True)
-    save(args.out, "pdl_variants", report)
+    report = {**probe_header(cp, REPLAYS, args.rounds), "before": str(args.before or "")}
+    run_probe(args.out, "pdl_variants", report, args.presets.split(","),
+              lambda name: run_preset(cp, name, args.rounds, args.position, variants))
     return 0
 
 

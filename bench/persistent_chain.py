@@ -20,7 +20,6 @@ Writes persistent_chain.json/.md under --out; prints the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.outputs import save  # noqa: E402
-from bench.pdl_variants import chosen_variants, graph_replay_us  # noqa: E402
-from perfreview.trace.meta import git_info  # noqa: E402
+from bench.pdl_variants import chosen_variants, graph_replay_us, probe_header, probe_parser, run_probe  # noqa: E402
 from runner.own_kernels import SOURCE, PdlKernel, resident_blocks  # noqa: E402
 from runner.presets import Preset, get_preset  # noqa: E402
-from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 CHAIN_SOURCE = SOURCE.parent / "chain.cu"
 THREADS = 256  # decode.cu's ROWS_PER_BLOCK warps a block, as its gemv is launched
@@ -277,23 +273,13 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", default="1b,8b")
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names of VARIANTS to run")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = probe_parser(__doc__, VARIANTS, 9, position=False)
     args = ap.parse_args()
     variants = chosen_variants(ap, args.variants, VARIANTS)
     import cupy as cp
 
-    from runner.device import CudaDevice
-
-    report = {"git": git_info(), "device": CudaDevice().info(), "copy_bw_gbs": copy_bandwidth_gbs(cp),
-              "replays": REPLAYS, "rounds": args.rounds, "presets": {}}
-    for name in args.presets.split(","):
-        report["presets"][name] = run_preset(cp, name, args.rounds, variants)
-        print(f"{name} done", flush=True)
-    save(args.out, "persistent_chain", report)
+    run_probe(args.out, "persistent_chain", probe_header(cp, REPLAYS, args.rounds), args.presets.split(","),
+              lambda name: run_preset(cp, name, args.rounds, variants))
     return 0
 
 

@@ -4,20 +4,21 @@
 # the float64 reference (checks); one token at positions 96 and 512 of the default's attention
 # against the alternatives, with an A/A row (variants); the decode table: tokens/s against the copy
 # bandwidth and PyTorch, latency by position, each kernel beside its floor (decode); the projections
-# alone as one launch each against one persistent launch, bench/persistent_chain.py (chain).
-#   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain; none: all four
-# All four took 509 s at 0f2153d, close to the 600 s a device call may run: with attn_share_kv
-# measured too, run "checks variants" and "decode chain" as two calls. Writes under $OUT (k, check,
-# p96, p512, d, c); stops at the first failed check (the probe excepted). On the lent machine (no
+# alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
+# whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
+#   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
+# The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
+# variants", "decode" and "token chain" as separate calls. Writes under $OUT (k, check, p96, p512, d,
+# c, t); stops at the first failed check (the probes excepted). On the lent machine (no
 # network): nvtx and cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the outputs}"
 cd "$(dirname "$0")/.."
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain)
+[ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|chain) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|chain|token) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -44,8 +45,12 @@ for s in "${stages[@]}"; do
         python3 bench/persistent_chain.py --out "$OUT/c" | grep -E "^###|^\| (one|ring)" \
             || echo "persistent chain: FAILED (above)"
         stamp "persistent chain";;
+    token)  # a probe: the whole token in one launch, checked against one launch a kernel before it is timed
+        python3 bench/persistent_token.py --out "$OUT/t" | grep -E "^###|^\| (one|pers)" \
+            || echo "persistent token: FAILED (above)"
+        stamp "persistent token";;
     esac
 done
 # The device returns at most 8 files: the tables that need nothing but their JSON stay behind and are
-# rendered here (render.render("pdl_variants.md.j2" or "persistent_chain.md.j2", r=<the JSON>)).
-rm -f "$OUT"/p96/*.md "$OUT"/p512/*.md "$OUT"/c/*.md
+# rendered here (render.render("<stem>.md.j2", r=<the JSON>): pdl_variants, persistent_chain, persistent_token).
+rm -f "$OUT"/p96/*.md "$OUT"/p512/*.md "$OUT"/c/*.md "$OUT"/t/*.md

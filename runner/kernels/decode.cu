@@ -217,9 +217,9 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
 // read once for both rows.
-template <int D>
+template <int D, class X>
 __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<D>& ru, const half* __restrict__ wg,
-                                            const half* __restrict__ wu, const PlainX& x, int cols, half* out) {
+                                            const half* __restrict__ wu, const X& x, int cols, half* out) {
     const int lane = threadIdx.x & (WARP - 1), n4 = cols >> 3;
     const uint4* g4 = reinterpret_cast<const uint4*>(wg);
     const uint4* u4 = reinterpret_cast<const uint4*>(wu);
@@ -323,7 +323,7 @@ extern "C" __global__ void embed(const half* __restrict__ E, const int* __restri
 // RoPE (rotate-half) of one 16-byte chunk c (dims 8c..8c+7) of a head's raw fp16 vector v: dim j pairs
 // with j + d/2, so chunk c with chunk c ^ (lpr/2) (lpr = d/8 chunks a head, a power of two). cs/sn hold
 // cos/sin(pos * inv_freq[f]) for f < d/2. The result rounded to fp16, as a separate RoPE kernel wrote it.
-__device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, int lpr, const float* cs,
+__device__ __forceinline__ uint4 rope_chunk(const half* v, int c, int lpr, const float* cs,
                                             const float* sn) {
     const int hl = lpr >> 1, half_d = hl * 8;
     const uint4 own = *reinterpret_cast<const uint4*>(v + c * 8);
@@ -420,6 +420,25 @@ __device__ __forceinline__ uint4 rope_chunk(const half* __restrict__ v, int c, i
 // 4 (the attn_share_kv switch, attn_share's rule): ``resident`` is the splits a KV head gets (the SMs
 // over the KV heads, from the host: a block an SM), the split the shortest in whole rows that keeps
 // to them, at least a row, at most what the block's threads hold.
+// A split's cache rows, every load issued at once: thread (slot_i, c) holds positions start + slot_i +
+// k * slots (k < ATT_POS), dims 8c..8c+7 of KV head g; ``ok``: inside the split and the context;
+// ``fresh``: this token's row (slot ``at``), taken from k and v by the caller, not from the cache.
+__device__ __forceinline__ void load_split_rows(uint4 (&kr)[ATT_POS], uint4 (&vr)[ATT_POS], bool (&ok)[ATT_POS],
+                                                bool (&fresh)[ATT_POS], const half* cache_k, const half* cache_v,
+                                                int g, int c, int slot_i, int slots, int start, int end, int chunk,
+                                                int at, int d, int max_ctx) {
+    const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
+    const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        const int r = slot_i + k * slots, j = start + r;
+        ok[k] = r < chunk && j < end;
+        fresh[k] = ok[k] && j == at;
+        const bool load = ok[k] && !fresh[k];
+        kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+        vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
+    }
+}
 __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident) {
     const int rows = ATT_THREADS / (d >> 3), full = rows * ATT_POS;
     if (ATT_FILL == 4) {
@@ -470,19 +489,9 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         if (start >= n) break;
         const int group = n_heads / n_kv, g = h / group;
         const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
-        const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
-        const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
         uint4 kr[ATT_POS], vr[ATT_POS];
         bool ok[ATT_POS], fresh[ATT_POS];
-    #pragma unroll
-        for (int k = 0; k < ATT_POS; ++k) {
-            const int r = slot_i + k * slots, j = start + r;
-            ok[k] = r < chunk && j < end;
-            fresh[k] = ok[k] && j == at;  // this token's row: from k and v below, not from the cache
-            const bool load = ok[k] && !fresh[k];
-            kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-            vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-        }
+        load_split_rows(kr, vr, ok, fresh, cache_k, cache_v, g, c, slot_i, slots, start, end, chunk, at, d, max_ctx);
     #if ATT_PREFETCH
         pdl_wait();  // q, k, v come from the projection just before
     #endif
@@ -583,128 +592,134 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
 #define ATT_SHARE_MIN_BLOCKS 2
 #endif
 #if ATT_SHARE_KV
+// The shared memory one split of attn_share uses (the persistent token kernel, token.cu, places it in
+// its own dynamic shared memory).
+struct ShareSmem {
+    float so[ATT_SHARE_KV * ATT_THREADS * 8];  // per head and row slot, its partial outputs: G x SLOTS x d
+    float red_m[ATT_SHARE_KV][ATT_THREADS / 32], red_l[ATT_SHARE_KV][ATT_THREADS / 32];
+    float cs[64], sn[64];
+};
+// One split s of KV head g: the block's work in attn_share, and an item of token.cu's attention phase.
+// ``WAIT``: pdl_wait() once the cache rows are loaded (attn_share under PDL); the pointers carry no
+// __restrict__ so that the persistent kernel, whose other blocks wrote q, k and v in the same launch,
+// never reads them through the non-coherent path.
+template <bool WAIT>
+__device__ __forceinline__ void share_split(ShareSmem& sm, int g, int s, const half* q, const half* k_new,
+                                            const half* v_new, half* cache_k, half* cache_v, int p0, int at,
+                                            const float* __restrict__ inv_freq, float* part_o, float* part_ml,
+                                            int d, int max_ctx, float scale, int splits, int chunk) {
+    constexpr int G = ATT_SHARE_KV;
+    const int tid = threadIdx.x, n = p0 + 1;
+    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int start = s * chunk, end = min(n, start + chunk);
+    uint4 kr[ATT_POS], vr[ATT_POS];
+    bool ok[ATT_POS], fresh[ATT_POS];
+    load_split_rows(kr, vr, ok, fresh, cache_k, cache_v, g, c, slot_i, slots, start, end, chunk, at, d, max_ctx);
+    if (WAIT) pdl_wait();  // q, k, v come from the projection just before
+    for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sm.sn[i], &sm.cs[i]);
+    __syncthreads();
+    const half* kn = k_new + g * d;
+    const half* vn = v_new + g * d;
+    if (s == 0 && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
+        const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
+        *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, sm.cs, sm.sn);
+        *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
+    }
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        if (fresh[k]) {
+            kr[k] = rope_chunk(kn, c, lpr, sm.cs, sm.sn);
+            vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
+        }
+    }
+    float sc[G][ATT_POS], m[G];
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+        const uint4 qv = rope_chunk(q + (g * G + hh) * d, c, lpr, sm.cs, sm.sn);
+        m[hh] = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            float a = dot8(kr[k], qv, 0.f);
+            for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
+            sc[hh][k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
+            m[hh] = fmaxf(m[hh], sc[hh][k]);
+        }
+        m[hh] = warp_max(m[hh]);
+        if (lane == 0) sm.red_m[hh][warp] = m[hh];
+    }
+    __syncthreads();
+    float l[G], o[G][8];
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+        m[hh] = -INFINITY;
+        for (int w = 0; w < ATT_THREADS / 32; ++w) m[hh] = fmaxf(m[hh], sm.red_m[hh][w]);
+        l[hh] = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[hh][e] = 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < ATT_POS; ++k) {
+        const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
+        float f[8];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 t = __half22float2(vh[e]);
+            f[2 * e] = t.x;
+            f[2 * e + 1] = t.y;
+        }
+#pragma unroll
+        for (int hh = 0; hh < G; ++hh) {
+            const float p = ok[k] ? __expf(sc[hh][k] - m[hh]) : 0.f;
+            l[hh] += p;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[hh][e] = fmaf(p, f[e], o[hh][e]);
+        }
+    }
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+        const float lw = warp_sum(c == 0 ? l[hh] : 0.f);  // each row once (lane c == 0)
+        if (lane == 0) sm.red_l[hh][warp] = lw;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sm.so[(hh * slots + slot_i) * d + c * 8 + e] = o[hh][e];
+    }
+    __syncthreads();
+    const int rows_used = min(slots, chunk);
+    for (int i = tid; i < G * d; i += ATT_THREADS) {
+        const int hh = i / d, dim = i - hh * d;
+        float acc = 0.f;
+        for (int k2 = 0; k2 < rows_used; ++k2) acc += sm.so[(hh * slots + k2) * d + dim];
+        part_o[((size_t)(g * G + hh) * splits + s) * d + dim] = acc;
+    }
+    if (tid < G) {
+        float mt = -INFINITY, lt = 0.f;
+        for (int w = 0; w < ATT_THREADS / 32; ++w) {
+            mt = fmaxf(mt, sm.red_m[tid][w]);
+            lt += sm.red_l[tid][w];
+        }
+        const size_t pidx = (size_t)(g * G + tid) * splits + s;
+        part_ml[2 * pidx] = mt;
+        part_ml[2 * pidx + 1] = lt;
+    }
+    __syncthreads();  // the shared arrays are reused by the block's next split
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_SHARE_MIN_BLOCKS)
 attn_share(const half* __restrict__ q, const half* __restrict__ k_new, const half* __restrict__ v_new,
            half* __restrict__ cache_k, half* __restrict__ cache_v, const int* __restrict__ pos,
            const int* __restrict__ slot, const float* __restrict__ inv_freq, float* __restrict__ part_o,
            float* __restrict__ part_ml, int n_heads, int n_kv, int d, int max_ctx, float scale, int splits,
            int resident) {
-    constexpr int G = ATT_SHARE_KV;
-    __shared__ float so[G * ATT_THREADS * 8];  // per head and row slot, its partial outputs: G x SLOTS x d
-    __shared__ float red_m[G][ATT_THREADS / 32], red_l[G][ATT_THREADS / 32];
-    __shared__ float cs[64], sn[64];
+    __shared__ ShareSmem sm;
     pdl_early();
 #if !ATT_PREFETCH
     pdl_wait();
 #endif
-    const int g = blockIdx.x, tid = threadIdx.x;
-    const int p0 = pos[0], n = p0 + 1, at = slot[0], chunk = att_chunk(d, n, n_heads, resident);
-    const int lpr = d >> 3, slots = ATT_THREADS / lpr, c = tid % lpr, slot_i = tid / lpr;
-    const int warp = tid >> 5, lane = tid & 31;
+    const int p0 = pos[0], at = slot[0], chunk = att_chunk(d, p0 + 1, n_heads, resident);
     for (int s = blockIdx.y; s < splits; s += gridDim.y) {
-        const int start = s * chunk, end = min(n, start + chunk);
-        if (start >= n) break;
-        const half* K = cache_k + (size_t)g * max_ctx * d + c * 8;
-        const half* V = cache_v + (size_t)g * max_ctx * d + c * 8;
-        uint4 kr[ATT_POS], vr[ATT_POS];
-        bool ok[ATT_POS], fresh[ATT_POS];
-    #pragma unroll
-        for (int k = 0; k < ATT_POS; ++k) {
-            const int r = slot_i + k * slots, j = start + r;
-            ok[k] = r < chunk && j < end;
-            fresh[k] = ok[k] && j == at;
-            const bool load = ok[k] && !fresh[k];
-            kr[k] = load ? *reinterpret_cast<const uint4*>(K + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-            vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
-        }
-    #if ATT_PREFETCH
-        pdl_wait();  // q, k, v come from the projection just before
-    #endif
-        for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
-        __syncthreads();
-        const half* kn = k_new + g * d;
-        const half* vn = v_new + g * d;
-        if (s == 0 && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
-            const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
-            *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
-            *reinterpret_cast<uint4*>(cache_v + row) = *reinterpret_cast<const uint4*>(vn + tid * 8);
-        }
-    #pragma unroll
-        for (int k = 0; k < ATT_POS; ++k) {
-            if (fresh[k]) {
-                kr[k] = rope_chunk(kn, c, lpr, cs, sn);
-                vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
-            }
-        }
-        float sc[G][ATT_POS], m[G];
-    #pragma unroll
-        for (int hh = 0; hh < G; ++hh) {
-            const uint4 qv = rope_chunk(q + (g * G + hh) * d, c, lpr, cs, sn);
-            m[hh] = -INFINITY;
-    #pragma unroll
-            for (int k = 0; k < ATT_POS; ++k) {
-                float a = dot8(kr[k], qv, 0.f);
-                for (int o = lpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(FULL, a, o);
-                sc[hh][k] = ok[k] ? __half2float(__float2half(a)) * scale : -INFINITY;
-                m[hh] = fmaxf(m[hh], sc[hh][k]);
-            }
-            m[hh] = warp_max(m[hh]);
-            if (lane == 0) red_m[hh][warp] = m[hh];
-        }
-        __syncthreads();
-        float l[G], o[G][8];
-    #pragma unroll
-        for (int hh = 0; hh < G; ++hh) {
-            m[hh] = -INFINITY;
-            for (int w = 0; w < ATT_THREADS / 32; ++w) m[hh] = fmaxf(m[hh], red_m[hh][w]);
-            l[hh] = 0.f;
-    #pragma unroll
-            for (int e = 0; e < 8; ++e) o[hh][e] = 0.f;
-        }
-    #pragma unroll
-        for (int k = 0; k < ATT_POS; ++k) {
-            const half2* vh = reinterpret_cast<const half2*>(&vr[k]);
-            float f[8];
-    #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float2 t = __half22float2(vh[e]);
-                f[2 * e] = t.x;
-                f[2 * e + 1] = t.y;
-            }
-    #pragma unroll
-            for (int hh = 0; hh < G; ++hh) {
-                const float p = ok[k] ? __expf(sc[hh][k] - m[hh]) : 0.f;
-                l[hh] += p;
-    #pragma unroll
-                for (int e = 0; e < 8; ++e) o[hh][e] = fmaf(p, f[e], o[hh][e]);
-            }
-        }
-    #pragma unroll
-        for (int hh = 0; hh < G; ++hh) {
-            const float lw = warp_sum(c == 0 ? l[hh] : 0.f);  // each row once (lane c == 0)
-            if (lane == 0) red_l[hh][warp] = lw;
-    #pragma unroll
-            for (int e = 0; e < 8; ++e) so[(hh * slots + slot_i) * d + c * 8 + e] = o[hh][e];
-        }
-        __syncthreads();
-        const int rows_used = min(slots, chunk);
-        for (int i = tid; i < G * d; i += ATT_THREADS) {
-            const int hh = i / d, dim = i - hh * d;
-            float acc = 0.f;
-            for (int k2 = 0; k2 < rows_used; ++k2) acc += so[(hh * slots + k2) * d + dim];
-            part_o[((size_t)(g * G + hh) * splits + s) * d + dim] = acc;
-        }
-        if (tid < G) {
-            float mt = -INFINITY, lt = 0.f;
-            for (int w = 0; w < ATT_THREADS / 32; ++w) {
-                mt = fmaxf(mt, red_m[tid][w]);
-                lt += red_l[tid][w];
-            }
-            const size_t pidx = (size_t)(g * G + tid) * splits + s;
-            part_ml[2 * pidx] = mt;
-            part_ml[2 * pidx + 1] = lt;
-        }
-        __syncthreads();  // the shared arrays are reused by the block's next split
+        if (s * chunk > p0) break;  // past the context
+        share_split<ATT_PREFETCH != 0>(sm, blockIdx.x, s, q, k_new, v_new, cache_k, cache_v, p0, at, inv_freq,
+                                       part_o, part_ml, d, max_ctx, scale, splits, chunk);
     }
 }
 #endif

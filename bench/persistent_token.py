@@ -1,0 +1,233 @@
+"""GPU task (issue 12), one device call: a whole decode token as ONE persistent launch
+(runner/kernels/token.cu) against the same token as one launch a kernel, on the same weights.
+
+bench/persistent_chain.py found that a grid barrier on a growing counter costs less than a launch
+(1.77 µs a boundary on the H200's 1b) but measured the projections alone; this runs every phase of
+the token (RMSNorm, QKV, attention with RoPE and the cache write, the merge, o_proj, SwiGLU, down,
+LM head, argmax) in one launch with 6 barriers a layer. Its attention is attn_share's, so the
+comparison rows are OwnForward with that build (``attn_share_kv``) and with ``optimized``'s.
+Per preset (random fp16 weights, every layer, context position + 1):
+- check: the persistent token's logits and greedy pick against OwnForward's with the attn_share build
+  (the same arithmetic in the same order: the logits should match to the last bit); a variant that
+  gives another pick, or whose barrier gave up, is reported and not timed;
+- each variant captured as a CUDA graph and replayed back to back: µs per token, median over the rounds
+  (variants in a random order each round, an A/A pair of the persistent launch), and the bytes the
+  token reads (weights + KV cache) over that time against the copy bandwidth of the same run.
+Writes persistent_token.json/.md under --out; prints the table.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.pdl_variants import (chosen_variants, graph_replay_us, probe_header, probe_parser,  # noqa: E402
+                                run_probe, token, token_inputs, weights)
+from runner.own_kernels import (ATT_FILL_DEFINE, ATT_SHARE_DEFINES, ATT_THREADS, SOURCE, OwnForward,  # noqa: E402
+                                resident_blocks)
+from runner.presets import get_preset  # noqa: E402
+
+CHAIN_SOURCE = SOURCE.parent / "chain.cu"
+TOKEN_SOURCE = SOURCE.parent / "token.cu"
+THREADS = 256  # token.cu's TOKEN_THREADS
+REPLAYS = 20
+BLOCKS_MAX = 2048  # chain.cu's barrier words
+SPIN_LIMIT = 2_000_000_000  # clocks a block waits at a barrier before it gives up (about a second)
+# token.cu's TokenLayer and TokenArgs, field for field (tests/bench/test_persistent_token.py reads the C)
+LAYER_FIELDS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd", "attn_norm", "ffn_norm", "cache_k", "cache_v")
+LAYER_DTYPE = np.dtype([(f, np.uint64) for f in LAYER_FIELDS])
+ARG_POINTERS = ("layers", "embed", "lm_head", "final_norm", "inv_freq", "tok", "pos", "slot", "x", "q", "k", "v",
+                "attn", "ff", "logits", "part_o", "part_ml", "arg_v", "arg_i", "next_id")
+ARG_INTS = ("n_layers", "hidden", "kv_dim", "ffn", "vocab", "n_heads", "n_kv", "d", "max_ctx", "splits", "per_kv",
+            "pad")
+ARG_FLOATS = ("eps", "scale", "lm_scale", "pad2")
+ARGS_DTYPE = np.dtype([(f, np.uint64) for f in ARG_POINTERS] + [(f, np.int32) for f in ARG_INTS]
+                      + [(f, np.float32) for f in ARG_FLOATS])
+
+
+@dataclass(frozen=True)
+class Variant:
+    persistent: bool
+    defines: tuple[str, ...] = ()  # decode.cu's (OwnForward) or the persistent build's extra defines
+
+
+VARIANTS = {
+    "one launch a kernel, optimized's build": Variant(False, (ATT_FILL_DEFINE,)),
+    "one launch a kernel, attn_share build": Variant(False, ATT_SHARE_DEFINES),
+    "persistent, 1 block an SM": Variant(True, ("-DTOKEN_MIN_BLOCKS=1",)),
+    "persistent, 1 block an SM (A/A)": Variant(True, ("-DTOKEN_MIN_BLOCKS=1",)),
+    "persistent, 2 blocks an SM": Variant(True, ("-DTOKEN_MIN_BLOCKS=2",)),
+}
+REFERENCE = "one launch a kernel, attn_share build"
+
+
+def phases(n_layers: int) -> int:
+    """token.cu's token_phases: embed, 6 a layer, the LM head, the argmax's two."""
+    return 1 + 6 * n_layers + 3
+
+
+def smem_bytes(p, group: int) -> int:
+    """token.cu's dynamic shared memory: the widest staged vector or attention's ShareSmem."""
+    share = 4 * (group * ATT_THREADS * 8 + 2 * group * (ATT_THREADS // 32) + 128)
+    return max(2 * p.hidden, 2 * p.ffn, share)
+
+
+class PersistentToken:
+    """token_persistent's module, buffers and argument table for one preset (OwnForward's caches)."""
+
+    def __init__(self, cp, p, w, layers, inv, ck, cv, d_tok, d_pos, d_slot, splits: int, per_kv: int,
+                 defines: tuple[str, ...]) -> None:
+        group = p.n_heads // p.n_kv_heads
+        source = SOURCE.read_text() + CHAIN_SOURCE.read_text() + TOKEN_SOURCE.read_text()
+        opts = ("--std=c++17", f"-DATT_SHARE_KV={group}", "-DATT_FILL=4", "-DBARRIER_FLAGS=2", *defines)
+        self.mod = cp.RawModule(code=source, options=opts)
+        self.fn = self.mod.get_function("token_persistent")
+        self.smem = smem_bytes(p, group)
+        self.fn.max_dynamic_shared_size_bytes = self.smem
+        self.grid = resident_blocks(cp, self.fn, THREADS, self.smem)  # every block resident: the barrier needs it
+        if self.grid > BLOCKS_MAX:
+            raise RuntimeError(f"{self.grid} blocks, the barrier words hold {BLOCKS_MAX}")
+        f16, f32 = cp.float16, cp.float32
+        self.bufs = {"x": cp.zeros(p.hidden, f32), "q": cp.zeros(p.hidden, f16), "k": cp.zeros(p.kv_dim, f16),
+                     "v": cp.zeros(p.kv_dim, f16), "attn": cp.zeros(p.hidden, f16), "ff": cp.zeros(p.ffn, f16),
+                     "logits": cp.zeros(p.vocab, f16), "part_o": cp.zeros(p.n_heads * splits * p.head_dim, f32),
+                     "part_ml": cp.zeros(p.n_heads * splits * 2, f32), "arg_v": cp.zeros(self.grid, f32),
+                     "arg_i": cp.zeros(self.grid, cp.int32), "next_id": cp.zeros(1, cp.int64)}
+        table = np.zeros(p.n_layers, LAYER_DTYPE)
+        for li, layer in enumerate(layers):
+            for f in LAYER_FIELDS[:9]:
+                table[li][f] = layer["w_gate" if f == "wg" else "w_up" if f == "wu" else "w_down" if f == "wd"
+                                     else f].data.ptr
+            table[li]["cache_k"], table[li]["cache_v"] = ck[li].data.ptr, cv[li].data.ptr
+        self.layer_table = cp.asarray(table.view(np.uint8))
+        a = np.zeros(1, ARGS_DTYPE)
+        ptrs = {"layers": self.layer_table, "embed": w["embed"], "lm_head": w["lm_head"],
+                "final_norm": w["final_norm"], "inv_freq": inv, "tok": d_tok, "pos": d_pos, "slot": d_slot,
+                **self.bufs}
+        for f in ARG_POINTERS:
+            a[0][f] = ptrs[f].data.ptr
+        for f, v in (("n_layers", p.n_layers), ("hidden", p.hidden), ("kv_dim", p.kv_dim), ("ffn", p.ffn),
+                     ("vocab", p.vocab), ("n_heads", p.n_heads), ("n_kv", p.n_kv_heads), ("d", p.head_dim),
+                     ("max_ctx", p.max_ctx), ("splits", splits), ("per_kv", per_kv)):
+            a[0][f] = v
+        a[0]["eps"], a[0]["scale"], a[0]["lm_scale"] = p.norm_eps, p.head_dim ** -0.5, 1.0
+        self.args = cp.asarray(a.view(np.uint8))
+        self.bar = cp.zeros(32 * (BLOCKS_MAX + 1), cp.uint32)
+        self.logits, self.next_id = self.bufs["logits"], self.bufs["next_id"]
+
+    def __call__(self) -> None:
+        self.fn((self.grid,), (THREADS,), (self.args, self.bar, np.int64(SPIN_LIMIT)), shared_mem=self.smem)
+
+    def gave_up(self) -> bool:
+        return bool(int(self.bar[2].get()))
+
+
+class LaunchedToken:
+    """OwnForward's token (bench/pdl_variants.py's launches), called like PersistentToken."""
+
+    def __init__(self, own, layers, w) -> None:
+        self.own, self.layers, self.w = own, layers, w
+        self.logits, self.next_id = own.logits, own.next_id
+
+    def __call__(self) -> None:
+        token(self.own, self.layers, self.w)
+
+
+def run_preset(cp, name: str, rounds: int, pos: int, variants: list[str]) -> dict:
+    p = get_preset(name)
+    w, layers, wbytes = weights(cp, p)
+    ck, cv, inv, d_tok, d_pos, d_slot = token_inputs(cp, p, pos)
+    sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+    per_kv = max(1, sms // p.n_kv_heads)  # attn_share's splits a KV head, as OwnForward picks them
+    stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()
+    ref = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=True,
+                     defines=VARIANTS[REFERENCE].defines, att_slots=per_kv)
+    runs, owners, graphs, outputs, info = {}, [ref], {}, {}, {}
+    for label in variants:
+        v = VARIANTS[label]
+        if v.persistent:
+            pt = PersistentToken(cp, p, w, layers, inv, ck, cv, d_tok, d_pos, d_slot, ref.splits, per_kv, v.defines)
+            runs[label], info[label] = pt, {"grid": pt.grid, "shared_mem": pt.smem}
+        else:
+            own = ref if label == REFERENCE else OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot,
+                                                            pdl=True, defines=v.defines)
+            runs[label], info[label] = LaunchedToken(own, layers, w), {"grid": None, "shared_mem": 0}
+            owners.append(own)
+    cp.cuda.Device().synchronize()  # the tables and buffers were written on the legacy stream
+    for label in variants:  # each once, eagerly, for the check
+        run = runs[label]
+        with stream:
+            run.logits.fill(np.nan)
+            run.next_id.fill(-1)
+            run()
+        stream.synchronize()
+        outputs[label] = (run.logits.get().astype(np.float32), int(run.next_id.get()[0]))
+        if VARIANTS[label].persistent and run.gave_up():
+            info[label]["barrier_gave_up"] = True
+    if REFERENCE not in outputs:
+        with stream:
+            LaunchedToken(ref, layers, w)()
+        stream.synchronize()
+        outputs[REFERENCE] = (ref.logits.get().astype(np.float32), int(ref.next_id.get()[0]))
+    ref_logits, ref_id = outputs[REFERENCE]
+    for label in variants:
+        logits, nid = outputs[label]
+        finite = bool(np.isfinite(logits).all())
+        info[label].update(same_pick=nid == ref_id, finite=finite,
+                           max_logit_diff=float(np.max(np.abs(logits - ref_logits))) if finite else float("inf"),
+                           barrier_gave_up=info[label].get("barrier_gave_up", False))
+        # timed only when it computes the token (a wrong one's time says nothing) and never hangs
+        info[label]["timed"] = finite and nid == ref_id and not info[label]["barrier_gave_up"]
+        if info[label]["timed"]:
+            with stream:
+                stream.begin_capture()
+                runs[label]()
+                graphs[label] = stream.end_capture()
+                graphs[label].upload(stream)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    order = np.random.default_rng(3)
+    for _ in range(rounds):
+        for label in order.permutation([k for k in variants if k in graphs]):
+            times[label].append(graph_replay_us(cp, graphs[label], stream, REPLAYS, warmup=3))
+    kv_bytes = p.kv_bytes_per_token(pos + 1)
+    out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "phases": phases(p.n_layers),
+           "per_kv": per_kv, "variants": {}}
+    for label in variants:
+        t = times[label] or [float("nan")]
+        us = float(np.median(t))
+        out["variants"][label] = {**info[label], "us": us, "min_us": float(np.min(t)), "max_us": float(np.max(t)),
+                                  "gbs": (wbytes + kv_bytes) / us / 1e3,
+                                  "barrier_gave_up": info[label]["barrier_gave_up"]
+                                  or (VARIANTS[label].persistent and runs[label].gave_up())}
+    del graphs, runs, owners, layers, w
+    cp.get_default_memory_pool().free_all_blocks()
+    return out
+
+
+def main() -> int:
+    ap = probe_parser(__doc__, VARIANTS, 9, position=True)
+    args = ap.parse_args()
+    variants = chosen_variants(ap, args.variants, VARIANTS)
+    presets = args.presets.split(",")
+    for name in presets:
+        try:
+            ctx = get_preset(name).max_ctx
+        except (KeyError, ValueError) as e:
+            ap.error(str(e))
+        if not 0 <= args.position < ctx:
+            ap.error(f"--position must be in [0, {ctx}) for {name}, got {args.position}")
+    import cupy as cp
+
+    run_probe(args.out, "persistent_token", probe_header(cp, REPLAYS, args.rounds), presets,
+              lambda name: run_preset(cp, name, args.rounds, args.position, variants))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+// A whole decode token as ONE persistent launch: the probe of bench/persistent_token.py (issue 12).
+// bench/persistent_chain.py measured the projections alone: with the growing-counter barrier
+// (chain.cu's BARRIER_FLAGS=2, 1.77 µs a boundary on the H200) a grid-wide barrier costs less than a
+// launch, so this asks what the whole token gains. Appended to decode.cu (the row code, RoPE,
+// attn_share's share_split, built with ATT_SHARE_KV and ATT_FILL=4) and chain.cu (the barriers).
+// Every phase does what decode.cu's kernels do, in their arithmetic order, so the token's logits are
+// OwnForward's with the same attn_share build (bench/persistent_token.py compares them):
+//   embed | per layer: RMSNorm + QKV | attention splits | merge | o_proj + residual |
+//   RMSNorm + gate/up/SwiGLU | down + residual | final RMSNorm + LM head | argmax per block | argmax
+// with a grid barrier between phases (6 a layer). The RMSNorm has no phase of its own: every block
+// computes it from the residual (8 KB for the 1b) into shared memory, in rmsnorm's order, before its
+// rows. The warps' first rows of the next projection are loaded before each barrier, as chain does.
+// Data written in this launch by other blocks (x, q, k, v, attn, ff, logits, partials) is read through
+// L2 (__ldcg, or plain loads after the barrier's acquire), never through the non-coherent path.
+
+struct TokenLayer {  // 11 pointers, 88 bytes (bench/persistent_token.py's LAYER_DTYPE)
+    const half* wq; const half* wk; const half* wv; const half* wo; const half* wg; const half* wu;
+    const half* wd; const half* attn_norm; const half* ffn_norm; half* cache_k; half* cache_v;
+};
+
+struct TokenArgs {  // pointers, then ints, then floats (bench/persistent_token.py's ARGS_DTYPE)
+    const TokenLayer* layers; const half* embed; const half* lm_head; const half* final_norm;
+    const float* inv_freq; const int* tok; const int* pos; const int* slot;
+    float* x; half* q; half* k; half* v; half* attn; half* ff; half* logits;
+    float* part_o; float* part_ml; float* arg_v; int* arg_i; long long* next_id;
+    int n_layers, hidden, kv_dim, ffn, vocab, n_heads, n_kv, d, max_ctx, splits, per_kv, pad;
+    float eps, scale, lm_scale, pad2;
+};
+
+#define TOKEN_THREADS 256
+#define TOKEN_WARPS (TOKEN_THREADS / WARP)
+
+// rmsnorm's 1/rms, in its order: 1024 threads of 8 values (thread t: t, t + 1024, ...), each warp's sum
+// by warp_sum, then the 32 warps' sums by warp_sum. Here each of the 256 threads plays 4 of the 1024.
+__device__ __forceinline__ float norm_scale(const float* x, int n, float eps, float* part) {
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const int vt = t + r * TOKEN_THREADS;
+        float v[NORM_PER_THREAD];
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = vt + k * 1024;
+            v[k] = i < n ? __ldcg(x + i) : 0.f;
+        }
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[k] * v[k];
+        s = warp_sum(s);
+        if (lane == 0) part[r * TOKEN_WARPS + w] = s;  // the virtual warp vt / 32
+    }
+    __syncthreads();
+    if (t < 32) {
+        const float u = warp_sum(part[t]);
+        if (t == 0) part[32] = rsqrtf(u / n + eps);
+    }
+    __syncthreads();
+    return part[32];
+}
+
+// The block's copy of RMSNorm(x) * gain in fp16 (rmsnorm's output), in shared memory.
+__device__ __forceinline__ void stage_norm(half* hs, const float* x, const half* __restrict__ gain, int n, float eps,
+                                           float* part) {
+    const float inv = norm_scale(x, n, eps, part);
+    for (int i = threadIdx.x; i < n; i += TOKEN_THREADS) hs[i] = __float2half(__ldcg(x + i) * inv * __half2float(gain[i]));
+    __syncthreads();
+}
+
+// The block's copy of an fp16 vector another block wrote (n halves, n % 8 == 0).
+__device__ __forceinline__ void stage_vector(uint4* xs, const half* v, int n) {
+    const uint4* v4 = reinterpret_cast<const uint4*>(v);
+    for (int c = threadIdx.x; c < (n >> 3); c += TOKEN_THREADS) xs[c] = __ldcg(v4 + c);
+    __syncthreads();
+}
+
+// Rows [0, rows) of W over the grid's warps, y[row] = fp16(W x * scale) (``resid``: resid[row] +=
+// fp16(W x) instead). ``r`` holds the head of the warp's first row, loaded before the barrier.
+template <int D>
+__device__ __forceinline__ void project(RowHead<D>& r, const half* __restrict__ W, const uint4* xs, int rows,
+                                        int cols, half* y, float* resid, float scale) {
+    const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + threadIdx.x / WARP;
+    const SharedX x{xs};
+    for (int row = warp; row < rows; row += warps) {
+        const half* w = W + (size_t)row * cols;
+        if (row != warp) row_load(r, w, cols);
+        const float s = row_dot(r, w, x, cols);
+        if ((threadIdx.x & 31) == 0) {
+            if (resid) __stcg(resid + row, __ldcg(resid + row) + __half2float(__float2half(s)));
+            else y[row] = __float2half(s * scale);
+        }
+    }
+}
+
+// The head of the warp's first row of W (rows x cols), before the barrier that precedes its phase.
+template <int D>
+__device__ __forceinline__ void first_row(RowHead<D>& r, const half* __restrict__ W, int rows, int cols) {
+    const int warp = blockIdx.x * TOKEN_WARPS + threadIdx.x / WARP;
+    if (warp < rows) row_load(r, W + (size_t)warp * cols, cols);
+}
+
+// Row ``row`` of the fused QKV (gemv_qkv's rows: wq's, then wk's, then wv's): its weights and output.
+__device__ __forceinline__ const half* qkv_row(const TokenArgs& A, const TokenLayer& L, int row, half*& y) {
+    const int H = A.hidden, KV = A.kv_dim;
+    if (row < H) { y = A.q + row; return L.wq + (size_t)row * H; }
+    if (row < H + KV) { y = A.k + (row - H); return L.wk + (size_t)(row - H) * H; }
+    y = A.v + (row - H - KV);
+    return L.wv + (size_t)(row - H - KV) * H;
+}
+
+template <int D>
+__device__ __forceinline__ void first_qkv_row(RowHead<D>& r, const TokenArgs& A, const TokenLayer& L) {
+    const int warp = blockIdx.x * TOKEN_WARPS + threadIdx.x / WARP;
+    half* y;
+    if (warp < A.hidden + 2 * A.kv_dim) row_load(r, qkv_row(A, L, warp, y), A.hidden);
+}
+
+// The phases a launch passes through: embed, 6 a layer, the LM head, the argmax's two (bench/persistent_token.py).
+__device__ __forceinline__ int token_phases(int n_layers) { return 1 + 6 * n_layers + 3; }
+
+// TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers, no spills (ptxas, sm_90); 2: 128
+// registers with spills (216 bytes stored): bench/persistent_token.py runs both.
+#ifndef TOKEN_MIN_BLOCKS
+#define TOKEN_MIN_BLOCKS 1
+#endif
+extern "C" __global__ void __launch_bounds__(TOKEN_THREADS, TOKEN_MIN_BLOCKS)
+token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long spin_limit) {
+    const TokenArgs& A = *args;  // read-only for the launch: the host writes it once
+    extern __shared__ uint4 smem[];  // each phase's staging, or attention's ShareSmem
+    __shared__ float part[33];
+    half* hs = reinterpret_cast<half*>(smem);
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int H = A.hidden, KV = A.kv_dim, F = A.ffn, d = A.d;
+    unsigned gen = 0;
+    const unsigned long long base = grow_base(bar, token_phases(A.n_layers));
+    RowHead<PRE_GEMV> r;
+    RowHead<4> rg, ru;
+    // embed
+    const int tok = A.tok[0], p0 = A.pos[0], at = A.slot[0];
+    for (int i = blockIdx.x * TOKEN_THREADS + tid; i < H; i += gridDim.x * TOKEN_THREADS)
+        __stcg(A.x + i, __half2float(A.embed[(size_t)tok * H + i]));
+    first_qkv_row(r, A, A.layers[0]);
+    phase_barrier(bar, gen, base, spin_limit);
+    const int chunk = att_chunk(d, p0 + 1, A.n_heads, A.per_kv), used = (p0 + chunk) / chunk;
+    for (int li = 0; li < A.n_layers; ++li) {
+        const TokenLayer& L = A.layers[li];
+        // RMSNorm + QKV: rows [0, H) of wq, then wk, then wv (gemv_qkv's rows)
+        stage_norm(hs, A.x, L.attn_norm, H, A.eps, part);
+        {
+            const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + tid / WARP;
+            const SharedX x{smem};
+            for (int row = warp; row < H + 2 * KV; row += warps) {
+                half* y;
+                const half* w = qkv_row(A, L, row, y);
+                if (row != warp) row_load(r, w, H);
+                const float s = row_dot(r, w, x, H);
+                if (lane == 0) *y = __float2half(s);
+            }
+        }
+        phase_barrier(bar, gen, base, spin_limit);
+        // attention: every (KV head, split) the context reaches, as attn_share's blocks
+        for (int item = blockIdx.x; item < A.n_kv * used; item += gridDim.x) {
+            share_split<false>(*reinterpret_cast<ShareSmem*>(smem), item / used, item % used, A.q, A.k, A.v,
+                               L.cache_k, L.cache_v, p0, at, A.inv_freq, A.part_o, A.part_ml, d, A.max_ctx,
+                               A.scale, A.splits, chunk);
+        }
+        phase_barrier(bar, gen, base, spin_limit);
+        // the merge: attn_combine's arithmetic in its order, a thread a (head, dim)
+        for (int e = blockIdx.x * TOKEN_THREADS + tid; e < A.n_heads * d; e += gridDim.x * TOKEN_THREADS) {
+            const int h = e / d, i = e - h * d;
+            const float* ml = A.part_ml + 2 * (size_t)h * A.splits;
+            float M = -INFINITY;
+            for (int s = 0; s < used; ++s) M = fmaxf(M, __ldcg(ml + 2 * s));
+            float num = 0.f, den = 0.f;
+            for (int s = 0; s < used; ++s) {
+                const float m = __ldcg(ml + 2 * s), w = m == -INFINITY ? 0.f : __expf(m - M);
+                num += w * __ldcg(A.part_o + ((size_t)h * A.splits + s) * d + i);
+                den += w * __ldcg(ml + 2 * s + 1);
+            }
+            A.attn[h * d + i] = __float2half(num / den);
+        }
+        first_row(r, L.wo, H, H);
+        phase_barrier(bar, gen, base, spin_limit);
+        // o_proj + residual
+        stage_vector(smem, A.attn, H);
+        project(r, L.wo, smem, H, H, nullptr, A.x, 1.f);
+        first_row(rg, L.wg, F, H);
+        first_row(ru, L.wu, F, H);
+        phase_barrier(bar, gen, base, spin_limit);
+        // RMSNorm + gate/up + SwiGLU
+        stage_norm(hs, A.x, L.ffn_norm, H, A.eps, part);
+        {
+            const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + tid / WARP;
+            for (int row = warp; row < F; row += warps) {
+                const size_t off = (size_t)row * H;
+                if (row != warp) {
+                    row_load(rg, L.wg + off, H);
+                    row_load(ru, L.wu + off, H);
+                }
+                swiglu_rows(rg, ru, L.wg + off, L.wu + off, SharedX{smem}, H, A.ff + row);
+            }
+        }
+        first_row(r, L.wd, H, F);
+        phase_barrier(bar, gen, base, spin_limit);
+        // down + residual
+        stage_vector(smem, A.ff, F);
+        project(r, L.wd, smem, H, F, nullptr, A.x, 1.f);
+        if (li + 1 < A.n_layers) first_qkv_row(r, A, A.layers[li + 1]);
+        else first_row(r, A.lm_head, A.vocab, H);
+        phase_barrier(bar, gen, base, spin_limit);
+    }
+    // final RMSNorm + LM head (gemv with lm_scale)
+    stage_norm(hs, A.x, A.final_norm, H, A.eps, part);
+    project(r, A.lm_head, smem, A.vocab, H, A.logits, nullptr, A.lm_scale);
+    phase_barrier(bar, gen, base, spin_limit);
+    // argmax: the block's best (value, lowest index), then block 0 merges the blocks'
+    {
+        float bv = -INFINITY;
+        int bi = 0x7fffffff;
+        for (int i = blockIdx.x * TOKEN_THREADS + tid; i < A.vocab; i += gridDim.x * TOKEN_THREADS) {
+            const float v = __half2float(__ldcg(A.logits + i));
+            if (v > bv) { bv = v; bi = i; }  // i grows: the first of equal values stays
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(FULL, bv, o);
+            const int oi = __shfl_xor_sync(FULL, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+        }
+        float* wv = reinterpret_cast<float*>(smem);
+        int* wi = reinterpret_cast<int*>(wv + TOKEN_WARPS);
+        if (lane == 0) { wv[tid / WARP] = bv; wi[tid / WARP] = bi; }
+        __syncthreads();
+        if (tid == 0) {
+            for (int w = 1; w < TOKEN_WARPS; ++w)
+                if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
+            __stcg(A.arg_v + blockIdx.x, bv);
+            __stcg(A.arg_i + blockIdx.x, bi);
+        }
+    }
+    phase_barrier(bar, gen, base, spin_limit);
+    if (blockIdx.x == 0 && tid == 0) {
+        float bv = -INFINITY;
+        int bi = 0x7fffffff;
+        for (int b = 0; b < gridDim.x; ++b) {
+            const float v = __ldcg(A.arg_v + b);
+            const int i = __ldcg(A.arg_i + b);
+            if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+        }
+        A.next_id[0] = bi;
+    }
+}

@@ -1,0 +1,92 @@
+"""bench/persistent_token.py on the CPU: its argument tables match token.cu's structs field for field,
+the kernel compiles for sm_90 without spills at one block an SM, the table renders, and bad options
+are one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import persistent_token as pt
+from perfreview.report import render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def c_fields(struct: str) -> list[tuple[str, str]]:
+    """(type, name) of each field of ``struct`` in token.cu, in order."""
+    body = re.search(rf"struct {struct} \{{(.*?)\n\}};", pt.TOKEN_SOURCE.read_text(), flags=re.S).group(1)
+    body = re.sub(r"//[^\n]*", "", body)
+    fields = []
+    for decl in (d.strip() for d in body.split(";") if d.strip()):
+        kind, names = re.match(r"(\w+ \w+\*|(?:const )?\w+\*?)\s+(.*)", decl).groups()
+        fields += [(kind, n.strip()) for n in names.split(",")]
+    return fields
+
+
+def test_argument_tables_match_the_c_structs():
+    layer = c_fields("TokenLayer")
+    assert [n for _, n in layer] == list(pt.LAYER_FIELDS) and all(k.endswith("*") for k, _ in layer)
+    assert pt.LAYER_DTYPE.itemsize == 88
+    args = c_fields("TokenArgs")
+    assert [n for _, n in args] == [*pt.ARG_POINTERS, *pt.ARG_INTS, *pt.ARG_FLOATS]
+    kinds = [k for k, _ in args]
+    n_ptr, n_int = len(pt.ARG_POINTERS), len(pt.ARG_INTS)
+    assert all(k.endswith("*") for k in kinds[:n_ptr]) and set(kinds[n_ptr:n_ptr + n_int]) == {"int"}
+    assert set(kinds[n_ptr + n_int:]) == {"float"}
+    assert pt.ARGS_DTYPE.itemsize == 8 * n_ptr + 4 * n_int + 4 * len(pt.ARG_FLOATS) == 224
+
+
+def test_phases_match_the_kernel():
+    assert "return 1 + 6 * n_layers + 3;" in pt.TOKEN_SOURCE.read_text() and pt.phases(16) == 100
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("group", [4, 2])
+def test_token_kernel_compiles_without_spills(tmp_path, group):
+    src = tmp_path / "token.cu"
+    src.write_text(pt.SOURCE.read_text() + pt.CHAIN_SOURCE.read_text() + pt.TOKEN_SOURCE.read_text())
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", f"-DATT_SHARE_KV={group}", "-DATT_FILL=4",
+                           "-DBARRIER_FLAGS=2", "-Xptxas", "-v", "-o", str(tmp_path / "t.cubin"), str(src)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"entry function 'token_persistent'.*?(\d+) bytes spill stores, (\d+) bytes spill loads",
+                      done.stderr, flags=re.S)
+    assert found and found.groups() == ("0", "0")
+
+
+def test_shared_memory_holds_every_phase():
+    from runner.presets import get_preset
+
+    for name in ("1b", "8b"):
+        p = get_preset(name)
+        need = pt.smem_bytes(p, p.n_heads // p.n_kv_heads)
+        assert need >= 2 * p.ffn and need >= 4 * 4 * 256 * 8 and need <= 48 * 1024  # no opt-in above 48 KB
+
+
+def test_table_renders_timed_and_untimed_rows():
+    row = {"grid": 132, "shared_mem": 33536, "same_pick": True, "finite": True, "max_logit_diff": 0.0,
+           "barrier_gave_up": False, "timed": True, "us": 800.0, "min_us": 799.0, "max_us": 801.0, "gbs": 3093.0}
+    bad = {**row, "timed": False, "same_pick": False, "max_logit_diff": float("inf"), "us": float("nan")}
+    report = {"git": {"commit": "abc"}, "device": {"name": "GPU <x> | y"}, "copy_bw_gbs": 4200.0, "replays": 20,
+              "rounds": 9, "presets": {"1b": {"weights_mb": 2471.6, "kv_mb": 3.1, "position": 96, "phases": 100,
+                                              "per_kv": 16, "variants": {"persistent, 1 block an SM": row,
+                                                                         "persistent | `x`": bad}}}}
+    text = render.render("persistent_token.md.j2", r=report)
+    assert "| persistent, 1 block an SM | 800.0 | 799.0 | 801.0 | 3093 | 73.6% | 132 | yes | 0 | no |" in text
+    assert "not timed" in text and "| NO |" in text and "persistent \\| \\`x\\`" in text
+
+
+@pytest.mark.parametrize("args", [["--variants", "persistent, 1 block an SM;nope"], ["--position", "2048"],
+                                  ["--presets", "huge"]])
+def test_bad_options_are_one_line_exit_2(tmp_path, args):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "bench/persistent_token.py", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ": error: " in done.stderr.strip().splitlines()[-1] and not out.exists()
