@@ -41,6 +41,7 @@ SPIN_LIMIT = 2_000_000_000  # clocks a block waits at a barrier before it gives 
 # token.cu's TokenLayer and TokenArgs, field for field (tests/bench/test_persistent_token.py reads the C)
 LAYER_FIELDS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd", "attn_norm", "ffn_norm", "cache_k", "cache_v")
 LAYER_DTYPE = np.dtype([(f, np.uint64) for f in LAYER_FIELDS])
+WEIGHT_KEYS = {"wg": "w_gate", "wu": "w_up", "wd": "w_down"}  # bench/pdl_variants.weights' names, where they differ
 ARG_POINTERS = ("layers", "embed", "lm_head", "final_norm", "inv_freq", "tok", "pos", "slot", "x", "q", "k", "v",
                 "attn", "ff", "logits", "part_o", "part_ml", "arg_v", "arg_i", "next_id")
 ARG_INTS = ("n_layers", "hidden", "kv_dim", "ffn", "vocab", "n_heads", "n_kv", "d", "max_ctx", "splits", "per_kv",
@@ -101,21 +102,20 @@ class PersistentToken:
         table = np.zeros(p.n_layers, LAYER_DTYPE)
         for li, layer in enumerate(layers):
             for f in LAYER_FIELDS[:9]:
-                table[li][f] = layer["w_gate" if f == "wg" else "w_up" if f == "wu" else "w_down" if f == "wd"
-                                     else f].data.ptr
-            table[li]["cache_k"], table[li]["cache_v"] = ck[li].data.ptr, cv[li].data.ptr
+                table[f][li] = layer[WEIGHT_KEYS.get(f, f)].data.ptr
+            table["cache_k"][li], table["cache_v"][li] = ck[li].data.ptr, cv[li].data.ptr
         self.layer_table = cp.asarray(table.view(np.uint8))
         a = np.zeros(1, ARGS_DTYPE)
         ptrs = {"layers": self.layer_table, "embed": w["embed"], "lm_head": w["lm_head"],
                 "final_norm": w["final_norm"], "inv_freq": inv, "tok": d_tok, "pos": d_pos, "slot": d_slot,
                 **self.bufs}
         for f in ARG_POINTERS:
-            a[0][f] = ptrs[f].data.ptr
+            a[f][0] = ptrs[f].data.ptr
         for f, v in (("n_layers", p.n_layers), ("hidden", p.hidden), ("kv_dim", p.kv_dim), ("ffn", p.ffn),
                      ("vocab", p.vocab), ("n_heads", p.n_heads), ("n_kv", p.n_kv_heads), ("d", p.head_dim),
                      ("max_ctx", p.max_ctx), ("splits", splits), ("per_kv", per_kv)):
-            a[0][f] = v
-        a[0]["eps"], a[0]["scale"], a[0]["lm_scale"] = p.norm_eps, p.head_dim ** -0.5, 1.0
+            a[f][0] = v
+        a["eps"][0], a["scale"][0], a["lm_scale"][0] = p.norm_eps, p.head_dim ** -0.5, 1.0
         self.args = cp.asarray(a.view(np.uint8))
         self.bar = cp.zeros(32 * (BLOCKS_MAX + 1), cp.uint32)
         self.logits, self.next_id = self.bufs["logits"], self.bufs["next_id"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import persistent_token as pt
@@ -90,3 +91,15 @@ def test_bad_options_are_one_line_exit_2(tmp_path, args):
                           capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert ": error: " in done.stderr.strip().splitlines()[-1] and not out.exists()
+
+
+def test_layer_table_names_every_weight_the_probe_makes():
+    """Each weight field of TokenLayer is a matrix or gain bench/pdl_variants.weights makes (NumPy stands
+    in for CuPy: the same calls)."""
+    from bench.pdl_variants import weights
+    from runner.presets import get_preset
+
+    _, layers, _ = weights(np, get_preset("tiny"))
+    for f in pt.LAYER_FIELDS[:9]:
+        assert pt.WEIGHT_KEYS.get(f, f) in layers[0]
+    assert set(pt.LAYER_FIELDS[9:]) == {"cache_k", "cache_v"}
