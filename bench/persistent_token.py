@@ -37,7 +37,9 @@ TOKEN_SOURCE = SOURCE.parent / "token.cu"
 THREADS = 256  # token.cu's TOKEN_THREADS
 REPLAYS = 20
 BLOCKS_MAX = 2048  # chain.cu's barrier words
-SPIN_LIMIT = 2_000_000_000  # clocks a block waits at a barrier before it gives up (about a second)
+# clocks a block waits at a barrier before it gives up (about 10 ms: a phase takes at most ~0.2 ms, and a
+# token whose every barrier gave up still ends within a second or two)
+SPIN_LIMIT = 20_000_000
 # token.cu's TokenLayer and TokenArgs, field for field (tests/bench/test_persistent_token.py reads the C)
 LAYER_FIELDS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd", "attn_norm", "ffn_norm", "cache_k", "cache_v")
 LAYER_DTYPE = np.dtype([(f, np.uint64) for f in LAYER_FIELDS])
