@@ -8,9 +8,9 @@
 # whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
-# variants", "decode" and "chain token" (token last: a fault there ends the call) as separate calls. Writes under $OUT (k, check, p96, p512, d,
-# c, t); stops at the first failed check (the probes excepted). On the lent machine (no
-# network): nvtx and cupti-python as wheels, and
+# variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
+# Writes under $OUT (k, check, p96, p512, d, c, t); stops at the first failed check (the probes
+# excepted). On the lent machine (no network): nvtx and cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the outputs}"
