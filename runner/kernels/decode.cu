@@ -579,13 +579,14 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
 // head). The heads are not taken one after another (as attn_group_heads does): every thread scores
 // its positions against all of them, and the block's reductions (max, sum, the output over the
 // rows) carry every head in the same steps, so a block has attn_split's barriers for G heads.
-// 128 registers and 33.5 KB of shared memory at G = 4 (ptxas, sm_90).
+// 96 registers and 33.5 KB of shared memory at G = 4 (ptxas of CUDA 13.0, sm_90; 154 before the split's
+// work moved into share_split, 128 bounded to two blocks an SM).
 // The arithmetic per head and split is attn_split's (fp16-rounded scores, the same exp and sums),
 // so attn_combine merges the partials as before; only the split boundaries differ.
 #ifndef ATT_SHARE_KV
 #define ATT_SHARE_KV 0
 #endif
-// ATT_SHARE_MIN_BLOCKS: 2 keeps it to 128 registers without spills (154 unbounded), so an SM holds two
+// ATT_SHARE_MIN_BLOCKS: 2 makes sure of at most 128 registers without spills, so an SM holds two
 // blocks: a second split when the host asks for more than a block an SM, or a block beside the QKV
 // GEMV's last blocks while it drains (PDL).
 #ifndef ATT_SHARE_MIN_BLOCKS
