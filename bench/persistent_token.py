@@ -11,7 +11,7 @@ Per preset (random fp16 weights, every layer, context position + 1):
   (the same arithmetic in the same order: the logits should match to the last bit); a variant that
   gives another pick, or whose barrier gave up, is reported and not timed;
 - each variant captured as a CUDA graph and replayed back to back: µs per token, median over the rounds
-  (variants in a random order each round, an A/A pair of the persistent launch), and the bytes the
+  (variants in a random order each round, an A/A pair of the persistent launch that loads ahead), and the bytes the
   token reads (weights + KV cache) over that time against the copy bandwidth of the same run.
 Writes persistent_token.json/.md under --out; prints the table.
 """
@@ -63,8 +63,10 @@ VARIANTS = {
     "one launch a kernel, optimized's build": Variant(False, (ATT_FILL_DEFINE,)),
     "one launch a kernel, attn_share build": Variant(False, ATT_SHARE_DEFINES),
     "persistent, 1 block an SM": Variant(True, ("-DTOKEN_MIN_BLOCKS=1",)),
-    "persistent, 1 block an SM (A/A)": Variant(True, ("-DTOKEN_MIN_BLOCKS=1",)),
     "persistent, 2 blocks an SM": Variant(True, ("-DTOKEN_MIN_BLOCKS=2",)),
+    # the warp's next row loaded before it reduces the current one (token.cu's TOKEN_AHEAD), with an A/A pair
+    "persistent, next row loaded ahead": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
+    "persistent, next row loaded ahead (A/A)": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
 }
 REFERENCE = "one launch a kernel, attn_share build"
 

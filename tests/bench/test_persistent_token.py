@@ -48,12 +48,13 @@ def test_phases_match_the_kernel():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
-@pytest.mark.parametrize("group", [4, 2])
-def test_token_kernel_compiles_without_spills(tmp_path, group):
+@pytest.mark.parametrize("group,ahead", [(4, 0), (2, 0), (4, 1), (2, 1)])
+def test_token_kernel_compiles_without_spills(tmp_path, group, ahead):
     src = tmp_path / "token.cu"
     src.write_text(pt.SOURCE.read_text() + pt.CHAIN_SOURCE.read_text() + pt.TOKEN_SOURCE.read_text())
     done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", f"-DATT_SHARE_KV={group}", "-DATT_FILL=4",
-                           "-DBARRIER_FLAGS=2", "-Xptxas", "-v", "-o", str(tmp_path / "t.cubin"), str(src)],
+                           "-DBARRIER_FLAGS=2", f"-DTOKEN_AHEAD={ahead}", "-Xptxas", "-v",
+                           "-o", str(tmp_path / "t.cubin"), str(src)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     found = re.search(r"entry function 'token_persistent'.*?(\d+) bytes spill stores, (\d+) bytes spill loads",
