@@ -12,7 +12,9 @@ Per preset (random fp16 weights, every layer, context position + 1):
   gives another pick, or whose barrier gave up, is reported and not timed;
 - each variant captured as a CUDA graph and replayed back to back: µs per token, median over the rounds
   (variants in a random order each round, an A/A pair of the persistent launch that loads ahead), and the bytes the
-  token reads (weights + KV cache) over that time against the copy bandwidth of the same run.
+  token reads (weights + KV cache) over that time against the copy bandwidth of the same run;
+- a build with phase stamps (token.cu's TOKEN_STAMPS), launched eagerly after the timing: each kind of
+  phase's µs a token, split into the slowest block's work and the barrier, with its GB/s.
 Writes persistent_token.json/.md under --out; prints the table.
 """
 
@@ -45,7 +47,7 @@ LAYER_FIELDS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd", "attn_norm", "ffn_norm
 LAYER_DTYPE = np.dtype([(f, np.uint64) for f in LAYER_FIELDS])
 WEIGHT_KEYS = {"wg": "w_gate", "wu": "w_up", "wd": "w_down"}  # bench/pdl_variants.weights' names, where they differ
 ARG_POINTERS = ("layers", "embed", "lm_head", "final_norm", "inv_freq", "tok", "pos", "slot", "x", "q", "k", "v",
-                "attn", "ff", "logits", "part_o", "part_ml", "arg_v", "arg_i", "next_id")
+                "attn", "ff", "logits", "part_o", "part_ml", "arg_v", "arg_i", "next_id", "stamps")
 ARG_INTS = ("n_layers", "hidden", "kv_dim", "ffn", "vocab", "n_heads", "n_kv", "d", "max_ctx", "splits", "per_kv",
             "pad")
 ARG_FLOATS = ("eps", "scale", "lm_scale", "pad2")
@@ -67,13 +69,67 @@ VARIANTS = {
     # the warp's next row loaded before it reduces the current one (token.cu's TOKEN_AHEAD), with an A/A pair
     "persistent, next row loaded ahead": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
     "persistent, next row loaded ahead (A/A)": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
+    # the same with the global timer read at each barrier: its phase table says where the time goes
+    "persistent, next row loaded ahead, phase stamps": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1",
+                                                                      "-DTOKEN_STAMPS=1")),
 }
+STAMPED_LAUNCHES = 20  # eager launches of a stamped build whose phase times are medians
 REFERENCE = "one launch a kernel, attn_share build"
 
 
 def phases(n_layers: int) -> int:
     """token.cu's token_phases: embed, 6 a layer, the LM head, the argmax's two."""
     return 1 + 6 * n_layers + 3
+
+
+LAYER_PHASES = ("RMSNorm + QKV", "attention", "merge", "o_proj + residual", "RMSNorm + gate/up + SwiGLU",
+                "down + residual")
+PHASE_NAMES_END = ("final RMSNorm + LM head", "argmax per block", "argmax merge")
+
+
+def phase_kinds(n_layers: int) -> list[str]:
+    """The name of each of token.cu's phases, in launch order."""
+    return ["embed", *LAYER_PHASES * n_layers, *PHASE_NAMES_END]
+
+
+def phase_mb(p, kv_bytes: int) -> dict[str, float]:
+    """MB each kind of phase must read per token (weights; the attention's KV cache)."""
+    h, kv, f = p.hidden, p.kv_dim, p.ffn
+    per_layer = {"RMSNorm + QKV": (h + 2 * kv) * h, "o_proj + residual": h * h, "RMSNorm + gate/up + SwiGLU": 2 * f * h,
+                 "down + residual": h * f}
+    mb = {k: 2 * v * p.n_layers / 1e6 for k, v in per_layer.items()}
+    return {**mb, "attention": kv_bytes / 1e6, "final RMSNorm + LM head": 2 * p.vocab * h / 1e6}
+
+
+def phase_table(stamps: np.ndarray, n_layers: int) -> list[dict]:
+    """Where a persistent token's time goes, from token.cu's stamps (launches x phases x blocks x 2, ns).
+
+    Per phase and launch: ``us`` from the first block's leaving the barrier before it (the first
+    block's start, for the embed) to the first block's leaving the barrier after it (the last block's
+    end, for the argmax merge); ``work_us`` to the last block's arrival at that barrier; ``barrier_us``
+    the rest; ``spread_us`` the last block's arrival after the median block's. Medians over the launches,
+    summed over the layers, one row a kind of phase.
+    """
+    t = stamps.astype(np.int64)
+    arrive, leave = t[..., 0], t[..., 1]  # launches x slots x blocks; the last slot: end (0), start (1)
+    start = np.concatenate([leave[:, -1:].min(axis=2), leave[:, :-1].min(axis=2)], axis=1)
+    last = arrive.max(axis=2)
+    end = np.concatenate([leave[:, :-1].min(axis=2), last[:, -1:]], axis=1)
+    cols = {"us": end - start, "work_us": last - start, "barrier_us": end - last,
+            "spread_us": last - np.median(arrive, axis=2)}
+    rows: dict[str, dict] = {}
+    for i, kind in enumerate(phase_kinds(n_layers)):
+        row = rows.setdefault(kind, {"phase": kind, "count": 0, **{c: 0.0 for c in cols}})
+        row["count"] += 1
+        for c, v in cols.items():
+            row[c] += float(np.median(v[:, i])) / 1e3
+    return list(rows.values())
+
+
+def timer_step_ns(stamps: np.ndarray) -> int:
+    """The smallest step between distinct stamps of one launch: the global timer's resolution, as seen."""
+    steps = np.diff(np.unique(stamps[0].astype(np.int64)))
+    return int(steps.min()) if steps.size else 0
 
 
 def smem_bytes(p, group: int) -> int:
@@ -102,7 +158,8 @@ class PersistentToken:
                      "v": cp.zeros(p.kv_dim, f16), "attn": cp.zeros(p.hidden, f16), "ff": cp.zeros(p.ffn, f16),
                      "logits": cp.zeros(p.vocab, f16), "part_o": cp.zeros(p.n_heads * splits * p.head_dim, f32),
                      "part_ml": cp.zeros(p.n_heads * splits * 2, f32), "arg_v": cp.zeros(self.grid, f32),
-                     "arg_i": cp.zeros(self.grid, cp.int32), "next_id": cp.zeros(1, cp.int64)}
+                     "arg_i": cp.zeros(self.grid, cp.int32), "next_id": cp.zeros(1, cp.int64),
+                     "stamps": cp.zeros((phases(p.n_layers), self.grid, 2), cp.uint64)}
         table = np.zeros(p.n_layers, LAYER_DTYPE)
         for li, layer in enumerate(layers):
             for f in LAYER_FIELDS[:9]:
@@ -126,6 +183,16 @@ class PersistentToken:
 
     def __call__(self) -> None:
         self.fn((self.grid,), (THREADS,), (self.args, self.bar, np.int64(SPIN_LIMIT)), shared_mem=self.smem)
+
+    def stamps(self, cp, stream, launches: int) -> np.ndarray:
+        """token.cu's stamps of ``launches`` eager launches (a TOKEN_STAMPS build): launches x phases x blocks x 2."""
+        out = []
+        for _ in range(launches):
+            with stream:
+                self()
+            stream.synchronize()
+            out.append(self.bufs["stamps"].get())
+        return np.stack(out)
 
     def gave_up(self) -> bool:
         return bool(int(self.bar[2].get()))
@@ -200,6 +267,12 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: list[str]) -> dic
         for label in order.permutation([k for k in variants if k in graphs]):
             times[label].append(graph_replay_us(cp, graphs[label], stream, REPLAYS, warmup=3))
     kv_bytes = p.kv_bytes_per_token(pos + 1)
+    for label in graphs:  # after the timing: the stamped builds' phase tables
+        if "-DTOKEN_STAMPS=1" in VARIANTS[label].defines:
+            stamps = runs[label].stamps(cp, stream, STAMPED_LAUNCHES)
+            mb = phase_mb(p, kv_bytes)
+            info[label]["phases"] = [{**r, "mb": mb.get(r["phase"])} for r in phase_table(stamps, p.n_layers)]
+            info[label]["timer_step_ns"] = timer_step_ns(stamps)
     out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "phases": phases(p.n_layers),
            "per_kv": per_kv, "variants": {}}
     for label in variants:
@@ -228,7 +301,8 @@ def main() -> int:
             ap.error(f"--position must be in [0, {ctx}) for {name}, got {args.position}")
     import cupy as cp
 
-    run_probe(args.out, "persistent_token", probe_header(cp, REPLAYS, args.rounds), presets,
+    run_probe(args.out, "persistent_token", {**probe_header(cp, REPLAYS, args.rounds),
+                                             "stamped_launches": STAMPED_LAUNCHES}, presets,
               lambda name: run_preset(cp, name, args.rounds, args.position, variants))
     return 0
 

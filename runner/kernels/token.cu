@@ -22,7 +22,7 @@ struct TokenArgs {  // pointers, then ints, then floats (bench/persistent_token.
     const TokenLayer* layers; const half* embed; const half* lm_head; const half* final_norm;
     const float* inv_freq; const int* tok; const int* pos; const int* slot;
     float* x; half* q; half* k; half* v; half* attn; half* ff; half* logits;
-    float* part_o; float* part_ml; float* arg_v; int* arg_i; long long* next_id;
+    float* part_o; float* part_ml; float* arg_v; int* arg_i; long long* next_id; unsigned long long* stamps;
     int n_layers, hidden, kv_dim, ffn, vocab, n_heads, n_kv, d, max_ctx, splits, per_kv, pad;
     float eps, scale, lm_scale, pad2;
 };
@@ -129,8 +129,35 @@ __device__ __forceinline__ void first_qkv_row(RowHead<D>& r, const TokenArgs& A,
     if (warp < A.hidden + 2 * A.kv_dim) row_load(r, qkv_row(A, L, warp, y), A.hidden);
 }
 
+// TOKEN_STAMPS=1: where the launch's time goes, phase by phase (bench/persistent_token.py's phase table).
+// Thread 0 of each block writes the global timer (ns, common to all SMs) into
+// stamps[(slot * gridDim.x + block) * 2 + kind]: slot g < phases - 1 is barrier g, kind 0 when the
+// block's warps were all done with the phase, kind 1 when the block left the barrier; slot phases - 1
+// holds the block's end (0) and start (1). 0 writes nothing (the stamps pointer may be null).
+#ifndef TOKEN_STAMPS
+#define TOKEN_STAMPS 0
+#endif
+__device__ __forceinline__ void stamp(const TokenArgs& A, int slot, int kind) {
+#if TOKEN_STAMPS
+    if (kind == 0) __syncthreads();  // every warp of the block done, not just warp 0
+    if (threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        A.stamps[((size_t)slot * gridDim.x + blockIdx.x) * 2 + kind] = t;
+    }
+#endif
+}
+
 // The phases a launch passes through: embed, 6 a layer, the LM head, the argmax's two (bench/persistent_token.py).
 __device__ __forceinline__ int token_phases(int n_layers) { return 1 + 6 * n_layers + 3; }
+
+// chain.cu's phase_barrier with the block's stamps on either side of it (TOKEN_STAMPS).
+__device__ __forceinline__ void token_barrier(const TokenArgs& A, unsigned* bar, unsigned& gen,
+                                              unsigned long long base, long long spin_limit) {
+    stamp(A, gen, 0);
+    phase_barrier(bar, gen, base, spin_limit);
+    stamp(A, gen - 1, 1);
+}
 
 // TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers, no spills (ptxas, sm_90); 2: 128
 // registers with spills (216 bytes stored): bench/persistent_token.py runs both.
@@ -147,6 +174,7 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
     const int H = A.hidden, KV = A.kv_dim, F = A.ffn, d = A.d;
     unsigned gen = 0;
     const unsigned long long base = grow_base(bar, token_phases(A.n_layers));
+    stamp(A, token_phases(A.n_layers) - 1, 1);
     RowHead<PRE_GEMV> r;
     RowHead<4> rg, ru;
     // embed
@@ -154,7 +182,7 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
     for (int i = blockIdx.x * TOKEN_THREADS + tid; i < H; i += gridDim.x * TOKEN_THREADS)
         __stcg(A.x + i, __half2float(A.embed[(size_t)tok * H + i]));
     first_qkv_row(r, A, A.layers[0]);
-    phase_barrier(bar, gen, base, spin_limit);
+    token_barrier(A, bar, gen, base, spin_limit);
     const int chunk = att_chunk(d, p0 + 1, A.n_heads, A.per_kv), used = (p0 + chunk) / chunk;
     for (int li = 0; li < A.n_layers; ++li) {
         const TokenLayer& L = A.layers[li];
@@ -180,14 +208,14 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
 #endif
             }
         }
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
         // attention: every (KV head, split) the context reaches, as attn_share's blocks
         for (int item = blockIdx.x; item < A.n_kv * used; item += gridDim.x) {
             share_split<false>(*reinterpret_cast<ShareSmem*>(smem), item / used, item % used, A.q, A.k, A.v,
                                L.cache_k, L.cache_v, p0, at, A.inv_freq, A.part_o, A.part_ml, d, A.max_ctx,
                                A.scale, A.splits, chunk);
         }
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
         // the merge: attn_combine's arithmetic in its order, a thread a (head, dim)
         for (int e = blockIdx.x * TOKEN_THREADS + tid; e < A.n_heads * d; e += gridDim.x * TOKEN_THREADS) {
             const int h = e / d, i = e - h * d;
@@ -203,13 +231,13 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
             A.attn[h * d + i] = __float2half(num / den);
         }
         first_row(r, L.wo, H, H);
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
         // o_proj + residual
         stage_vector(smem, A.attn, H);
         project(r, L.wo, smem, H, H, nullptr, A.x, 1.f);
         first_row(rg, L.wg, F, H);
         first_row(ru, L.wu, F, H);
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
         // RMSNorm + gate/up + SwiGLU
         stage_norm(hs, A.x, L.ffn_norm, H, A.eps, part);
         {
@@ -236,18 +264,18 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
             }
         }
         first_row(r, L.wd, H, F);
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
         // down + residual
         stage_vector(smem, A.ff, F);
         project(r, L.wd, smem, H, F, nullptr, A.x, 1.f);
         if (li + 1 < A.n_layers) first_qkv_row(r, A, A.layers[li + 1]);
         else first_row(r, A.lm_head, A.vocab, H);
-        phase_barrier(bar, gen, base, spin_limit);
+        token_barrier(A, bar, gen, base, spin_limit);
     }
     // final RMSNorm + LM head (gemv with lm_scale)
     stage_norm(hs, A.x, A.final_norm, H, A.eps, part);
     project(r, A.lm_head, smem, A.vocab, H, A.logits, nullptr, A.lm_scale);
-    phase_barrier(bar, gen, base, spin_limit);
+    token_barrier(A, bar, gen, base, spin_limit);
     // argmax: the block's best (value, lowest index), then block 0 merges the blocks'
     {
         float bv = -INFINITY;
@@ -272,7 +300,7 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
             __stcg(A.arg_i + blockIdx.x, bi);
         }
     }
-    phase_barrier(bar, gen, base, spin_limit);
+    token_barrier(A, bar, gen, base, spin_limit);
     if (blockIdx.x == 0 && tid == 0) {
         float bv = -INFINITY;
         int bi = 0x7fffffff;
@@ -283,4 +311,5 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
         }
         A.next_id[0] = bi;
     }
+    stamp(A, token_phases(A.n_layers) - 1, 0);
 }
