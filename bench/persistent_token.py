@@ -69,6 +69,9 @@ VARIANTS = {
     # the warp's next row loaded before it reduces the current one (token.cu's TOKEN_AHEAD), with an A/A pair
     "persistent, next row loaded ahead": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
     "persistent, next row loaded ahead (A/A)": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1")),
+    # twice the warps an SM: the row heads at 4 loads a lane so that 128 registers spill less (260 bytes)
+    "persistent, 2 blocks an SM, next row ahead, 4 loads a lane": Variant(True, ("-DTOKEN_MIN_BLOCKS=2",
+                                                                                 "-DTOKEN_AHEAD=1", "-DPRE_GEMV=4")),
     # the same with the global timer read at each barrier: its phase table says where the time goes
     "persistent, next row loaded ahead, phase stamps": Variant(True, ("-DTOKEN_MIN_BLOCKS=1", "-DTOKEN_AHEAD=1",
                                                                       "-DTOKEN_STAMPS=1")),
