@@ -159,8 +159,11 @@ __device__ __forceinline__ void token_barrier(const TokenArgs& A, unsigned* bar,
     stamp(A, gen - 1, 1);
 }
 
-// TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers, no spills (ptxas, sm_90); 2: 128
-// registers with spills (216 bytes stored): bench/persistent_token.py runs both.
+// TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers (254 with TOKEN_AHEAD), no spills
+// (ptxas, sm_90); 2: 128 registers with spills (216 bytes stored, 488 with TOKEN_AHEAD). Measured on the
+// H200 (bench/persistent_token_h200_911be93.md): 1 block an SM with TOKEN_AHEAD is the fastest, still 37%
+// slower than one launch a kernel; the phase stamps put the loss in the attention phase (a few blocks
+// work, the rest wait) and in projections that stream at 8 warps an SM, not in the barriers.
 #ifndef TOKEN_MIN_BLOCKS
 #define TOKEN_MIN_BLOCKS 1
 #endif
