@@ -80,11 +80,6 @@ STAMPED_LAUNCHES = 20  # eager launches of a stamped build whose phase times are
 REFERENCE = "one launch a kernel, attn_share build"
 
 
-def phases(n_layers: int) -> int:
-    """token.cu's token_phases: embed, 6 a layer, the LM head, the argmax's two."""
-    return 1 + 6 * n_layers + 3
-
-
 LAYER_PHASES = ("RMSNorm + QKV", "attention", "merge", "o_proj + residual", "RMSNorm + gate/up + SwiGLU",
                 "down + residual")
 PHASE_NAMES_END = ("final RMSNorm + LM head", "argmax per block", "argmax merge")
@@ -93,6 +88,11 @@ PHASE_NAMES_END = ("final RMSNorm + LM head", "argmax per block", "argmax merge"
 def phase_kinds(n_layers: int) -> list[str]:
     """The name of each of token.cu's phases, in launch order."""
     return ["embed", *LAYER_PHASES * n_layers, *PHASE_NAMES_END]
+
+
+def phases(n_layers: int) -> int:
+    """token.cu's token_phases: embed, 6 a layer, the LM head, the argmax's two."""
+    return len(phase_kinds(n_layers))
 
 
 def phase_mb(p, kv_bytes: int) -> dict[str, float]:
@@ -270,10 +270,10 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: list[str]) -> dic
         for label in order.permutation([k for k in variants if k in graphs]):
             times[label].append(graph_replay_us(cp, graphs[label], stream, REPLAYS, warmup=3))
     kv_bytes = p.kv_bytes_per_token(pos + 1)
+    mb = phase_mb(p, kv_bytes)
     for label in graphs:  # after the timing: the stamped builds' phase tables
         if "-DTOKEN_STAMPS=1" in VARIANTS[label].defines:
             stamps = runs[label].stamps(cp, stream, STAMPED_LAUNCHES)
-            mb = phase_mb(p, kv_bytes)
             info[label]["phases"] = [{**r, "mb": mb.get(r["phase"])} for r in phase_table(stamps, p.n_layers)]
             info[label]["timer_step_ns"] = timer_step_ns(stamps)
     out = {"weights_mb": wbytes / 1e6, "kv_mb": kv_bytes / 1e6, "position": pos, "phases": phases(p.n_layers),
