@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
-from runner.own_kernels import ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, OwnForward  # noqa: E402
+from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -97,6 +97,12 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, filled past a wave, merge in o_proj": {"pdl": True, "defines": ("-DATT_FILL=2", MERGE_DEFINE)},
     # 128 positions a split (8 a thread): half the attention blocks at a context, one wave to 1024 positions
     "pdl, attention splits of 128": {"pdl": True, "defines": ("-DSPLIT=128", "-DATT_POS=8", "-DATT_MIN_BLOCKS=2")},
+    # optimized's build with the GEMVs pulling later weights into L2 (l2_ahead), N MB a site, bulk prefetches
+    # (one a warp and range) or one prefetch a line (L2_AHEAD_MODE=2)
+    **{f"pdl, filled past a wave, l2 ahead {mb} MB": {"pdl": True, "defines": (ATT_FILL_DEFINE,), "l2_ahead_mb": mb}
+       for mb in (4, 8, 16, 32)},
+    "pdl, filled past a wave, l2 ahead 16 MB by lines": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DL2_AHEAD_MODE=2"),
+                                                          "l2_ahead_mb": 16},
 }
 REPLAYS = 50
 
@@ -125,16 +131,17 @@ def token(own, layers, w) -> None:
     fold = getattr(own, "fold_norm", False)
     own.embed()
     for li, layer in enumerate(layers):
+        at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead tables (since l2_ahead)
         if not fold:
             own.rmsnorm(layer["attn_norm"])
-        own.qkv(layer)
+        own.qkv(layer, *at)
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
-        own.o_proj(layer)
+        own.o_proj(layer, *at)
         if not fold:
             own.rmsnorm(layer["ffn_norm"])
-        own.ffn(layer)
+        own.ffn(layer, *at)
     if not fold:
         own.rmsnorm(w["final_norm"])
     own.lm_head()

@@ -67,6 +67,11 @@ SWITCHES: dict[str, Switch] = {
                             "each cache row is read once a token, not once per query head, and the splits are "
                             "sized to about one block an SM at every context; replaces the other attn_* split "
                             "rules (implies own_kernels)"),
+    "l2_ahead": Switch(bool, False, True, True,
+                       "our GEMVs pull the weights of the kernels after them into L2 once their own rows are "
+                       "read (o_proj's during the attention, the first gate/up rows during the norm, the next "
+                       "layer's QKV rows), so the memory works while the latency-bound kernels run "
+                       "(implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -79,7 +84,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv")
+                 "attn_share_kv", "l2_ahead")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),

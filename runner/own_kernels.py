@@ -36,6 +36,9 @@ NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's val
 # PDL: 1b 1211.9 against 1192.9 µs a token, 8b 5793.1 against 5640.6): the one-block norm kernel costs
 # little, because the next projection loads its weights while it runs, and folded, every warp of the
 # projection waits for the partials and the residual before its first product.
+AHEAD_RANGES = 3  # (address, bytes) pairs a kernel's ahead table holds (decode.cu's AHEAD_RANGES)
+AHEAD_SITES = ("qkv", "o_proj", "down")  # the GEMVs that pull later weights into L2 (l2_ahead)
+L2_AHEAD_MB = 16  # the l2_ahead switch: MB each site pulls ahead (bench/pdl_variants.py compares others)
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
 ARGMAX_THREADS = 256
 
@@ -46,7 +49,8 @@ class OwnForward:
     def __init__(self, cp: Any, preset: Any, w: dict[str, Any], layers: list[dict[str, Any]],
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
-                 zeros: Any = None, att_grid_splits: int = 0, att_slots: int = 0) -> None:
+                 zeros: Any = None, att_grid_splits: int = 0, att_slots: int = 0,
+                 l2_ahead_mb: float = 0.0) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -125,6 +129,16 @@ class OwnForward:
         self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
+        # l2_ahead: per layer and site, the weights that GEMV's warps pull into L2 once their rows are read
+        self.ahead = None
+        if l2_ahead_mb > 0:
+            plan = ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20))
+            self.ahead = zeros((len(layers), len(AHEAD_SITES), 2 * AHEAD_RANGES), cp.uint64)
+            self.ahead[...] = cp.asarray(ahead_table(plan))
+
+    def _ahead(self, li: int, site: str) -> Any:
+        """The ahead table of layer ``li``'s ``site`` (a device pointer), or null without l2_ahead."""
+        return np.uint64(0) if self.ahead is None else self.ahead[li, AHEAD_SITES.index(site)]
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
@@ -137,13 +151,14 @@ class OwnForward:
         self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden),
                                           np.float32(self.p.norm_eps)))
 
-    def qkv(self, layer: dict[str, Any]) -> None:
-        """The Q, K, V projections of ``hn`` in one launch."""
+    def qkv(self, layer: dict[str, Any], li: int) -> None:
+        """The Q, K, V projections of ``hn`` in one launch (``li``: the layer, for its ahead table)."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
-                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden)))
+                            np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden),
+                            self._ahead(li, "qkv")))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
         """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
@@ -172,7 +187,7 @@ class OwnForward:
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos, np.int32(self.att_slots)))
 
-    def o_proj(self, layer: dict[str, Any]) -> None:
+    def o_proj(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
         if self.merge_in_oproj:  # every block merges the splits' partials into shared memory first
             self.k["gemv_residual_merge"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
@@ -182,15 +197,17 @@ class OwnForward:
                                           shared_mem=2 * p.hidden)
             return
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden)))
+                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden),
+                                 self._ahead(li, "o_proj")))
 
-    def ffn(self, layer: dict[str, Any]) -> None:
+    def ffn(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn)))
+                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn),
+                                 self._ahead(li, "down")))
 
     def lm_head(self) -> None:
         """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
@@ -343,6 +360,51 @@ def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
     return {"gemv_qkv": 2 * L * h * (h + 2 * kv), "gemv_residual": 2 * L * (h * h + f * h),
             "gemv_swiglu": 2 * L * 2 * f * h, "gemv": 2 * p.vocab * h, "attn_split": p.kv_bytes_per_token(n_ctx),
             "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
+
+
+def ahead_plan(layers: list[dict[str, Any]], lm_head: Any, budget: int) -> list[dict[str, list[tuple[int, int]]]]:
+    """l2_ahead: per layer, the (address, bytes) ranges each site's GEMV pulls into L2 for the kernels
+    after it, at most ``budget`` bytes a site, in whole rows: the QKV GEMV o_proj's rows (the attention
+    runs between them); o_proj the first rows of gate and up, as many of each (the SwiGLU reads them
+    together, its first blocks first, after the norm); down the next layer's Q, K, V rows in the order the
+    QKV GEMV reads them (the LM head's first rows after the last layer). Weights are device arrays (or
+    anything with ``.data.ptr``, ``.nbytes`` and ``.shape``)."""
+    def rows(a: Any, n: int) -> tuple[int, int]:
+        return int(a.data.ptr), min(int(a.shape[0]), n) * int(a.nbytes) // int(a.shape[0])
+
+    def in_order(mats: list[Any]) -> list[tuple[int, int]]:
+        out, left = [], budget
+        for a in mats:
+            row = int(a.nbytes) // int(a.shape[0])
+            ptr, n = rows(a, left // row)
+            if n:
+                out.append((ptr, n))
+            left -= n
+        return out
+
+    def in_step(mats: list[Any]) -> list[tuple[int, int]]:
+        n = budget // sum(int(a.nbytes) // int(a.shape[0]) for a in mats)
+        return [r for r in (rows(a, n) for a in mats) if r[1]]
+
+    plan = []
+    for li, layer in enumerate(layers):
+        nxt = [layers[li + 1][k] for k in ("wq", "wk", "wv")] if li + 1 < len(layers) else [lm_head]
+        plan.append({"qkv": in_order([layer["wo"]]), "o_proj": in_step([layer["w_gate"], layer["w_up"]]),
+                     "down": in_order(nxt)})
+    return plan
+
+
+def ahead_table(plan: list[dict[str, list[tuple[int, int]]]]) -> np.ndarray:
+    """``ahead_plan`` as decode.cu's ahead tables: (layers, AHEAD_SITES, AHEAD_RANGES pairs) uint64,
+    unused ranges 0 bytes."""
+    t = np.zeros((len(plan), len(AHEAD_SITES), 2 * AHEAD_RANGES), np.uint64)
+    for li, sites in enumerate(plan):
+        for si, site in enumerate(AHEAD_SITES):
+            if len(sites[site]) > AHEAD_RANGES:
+                raise ValueError(f"{site} pulls {len(sites[site])} ranges ahead, the kernel takes {AHEAD_RANGES}")
+            for r, (ptr, n) in enumerate(sites[site]):
+                t[li, si, 2 * r: 2 * r + 2] = (ptr, n)
+    return t
 
 
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,

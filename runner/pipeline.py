@@ -78,12 +78,12 @@ class Pipeline:
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
         if switches.get("own_kernels"):  # effective switches: cuda_graph and pdl imply it (config.effective)
-            from runner.own_kernels import OwnForward
+            from runner.own_kernels import L2_AHEAD_MB, OwnForward
 
             self.own = OwnForward(xp, preset, self.w, self.layers, self.lm_scale, self.inv_freq,
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
                                   pdl=bool(switches.get("pdl")), defines=kernel_defines(switches),
-                                  zeros=mem.zeros)
+                                  zeros=mem.zeros, l2_ahead_mb=L2_AHEAD_MB if switches.get("l2_ahead") else 0.0)
         device.synchronize_all()
 
     def set_delay_ns(self, ns: int) -> None:
@@ -256,14 +256,14 @@ class Pipeline:
                     self._fork_join(lambda name, which: own.proj(which, layer))
             else:
                 with rec.span("qkv", s):
-                    own.qkv(layer)
+                    own.qkv(layer, li)
             with rec.span("rope_kv_attention", s):
                 own.attention(li)
             with rec.span("o_proj", s):
-                own.o_proj(layer)
+                own.o_proj(layer, li)
             norm(layer["ffn_norm"])
             with rec.span("ffn", s):
-                own.ffn(layer)
+                own.ffn(layer, li)
         norm(self.w["final_norm"])
         with rec.span("lm_head", s):
             own.lm_head()

@@ -38,7 +38,7 @@ def rel(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
-def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
+def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = (), l2_ahead_mb: float = 0.0):
     """An OwnForward over random weights (fp16) for one layer, plus the host copies."""
     rng = np.random.default_rng()
     p = preset
@@ -59,23 +59,26 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = ()):
     cv = cp.asarray(rng.standard_normal(shape).astype(np.float16))
     inv = cp.asarray((1.0 / p.rope_theta ** (np.arange(0, p.head_dim, 2) / p.head_dim)).astype(np.float32))
     toks = [cp.zeros(1, np.int32) for _ in range(3)]
-    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks, pdl=pdl, defines=defines)
+    fw = OwnForward(cp, p, w, [layer], None, inv, ck, cv, *toks, pdl=pdl, defines=defines, l2_ahead_mb=l2_ahead_mb)
     return fw, host, emb, rng, vocab
 
 
-def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = ()) -> list[dict]:
+def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, ...] = (),
+                  l2_ahead_mb: float = 0.0) -> list[dict]:
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
     attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position; -DMERGE_IN_OPROJ=1:
-    attn_merge_in_oproj, o_proj checked with the merge; ATT_SHARE_DEFINES: attn_share_kv)."""
+    attn_merge_in_oproj, o_proj checked with the merge; ATT_SHARE_DEFINES: attn_share_kv); ``l2_ahead_mb``:
+    the GEMVs pull that many MB of later weights into L2 after their rows (l2_ahead)."""
     p = get_preset(preset_name)
-    fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines)
+    fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines, l2_ahead_mb)
+    tag = defines + ((f"l2_ahead={l2_ahead_mb:g}MB",) if l2_ahead_mb else ())
     grouped = ok_.ATT_GROUP_DEFINE in defines
     fw.p = _with_vocab(p, vocab)
     results = []
 
     def record(name, err, extra=""):
-        results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + " ".join(defines + (name,)),
+        results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + " ".join(tag + (name,)),
                         "rel_err": err,
                         "ok": err < TOL, "note": extra})
 
@@ -99,7 +102,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     fw.rmsnorm(layer["attn_norm"])
     record("rmsnorm", rel(fw.hn.get(), hn))
     hn16 = f64(fw.hn.get())  # what the projections read (fp16)
-    fw.qkv(layer)
+    fw.qkv(layer, 0)
     for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
         record(name, rel(out.get(), f64(host[wname]) @ hn16))
     poison(fw.kk)
@@ -113,7 +116,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
     # gemv_swiglu + gemv_residual (down)
     poison(fw.ff)
-    fw.ffn(layer)
+    fw.ffn(layer, 0)
     g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
     record("gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     record("gemv_residual", rel(fw.x.get() - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
@@ -147,7 +150,7 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         if fw.merge_in_oproj:  # the merge is o_proj's (block 0 stores it in attn): resid += Wo merged
             xb = rng.standard_normal(h).astype(np.float32)
             fw.x[...] = cp.asarray(xb)
-            fw.o_proj(layer)
+            fw.o_proj(layer, 0)
             record(f"gemv_residual_merge n={n}" + (", slots=1" if slots == 1 else ""),
                    rel(fw.x.get() - xb, f64(host["wo"]) @ f64(fw.attn.get())))
         ref = ok_.attention_rope_reference(f64(qa).reshape(p.n_heads, d), f64(ka).reshape(p.n_kv_heads, d),
@@ -237,6 +240,8 @@ def main() -> int:
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                                           ok_.MERGE_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_SHARE_DEFINES)]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,),
+                                                                          l2_ahead_mb=ok_.L2_AHEAD_MB)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
