@@ -100,7 +100,7 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # optimized's build with the GEMVs pulling later weights into L2 (l2_ahead), N MB a site, bulk prefetches
     # (one a warp and range) or one prefetch a line (L2_AHEAD_MODE=2)
     **{f"pdl, filled past a wave, l2 ahead {mb} MB": {"pdl": True, "defines": (ATT_FILL_DEFINE,), "l2_ahead_mb": mb}
-       for mb in (4, 8, 16, 32)},
+       for mb in (2, 4, 8, 16)},
     "pdl, filled past a wave, l2 ahead 16 MB by lines": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DL2_AHEAD_MODE=2"),
                                                           "l2_ahead_mb": 16},
 }

@@ -130,15 +130,8 @@ class OwnForward:
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
         # l2_ahead: per layer and site, the weights that GEMV's warps pull into L2 once their rows are read
-        self.ahead = None
-        if l2_ahead_mb > 0:
-            plan = ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20))
-            self.ahead = zeros((len(layers), len(AHEAD_SITES), 2 * AHEAD_RANGES), cp.uint64)
-            self.ahead[...] = cp.asarray(ahead_table(plan))
-
-    def _ahead(self, li: int, site: str) -> Any:
-        """The ahead table of layer ``li``'s ``site`` (a device pointer), or null without l2_ahead."""
-        return np.uint64(0) if self.ahead is None else self.ahead[li, AHEAD_SITES.index(site)]
+        self.ahead = ahead_args(ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20)) if l2_ahead_mb > 0
+                                else [dict.fromkeys(AHEAD_SITES, []) for _ in layers])
 
     # one launch each; ``i32``/``f32`` keep argument types exact for the C signatures
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
@@ -158,7 +151,7 @@ class OwnForward:
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden),
-                            self._ahead(li, "qkv")))
+                            *self.ahead[li]["qkv"]))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
         """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
@@ -198,7 +191,7 @@ class OwnForward:
             return
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden),
-                                 self._ahead(li, "o_proj")))
+                                 *self.ahead[li]["o_proj"]))
 
     def ffn(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
@@ -207,7 +200,7 @@ class OwnForward:
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn),
-                                 self._ahead(li, "down")))
+                                 *self.ahead[li]["down"]))
 
     def lm_head(self) -> None:
         """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
@@ -394,17 +387,20 @@ def ahead_plan(layers: list[dict[str, Any]], lm_head: Any, budget: int) -> list[
     return plan
 
 
-def ahead_table(plan: list[dict[str, list[tuple[int, int]]]]) -> np.ndarray:
-    """``ahead_plan`` as decode.cu's ahead tables: (layers, AHEAD_SITES, AHEAD_RANGES pairs) uint64,
-    unused ranges 0 bytes."""
-    t = np.zeros((len(plan), len(AHEAD_SITES), 2 * AHEAD_RANGES), np.uint64)
-    for li, sites in enumerate(plan):
-        for si, site in enumerate(AHEAD_SITES):
-            if len(sites[site]) > AHEAD_RANGES:
-                raise ValueError(f"{site} pulls {len(sites[site])} ranges ahead, the kernel takes {AHEAD_RANGES}")
-            for r, (ptr, n) in enumerate(sites[site]):
-                t[li, si, 2 * r: 2 * r + 2] = (ptr, n)
-    return t
+def ahead_args(plan: list[dict[str, list[tuple[int, int]]]]) -> list[dict[str, tuple[np.uint64, ...]]]:
+    """``ahead_plan`` as decode.cu's AHEAD_PARAMS: per layer and site, AHEAD_RANGES (address, bytes)
+    pairs as kernel arguments, unused ranges 0."""
+    out = []
+    for sites in plan:
+        layer = {}
+        for site in AHEAD_SITES:
+            ranges = sites[site]
+            if len(ranges) > AHEAD_RANGES:
+                raise ValueError(f"{site} pulls {len(ranges)} ranges ahead, the kernels take {AHEAD_RANGES}")
+            pairs = [*ranges, *[(0, 0)] * (AHEAD_RANGES - len(ranges))]
+            layer[site] = tuple(np.uint64(v) for pair in pairs for v in pair)
+        out.append(layer)
+    return out
 
 
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,

@@ -155,23 +155,27 @@ __device__ __forceinline__ void add_row_product(const RowHead<D>& r, const half*
 }
 
 // Weights of a later kernel pulled into L2 by this kernel's warps once their own rows are read (the
-// l2_ahead switch, OwnForward's ahead tables). Between the projections the memory sits nearly idle: the
+// l2_ahead switch, OwnForward's ahead plan). Between the projections the memory sits nearly idle: the
 // RMSNorms and the attention read a few KB, and a GEMV's register prefetch reaches only the rows its
 // resident warps hold. So the QKV GEMV's warps pull o_proj's weights into L2 while the attention runs,
 // o_proj's pull the first gate/up rows while the norm runs, and down's pull the next layer's QKV rows.
-// ``ahead``: AHEAD_RANGES (address, bytes) pairs in device memory (bytes 0: unused), or null; a warp takes
-// its share of their concatenation in whole 128-byte lines. Weights are never written, so this needs no
-// ordering. L2_AHEAD_MODE 1: one bulk prefetch a warp and range (cp.async.bulk.prefetch.L2, sm_90's copy
-// engine issues the lines); 2: each lane one prefetch.global.L2 a line.
+// AHEAD_RANGES (address, bytes) pairs, kernel parameters (bytes 0: unused; a table in device memory cost
+// every warp a dependent load at its end, about 30 µs a 1b token); a warp takes its share of their
+// concatenation in whole 128-byte lines. Weights are never written, so this needs no ordering.
+// L2_AHEAD_MODE 1: one bulk prefetch a warp and range (cp.async.bulk.prefetch.L2, sm_90); 2: each lane
+// one prefetch.global.L2 a line.
 #define AHEAD_RANGES 3
+#define AHEAD_PARAMS const char* ahead_p0, unsigned long long ahead_n0, const char* ahead_p1, \
+                     unsigned long long ahead_n1, const char* ahead_p2, unsigned long long ahead_n2
+#define AHEAD_ARGS ahead_p0, ahead_n0, ahead_p1, ahead_n1, ahead_p2, ahead_n2
 #ifndef L2_AHEAD_MODE
 #define L2_AHEAD_MODE 1
 #endif
-__device__ __forceinline__ void l2_ahead(const unsigned long long* __restrict__ ahead) {
-    if (ahead == nullptr) return;
-    unsigned long long total = 0;
-#pragma unroll
-    for (int r = 0; r < AHEAD_RANGES; ++r) total += ahead[2 * r + 1];
+__device__ __forceinline__ void l2_ahead(AHEAD_PARAMS) {
+    const char* const ptr[AHEAD_RANGES] = {ahead_p0, ahead_p1, ahead_p2};
+    const unsigned long long len[AHEAD_RANGES] = {ahead_n0, ahead_n1, ahead_n2};
+    const unsigned long long total = ahead_n0 + ahead_n1 + ahead_n2;
+    if (total == 0) return;
     const unsigned long long warps = (unsigned long long)gridDim.x * (blockDim.x / WARP);
     const unsigned long long warp = (unsigned long long)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const unsigned long long share = ((total + warps - 1) / warps + 127) & ~127ull;
@@ -180,9 +184,9 @@ __device__ __forceinline__ void l2_ahead(const unsigned long long* __restrict__ 
     unsigned long long base = 0;  // where range r starts in the concatenation
 #pragma unroll
     for (int r = 0; r < AHEAD_RANGES; ++r) {
-        const unsigned long long n = ahead[2 * r + 1], a = max(lo, base), b = min(hi, base + n);
+        const unsigned long long a = max(lo, base), b = min(hi, base + len[r]);
         if (a < b) {  // range sizes are whole 16-byte chunks and ``lo`` whole lines: 16-byte aligned
-            const char* s = reinterpret_cast<const char*>(ahead[2 * r]) + (a - base);
+            const char* s = ptr[r] + (a - base);
 #if L2_AHEAD_MODE == 1 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
             if (lane == 0)
                 asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(s), "r"((unsigned)(b - a)) : "memory");
@@ -191,7 +195,7 @@ __device__ __forceinline__ void l2_ahead(const unsigned long long* __restrict__ 
                 asm volatile("prefetch.global.L2 [%0];" :: "l"(s + o));
 #endif
         }
-        base += n;
+        base += len[r];
     }
 }
 
@@ -220,8 +224,7 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
 extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols,
-                                    const unsigned long long* __restrict__ ahead) {
+                                    int ra, int rb, int rc, int cols, AHEAD_PARAMS) {
     pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     const half* W = Wa; half* y = ya;
@@ -236,7 +239,7 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
         const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
         if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
     }
-    l2_ahead(ahead);
+    l2_ahead(AHEAD_ARGS);
 }
 
 // resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
@@ -249,15 +252,14 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
 #define RESID_BOUNDS
 #endif
 extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
-                                         float* __restrict__ resid, int rows, int cols,
-                                         const unsigned long long* __restrict__ ahead) {
+                                         float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS) {
     pdl_early();
     int row;
     RowHead<PRE_RESID> r;
     const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
     if (row < rows) add_row_product(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, resid, row, cols);
-    l2_ahead(ahead);
+    l2_ahead(AHEAD_ARGS);
 }
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
