@@ -403,6 +403,25 @@ def ahead_args(plan: list[dict[str, list[tuple[int, int]]]]) -> list[dict[str, t
     return out
 
 
+def ahead_slices(ranges: list[tuple[int, int]], warps: int) -> list[tuple[int, int, int]]:
+    """decode.cu's l2_ahead for a grid of ``warps`` warps: the (warp, address, bytes) prefetches its
+    warps issue for the (address, bytes) ``ranges`` (each warp a share of whole 128-byte lines of their
+    concatenation, cut where a range ends)."""
+    total = sum(n for _, n in ranges)
+    if not total:
+        return []
+    share = (-(-total // warps) + 127) & ~127
+    out = []
+    for warp in range(warps):
+        lo, hi, base = warp * share, min(warp * share + share, total), 0
+        for ptr, n in ranges:
+            a, b = max(lo, base), min(hi, base + n)
+            if a < b:
+                out.append((warp, ptr + a - base, b - a))
+            base += n
+    return out
+
+
 def heads_per_block(n_heads: int, n_kv: int, position: int, grid_splits: int, slots: int,
                     chunk: int = CHUNK) -> int:
     """attn_split's choice: how many query heads of a KV head one block takes at ``position``. One

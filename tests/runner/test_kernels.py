@@ -348,3 +348,59 @@ def test_gemv_residual_rounds_the_product_like_the_eager_path():
     resid = rng.standard_normal(8).astype(np.float32)
     eager = resid + (x @ w.T).astype(np.float16).astype(np.float32)  # what pipeline.py computes
     np.testing.assert_allclose(ok.gemv_residual_reference(w, x, resid), eager, rtol=1e-3, atol=1e-3)
+
+
+class _Weight:  # what ahead_plan reads of a device array: its pointer, size and rows
+    def __init__(self, ptr: int, rows: int, cols: int) -> None:
+        self.data = type("Data", (), {"ptr": ptr})()
+        self.shape, self.nbytes = (rows, cols), rows * cols * 2
+
+
+def _layers(n: int, h: int = 64, kv: int = 16, f: int = 256) -> list[dict]:
+    shapes = {"wq": (h, h), "wk": (kv, h), "wv": (kv, h), "wo": (h, h), "w_gate": (f, h), "w_up": (f, h),
+              "w_down": (h, f)}
+    return [{k: _Weight(1 << 20 * (li + 1) | i << 16, *rc) for i, (k, rc) in enumerate(shapes.items())}
+            for li in range(n)]
+
+
+def test_l2_ahead_plan_takes_whole_rows_of_the_next_kernels_weights():
+    layers, lm = _layers(2), _Weight(0x7000_0000, 1000, 64)
+    row = 64 * 2  # bytes a row at hidden 64
+    plan = ok.ahead_plan(layers, lm, budget=40 * row + 50)  # 40 rows and a part of one: whole rows only
+    first, last = plan
+    assert first["qkv"] == [(layers[0]["wo"].data.ptr, 40 * row)]  # o_proj's first 40 of 64 rows
+    # gate and up in step: 20 rows of each, read together by the SwiGLU
+    assert first["o_proj"] == [(layers[0]["w_gate"].data.ptr, 20 * row), (layers[0]["w_up"].data.ptr, 20 * row)]
+    assert first["down"] == [(layers[1]["wq"].data.ptr, 40 * row)]  # the next layer's QKV, in its order
+    assert last["down"] == [(lm.data.ptr, 40 * row)]  # after the last layer: the LM head's first rows
+    # a budget past Q spills into K and V, in the order the QKV GEMV reads them; whole matrices at most
+    big = ok.ahead_plan(layers, lm, budget=10 * 2 ** 20)[0]
+    assert big["down"] == [(layers[1][k].data.ptr, layers[1][k].nbytes) for k in ("wq", "wk", "wv")]
+    assert big["qkv"] == [(layers[0]["wo"].data.ptr, layers[0]["wo"].nbytes)]
+
+
+def test_l2_ahead_arguments_pad_to_the_kernels_ranges():
+    plan = ok.ahead_plan(_layers(1), _Weight(0x7000_0000, 1000, 64), budget=4096)
+    args = ok.ahead_args(plan)[0]
+    assert set(args) == set(ok.AHEAD_SITES)
+    assert all(len(v) == 2 * ok.AHEAD_RANGES and all(isinstance(x, np.uint64) for x in v) for v in args.values())
+    assert args["qkv"][2:] == (0, 0, 0, 0)  # one range; the rest 0 bytes (unused)
+    with pytest.raises(ValueError, match="ranges ahead"):
+        ok.ahead_args([{"qkv": [(1, 16)] * 4, "o_proj": [], "down": []}])
+
+
+@pytest.mark.parametrize("warps", [1, 7, 3072])
+def test_l2_ahead_slices_cover_the_ranges_once_in_aligned_lines(warps):
+    ranges = [(0x1000_0000, 2048 * 4096), (0x2000_0000, 512 * 4096), (0x3000_0000, 48)]
+    slices = ok.ahead_slices(ranges, warps)
+    covered = sorted((a, a + n) for _, a, n in slices)
+    expected = [(p, p + n) for p, n in ranges]
+    merged = []  # the slices, joined where one ends as the next begins
+    for a, b in covered:
+        if merged and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    assert merged == expected  # every byte once, nothing outside the ranges
+    assert all(a % 16 == 0 and n % 16 == 0 and n < 2 ** 32 for _, a, n in slices)  # bulk prefetch's rules
+    assert {w for w, _, _ in slices} <= set(range(warps))
