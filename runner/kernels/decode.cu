@@ -164,6 +164,9 @@ __device__ __forceinline__ void add_row_product(const RowHead<D>& r, const half*
 // concatenation in whole 128-byte lines. Weights are never written, so this needs no ordering.
 // L2_AHEAD_MODE 1: one bulk prefetch a warp and range (cp.async.bulk.prefetch.L2, sm_90); 2: each lane
 // one prefetch.global.L2 a line.
+// Measured (one token as a graph at position 96, reports/bench/pdl_variants_l2_ahead_*): no faster on the
+// H100 (1b 1144.2 µs at 4 MB a site against 1146.7 without, 1194.7 at 16 MB), slower on the H200;
+// every MB pulled ahead competes with the latency-bound kernels' own loads. Off by default.
 #define AHEAD_RANGES 3
 #define AHEAD_PARAMS const char* ahead_p0, unsigned long long ahead_n0, const char* ahead_p1, \
                      unsigned long long ahead_n1, const char* ahead_p2, unsigned long long ahead_n2
