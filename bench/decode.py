@@ -43,7 +43,7 @@ from perfreview.trace import schema  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Interleaved, Session  # noqa: E402
-from runner.own_kernels import kernel_bytes  # noqa: E402
+from runner.own_kernels import function_kernel_bytes, kernel_bytes  # noqa: E402
 from runner.spec import RunSpec  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -137,9 +137,10 @@ def flatness(samples: dict[int, list[float]], kv_bytes_per_pos: float, copy_bw_g
 
 
 def where_time_goes(session: Session, tokens: int) -> list[dict]:
-    """The optimized token's kernels from CUPTI records (decode tokens only): per kernel name, the
-    stream time it adds per token (its duration less any wait for the kernel before it: under PDL a
-    kernel starts early and waits inside) and the share of the token's kernel time."""
+    """The optimized token's kernels from CUPTI records (decode tokens only): per function and kernel
+    (o_proj's GEMV apart from the down projection's), the stream time it adds per token (its duration
+    less any wait for the kernel before it: under PDL a kernel starts early and waits inside) and the
+    share of the token's kernel time."""
     try:
         import cupti  # noqa: F401
     except ImportError:
@@ -152,7 +153,7 @@ def where_time_goes(session: Session, tokens: int) -> list[dict]:
     events = schema.from_records(res.rows, res.run_id)
     decode = events[(events["phase"] == "decode") & (events["token"] >= 0)]
     n_tok = max(1, decode.loc[decode["kind"] == "token", "token"].nunique())
-    kern = traced.kernel_summary(decode)
+    kern = traced.kernel_summary(decode, by_function=True)
     return [{"kernel": r.name, "count_per_token": r.count / n_tok,
              "gpu_us_per_token": r.added_ns / n_tok / 1e3, "share": r.added_share,
              "duration_us_per_token": r.total_ns / n_tok / 1e3}
@@ -163,7 +164,7 @@ def with_floors(rows: list[dict], preset: Any, n_ctx: int, copy_bw_gbs: float) -
     """``rows`` (where_time_goes) with, per kernel, the megabytes it must read per token and the
     stream time those take at the copy bandwidth (``floor_us``): what is over the floor is the
     kernel's own loss (launch boundaries, latency, a wave too many), not the bytes."""
-    need = kernel_bytes(preset, n_ctx)
+    need = {**kernel_bytes(preset, n_ctx), **function_kernel_bytes(preset, n_ctx)}
     out = []
     for r in rows:
         r = dict(r)

@@ -355,6 +355,17 @@ def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
             "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
 
 
+def function_kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
+    """:func:`kernel_bytes` per function and kernel (``function: kernel``, as
+    perfreview.analysis.traced.kernel_summary(by_function=True) names them; the functions are
+    runner/pipeline.py's ranges): o_proj's gemv_residual reads Wo, ffn's the down projection."""
+    k, oproj = kernel_bytes(p, n_ctx), 2 * p.n_layers * p.hidden * p.hidden
+    return {"qkv: gemv_qkv": k["gemv_qkv"], "rope_kv_attention: attn_split": k["attn_split"],
+            "o_proj: gemv_residual": oproj, "ffn: gemv_swiglu": k["gemv_swiglu"],
+            "ffn: gemv_residual": k["gemv_residual"] - oproj, "lm_head: gemv": k["gemv"],
+            "rmsnorm: rmsnorm": k["rmsnorm"], "embedding: embed": k["embed"]}
+
+
 def ahead_plan(layers: list[dict[str, Any]], lm_head: Any, budget: int) -> list[dict[str, list[tuple[int, int]]]]:
     """l2_ahead: per layer, the (address, bytes) ranges each site's GEMV pulls into L2 for the kernels
     after it, at most ``budget`` bytes a site, in whole rows: the QKV GEMV o_proj's rows (the attention

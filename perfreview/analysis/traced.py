@@ -16,31 +16,52 @@ from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind
 KERNEL_WAIT_NS = 30_000  # HTA's consecutive_kernel_delay, effectively 30 µs (see the HTA reference)
 
 
-def kernel_summary(events: pd.DataFrame) -> pd.DataFrame:
+def kernel_summary(events: pd.DataFrame, by_function: bool = False) -> pd.DataFrame:
     """Per kernel name: count, total, mean, median, min, max, stddev (ns) and share of kernel time,
     largest total first (cuda_gpu_kern_sum's columns); ``added_ns``: the stream time the kernels add,
     each from the later of its start and the end of the kernel before it on its stream. When kernels
     overlap (programmatic dependent launch starts one while the previous drains; it then waits inside)
     a duration counts that wait; the added time does not, and the added times of a stream sum to its
-    busy time."""
+    busy time. ``by_function``: one row per function and kernel name (``function: kernel``, see
+    :func:`kernel_functions`), so a kernel that several functions launch (one GEMV for o_proj and
+    the down projection) is told apart; kernels with no function keep their name."""
     k = events[events["kind"] == Kind.KERNEL.value]
     if k.empty:
         return pd.DataFrame(columns=["name", "count", "total_ns", "mean_ns", "median_ns", "min_ns", "max_ns",
                                      "std_ns", "share", "added_ns", "added_share", "repeat_cv", "repeats"])
     dur = k["end_ns"] - k["start_ns"]
-    d = dur.groupby(k["name"].astype(str))
+    label = k["name"].astype(str)
+    if by_function:
+        func = kernel_functions(events).loc[k.index]
+        label = (func + ": " + label).where(func != "", label)
+    d = dur.groupby(label)
     out = pd.DataFrame({"count": d.size(), "total_ns": d.sum(), "mean_ns": d.mean(), "median_ns": d.median(),
                         "min_ns": d.min(), "max_ns": d.max(), "std_ns": d.std().fillna(0.0)})
     out["share"] = out["total_ns"] / out["total_ns"].sum()
     added = _added_ns(k)
-    out["added_ns"] = added.groupby(k["name"].astype(str)).sum()
+    out["added_ns"] = added.groupby(label).sum()
     out["added_share"] = out["added_ns"] / out["added_ns"].sum() if out["added_ns"].sum() else float("nan")
     # Repeat to repeat: each kernel's mean duration per repeat, and the CV of those means (NaN with
     # one repeat). A kernel whose time moves between repeats is where a run's spread comes from.
-    per_repeat = dur.groupby([k["name"].astype(str), k["repeat"].to_numpy()]).mean()
+    per_repeat = dur.groupby([label, k["repeat"].to_numpy()]).mean()
     out["repeat_cv"] = per_repeat.groupby(level=0).std() / per_repeat.groupby(level=0).mean()
     out["repeats"] = per_repeat.groupby(level=0).size()
     return out.sort_values("total_ns", ascending=False).reset_index(names="name")
+
+
+def kernel_functions(events: pd.DataFrame) -> pd.Series:
+    """Per kernel row of ``events``: the function that launched it, or "". A traced kernel's function
+    is the GPU range the producer wrote beside it (runner/cupti_trace.py: same repeat, track,
+    correlation and times; on the graph path the function that launched it at capture)."""
+    k = events[events["kind"] == Kind.KERNEL.value]
+    g = events[events["kind"] == Kind.GPU_RANGE.value]
+    if g.empty:
+        return pd.Series("", index=k.index, dtype=object)
+    keys = ["repeat", "track", "correlation", "start_ns", "end_ns"]  # one frame: the same track categories
+    named = g[keys].assign(function=g["name"].astype(str).to_numpy()).drop_duplicates(keys)
+    joined = k[keys].reset_index().merge(named, on=keys, how="left")
+    return pd.Series(joined["function"].fillna("").to_numpy(), index=joined["index"].to_numpy(),
+                     dtype=object).reindex(k.index)
 
 
 def _added_ns(kernels: pd.DataFrame) -> pd.Series:

@@ -109,7 +109,7 @@ def run_markdown(run: Run, plots: dict[str, str] | None = None) -> str:
         "run.md.j2", meta=run.meta, device=render.known(run.meta.device), side=describe_side([run]),
         figures=heads, functions=table.to_dict("records"), injected=summary.injected_delay(run, table, heads),
         gaps=summary.gap_summary([run]), streams=summary.stream_summary([run]), plots=plots or {},
-        not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events).head(15).to_dict("records"),
+        not_measured=run.meta.not_measured, kernels=traced.kernel_summary(run.events, by_function=True).head(15).to_dict("records"),
         copies=traced.copy_summary(run.events).to_dict("records"),
         idle=traced.stream_idle(run.events).to_dict("records"), findings=traced.findings(run.events),
         overhead=overhead.tracing(run), spread=summary.spread_sources(run),

@@ -97,6 +97,28 @@ def test_per_function_gpu_time_on_the_graph_path():
     assert pt.loc[(1, "gemv_qkv"), "gpu_ns"] == 1_000  # and per kernel name
 
 
+def test_kernel_summary_tells_apart_the_functions_that_launch_one_kernel():
+    """One GEMV kernel serves o_proj and the down projection: by function, each gets its own row, with
+    the added stream time of its own launches; a kernel no function launched keeps its name."""
+    from perfreview.analysis import traced
+
+    host_rows = [host(0, "token", 0, 20_000, 0, "token"), host(0, "graph_launch", 100, 300)]
+    raw = [rec("RUNTIME", "cudaGraphLaunch", 150, 250, 1),
+           rec("CONCURRENT_KERNEL", "gemv_residual", 1_000, 1_300, 1),  # o_proj: adds 300
+           rec("CONCURRENT_KERNEL", "gemv_swiglu", 1_300, 3_300, 1),
+           rec("CONCURRENT_KERNEL", "gemv_residual", 3_200, 4_200, 1),  # down: starts under PDL, adds 900
+           rec("CONCURRENT_KERNEL", "gemv_residual", 4_200, 4_500, 1),  # o_proj again
+           rec("CONCURRENT_KERNEL", "gemv_residual", 4_600, 4_700, 9)]  # another stream, no capture: no function
+    log = [("o_proj", "gemv_residual"), ("ffn", "gemv_swiglu"), ("ffn", "gemv_residual"), ("o_proj", "gemv_residual")]
+    table = schema.from_records([*host_rows, *to_rows(raw, OFFSET, 0, host_rows, log)], "r")
+    by_fn = traced.kernel_summary(table, by_function=True).set_index("name")
+    assert by_fn.loc["o_proj: gemv_residual", "count"] == 2 and by_fn.loc["o_proj: gemv_residual", "added_ns"] == 600
+    assert by_fn.loc["ffn: gemv_residual", "added_ns"] == 900 and by_fn.loc["ffn: gemv_residual", "total_ns"] == 1_000
+    assert by_fn.loc["ffn: gemv_swiglu", "added_ns"] == 2_000
+    by_name = traced.kernel_summary(table).set_index("name")  # the same kernels, one row a name
+    assert by_name.loc["gemv_residual", "added_ns"] == by_fn.filter(like="gemv_residual", axis=0)["added_ns"].sum()
+
+
 def test_traced_gap_between_tokens():
     table = schema.from_records([*HOST, *rows()], "r")
     g = gaps.traced_gaps(table)

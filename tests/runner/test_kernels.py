@@ -245,6 +245,10 @@ def test_kernel_bytes_add_up_to_the_token(name):
     parts = ok.kernel_bytes(p, 96)
     assert sum(parts.values()) == p.weight_bytes_per_token() + p.kv_bytes_per_token(96)
     assert parts["gemv"] == 2 * p.vocab * p.hidden and parts["attn_split"] == p.kv_bytes_per_token(96)
+    by_function = ok.function_kernel_bytes(p, 96)  # the same bytes, o_proj's and down's GEMV apart
+    assert sum(by_function.values()) == sum(parts.values())
+    assert by_function["o_proj: gemv_residual"] == 2 * p.n_layers * p.hidden ** 2
+    assert by_function["ffn: gemv_residual"] == 2 * p.n_layers * p.ffn * p.hidden
 
 
 def test_fused_swiglu_matches_unfused():
