@@ -36,7 +36,7 @@ NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's val
 # PDL: 1b 1211.9 against 1192.9 µs a token, 8b 5793.1 against 5640.6): the one-block norm kernel costs
 # little, because the next projection loads its weights while it runs, and folded, every warp of the
 # projection waits for the partials and the residual before its first product.
-AHEAD_RANGES = 3  # (address, bytes) pairs a kernel's ahead table holds (decode.cu's AHEAD_RANGES)
+AHEAD_RANGES = 3  # (address, bytes) pairs a GEMV takes as arguments for l2_ahead (decode.cu's AHEAD_RANGES)
 AHEAD_SITES = ("qkv", "o_proj", "down")  # the GEMVs that pull later weights into L2 (l2_ahead)
 L2_AHEAD_MB = 16  # the l2_ahead switch: MB each site pulls ahead (bench/pdl_variants.py compares others)
 ARGMAX_BLOCKS = 264  # two blocks per SM of an H100 read the vocabulary in argmax_partial
@@ -129,7 +129,7 @@ class OwnForward:
         self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
-        # l2_ahead: per layer and site, the weights that GEMV's warps pull into L2 once their rows are read
+        # l2_ahead: per layer and site, the ranges that GEMV's warps pull into L2 once their rows are read (0: none)
         self.ahead = ahead_args(ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20)) if l2_ahead_mb > 0
                                 else [dict.fromkeys(AHEAD_SITES, []) for _ in layers])
 
