@@ -131,7 +131,7 @@ def token(own, layers, w) -> None:
     fold = getattr(own, "fold_norm", False)
     own.embed()
     for li, layer in enumerate(layers):
-        at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead tables (since l2_ahead)
+        at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead ranges (older trees take none)
         if not fold:
             own.rmsnorm(layer["attn_norm"])
         own.qkv(layer, *at)

@@ -59,8 +59,8 @@ def kernel_functions(events: pd.DataFrame) -> pd.Series:
         return pd.Series("", index=k.index, dtype=object)
     keys = ["repeat", "track", "correlation", "start_ns", "end_ns"]  # one frame: the same track categories
     named = g[keys].assign(function=g["name"].astype(str).to_numpy()).drop_duplicates(keys)
-    joined = k[keys].reset_index().merge(named, on=keys, how="left")
-    return pd.Series(joined["function"].fillna("").to_numpy(), index=joined["index"].to_numpy(),
+    joined = k[keys].reset_index(names="row").merge(named, on=keys, how="left")  # "row": whatever the index is named
+    return pd.Series(joined["function"].fillna("").to_numpy(), index=joined["row"].to_numpy(),
                      dtype=object).reindex(k.index)
 
 
