@@ -103,6 +103,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
        for mb in (2, 4, 8, 16)},
     "pdl, filled past a wave, l2 ahead 16 MB by lines": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DL2_AHEAD_MODE=2"),
                                                           "l2_ahead_mb": 16},
+    # x read by each warp from global memory (X_STAGE=0), as before the GEMVs staged it in shared memory
+    "pdl, x read from global memory": {"pdl": True, "defines": ("-DX_STAGE=0",)},
+    "pdl, filled past a wave, x read from global memory": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DX_STAGE=0")},
 }
 REPLAYS = 50
 

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pdl_variants import chosen_variants, graph_replay_us, probe_header, probe_parser, run_probe  # noqa: E402
-from runner.own_kernels import SOURCE, PdlKernel, resident_blocks  # noqa: E402
+from runner.own_kernels import SOURCE, PdlKernel, resident_blocks, x_stage_bytes  # noqa: E402
 from runner.presets import Preset, get_preset  # noqa: E402
 
 CHAIN_SOURCE = SOURCE.parent / "chain.cu"
@@ -234,7 +234,7 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
                 for ph in phases:
                     launch(((ph.rows * 32 + THREADS - 1) // THREADS,), (THREADS,),
                            (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
-                            np.float32(1.0)))
+                            np.float32(1.0)), shared_mem=x_stage_bytes(v.defines, ph.cols))
             else:
                 args = (table, np.int32(len(phases)), bar, np.int32(v.barriers), np.int64(SPIN_LIMIT))
                 if v.kernel == "chain_ring":

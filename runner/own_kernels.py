@@ -30,6 +30,7 @@ MERGE_DEFINE = "-DMERGE_IN_OPROJ=1"
 # rule (attn_share_kv); OwnForward sets ATT_SHARE_KV to the preset's query heads a KV head
 ATT_SHARE_DEFINES = ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
+X_STAGE = 1  # decode.cu's X_STAGE: the GEMVs stage x in dynamic shared memory (x_stage_bytes) once they may read it
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -91,6 +92,11 @@ class OwnForward:
                  "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
                  *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
+        self.defines = defines
+        widest = x_stage_bytes(defines, max(p.hidden, p.ffn))
+        if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
+            for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
+                self.k[n].max_dynamic_shared_size_bytes = widest
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
@@ -137,7 +143,8 @@ class OwnForward:
     def _gemv(self, W: Any, x: Any, y: Any, rows: int, cols: int, scale: float = 1.0) -> None:
         """y = W x * scale."""
         self.k["gemv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)))
+                       (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)),
+                       shared_mem=x_stage_bytes(self.defines, cols))
 
     def rmsnorm(self, gain: Any) -> None:
         """hn = RMSNorm(x) * gain: what the next projection reads."""
@@ -151,7 +158,7 @@ class OwnForward:
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden),
-                            *self.ahead[li]["qkv"]))
+                            *self.ahead[li]["qkv"]), shared_mem=x_stage_bytes(self.defines, p.hidden))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
         """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
@@ -191,16 +198,17 @@ class OwnForward:
             return
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden),
-                                 *self.ahead[li]["o_proj"]))
+                                 *self.ahead[li]["o_proj"]), shared_mem=x_stage_bytes(self.defines, p.hidden))
 
     def ffn(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
-                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)))
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)),
+                              shared_mem=x_stage_bytes(self.defines, p.hidden))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn),
-                                 *self.ahead[li]["down"]))
+                                 *self.ahead[li]["down"]), shared_mem=x_stage_bytes(self.defines, p.ffn))
 
     def lm_head(self) -> None:
         """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
@@ -299,6 +307,12 @@ def define_value(defines: tuple[str, ...], name: str, default: int) -> int:
     """The integer value ``defines`` give decode.cu's ``name`` (-DNAME=V; the last one wins), else ``default``."""
     values = [int(x.split("=", 1)[1]) for x in defines if x.startswith(f"-D{name}=")]
     return values[-1] if values else default
+
+
+def x_stage_bytes(defines: tuple[str, ...], cols: int) -> int:
+    """The dynamic shared memory a GEMV of decode.cu built with ``defines`` needs for an x of ``cols``
+    halves: all of it where it stages x (X_STAGE, the default), none where it reads x from global memory."""
+    return 2 * cols if define_value(defines, "X_STAGE", X_STAGE) else 0
 
 
 def att_pos(defines: tuple[str, ...]) -> int:

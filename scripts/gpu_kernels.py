@@ -199,7 +199,8 @@ def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
             half = f
 
             def run(m):
-                fw.k["gemv_swiglu"](((half + 7) // 8,), (256,), (m[:half], m[half:], x, y, np.int32(half), np.int32(c)))
+                fw.k["gemv_swiglu"](((half + 7) // 8,), (256,), (m[:half], m[half:], x, y, np.int32(half), np.int32(c)),
+                                    shared_mem=ok_.x_stage_bytes(fw.defines, c))
         else:
             def run(m):
                 fw._gemv(m, x, y, r, c)

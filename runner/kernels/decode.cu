@@ -81,6 +81,37 @@ struct SharedX {  // x staged in shared memory by the block
     __device__ __forceinline__ uint4 operator()(int i) const { return s[i]; }
 };
 
+// X_STAGE 1: a GEMV's block copies x into shared memory once its wait returns, every chunk's copy in
+// flight at once (cp.async: no registers), and its warps read x there (the launch gives the block cols * 2
+// bytes of dynamic shared memory: OwnForward, x_stage_bytes). Read from global memory (0), x cost each
+// warp a trip to L1/L2 per chunk of its row head after the wait: in the SASS of every GEMV the load of
+// chunk k sat behind the bound check of chunk k - 1's product, so the loads went one after another
+// (8 in a row for a 2048-wide row) on the critical path of every kernel boundary.
+#ifndef X_STAGE
+#define X_STAGE 1
+#endif
+__device__ __forceinline__ void stage_x(uint4* xs, const half* __restrict__ x, int n4) {
+    const uint4* x4 = reinterpret_cast<const uint4*>(x);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    for (int c = threadIdx.x; c < n4; c += blockDim.x) {
+        const unsigned dst = (unsigned)__cvta_generic_to_shared(xs + c);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(x4 + c) : "memory");
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#else
+    for (int c = threadIdx.x; c < n4; c += blockDim.x) xs[c] = x4[c];
+#endif
+    __syncthreads();
+}
+#if X_STAGE
+#define GEMV_X(name, x, cols)        \
+    extern __shared__ uint4 xs[];    \
+    stage_x(xs, x, (cols) >> 3);     \
+    const SharedX name{xs}
+#else
+#define GEMV_X(name, x, cols) const PlainX name{reinterpret_cast<const uint4*>(x)}
+#endif
+
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
 // Split in two so the weights can be read before waiting for the kernel that wrote x: row_load issues
 // each lane's first D loads (D = 8: a 2048-wide row whole), row_dot finishes the row once x may be read.
@@ -210,8 +241,9 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
     RowHead<PRE_GEMV> r;
     const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
+    GEMV_X(xv, x, cols);
     if (row >= rows) return;
-    const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
+    const float s = row_dot(r, w, xv, cols);
     if ((threadIdx.x & 31) == 0) y[row] = __float2half(s * scale);
 }
 
@@ -229,18 +261,19 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
                                     int ra, int rb, int rc, int cols, AHEAD_PARAMS) {
     pdl_early();
-    int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    const half* W = Wa; half* y = ya;
+    int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, part = 0;  // part: 0 a, 1 b, 2 c
     if (row >= ra + rb + rc) row = -1;
-    else if (row >= ra + rb) { row -= ra + rb; W = Wc; y = yc; }
-    else if (row >= ra) { row -= ra; W = Wb; y = yb; }
+    else if (row >= ra + rb) { row -= ra + rb; part = 2; }
+    else if (row >= ra) { row -= ra; part = 1; }
     RowHead<PRE_QKV> r;
-    const half* w = W + (size_t)max(row, 0) * cols;
+    const half* w = (part == 2 ? Wc : part == 1 ? Wb : Wa) + (size_t)max(row, 0) * cols;
     row_load(r, w, cols);
     pdl_wait();
+    GEMV_X(xv, x, cols);
     if (row >= 0) {
-        const float s = row_dot(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, cols);
-        if ((threadIdx.x & 31) == 0) y[row] = __float2half(s);
+        const float s = row_dot(r, w, xv, cols);
+        // the output picked here, not held across the wait: one pointer fewer live (40 registers)
+        if ((threadIdx.x & 31) == 0) (part == 2 ? yc : part == 1 ? yb : ya)[row] = __float2half(s);
     }
     l2_ahead(AHEAD_ARGS);
 }
@@ -261,7 +294,8 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
     RowHead<PRE_RESID> r;
     const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
-    if (row < rows) add_row_product(r, w, PlainX{reinterpret_cast<const uint4*>(x)}, resid, row, cols);
+    GEMV_X(xv, x, cols);
+    if (row < rows) add_row_product(r, w, xv, resid, row, cols);
     l2_ahead(AHEAD_ARGS);
 }
 
@@ -311,8 +345,9 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
     row_load(rg, Wg + off, cols);
     row_load(ru, Wu + off, cols);
     pdl_wait();
+    GEMV_X(xv, x, cols);
     if (row >= rows) return;
-    swiglu_rows(rg, ru, Wg + off, Wu + off, PlainX{reinterpret_cast<const uint4*>(x)}, cols, out + row);
+    swiglu_rows(rg, ru, Wg + off, Wu + off, xv, cols, out + row);
 }
 
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192). The gain (a weight) is loaded before the wait

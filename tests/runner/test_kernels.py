@@ -408,3 +408,40 @@ def test_l2_ahead_slices_cover_the_ranges_once_in_aligned_lines(warps):
     assert merged == expected  # every byte once, nothing outside the ranges
     assert all(a % 16 == 0 and n % 16 == 0 and n < 2 ** 32 for _, a, n in slices)  # bulk prefetch's rules
     assert {w for w, _, _ in slices} <= set(range(warps))
+
+
+GEMVS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("stage", [0, 1])
+def test_gemvs_stage_x_in_shared_memory_once_the_wait_returns(tmp_path, stage):
+    """X_STAGE=1 (the default, what OwnForward's launches size shared memory for): every GEMV copies x
+    into shared memory with cp.async after griddepcontrol.wait, then a block barrier; X_STAGE=0 reads x
+    from global memory and has neither. Both keep the wait before any read of x."""
+    out = tmp_path / "decode.ptx"
+    defines = [] if stage else ["-DX_STAGE=0"]
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    for name in GEMVS:
+        body = bodies[name]
+        copies = body.find("cp.async.cg.shared.global")
+        if stage:
+            assert 0 <= body.index("griddepcontrol.wait") < copies < body.index("cp.async.wait_all") \
+                < body.index("bar.sync"), name
+        else:
+            assert copies < 0 and "bar.sync" not in body, name
+
+
+def test_x_stage_bytes_follow_the_build():
+    """The launch gives a staging GEMV all of x (2 bytes a half) and a reading one nothing; the mirror of
+    decode.cu's default is the source's."""
+    import re as re_
+
+    source_default = int(re_.search(r"#define X_STAGE (\d+)", ok.SOURCE.read_text()).group(1))
+    assert ok.X_STAGE == source_default == 1
+    assert ok.x_stage_bytes((), 14336) == 28672
+    assert ok.x_stage_bytes(("-DX_STAGE=0",), 14336) == 0
+    assert ok.x_stage_bytes(("-DATT_FILL=2", "-DX_STAGE=1"), 2048) == 4096
