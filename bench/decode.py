@@ -234,7 +234,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
             model.step(seq[pos], pos, True)
         model.reset()
         ts = model.stream
-        torch_stream = cp.cuda.ExternalStream(ts.cuda_stream)
+        torch_stream = cupy_stream_of(cp, ts.cuda_stream)
         samples["torch_graph"] = latency_by_position(lambda pos: model.step(seq[pos], pos, True), cp,
                                                      lambda: torch_stream, lat_rounds)
         torch.cuda.synchronize()
@@ -249,6 +249,24 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
            "latency_samples_ms": samples, "latency_rounds": lat_rounds,
            "token_agreement_with_baseline": agree}
     return out
+
+
+class _RawStream:
+    """A stream handle in the CUDA stream protocol, which CuPy 14 takes in place of ExternalStream."""
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.ptr)
+
+
+def cupy_stream_of(cp, ptr: int):
+    """CuPy's view of a stream that another library made (torch's), without ExternalStream's
+    deprecation warning where Stream.from_external exists (CuPy 14)."""
+    if hasattr(cp.cuda.Stream, "from_external"):
+        return cp.cuda.Stream.from_external(_RawStream(ptr))
+    return cp.cuda.ExternalStream(ptr)
 
 
 def main() -> int:

@@ -80,31 +80,45 @@ __device__ __forceinline__ void stage_vector(uint4* xs, const half* v, int n) {
 #define TOKEN_AHEAD 0
 #endif
 
-// Rows [0, rows) of W over the grid's warps, y[row] = fp16(W x * scale) (``resid``: resid[row] +=
-// fp16(W x) instead). ``r`` holds the head of the warp's first row, loaded before the barrier.
-template <int D>
-__device__ __forceinline__ void project(RowHead<D>& r, const half* __restrict__ W, const uint4* xs, int rows,
-                                        int cols, half* y, float* resid, float scale) {
+// The grid's warps over rows [0, rows), row += warps: ``load(head, row)`` loads a row's head (the warp's
+// first before the barrier, by the caller), ``dot(head, row)`` finishes the row from it. One loop for
+// every projection of the token, so TOKEN_AHEAD's order is written once.
+template <class Head, class Load, class Dot>
+__device__ __forceinline__ void warp_rows(Head& r, int rows, Load load, Dot dot) {
     const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + threadIdx.x / WARP;
-    const SharedX x{xs};
     for (int row = warp; row < rows; row += warps) {
-        const half* w = W + (size_t)row * cols;
 #if TOKEN_AHEAD
-        RowHead<D> n;
-        if (row + warps < rows) row_load(n, w + (size_t)warps * cols, cols);
+        Head n;
+        if (row + warps < rows) load(n, row + warps);
 #else
-        if (row != warp) row_load(r, w, cols);
+        if (row != warp) load(r, row);
 #endif
-        const float s = row_dot(r, w, x, cols);
-        if ((threadIdx.x & 31) == 0) {
-            if (resid) __stcg(resid + row, __ldcg(resid + row) + __half2float(__float2half(s)));
-            else y[row] = __float2half(s * scale);
-        }
+        dot(r, row);
 #if TOKEN_AHEAD
         r = n;
 #endif
     }
 }
+
+// Rows [0, rows) of W, y[row] = fp16(W x * scale) (``resid``: resid[row] += fp16(W x) instead).
+template <int D>
+__device__ __forceinline__ void project(RowHead<D>& r, const half* __restrict__ W, const uint4* xs, int rows,
+                                        int cols, half* y, float* resid, float scale) {
+    const SharedX x{xs};
+    warp_rows(r, rows, [&](RowHead<D>& h, int row) { row_load(h, W + (size_t)row * cols, cols); },
+              [&](RowHead<D>& h, int row) {
+                  const float s = row_dot(h, W + (size_t)row * cols, x, cols);
+                  if ((threadIdx.x & 31) == 0) {
+                      if (resid) __stcg(resid + row, __ldcg(resid + row) + __half2float(__float2half(s)));
+                      else y[row] = __float2half(s * scale);
+                  }
+              });
+}
+
+// A gate row's head and its up row's, loaded together (the SwiGLU phase's rows).
+struct GateUp {
+    RowHead<4> g, u;
+};
 
 // The head of the warp's first row of W (rows x cols), before the barrier that precedes its phase.
 template <int D>
@@ -159,9 +173,10 @@ __device__ __forceinline__ void token_barrier(const TokenArgs& A, unsigned* bar,
     stamp(A, gen - 1, 1);
 }
 
-// TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers (254 with TOKEN_AHEAD), no spills
-// (ptxas, sm_90); 2: 128 registers with spills (216 bytes stored, 488 with TOKEN_AHEAD). Measured on the
-// H200 (bench/persistent_token_h200_911be93.md): 1 block an SM with TOKEN_AHEAD is the fastest, still 37%
+// TOKEN_MIN_BLOCKS: blocks an SM (__launch_bounds__). 1: 224 registers (228 with TOKEN_AHEAD), no spills
+// (ptxas, sm_90, ATT_SHARE_KV=4); 2: 128 registers with spills (192 bytes stored, 180 with TOKEN_AHEAD;
+// 216 and 488 before warp_rows, whose loads and their order are the same). Measured on the H200 before
+// warp_rows (bench/persistent_token_h200_911be93.md): 1 block an SM with TOKEN_AHEAD is the fastest, still 37%
 // slower than one launch a kernel; the phase stamps put the loss in the attention phase (a few blocks
 // work, the rest wait) and in projections that stream at 8 warps an SM, not in the barriers.
 #ifndef TOKEN_MIN_BLOCKS
@@ -179,7 +194,7 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
     const unsigned long long base = grow_base(bar, token_phases(A.n_layers));
     stamp(A, token_phases(A.n_layers) - 1, 1);
     RowHead<PRE_GEMV> r;
-    RowHead<4> rg, ru;
+    GateUp gu;
     // embed
     const int tok = A.tok[0], p0 = A.pos[0], at = A.slot[0];
     for (int i = blockIdx.x * TOKEN_THREADS + tid; i < H; i += gridDim.x * TOKEN_THREADS)
@@ -192,24 +207,14 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
         // RMSNorm + QKV: rows [0, H) of wq, then wk, then wv (gemv_qkv's rows)
         stage_norm(hs, A.x, L.attn_norm, H, A.eps, part);
         {
-            const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + tid / WARP;
             const SharedX x{smem};
-            for (int row = warp; row < H + 2 * KV; row += warps) {
-                half* y;
-                const half* w = qkv_row(A, L, row, y);
-#if TOKEN_AHEAD
-                RowHead<PRE_GEMV> n;
-                half* unused;
-                if (row + warps < H + 2 * KV) row_load(n, qkv_row(A, L, row + warps, unused), H);
-#else
-                if (row != warp) row_load(r, w, H);
-#endif
-                const float s = row_dot(r, w, x, H);
-                if (lane == 0) *y = __float2half(s);
-#if TOKEN_AHEAD
-                r = n;
-#endif
-            }
+            half* unused;
+            warp_rows(r, H + 2 * KV, [&](RowHead<PRE_GEMV>& h, int row) { row_load(h, qkv_row(A, L, row, unused), H); },
+                      [&](RowHead<PRE_GEMV>& h, int row) {
+                          half* y;
+                          const float s = row_dot(h, qkv_row(A, L, row, y), x, H);
+                          if (lane == 0) *y = __float2half(s);
+                      });
         }
         token_barrier(A, bar, gen, base, spin_limit);
         // attention: every (KV head, split) the context reaches, as attn_share's blocks
@@ -238,34 +243,18 @@ token_persistent(const TokenArgs* __restrict__ args, unsigned* bar, long long sp
         // o_proj + residual
         stage_vector(smem, A.attn, H);
         project(r, L.wo, smem, H, H, nullptr, A.x, 1.f);
-        first_row(rg, L.wg, F, H);
-        first_row(ru, L.wu, F, H);
+        first_row(gu.g, L.wg, F, H);
+        first_row(gu.u, L.wu, F, H);
         token_barrier(A, bar, gen, base, spin_limit);
         // RMSNorm + gate/up + SwiGLU
         stage_norm(hs, A.x, L.ffn_norm, H, A.eps, part);
-        {
-            const int warps = gridDim.x * TOKEN_WARPS, warp = blockIdx.x * TOKEN_WARPS + tid / WARP;
-            for (int row = warp; row < F; row += warps) {
-                const size_t off = (size_t)row * H;
-#if TOKEN_AHEAD
-                RowHead<4> ng, nu;
-                if (row + warps < F) {
-                    row_load(ng, L.wg + off + (size_t)warps * H, H);
-                    row_load(nu, L.wu + off + (size_t)warps * H, H);
-                }
-#else
-                if (row != warp) {
-                    row_load(rg, L.wg + off, H);
-                    row_load(ru, L.wu + off, H);
-                }
-#endif
-                swiglu_rows(rg, ru, L.wg + off, L.wu + off, SharedX{smem}, H, A.ff + row);
-#if TOKEN_AHEAD
-                rg = ng;
-                ru = nu;
-#endif
-            }
-        }
+        warp_rows(gu, F, [&](GateUp& h, int row) {
+                      row_load(h.g, L.wg + (size_t)row * H, H);
+                      row_load(h.u, L.wu + (size_t)row * H, H);
+                  },
+                  [&](GateUp& h, int row) {
+                      swiglu_rows(h.g, h.u, L.wg + (size_t)row * H, L.wu + (size_t)row * H, SharedX{smem}, H, A.ff + row);
+                  });
         first_row(r, L.wd, H, F);
         token_barrier(A, bar, gen, base, spin_limit);
         // down + residual

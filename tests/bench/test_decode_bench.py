@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.decode import POSITIONS, flatness
+from bench.decode import POSITIONS, cupy_stream_of, flatness
 from perfreview.report import render
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
@@ -112,3 +112,22 @@ def test_cpu_dry_run_writes_the_issue_contract(tmp_path):
         assert row["tokens_per_s"] > 0 and "copy_bw_fraction" in row
     assert set(tiny["token_agreement_with_baseline"].values()) == {1.0}
     assert "| optimized+attn_share_kv |" in (tmp_path / "decode.md").read_text()
+
+
+def test_torch_stream_reaches_cupy_through_the_stream_protocol_where_cupy_has_it():
+    class Stream:  # CuPy 14: Stream.from_external takes any object with __cuda_stream__
+        @staticmethod
+        def from_external(obj):
+            return ("from_external", obj.__cuda_stream__())
+
+    class Cuda:
+        pass
+
+    class Cp:
+        cuda = Cuda()
+
+    Cp.cuda.Stream = Stream
+    Cp.cuda.ExternalStream = lambda ptr: ("ExternalStream", ptr)
+    assert cupy_stream_of(Cp, 0x1234) == ("from_external", (0, 0x1234))
+    del Stream.from_external  # an older CuPy: the one it has
+    assert cupy_stream_of(Cp, 0x1234) == ("ExternalStream", 0x1234)
