@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
-from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, OwnForward  # noqa: E402
+from runner.own_kernels import (  # noqa: E402
+    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, NORM_DEFINE, OwnForward)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -106,6 +107,8 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # x read by each warp from global memory (X_STAGE=0), as before the GEMVs staged it in shared memory
     "pdl, x read from global memory": {"pdl": True, "defines": ("-DX_STAGE=0",)},
     "pdl, filled past a wave, x read from global memory": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DX_STAGE=0")},
+    # the QKV and gate/up GEMVs compute the RMSNorm from the residual, a block each, no norm launch before them
+    "pdl, filled past a wave, norm in the projections": {"pdl": True, "defines": (ATT_FILL_DEFINE, NORM_DEFINE)},
 }
 REPLAYS = 50
 
@@ -132,17 +135,18 @@ def token(own, layers, w) -> None:
     --before tree may be from when RoPE had a launch of its own (rope_kv), or from when the RMSNorm could
     be folded into the projections (fold_norm, before it was removed)."""
     fold = getattr(own, "fold_norm", False)
+    in_proj = fold or getattr(own, "norm_in_proj", False)  # the QKV and gate/up launches compute their norm
     own.embed()
     for li, layer in enumerate(layers):
         at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead ranges (older trees take none)
-        if not fold:
+        if not in_proj:
             own.rmsnorm(layer["attn_norm"])
         own.qkv(layer, *at)
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer, *at)
-        if not fold:
+        if not in_proj:
             own.rmsnorm(layer["ffn_norm"])
         own.ffn(layer, *at)
     if not fold:

@@ -31,6 +31,9 @@ MERGE_DEFINE = "-DMERGE_IN_OPROJ=1"
 ATT_SHARE_DEFINES = ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
 ROWS_PER_BLOCK = 8  # gemv: one warp per row, 256 threads
 X_STAGE = 1  # decode.cu's X_STAGE: the GEMVs stage x in dynamic shared memory (x_stage_bytes) once they may read it
+# decode.cu built so the QKV and gate/up GEMVs compute the RMSNorm they read, a block each from the residual,
+# and no norm launch precedes them (norm_in_proj; the final norm before the LM head stays a launch)
+NORM_DEFINE = "-DNORM_IN_PROJ=1"
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -93,7 +96,10 @@ class OwnForward:
                  *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
-        widest = x_stage_bytes(defines, max(p.hidden, p.ffn))
+        # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE); the
+        # forward leaves out the norm launches before them
+        self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) == 1
+        widest = max(x_stage_bytes(defines, p.ffn), x_stage_bytes(defines, p.hidden, normed=True))
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
             for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
                 self.k[n].max_dynamic_shared_size_bytes = widest
@@ -152,13 +158,15 @@ class OwnForward:
                                           np.float32(self.p.norm_eps)))
 
     def qkv(self, layer: dict[str, Any], li: int) -> None:
-        """The Q, K, V projections of ``hn`` in one launch (``li``: the layer, for its ahead table)."""
+        """The Q, K, V projections of ``hn`` in one launch (``li``: the layer, for its ahead table); with
+        ``norm_in_proj``, of RMSNorm(x) * attn_norm computed by the launch."""
         p = self.p
         rows = p.hidden + 2 * p.kv_dim
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden),
-                            *self.ahead[li]["qkv"]), shared_mem=x_stage_bytes(self.defines, p.hidden))
+                            self.x, layer["attn_norm"], np.float32(p.norm_eps), *self.ahead[li]["qkv"]),
+                           shared_mem=x_stage_bytes(self.defines, p.hidden, normed=True))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
         """One of q/k/v alone, of ``hn`` (the ``qkv_streams`` fork runs these on three streams)."""
@@ -204,8 +212,9 @@ class OwnForward:
         p = self.p
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
-                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden)),
-                              shared_mem=x_stage_bytes(self.defines, p.hidden))
+                              (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden),
+                               self.x, layer["ffn_norm"], np.float32(p.norm_eps)),
+                              shared_mem=x_stage_bytes(self.defines, p.hidden, normed=True))
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn),
                                  *self.ahead[li]["down"]), shared_mem=x_stage_bytes(self.defines, p.ffn))
@@ -309,10 +318,14 @@ def define_value(defines: tuple[str, ...], name: str, default: int) -> int:
     return values[-1] if values else default
 
 
-def x_stage_bytes(defines: tuple[str, ...], cols: int) -> int:
+def x_stage_bytes(defines: tuple[str, ...], cols: int, normed: bool = False) -> int:
     """The dynamic shared memory a GEMV of decode.cu built with ``defines`` needs for an x of ``cols``
-    halves: all of it where it stages x (X_STAGE, the default), none where it reads x from global memory."""
-    return 2 * cols if define_value(defines, "X_STAGE", X_STAGE) else 0
+    halves: all of it where it stages x (X_STAGE, the default), none where it reads x from global memory.
+    ``normed``: a GEMV that reads RMSNorm's output (QKV, gate/up), which with NORM_IN_PROJ also holds the
+    gain (fp16) and the residual (fp32) it computes x from."""
+    if not define_value(defines, "X_STAGE", X_STAGE):
+        return 0
+    return 8 * cols if normed and define_value(defines, "NORM_IN_PROJ", 0) else 2 * cols
 
 
 def att_pos(defines: tuple[str, ...]) -> int:

@@ -249,8 +249,11 @@ class Pipeline:
             with rec.span("rmsnorm", s):
                 own.rmsnorm(gain)
 
+        # norm_in_proj: the QKV and gate/up launches compute their norm (the Q/K/V fork still reads hn)
+        own_norm = own.norm_in_proj
         for li, layer in enumerate(self.layers):
-            norm(layer["attn_norm"])
+            if not own_norm or self.qkv_streams:
+                norm(layer["attn_norm"])
             if self.qkv_streams:
                 with rec.span("qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
@@ -261,7 +264,8 @@ class Pipeline:
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer, li)
-            norm(layer["ffn_norm"])
+            if not own_norm:
+                norm(layer["ffn_norm"])
             with rec.span("ffn", s):
                 own.ffn(layer, li)
         norm(self.w["final_norm"])

@@ -49,7 +49,8 @@ def make_forward(cp, preset, pdl: bool = False, defines: tuple[str, ...] = (), l
 
     host = {"wq": mat(h, h, h ** -0.5), "wk": mat(kv, h, h ** -0.5), "wv": mat(kv, h, h ** -0.5),
             "wo": mat(h, h, h ** -0.5), "w_gate": mat(f, h, h ** -0.5), "w_up": mat(f, h, h ** -0.5),
-            "w_down": mat(h, f, f ** -0.5), "attn_norm": (1 + 0.1 * rng.standard_normal(h)).astype(np.float16)}
+            "w_down": mat(h, f, f ** -0.5), "attn_norm": (1 + 0.1 * rng.standard_normal(h)).astype(np.float16),
+            "ffn_norm": (1 + 0.1 * rng.standard_normal(h)).astype(np.float16)}
     vocab = min(p.vocab, 32768)
     emb = mat(vocab, h, 1.0)
     layer = {k: cp.asarray(v) for k, v in host.items()}
@@ -102,9 +103,13 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     fw.rmsnorm(layer["attn_norm"])
     record("rmsnorm", rel(fw.hn.get(), hn))
     hn16 = f64(fw.hn.get())  # what the projections read (fp16)
+    normed16 = fw.hn.copy()
+    if fw.norm_in_proj:  # the build computes it in gemv_qkv from x and the gain, and must not read hn
+        fw.hn.fill(np.nan)
     fw.qkv(layer, 0)
     for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
         record(name, rel(out.get(), f64(host[wname]) @ hn16))
+    fw.hn[...] = normed16  # the fork's projections read hn in every build
     poison(fw.kk)
     fw.proj("wk", layer)  # one projection alone (the qkv_streams fork)
     record("gemv (proj k)", rel(fw.kk.get(), f64(host["wk"]) @ hn16))
@@ -114,7 +119,12 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     poison(fw.q)
     fw._gemv(layer["wq"], xd, fw.q, h, h, 0.5)
     record("gemv", rel(fw.q.get(), 0.5 * f64(host["wq"]) @ f64(x)))
-    # gemv_swiglu + gemv_residual (down)
+    # gemv_swiglu + gemv_residual (down), of the ffn norm's output (norm_in_proj: computed by gemv_swiglu
+    # from x; x still holds xr)
+    fw.rmsnorm(layer["ffn_norm"])
+    hn16 = f64(fw.hn.get())
+    if fw.norm_in_proj:
+        fw.hn.fill(np.nan)  # the build must not read hn
     poison(fw.ff)
     fw.ffn(layer, 0)
     g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
@@ -199,8 +209,9 @@ def bandwidth(cp, preset_name: str, copy_bw: float) -> list[dict]:
             half = f
 
             def run(m):
-                fw.k["gemv_swiglu"](((half + 7) // 8,), (256,), (m[:half], m[half:], x, y, np.int32(half), np.int32(c)),
-                                    shared_mem=ok_.x_stage_bytes(fw.defines, c))
+                fw.k["gemv_swiglu"](((half + 7) // 8,), (256,), (m[:half], m[half:], x, y, np.int32(half), np.int32(c),
+                                                               fw.x, fw.w["final_norm"], np.float32(p.norm_eps)),
+                                    shared_mem=ok_.x_stage_bytes(fw.defines, c, normed=True))
         else:
             def run(m):
                 fw._gemv(m, x, y, r, c)
@@ -241,6 +252,8 @@ def main() -> int:
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                                           ok_.MERGE_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, ok_.ATT_SHARE_DEFINES)]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
+                                                                                          ok_.NORM_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,),
                                                                           l2_ahead_mb=ok_.L2_AHEAD_MB)]
     copy_bw = copy_bandwidth_gbs(cp)

@@ -210,10 +210,7 @@ extern "C" __global__ void CHAIN_BOUNDS chain(const ChainPhase* __restrict__ pha
 #define RING_COLS 2048  // columns a chunk: 32 lanes x 8 x 8 halves
 #define RING_CHUNK 256  // 16-byte pieces a chunk
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
+// cp_async16: decode.cu's
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_ring() { asm volatile("cp.async.wait_group %0;" ::"n"(RING - 1) : "memory"); }
 

@@ -90,17 +90,24 @@ struct SharedX {  // x staged in shared memory by the block
 #ifndef X_STAGE
 #define X_STAGE 1
 #endif
+// 16 bytes global -> shared without registers (sm_80's cp.async; a plain copy before it).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(d), "l"(src) : "memory");
+#else
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
 __device__ __forceinline__ void stage_x(uint4* xs, const half* __restrict__ x, int n4) {
     const uint4* x4 = reinterpret_cast<const uint4*>(x);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    for (int c = threadIdx.x; c < n4; c += blockDim.x) {
-        const unsigned dst = (unsigned)__cvta_generic_to_shared(xs + c);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(x4 + c) : "memory");
-    }
-    asm volatile("cp.async.wait_all;" ::: "memory");
-#else
-    for (int c = threadIdx.x; c < n4; c += blockDim.x) xs[c] = x4[c];
-#endif
+    for (int c = threadIdx.x; c < n4; c += blockDim.x) cp_async16(xs + c, x4 + c);
+    cp_async_wait_all();
     __syncthreads();
 }
 #if X_STAGE
@@ -110,6 +117,83 @@ __device__ __forceinline__ void stage_x(uint4* xs, const half* __restrict__ x, i
     const SharedX name{xs}
 #else
 #define GEMV_X(name, x, cols) const PlainX name{reinterpret_cast<const uint4*>(x)}
+#endif
+
+// rmsnorm's 1/rms for a block of 256 threads, bit for bit: rmsnorm's 1024 threads each sum the squares of
+// NORM_PER_THREAD values (thread t: t, t + 1024, ...), each warp's sums by warp_sum, then the 32 warps' by
+// warp_sum; here thread t plays t, t + 256, t + 512 and t + 768. ``at(i)``: x[i], from wherever it lies.
+// ``part``: 33 floats of shared memory. Also the persistent token's (token.cu).
+#define NORM_PER_THREAD 8
+template <class At>
+__device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part) {
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const int vt = t + r * 256;
+        float v[NORM_PER_THREAD];
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = vt + k * 1024;
+            v[k] = i < n ? at(i) : 0.f;
+        }
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[k] * v[k];
+        s = warp_sum(s);
+        if (lane == 0) part[r * 8 + w] = s;  // the virtual warp vt / 32
+    }
+    __syncthreads();
+    if (t < 32) {
+        const float u = warp_sum(part[t]);
+        if (t == 0) part[32] = rsqrtf(u / n + eps);
+    }
+    __syncthreads();
+    return part[32];
+}
+
+// NORM_IN_PROJ 1: the QKV and gate/up GEMVs compute the RMSNorm they read themselves, each block from the
+// fp32 residual, and the norm's own launch before them goes (OwnForward.norm_in_proj; the final norm
+// before the LM head stays a launch: its 16k blocks would each read the residual). The block copies the
+// gain into shared memory before its wait (a weight) and the residual after it, both with cp.async, then
+// rms_scale and rmsnorm's products, so x is rmsnorm's output bit for bit. Shared memory a block: x in
+// fp16, the gain, the residual in fp32: 8 * cols bytes (x_stage_bytes). Two folds were measured slower
+// before (PlainX's comment); both made every warp gather the residual, this one a block once.
+#ifndef NORM_IN_PROJ
+#define NORM_IN_PROJ 0
+#endif
+#if NORM_IN_PROJ && !X_STAGE
+#error "NORM_IN_PROJ computes the norm where x is staged: it needs X_STAGE"
+#endif
+// Before the wait: the gain's copy in flight (xs + cols / 8: after x's fp16 copy).
+__device__ __forceinline__ void stage_gain(uint4* xs, const half* __restrict__ gain, int cols) {
+    const uint4* g4 = reinterpret_cast<const uint4*>(gain);
+    for (int c = threadIdx.x; c < (cols >> 3); c += blockDim.x) cp_async16(xs + (cols >> 3) + c, g4 + c);
+}
+// After the wait: the residual copied (xs + cols / 4), every copy waited for, then x = RMSNorm(resid) * gain
+// in fp16 into xs[0, cols / 8).
+__device__ __forceinline__ void stage_norm_x(uint4* xs, const float* __restrict__ resid, int cols, float eps) {
+    __shared__ float part[33];
+    float* r32 = reinterpret_cast<float*>(xs + (cols >> 2));
+    const uint4* r4 = reinterpret_cast<const uint4*>(resid);
+    for (int c = threadIdx.x; c < (cols >> 2); c += blockDim.x) cp_async16(xs + (cols >> 2) + c, r4 + c);
+    cp_async_wait_all();
+    __syncthreads();
+    const float inv = rms_scale([&](int i) { return r32[i]; }, cols, eps, part);
+    half* x = reinterpret_cast<half*>(xs);
+    const half* g = x + cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) x[i] = __float2half(r32[i] * inv * __half2float(g[i]));
+    __syncthreads();
+}
+#if NORM_IN_PROJ
+#define NORM_GAIN(gain, cols)     \
+    extern __shared__ uint4 xs[]; \
+    stage_gain(xs, gain, cols)
+#define GEMV_NORMED_X(name, x, resid, cols, eps) \
+    stage_norm_x(xs, resid, cols, eps);           \
+    const SharedX name{xs}
+#else
+#define NORM_GAIN(gain, cols)
+#define GEMV_NORMED_X(name, x, resid, cols, eps) GEMV_X(name, x, cols)
 #endif
 
 // Dot product of one fp16 row with x, one warp, 16-byte loads (8 halves per lane per step).
@@ -259,7 +343,8 @@ extern "C" __global__ void gemv(const half* __restrict__ W, const half* __restri
 extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, const half* __restrict__ Wb,
                                     const half* __restrict__ Wc, const half* __restrict__ x,
                                     half* __restrict__ ya, half* __restrict__ yb, half* __restrict__ yc,
-                                    int ra, int rb, int rc, int cols, AHEAD_PARAMS) {
+                                    int ra, int rb, int rc, int cols, const float* __restrict__ resid,
+                                    const half* __restrict__ gain, float eps, AHEAD_PARAMS) {
     pdl_early();
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, part = 0;  // part: 0 a, 1 b, 2 c
     if (row >= ra + rb + rc) row = -1;
@@ -268,8 +353,9 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
     RowHead<PRE_QKV> r;
     const half* w = (part == 2 ? Wc : part == 1 ? Wb : Wa) + (size_t)max(row, 0) * cols;
     row_load(r, w, cols);
+    NORM_GAIN(gain, cols);
     pdl_wait();
-    GEMV_X(xv, x, cols);
+    GEMV_NORMED_X(xv, x, resid, cols, eps);
     if (row >= 0) {
         const float s = row_dot(r, w, xv, cols);
         // the output picked here, not held across the wait: one pointer fewer live (40 registers)
@@ -337,15 +423,17 @@ __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<
 #define SWIGLU_BOUNDS
 #endif
 extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg, const half* __restrict__ Wu,
-                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols) {
+                                       const half* __restrict__ x, half* __restrict__ out, int rows, int cols,
+                                       const float* __restrict__ resid, const half* __restrict__ gain, float eps) {
     pdl_early();
     const int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     RowHead<PRE_SWIGLU> rg, ru;
     const size_t off = (size_t)min(row, rows - 1) * cols;
     row_load(rg, Wg + off, cols);
     row_load(ru, Wu + off, cols);
+    NORM_GAIN(gain, cols);
     pdl_wait();
-    GEMV_X(xv, x, cols);
+    GEMV_NORMED_X(xv, x, resid, cols, eps);
     if (row >= rows) return;
     swiglu_rows(rg, ru, Wg + off, Wu + off, xv, cols, out + row);
 }
@@ -353,7 +441,6 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
 // out = x * rsqrt(mean(x^2) + eps) * gain; one block of 1024 threads (x in fp32, n <= 8192). The gain (a weight) is loaded before the wait
 // for the residual's writer, and each thread keeps its NORM_PER_THREAD values of x in registers, so the
 // kernel makes one trip to memory after the wait.
-#define NORM_PER_THREAD 8
 #ifndef NORM_TRIGGER_START  // 1: the norm lets the next projection launch (and load weights) at its start
 #define NORM_TRIGGER_START 0
 #endif

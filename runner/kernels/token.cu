@@ -30,38 +30,10 @@ struct TokenArgs {  // pointers, then ints, then floats (bench/persistent_token.
 #define TOKEN_THREADS 256
 #define TOKEN_WARPS (TOKEN_THREADS / WARP)
 
-// rmsnorm's 1/rms, in its order: 1024 threads of 8 values (thread t: t, t + 1024, ...), each warp's sum
-// by warp_sum, then the 32 warps' sums by warp_sum. Here each of the 256 threads plays 4 of the 1024.
-__device__ __forceinline__ float norm_scale(const float* x, int n, float eps, float* part) {
-    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const int vt = t + r * TOKEN_THREADS;
-        float v[NORM_PER_THREAD];
-#pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) {
-            const int i = vt + k * 1024;
-            v[k] = i < n ? __ldcg(x + i) : 0.f;
-        }
-        float s = 0.f;
-#pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[k] * v[k];
-        s = warp_sum(s);
-        if (lane == 0) part[r * TOKEN_WARPS + w] = s;  // the virtual warp vt / 32
-    }
-    __syncthreads();
-    if (t < 32) {
-        const float u = warp_sum(part[t]);
-        if (t == 0) part[32] = rsqrtf(u / n + eps);
-    }
-    __syncthreads();
-    return part[32];
-}
-
 // The block's copy of RMSNorm(x) * gain in fp16 (rmsnorm's output), in shared memory.
 __device__ __forceinline__ void stage_norm(half* hs, const float* x, const half* __restrict__ gain, int n, float eps,
                                            float* part) {
-    const float inv = norm_scale(x, n, eps, part);
+    const float inv = rms_scale([&](int i) { return __ldcg(x + i); }, n, eps, part);  // TOKEN_THREADS is 256
     for (int i = threadIdx.x; i < n; i += TOKEN_THREADS) hs[i] = __float2half(__ldcg(x + i) * inv * __half2float(gain[i]));
     __syncthreads();
 }

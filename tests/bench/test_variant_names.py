@@ -45,3 +45,25 @@ def test_decode_task_names_only_variants_that_exist_and_refuses_unknown_stages(t
                           text=True, env={"OUT": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and done.stderr.strip() == "decode_task: error: unknown stage bogus"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("in_proj", [False, True])
+def test_token_leaves_out_the_norm_launches_the_projections_compute(in_proj):
+    """bench.pdl_variants.token (the cuda_graph config's launches): with norm_in_proj the QKV and gate/up
+    launches compute their RMSNorm, so no norm launch precedes them; the final norm before the LM head stays."""
+    from bench.pdl_variants import token
+
+    calls = []
+
+    class Own:
+        norm_in_proj, fold_norm = in_proj, False
+        ahead = None
+
+        def __getattr__(self, name):
+            return lambda *a: calls.append((name, a[0] if a and isinstance(a[0], str) else None))
+
+    layers = [{"attn_norm": "attn", "ffn_norm": "ffn"}] * 2
+    token(Own(), layers, {"final_norm": "final"})
+    norms = [g for name, g in calls if name == "rmsnorm"]
+    assert norms == (["final"] if in_proj else ["attn", "ffn", "attn", "ffn", "final"])
+    assert [n for n, _ in calls].count("qkv") == 2 and [n for n, _ in calls][-2:] == ["lm_head", "sample"]

@@ -445,3 +445,37 @@ def test_x_stage_bytes_follow_the_build():
     assert ok.x_stage_bytes((), 14336) == 28672
     assert ok.x_stage_bytes(("-DX_STAGE=0",), 14336) == 0
     assert ok.x_stage_bytes(("-DATT_FILL=2", "-DX_STAGE=1"), 2048) == 4096
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_norm_in_proj_copies_the_gain_before_the_wait_and_the_residual_after(tmp_path):
+    """NORM_IN_PROJ=1: gemv_qkv and gemv_swiglu issue the gain's cp.async (a weight) before
+    griddepcontrol.wait and the residual's after it, wait for both, and reduce (bar.sync) before the
+    products; the other GEMVs stage x as before. Without X_STAGE the build refuses to compile."""
+    out = tmp_path / "decode.ptx"
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-o", str(out), str(ok.SOURCE)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    for name in ("gemv_qkv", "gemv_swiglu"):
+        body = bodies[name]
+        wait = body.index("griddepcontrol.wait")
+        first, last = body.find("cp.async.cg.shared.global"), body.rfind("cp.async.cg.shared.global")
+        assert 0 <= first < wait < last < body.index("cp.async.wait_all") < body.index("bar.sync"), name
+        assert "rsqrt" in body, name
+    for name in ("gemv", "gemv_residual"):
+        assert "rsqrt" not in bodies[name] and bodies[name].index("griddepcontrol.wait") < bodies[name].find(
+            "cp.async.cg.shared.global"), name
+    refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-DX_STAGE=0", "-o", str(out),
+                              str(ok.SOURCE)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "needs X_STAGE" in refused.stderr
+
+
+def test_norm_in_proj_sizes_the_normed_gemvs_for_x_gain_and_residual():
+    """2 + 2 + 4 bytes a column for the GEMVs that read the norm's output in the NORM_IN_PROJ build, x
+    alone for the others and in the other builds; the build is off unless asked for."""
+    assert ok.x_stage_bytes((ok.NORM_DEFINE,), 2048, normed=True) == 16384
+    assert ok.x_stage_bytes((ok.NORM_DEFINE,), 8192) == 16384
+    assert ok.x_stage_bytes((), 2048, normed=True) == 4096
+    assert ok.x_stage_bytes((ok.NORM_DEFINE, "-DX_STAGE=0"), 2048, normed=True) == 0
+    assert "#define NORM_IN_PROJ 0" in ok.SOURCE.read_text()
