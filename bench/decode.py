@@ -5,8 +5,8 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
-  attn_group_heads, without attn_fill_split, with attn_fit_wave and with attn_share_kv (the runner's
-  interleaved rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat
+  attn_group_heads, without attn_fill_split, with attn_fit_wave, with attn_share_kv and with
+  norm_in_proj (the runner's interleaved rounds) and of PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat
   of each per round:
   median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
@@ -54,7 +54,8 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized+attn_group_heads": "optimized,attn_group_heads=on",
         "optimized-attn_fill_split": "optimized,attn_fill_split=off",
         "optimized+attn_fit_wave": "optimized,attn_fit_wave=on",
-        "optimized+attn_share_kv": "optimized,attn_share_kv=on"}
+        "optimized+attn_share_kv": "optimized,attn_share_kv=on",
+        "optimized+norm_in_proj": "optimized,norm_in_proj=on"}
 LATENCY_CONFIGS = ("optimized", "optimized-attn_fill_split", "optimized+attn_fit_wave",
                    "optimized+attn_share_kv")  # ours, by position
 POSITIONS = (32, 96, 160, 512)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, MERGE_DEFINE
+from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, MERGE_DEFINE,
+                                NORM_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ SWITCHES: dict[str, Switch] = {
                        "(implies own_kernels). Measured no faster: one token at position 96, H100 1b 1144.2-1194.7 "
                        "µs at 4-16 MB against 1146.7 without, slower on the H200 (reports/bench/"
                        "pdl_variants_l2_ahead_*)"),
+    "norm_in_proj": Switch(bool, False, True, True,
+                           "our QKV and gate/up GEMVs compute the RMSNorm they read, each block from the fp32 "
+                           "residual into shared memory (rmsnorm's arithmetic, bit for bit), so the 32 norm "
+                           "launches before them go; the final norm before the LM head stays (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -86,11 +91,11 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead")
+                 "attn_share_kv", "l2_ahead", "norm_in_proj")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES}
+    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)
 SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",)}
