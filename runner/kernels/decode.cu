@@ -86,7 +86,9 @@ struct SharedX {  // x staged in shared memory by the block
 // bytes of dynamic shared memory: OwnForward, x_stage_bytes). Read from global memory (0), x cost each
 // warp a trip to L1/L2 per chunk of its row head after the wait: in the SASS of every GEMV the load of
 // chunk k sat behind the bound check of chunk k - 1's product, so the loads went one after another
-// (8 in a row for a 2048-wide row) on the critical path of every kernel boundary.
+// (8 in a row for a 2048-wide row) on the critical path of every kernel boundary. Measured on an H200, one
+// token as a graph at position 96 (reports/bench/pdl_variants_x_stage_pos96_h200_271324e.md): 1b 877.4 µs
+// staged against 945.1 from global memory, 8b 3992.9 against 4155.5.
 #ifndef X_STAGE
 #define X_STAGE 1
 #endif
@@ -157,7 +159,10 @@ __device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part)
 // gain into shared memory before its wait (a weight) and the residual after it, both with cp.async, then
 // rms_scale and rmsnorm's products, so x is rmsnorm's output bit for bit. Shared memory a block: x in
 // fp16, the gain, the residual in fp32: 8 * cols bytes (x_stage_bytes). Two folds were measured slower
-// before (PlainX's comment); both made every warp gather the residual, this one a block once.
+// before (PlainX's comment); both made every warp gather the residual, this one a block once. Measured
+// slower too, on an H200 (271324e): one token at position 96 1b 1005.5 µs against 877.4, 8b 4385.9 against
+// 3992.9; tg128 989.9 / 225.9 t/s against 1137.9 / 251.0. The norm's reduction now stands between every
+// block's wait and its first product, where the launched norm ran once and under PDL's overlap.
 #ifndef NORM_IN_PROJ
 #define NORM_IN_PROJ 0
 #endif
