@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
-    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, MERGE_DEFINE, NORM_DEFINE, OwnForward)
+    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
+    OwnForward)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -109,6 +110,12 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, filled past a wave, x read from global memory": {"pdl": True, "defines": (ATT_FILL_DEFINE, "-DX_STAGE=0")},
     # the QKV and gate/up GEMVs compute the RMSNorm from the residual, a block each, no norm launch before them
     "pdl, filled past a wave, norm in the projections": {"pdl": True, "defines": (ATT_FILL_DEFINE, NORM_DEFINE)},
+    # the row heads, rmsnorm's gain (and combine's pos) as coherent loads, which ptxas keeps before the wait
+    "pdl, filled past a wave, early loads": {"pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE)},
+    # resid[row] beside the products, attention's RoPE table before the wait, combine's loads in one trip
+    "pdl, filled past a wave, hoisted loads": {"pdl": True, "defines": (ATT_FILL_DEFINE, HOIST_DEFINE)},
+    "pdl, filled past a wave, early and hoisted loads": {"pdl": True,
+                                                          "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)},
 }
 REPLAYS = 50
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU task (issue 12): the defaults as they stand, in stages that each fit one device call. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
-# the float64 reference (checks); one token at positions 96 and 512 of the default's attention
-# against the alternatives, with an A/A row (variants); the decode table: tokens/s against the copy
+# the float64 reference (checks); one token at positions 96 and 512, the default against its load
+# orders (EARLY_LOADS, HOIST_LOADS), with an A/A pair (variants); the decode table: tokens/s against the copy
 # bandwidth and PyTorch, latency by position, each kernel beside its floor (decode); the projections
 # alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
 # whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
@@ -31,9 +31,12 @@ for s in "${stages[@]}"; do
         python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
         stamp check;;
     variants)
-        V="pdl, trigger after wait;pdl, trigger after wait (A/A);pdl, attention split filled past a wave"
-        V="$V;pdl, attention split fits one wave;pdl, KV heads shared in a block"
-        for pos in 96 512; do  # the default's attention against the alternatives, with an A/A row
+        # the default against its load orders (EARLY_LOADS, HOIST_LOADS), with an A/A pair (the fill
+        # acts only past a wave: at 96 the pair's build is the default's)
+        V="pdl, attention split filled past a wave;pdl, trigger after wait;pdl, trigger after wait (A/A)"
+        V="$V;pdl, filled past a wave, early loads;pdl, filled past a wave, hoisted loads"
+        V="$V;pdl, filled past a wave, early and hoisted loads"
+        for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| pdl"
             stamp "position $pos"

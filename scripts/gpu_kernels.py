@@ -256,6 +256,8 @@ def main() -> int:
                                                                                           ok_.NORM_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,),
                                                                           l2_ahead_mb=ok_.L2_AHEAD_MB)]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
+                                                                          ok_.EARLY_DEFINE, ok_.HOIST_DEFINE))]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
     render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},

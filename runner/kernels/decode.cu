@@ -23,7 +23,8 @@ __device__ __forceinline__ float warp_max(float v) {
 // start while the previous kernel of its stream still runs. pdl_wait() returns once that kernel has
 // finished and its writes are visible; every kernel calls it on every path before it reads or writes
 // what another kernel touches, and reads only weights (never written) before it. So kernel N+1 runs
-// its weight loads while kernel N drains, and N has waited for N-1 before N can finish.
+// its weight loads while kernel N drains, and N has waited for N-1 before N can finish. (In the SASS
+// the weight loads come before the wait only where they are coherent loads: EARLY_LOADS, below.)
 // PDL_TRIGGER says when a kernel lets the next one launch: 1 at its start (pdl_early), 2 once its own
 // wait returned, 0 never (the next launches as this one ends). Without the attribute all are no-ops.
 // 2 measured fastest on the 1b token (bench/pdl_variants.md: 1206 us against 1243 at the start and
@@ -92,6 +93,58 @@ struct SharedX {  // x staged in shared memory by the block
 #ifndef X_STAGE
 #define X_STAGE 1
 #endif
+// HOIST_LOADS 1: after its wait a kernel makes one trip to memory, not two or three. The SASS of
+// CUDA 13.0 (sm_90, the optimized build) showed dependent trips after griddepcontrol.wait, each an L2
+// round trip on the critical path of a kernel boundary: gemv_residual loaded resid[row] only after the
+// row's warp_sum (a trip at its tail, 32 launches a 1b token); attn_split loaded inv_freq after the
+// wait and only then its q, k and v (sincos and a barrier between); attn_combine loaded pos[0], then
+// the splits' (m, l), then their outputs, each trip waiting for the one before (16 launches each).
+// With it: resid[row] is loaded beside the row's products, attn_split's RoPE table is made before the
+// wait (pos and inv_freq are the token's constants; see ATT_PREFETCH), and attn_combine reads pos
+// before the wait and its first COMBINE_AHEAD splits' outputs beside their (m, l). The same arithmetic
+// in the same order (the same tokens); only when loads are issued moves. Off until measured.
+#ifndef HOIST_LOADS
+#define HOIST_LOADS 0
+#endif
+// EARLY_LOADS 1: the loads meant to run before griddepcontrol.wait (a GEMV's row heads, rmsnorm's gain,
+// attn_combine's pos with HOIST_LOADS) are coherent loads, ld.global.L1::no_allocate (past L1, as the
+// weights stream). ptxas (CUDA 13.0, sm_90) keeps a coherent load before the wait where the source puts
+// it, but places the wait (SASS ACQBULK) above non-coherent loads, ld.global.nc: __ldg and every load
+// through a const __restrict__ pointer. In the SASS of the optimized build every GEMV and rmsnorm wait
+// first and load their weights after (0 loads before ACQBULK); only attn_split's cache rows, coherent
+// loads, come before it. So the weight loads "before the wait" described below never overlapped the
+// kernel before; with 0 the code compiles as it was measured. Off until measured.
+#ifndef EARLY_LOADS
+#define EARLY_LOADS 0
+#endif
+__device__ __forceinline__ uint4 ld_early(const uint4* p) {
+#if EARLY_LOADS && defined(__CUDA_ARCH__)
+    uint4 v;
+    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+#else
+    return __ldg(p);
+#endif
+}
+__device__ __forceinline__ float ld_early(const half* p) {
+#if EARLY_LOADS && defined(__CUDA_ARCH__)
+    unsigned short v;
+    asm volatile("ld.global.L1::no_allocate.b16 %0, [%1];" : "=h"(v) : "l"(p));
+    return __half2float(__ushort_as_half(v));
+#else
+    return __half2float(__ldg(p));
+#endif
+}
+__device__ __forceinline__ int ld_early(const int* p) {
+#if EARLY_LOADS && defined(__CUDA_ARCH__)
+    int v;
+    asm volatile("ld.global.L1::no_allocate.b32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+#else
+    return *p;
+#endif
+}
 // 16 bytes global -> shared without registers (sm_80's cp.async; a plain copy before it).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -234,7 +287,7 @@ __device__ __forceinline__ void row_load(RowHead<D>& r, const half* __restrict__
 #pragma unroll
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
-        r.w[k] = i < n4 ? __ldg(w4 + i) : make_uint4(0, 0, 0, 0);  // weights: read once, streamed
+        r.w[k] = i < n4 ? ld_early(w4 + i) : make_uint4(0, 0, 0, 0);  // weights: read once, streamed
     }
 }
 
@@ -270,8 +323,14 @@ __device__ __forceinline__ const half* warp_row(RowHead<D>& r, const half* __res
 template <int D, class X>
 __device__ __forceinline__ void add_row_product(const RowHead<D>& r, const half* __restrict__ w, const X& x,
                                                 float* __restrict__ resid, int row, int cols) {
+#if HOIST_LOADS
+    const float before = resid[row];  // every lane (one broadcast request): not sunk into lane 0's branch
+    const float s = row_dot(r, w, x, cols);
+    if ((threadIdx.x & 31) == 0) resid[row] = before + __half2float(__float2half(s));
+#else
     const float s = row_dot(r, w, x, cols);
     if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+#endif
 }
 
 // Weights of a later kernel pulled into L2 by this kernel's warps once their own rows are read (the
@@ -460,7 +519,7 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
 #pragma unroll
     for (int k = 0; k < NORM_PER_THREAD; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
-        g[k] = i < n ? __half2float(gain[i]) : 0.f;
+        g[k] = i < n ? ld_early(gain + i) : 0.f;
     }
     pdl_wait();
 #pragma unroll
@@ -669,10 +728,16 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         uint4 kr[ATT_POS], vr[ATT_POS];
         bool ok[ATT_POS], fresh[ATT_POS];
         load_split_rows(kr, vr, ok, fresh, cache_k, cache_v, g, c, slot_i, slots, start, end, chunk, at, d, max_ctx);
+    #if HOIST_LOADS  // the table once, from the token's constants, while the cache rows are on their way
+        if (s == (int)blockIdx.y)
+            for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+    #endif
     #if ATT_PREFETCH
         pdl_wait();  // q, k, v come from the projection just before
     #endif
+    #if !HOIST_LOADS
         for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
+    #endif
         __syncthreads();
         const half* kn = k_new + g * d;
         const half* vn = v_new + g * d;
@@ -908,6 +973,9 @@ attn_share(const half* __restrict__ q, const half* __restrict__ k_new, const hal
 // loop over the splits made a trip per split: latency grew with the context); the weighted sum
 // then reads the splits' outputs with up to 8 loads in flight.
 #define MAX_SPLITS 64  // 4096 positions; checked on the host
+#ifndef COMBINE_AHEAD  // HOIST_LOADS: the splits' outputs a thread loads beside their (m, l)
+#define COMBINE_AHEAD 8
+#endif
 #ifndef COMBINE_TRIGGER_START  // 1: o_proj launches (and loads its weights) as the merge starts
 #define COMBINE_TRIGGER_START 0
 #endif
@@ -919,9 +987,20 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
 #if COMBINE_TRIGGER_START
     pdl_launch_dependents();
 #endif
+#if HOIST_LOADS && ATT_PREFETCH
+    const int p0 = ld_early(pos);  // the token's position: written before the kernel before this one started
     pdl_wait();
+#else
+    pdl_wait();
+    const int p0 = pos[0];
+#endif
     const int h = blockIdx.x, i = threadIdx.x;
-    const int chunk = att_chunk(d, pos[0] + 1, gridDim.x, resident), used = min(splits, (pos[0] + chunk) / chunk);
+    const int chunk = att_chunk(d, p0 + 1, gridDim.x, resident), used = min(splits, (p0 + chunk) / chunk);
+#if HOIST_LOADS
+    float ahead[COMBINE_AHEAD];  // the first splits' outputs, on their way with the (m, l) below
+#pragma unroll
+    for (int s = 0; s < COMBINE_AHEAD; ++s) ahead[s] = s < used ? part_o[((size_t)h * splits + s) * d + i] : 0.f;
+#endif
     for (int s = i; s < used; s += blockDim.x) {
         sw[s] = part_ml[2 * ((size_t)h * splits + s)];
         sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];
@@ -930,8 +1009,20 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
     float M = -INFINITY;
     for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
     float num = 0.f, den = 0.f;
+    int s0 = 0;
+#if HOIST_LOADS
+#pragma unroll
+    for (int s = 0; s < COMBINE_AHEAD; ++s) {
+        if (s < used) {
+            const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
+            num += w * ahead[s];
+            den += w * sl[s];
+        }
+    }
+    s0 = COMBINE_AHEAD;
+#endif
 #pragma unroll 8
-    for (int s = 0; s < used; ++s) {
+    for (int s = s0; s < used; ++s) {
         const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
         num += w * part_o[((size_t)h * splits + s) * d + i];
         den += w * sl[s];

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +34,9 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DATT_FILL=2"], ["-DATT_FILL=2", "-DATT_GROUP=1"],
                                      ["-DATT_FILL=2", "-DATT_MIN_BLOCKS=3"], list(ok.ATT_FIT_DEFINES),
                                      ["-DATT_FILL=2", ok.MERGE_DEFINE], ["-DATT_SHARE_KV=4", "-DATT_FILL=4"],
-                                     ["-DATT_SHARE_KV=2", "-DATT_FILL=4", "-DPDL_TRIGGER=1"]])
+                                     ["-DATT_SHARE_KV=2", "-DATT_FILL=4", "-DPDL_TRIGGER=1"],
+                                     ["-DATT_FILL=2", ok.EARLY_DEFINE, ok.HOIST_DEFINE],
+                                     [ok.HOIST_DEFINE, "-DPDL_TRIGGER=1"]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -479,3 +483,85 @@ def test_norm_in_proj_sizes_the_normed_gemvs_for_x_gain_and_residual():
     assert ok.x_stage_bytes((), 2048, normed=True) == 4096
     assert ok.x_stage_bytes((ok.NORM_DEFINE, "-DX_STAGE=0"), 2048, normed=True) == 0
     assert "#define NORM_IN_PROJ 0" in ok.SOURCE.read_text()
+
+
+def _cuobjdump() -> str | None:
+    """cuobjdump from PATH or from the nvidia-cuda-cuobjdump wheel (the dev extra, with nvidia-cuda-nvdisasm)."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    paths = [p for base in getattr(nvidia, "__path__", []) for p in sorted(Path(base).glob("cu*/bin/cuobjdump"))]
+    return str(paths[0]) if paths else None
+
+
+def _sass(tmp_path, *defines: str) -> dict[str, list[str]]:
+    """Each kernel's SASS instructions in order, as ptxas for sm_90 schedules them (what the GPU runs)."""
+    cubin = tmp_path / "decode.cubin"
+    done = subprocess.run(["nvcc", "-cubin", "-arch=sm_90", "--std=c++17", *defines, "-o", str(cubin),
+                           str(ok.SOURCE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tool = _cuobjdump()  # it runs nvdisasm, which the nvidia-cuda-nvdisasm wheel puts beside it
+    env = {**os.environ, "PATH": f"{Path(tool).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    text = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True, env=env).stdout
+    kernels: dict[str, list[str]] = {}
+    for name, body in re.findall(r"Function : (\w+)(.*?)(?=Function : |\Z)", text, flags=re.S):
+        kernels[name] = re.findall(r"/\*[0-9a-f]{4}\*/\s+(.*?)\s*;", body)
+    return kernels
+
+
+def _before_wait(code: list[str], opcode: str) -> int:
+    """How many ``opcode`` instructions come before the kernel's griddepcontrol.wait (SASS ACQBULK)."""
+    wait = next(i for i, ins in enumerate(code) if ins.startswith("ACQBULK"))
+    return sum(opcode in ins.split()[0] or (ins.startswith("@") and opcode in ins.split()[1]) for ins in code[:wait])
+
+
+def _source_define(name: str) -> int:
+    return int(re.search(rf"#define {name} (\d+)", ok.SOURCE.read_text()).group(1))
+
+
+SASS = pytest.mark.skipif(shutil.which("nvcc") is None or _cuobjdump() is None,
+                          reason="nvcc or cuobjdump not installed on this machine")
+
+
+@SASS
+def test_early_loads_keep_the_row_heads_before_the_wait(tmp_path):
+    """EARLY_LOADS=1 (optimized's build): ptxas keeps every GEMV's row head (PRE_* 16-byte loads a lane,
+    both rows of gate/up), rmsnorm's gain and, with HOIST_LOADS, attn_combine's pos before
+    griddepcontrol.wait, so they overlap the kernel before. Non-coherent loads (__ldg) it moves after the
+    wait; the cache rows of attn_split, coherent loads, stay before it in every build."""
+    pre = _source_define("PRE")
+    expected = {"gemv_qkv": _source_define("PRE_QKV"), "gemv_swiglu": 2 * _source_define("PRE_SWIGLU"),
+                "gemv_residual": pre, "gemv": pre, "rmsnorm": _source_define("NORM_PER_THREAD")}
+    early = _sass(tmp_path, ok.ATT_FILL_DEFINE, ok.EARLY_DEFINE, ok.HOIST_DEFINE)
+    assert {k: _before_wait(early[k], "LDG") for k in expected} == expected
+    assert _before_wait(early["attn_combine"], "LDG") == 1
+    assert _before_wait(_sass(tmp_path, ok.ATT_FILL_DEFINE)["attn_split"], "LDG") >= 2 * ok.ATT_POS
+
+
+@SASS
+def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
+    """HOIST_LOADS=1: gemv_residual's load of resid[row] is issued before the row's products, not
+    between its warp_sum and the store; attn_split makes its RoPE table (the inv_freq loads and the
+    table's shared stores) before the wait; attn_combine issues its first COMBINE_AHEAD split outputs
+    with the (m, l) loads, before its barrier."""
+    code = _sass(tmp_path, ok.ATT_FILL_DEFINE, ok.EARLY_DEFINE, ok.HOIST_DEFINE)
+    resid = code["gemv_residual"]
+    reduce = next(i for i, ins in enumerate(resid) if "SHFL.BFLY" in ins)  # the warp_sum (then its divergent copy)
+    store = next(i for i, ins in enumerate(resid) if i > reduce and "STG" in ins)
+    assert not any("LDG" in ins for ins in resid[reduce:store])
+    assert _before_wait(code["attn_split"], "STS") >= 1
+    combine = code["attn_combine"]
+    wait = next(i for i, ins in enumerate(combine) if ins.startswith("ACQBULK"))
+    barrier = next(i for i, ins in enumerate(combine) if "BAR.SYNC" in ins)
+    assert sum("LDG" in ins for ins in combine[wait:barrier]) >= _source_define("COMBINE_AHEAD") + 2
+
+
+def test_load_orders_are_off_until_measured():
+    """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off by default (no build of ours sets them
+    but the variants that measure them)."""
+    assert _source_define("EARLY_LOADS") == 0 and _source_define("HOIST_LOADS") == 0
+    assert (ok.EARLY_DEFINE, ok.HOIST_DEFINE) == ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
