@@ -116,6 +116,11 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, filled past a wave, hoisted loads": {"pdl": True, "defines": (ATT_FILL_DEFINE, HOIST_DEFINE)},
     "pdl, filled past a wave, early and hoisted loads": {"pdl": True,
                                                           "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)},
+    # the prefetch depths were chosen with the weights loaded after the wait: with them before it, deeper
+    # (the QKV at 4 blocks an SM: 8 a lane spill under the 6-block bound)
+    "pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8": {
+        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4",
+                                  "-DPRE_SWIGLU=8")},
 }
 REPLAYS = 50
 

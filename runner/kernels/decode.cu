@@ -118,7 +118,7 @@ struct SharedX {  // x staged in shared memory by the block
 #define EARLY_LOADS 0
 #endif
 __device__ __forceinline__ uint4 ld_early(const uint4* p) {
-#if EARLY_LOADS && defined(__CUDA_ARCH__)
+#if EARLY_LOADS && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
     uint4 v;
     asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
@@ -128,7 +128,7 @@ __device__ __forceinline__ uint4 ld_early(const uint4* p) {
 #endif
 }
 __device__ __forceinline__ float ld_early(const half* p) {
-#if EARLY_LOADS && defined(__CUDA_ARCH__)
+#if EARLY_LOADS && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
     unsigned short v;
     asm volatile("ld.global.L1::no_allocate.b16 %0, [%1];" : "=h"(v) : "l"(p));
     return __half2float(__ushort_as_half(v));
@@ -137,7 +137,7 @@ __device__ __forceinline__ float ld_early(const half* p) {
 #endif
 }
 __device__ __forceinline__ int ld_early(const int* p) {
-#if EARLY_LOADS && defined(__CUDA_ARCH__)
+#if EARLY_LOADS && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
     int v;
     asm volatile("ld.global.L1::no_allocate.b32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
