@@ -99,9 +99,11 @@ struct SharedX {  // x staged in shared memory by the block
 // row's warp_sum (a trip at its tail, 32 launches a 1b token); attn_split loaded inv_freq after the
 // wait and only then its q, k and v (sincos and a barrier between); attn_combine loaded pos[0], then
 // the splits' (m, l), then their outputs, each trip waiting for the one before (16 launches each).
+// attn_split's warp with this token's row also loaded its k, then its v, then the query, one trip each.
 // With it: resid[row] is loaded beside the row's products, attn_split's RoPE table is made before the
-// wait (pos and inv_freq are the token's constants; see ATT_PREFETCH), and attn_combine reads pos
-// before the wait and its first COMBINE_AHEAD splits' outputs beside their (m, l). The same arithmetic
+// wait (pos and inv_freq are the token's constants; see ATT_PREFETCH) and its k, v and q are copied
+// into shared memory at once (cp.async), and attn_combine reads pos before the wait and its first
+// COMBINE_AHEAD splits' outputs beside their (m, l). The same arithmetic
 // in the same order (the same tokens); only when loads are issued moves. Off until measured.
 #ifndef HOIST_LOADS
 #define HOIST_LOADS 0
@@ -559,11 +561,9 @@ extern "C" __global__ void embed(const half* __restrict__ E, const int* __restri
 // RoPE (rotate-half) of one 16-byte chunk c (dims 8c..8c+7) of a head's raw fp16 vector v: dim j pairs
 // with j + d/2, so chunk c with chunk c ^ (lpr/2) (lpr = d/8 chunks a head, a power of two). cs/sn hold
 // cos/sin(pos * inv_freq[f]) for f < d/2. The result rounded to fp16, as a separate RoPE kernel wrote it.
-__device__ __forceinline__ uint4 rope_chunk(const half* v, int c, int lpr, const float* cs,
-                                            const float* sn) {
+// ``own``: chunk c of the vector, ``other``: chunk c ^ (lpr / 2), its rotate-half partner.
+__device__ __forceinline__ uint4 rope_pair(uint4 own, uint4 other, int c, int lpr, const float* cs, const float* sn) {
     const int hl = lpr >> 1, half_d = hl * 8;
-    const uint4 own = *reinterpret_cast<const uint4*>(v + c * 8);
-    const uint4 other = *reinterpret_cast<const uint4*>(v + (c ^ hl) * 8);
     const half* o = reinterpret_cast<const half*>(&own);
     const half* p = reinterpret_cast<const half*>(&other);
     uint4 out;
@@ -580,6 +580,11 @@ __device__ __forceinline__ uint4 rope_chunk(const half* v, int c, int lpr, const
         }
     }
     return out;
+}
+__device__ __forceinline__ uint4 rope_chunk(const half* v, int c, int lpr, const float* cs, const float* sn) {
+    const int hl = lpr >> 1;
+    return rope_pair(*reinterpret_cast<const uint4*>(v + c * 8), *reinterpret_cast<const uint4*>(v + (c ^ hl) * 8),
+                     c, lpr, cs, sn);
 }
 
 // Decode attention, split over the sequence (flash-decoding), with RoPE and the KV-cache write of
@@ -735,12 +740,39 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     #if ATT_PREFETCH
         pdl_wait();  // q, k, v come from the projection just before
     #endif
-    #if !HOIST_LOADS
+        const half* kn = k_new + g * d;
+        const half* vn = v_new + g * d;
+    #if HOIST_LOADS
+        // This token's k and v and the block's first query head, copied into shared memory at once (one trip
+        // after the wait; the cache write, each fresh row's branch and the query made one each, in turn,
+        // and as plain loads ptxas issued v and q only after k's RoPE). d <= 128: 16 chunks a vector.
+        __shared__ uint4 kvq[3 * 16];
+        if (tid < 3 * lpr) {
+            const int part = tid / lpr, ch = tid % lpr;
+            cp_async16(kvq + part * 16 + ch, (part == 0 ? kn : part == 1 ? vn : q + h * d) + ch * 8);
+        }
+        cp_async_wait_all();
+    #else
         for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
     #endif
         __syncthreads();
-        const half* kn = k_new + g * d;
-        const half* vn = v_new + g * d;
+    #if HOIST_LOADS
+        // Thread tid < lpr has c == tid, so its k_rot is the cache row's chunk.
+        const int hl = lpr >> 1;
+        const uint4 k_rot = rope_pair(kvq[c], kvq[c ^ hl], c, lpr, cs, sn), v_own = kvq[16 + c];
+        if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
+            const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
+            *reinterpret_cast<uint4*>(cache_k + row) = k_rot;
+            *reinterpret_cast<uint4*>(cache_v + row) = v_own;
+        }
+    #pragma unroll
+        for (int k = 0; k < ATT_POS; ++k) {
+            if (fresh[k]) {
+                kr[k] = k_rot;
+                vr[k] = v_own;
+            }
+        }
+    #else
         if (s == 0 && h == g * group && tid < lpr && at >= 0 && at < max_ctx) {  // this token's cache row
             const size_t row = ((size_t)g * max_ctx + at) * d + tid * 8;
             *reinterpret_cast<uint4*>(cache_k + row) = rope_chunk(kn, tid, lpr, cs, sn);
@@ -753,13 +785,19 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
                 vr[k] = *reinterpret_cast<const uint4*>(vn + c * 8);
             }
         }
+    #endif
 #if ATT_GROUP
         for (int hq = h; hq < h + hpb; ++hq) {  // the block's query heads, one after the other
 #else
         {
         const int hq = h;
 #endif
+    #if HOIST_LOADS
+        const uint4 qv = hq == h ? rope_pair(kvq[32 + c], kvq[32 + (c ^ hl)], c, lpr, cs, sn)
+                                 : rope_chunk(q + hq * d, c, lpr, cs, sn);
+    #else
         const uint4 qv = rope_chunk(q + hq * d, c, lpr, cs, sn);
+    #endif
         // Scores: each row's LPR lanes (adjacent, within one warp) add their 8-dim partial products.
         float sc[ATT_POS], m = -INFINITY;
     #pragma unroll

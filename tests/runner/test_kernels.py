@@ -513,10 +513,16 @@ def _sass(tmp_path, *defines: str) -> dict[str, list[str]]:
     return kernels
 
 
+def _is(ins: str, opcode: str) -> bool:
+    """``ins`` is an ``opcode`` instruction (any modifiers, any predicate): LDG is not LDGSTS."""
+    words = ins.split()
+    return (words[1] if words[0].startswith("@") else words[0]).split(".")[0] == opcode
+
+
 def _before_wait(code: list[str], opcode: str) -> int:
     """How many ``opcode`` instructions come before the kernel's griddepcontrol.wait (SASS ACQBULK)."""
     wait = next(i for i, ins in enumerate(code) if ins.startswith("ACQBULK"))
-    return sum(opcode in ins.split()[0] or (ins.startswith("@") and opcode in ins.split()[1]) for ins in code[:wait])
+    return sum(_is(ins, opcode) for ins in code[:wait])
 
 
 def _source_define(name: str) -> int:
@@ -546,18 +552,24 @@ def test_early_loads_keep_the_row_heads_before_the_wait(tmp_path):
 def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     """HOIST_LOADS=1: gemv_residual's load of resid[row] is issued before the row's products, not
     between its warp_sum and the store; attn_split makes its RoPE table (the inv_freq loads and the
-    table's shared stores) before the wait; attn_combine issues its first COMBINE_AHEAD split outputs
+    table's shared stores) before the wait and after it copies this token's k, v and q with cp.async, no
+    load of its own before the scores; attn_combine issues its first COMBINE_AHEAD split outputs
     with the (m, l) loads, before its barrier."""
     code = _sass(tmp_path, ok.ATT_FILL_DEFINE, ok.EARLY_DEFINE, ok.HOIST_DEFINE)
     resid = code["gemv_residual"]
     reduce = next(i for i, ins in enumerate(resid) if "SHFL.BFLY" in ins)  # the warp_sum (then its divergent copy)
-    store = next(i for i, ins in enumerate(resid) if i > reduce and "STG" in ins)
-    assert not any("LDG" in ins for ins in resid[reduce:store])
+    store = next(i for i, ins in enumerate(resid) if i > reduce and _is(ins, "STG"))
+    assert not any(_is(ins, "LDG") for ins in resid[reduce:store])
     assert _before_wait(code["attn_split"], "STS") >= 1
+    split = code["attn_split"]
+    wait = next(i for i, ins in enumerate(split) if ins.startswith("ACQBULK"))
+    scores = next(i for i, ins in enumerate(split) if "SHFL.BFLY" in ins)
+    after = split[wait:scores]
+    assert not any(_is(ins, "LDG") for ins in after) and any(_is(ins, "LDGSTS") for ins in after)
     combine = code["attn_combine"]
     wait = next(i for i, ins in enumerate(combine) if ins.startswith("ACQBULK"))
     barrier = next(i for i, ins in enumerate(combine) if "BAR.SYNC" in ins)
-    assert sum("LDG" in ins for ins in combine[wait:barrier]) >= _source_define("COMBINE_AHEAD") + 2
+    assert sum(_is(ins, "LDG") for ins in combine[wait:barrier]) >= _source_define("COMBINE_AHEAD") + 2
 
 
 def test_load_orders_are_off_until_measured():
