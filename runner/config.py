@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, MERGE_DEFINE,
-                                NORM_DEFINE)
+from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
+                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ SWITCHES: dict[str, Switch] = {
                            "launches before them go; the final norm before the LM head stays (implies own_kernels). "
                            "Measured slower on an H200: one token at position 96, 1b 1005.5 against 877.4 µs, 8b "
                            "4385.9 against 3992.9 (reports/bench/pdl_variants_x_stage_pos96_h200_271324e.md)"),
+    "early_loads": Switch(bool, False, True, True,
+                          "our kernels' loads in the order they were written for (decode.cu's EARLY_LOADS and "
+                          "HOIST_LOADS): the weights a GEMV (and rmsnorm's gain) reads before its PDL wait as "
+                          "coherent loads, which ptxas keeps before the wait (it moves __ldg loads after it), and "
+                          "one trip to memory after the wait where the SASS showed two or three (the residual "
+                          "GEMVs, attention, the merge). The same arithmetic; not yet measured (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -93,11 +99,11 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead", "norm_in_proj")
+                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,)}
+    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)
 SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",)}
