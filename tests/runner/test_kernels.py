@@ -13,6 +13,11 @@ import pytest
 
 from runner import own_kernels as ok
 
+def _source_define(name: str) -> int:
+    """decode.cu's default for one of its -D options."""
+    return int(re.search(rf"#define {name} (\d+)", ok.SOURCE.read_text()).group(1))
+
+
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
            "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
@@ -442,10 +447,7 @@ def test_gemvs_stage_x_in_shared_memory_once_the_wait_returns(tmp_path, stage):
 def test_x_stage_bytes_follow_the_build():
     """The launch gives a staging GEMV all of x (2 bytes a half) and a reading one nothing; the mirror of
     decode.cu's default is the source's."""
-    import re as re_
-
-    source_default = int(re_.search(r"#define X_STAGE (\d+)", ok.SOURCE.read_text()).group(1))
-    assert ok.X_STAGE == source_default == 1
+    assert ok.X_STAGE == _source_define("X_STAGE") == 1
     assert ok.x_stage_bytes((), 14336) == 28672
     assert ok.x_stage_bytes(("-DX_STAGE=0",), 14336) == 0
     assert ok.x_stage_bytes(("-DATT_FILL=2", "-DX_STAGE=1"), 2048) == 4096
@@ -519,14 +521,14 @@ def _is(ins: str, opcode: str) -> bool:
     return (words[1] if words[0].startswith("@") else words[0]).split(".")[0] == opcode
 
 
+def _first(code: list[str], text: str, after: int = -1) -> int:
+    """Where the first instruction past ``after`` that contains ``text`` is."""
+    return next(i for i, ins in enumerate(code) if i > after and text in ins)
+
+
 def _before_wait(code: list[str], opcode: str) -> int:
     """How many ``opcode`` instructions come before the kernel's griddepcontrol.wait (SASS ACQBULK)."""
-    wait = next(i for i, ins in enumerate(code) if ins.startswith("ACQBULK"))
-    return sum(_is(ins, opcode) for ins in code[:wait])
-
-
-def _source_define(name: str) -> int:
-    return int(re.search(rf"#define {name} (\d+)", ok.SOURCE.read_text()).group(1))
+    return sum(_is(ins, opcode) for ins in code[:_first(code, "ACQBULK")])
 
 
 SASS = pytest.mark.skipif(shutil.which("nvcc") is None or _cuobjdump() is None,
@@ -557,23 +559,24 @@ def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     with the (m, l) loads, before its barrier."""
     code = _sass(tmp_path, ok.ATT_FILL_DEFINE, ok.EARLY_DEFINE, ok.HOIST_DEFINE)
     resid = code["gemv_residual"]
-    reduce = next(i for i, ins in enumerate(resid) if "SHFL.BFLY" in ins)  # the warp_sum (then its divergent copy)
-    store = next(i for i, ins in enumerate(resid) if i > reduce and _is(ins, "STG"))
+    reduce = _first(resid, "SHFL.BFLY")  # the warp_sum (then its divergent copy)
+    store = _first(resid, "STG", after=reduce)
     assert not any(_is(ins, "LDG") for ins in resid[reduce:store])
     assert _before_wait(code["attn_split"], "STS") >= 1
     split = code["attn_split"]
-    wait = next(i for i, ins in enumerate(split) if ins.startswith("ACQBULK"))
-    scores = next(i for i, ins in enumerate(split) if "SHFL.BFLY" in ins)
-    after = split[wait:scores]
+    after = split[_first(split, "ACQBULK"):_first(split, "SHFL.BFLY")]
     assert not any(_is(ins, "LDG") for ins in after) and any(_is(ins, "LDGSTS") for ins in after)
     combine = code["attn_combine"]
-    wait = next(i for i, ins in enumerate(combine) if ins.startswith("ACQBULK"))
-    barrier = next(i for i, ins in enumerate(combine) if "BAR.SYNC" in ins)
-    assert sum(_is(ins, "LDG") for ins in combine[wait:barrier]) >= _source_define("COMBINE_AHEAD") + 2
+    ahead = combine[_first(combine, "ACQBULK"):_first(combine, "BAR.SYNC")]
+    assert sum(_is(ins, "LDG") for ins in ahead) >= _source_define("COMBINE_AHEAD") + 2
 
 
 def test_load_orders_are_off_until_measured():
-    """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off by default (no build of ours sets them
-    but the variants that measure them)."""
+    """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off by default: only the early_loads switch
+    and the variants that measure them set them."""
+    from runner import config as cfg
+
+    assert cfg.KERNEL_DEFINES["early_loads"] == (ok.EARLY_DEFINE, ok.HOIST_DEFINE)
+    assert not cfg.resolve("optimized").switches.get("early_loads")
     assert _source_define("EARLY_LOADS") == 0 and _source_define("HOIST_LOADS") == 0
     assert (ok.EARLY_DEFINE, ok.HOIST_DEFINE) == ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
