@@ -740,8 +740,6 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
     #if ATT_PREFETCH
         pdl_wait();  // q, k, v come from the projection just before
     #endif
-        const half* kn = k_new + g * d;
-        const half* vn = v_new + g * d;
     #if HOIST_LOADS
         // This token's k and v and the block's first query head, copied into shared memory at once (one trip
         // after the wait; the cache write, each fresh row's branch and the query made one each, in turn,
@@ -749,13 +747,16 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         __shared__ uint4 kvq[3 * 16];
         if (tid < 3 * lpr) {
             const int part = tid / lpr, ch = tid % lpr;
-            cp_async16(kvq + part * 16 + ch, (part == 0 ? kn : part == 1 ? vn : q + h * d) + ch * 8);
+            const half* src = part == 0 ? k_new + g * d : part == 1 ? v_new + g * d : q + h * d;
+            cp_async16(kvq + part * 16 + ch, src + ch * 8);
         }
         cp_async_wait_all();
     #else
         for (int i = tid; i < (d >> 1); i += ATT_THREADS) sincosf((float)p0 * inv_freq[i], &sn[i], &cs[i]);
     #endif
         __syncthreads();
+        const half* kn = k_new + g * d;
+        const half* vn = v_new + g * d;
     #if HOIST_LOADS
         // Thread tid < lpr has c == tid, so its k_rot is the cache row's chunk.
         const int hl = lpr >> 1;
