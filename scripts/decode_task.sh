@@ -2,7 +2,8 @@
 # GPU task (issue 12): the defaults as they stand, in stages that each fit one device call. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
 # the float64 reference (checks); one token at positions 96 and 512, the default against its load
-# orders (EARLY_LOADS, HOIST_LOADS), with an A/A pair (variants); the decode table: tokens/s against the copy
+# orders (EARLY_LOADS, HOIST_LOADS; both, also with deeper prefetch), with an A/A pair (variants); the
+# decode table: tokens/s against the copy
 # bandwidth and PyTorch, latency by position, each kernel beside its floor (decode); the projections
 # alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
 # whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
@@ -36,6 +37,7 @@ for s in "${stages[@]}"; do
         V="pdl, attention split filled past a wave;pdl, trigger after wait;pdl, trigger after wait (A/A)"
         V="$V;pdl, filled past a wave, early loads;pdl, filled past a wave, hoisted loads"
         V="$V;pdl, filled past a wave, early and hoisted loads"
+        V="$V;pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| pdl"
