@@ -5,14 +5,14 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
-  attn_group_heads, without attn_fill_split, with attn_fit_wave, with attn_share_kv and with
+  attn_group_heads, without attn_fill_split, with attn_fit_wave, with attn_share_kv and without
   early_loads (the runner's interleaved rounds) and of PyTorch eager and PyTorch CUDA graph
   (bench/torch_decode.py), one repeat of each per round:
   median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
 - GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), of optimized
-  without attn_fill_split, with attn_fit_wave and with early_loads (LATENCY_CONFIGS) and PyTorch
+  without attn_fill_split, with attn_fit_wave and without early_loads (LATENCY_CONFIGS) and PyTorch
   graph, 15 samples each in paired rounds: median [95% CI], and the growth from position 32 as a paired ratio [95% CI]
   against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per kernel, from CUPTI when cupti-python is
@@ -55,9 +55,9 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized-attn_fill_split": "optimized,attn_fill_split=off",
         "optimized+attn_fit_wave": "optimized,attn_fit_wave=on",
         "optimized+attn_share_kv": "optimized,attn_share_kv=on",
-        "optimized+early_loads": "optimized,early_loads=on"}
+        "optimized-early_loads": "optimized,early_loads=off"}
 LATENCY_CONFIGS = ("optimized", "optimized-attn_fill_split", "optimized+attn_fit_wave",
-                   "optimized+early_loads")  # ours, by position
+                   "optimized-early_loads")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 
 

@@ -86,7 +86,8 @@ SWITCHES: dict[str, Switch] = {
                           "HOIST_LOADS): the weights a GEMV (and rmsnorm's gain) reads before its PDL wait as "
                           "coherent loads, which ptxas keeps before the wait (it moves __ldg loads after it), and "
                           "one trip to memory after the wait where the SASS showed two or three (the residual "
-                          "GEMVs, attention, the merge). The same arithmetic; not yet measured (implies own_kernels)"),
+                          "GEMVs, attention, the merge). The same arithmetic. H100, one token at position 96: 1b "
+                          "1033.3 against 1085.3 µs, 8b 5277.5 against 5294.0 (in optimized; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -119,7 +120,10 @@ NOT_IN_OPTIMIZED = ("qkv_streams",)
 # against 929.2 and 929.0 A/A: reports/bench/pdl_variants_att_fill2_pos*_h200_def9a77; latency growth
 # to 512 +2.1% instead of +6.2%). At tg128 the two builds do the same work and the runs disagree
 # (1087.0 against 1086.4 t/s at def9a77, 1079.7 against 1092.6 at 9a40a42): undecided, not a cost.
-TUNING_IN_OPTIMIZED = ("attn_fill_split",)
+# early_loads: the weights loaded under the kernel before as the PDL code meant; on the H100
+# (reports/bench/pdl_variants_early_pos*_h100_57f0958) the 1b's token at position 96 1033.3 against 1085.3 µs,
+# at 512 1049.8 against 1102.4; the 8b's 5277.5 against 5294.0 and 5322.8 against 5420.6.
+TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},

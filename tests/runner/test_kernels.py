@@ -571,12 +571,15 @@ def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     assert sum(_is(ins, "LDG") for ins in ahead) >= _source_define("COMBINE_AHEAD") + 2
 
 
-def test_load_orders_are_off_until_measured():
-    """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off by default: only the early_loads switch
-    and the variants that measure them set them."""
+def test_optimized_builds_with_the_early_and_hoisted_loads():
+    """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off in the source (the own_kernels, cuda_graph
+    and graph_pdl steps keep the build they were measured with); the early_loads switch sets both and
+    optimized turns it on (measured faster on the H100), with the optimized build's defines."""
     from runner import config as cfg
 
     assert cfg.KERNEL_DEFINES["early_loads"] == (ok.EARLY_DEFINE, ok.HOIST_DEFINE)
-    assert not cfg.resolve("optimized").switches.get("early_loads")
+    optimized = cfg.resolve("optimized")
+    assert optimized.switches.get("early_loads") and not cfg.resolve("baseline").switches.get("early_loads")
+    assert {ok.EARLY_DEFINE, ok.HOIST_DEFINE} <= set(cfg.kernel_defines(optimized.switches))
     assert _source_define("EARLY_LOADS") == 0 and _source_define("HOIST_LOADS") == 0
     assert (ok.EARLY_DEFINE, ok.HOIST_DEFINE) == ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1")

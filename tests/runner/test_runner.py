@@ -212,7 +212,8 @@ def test_attn_one_wave_bounds_our_attention_kernel_only():
     on = cfg.resolve("baseline", {"attn_one_wave": "on"})
     eff = cfg.effective(on, gpu=True)
     assert eff["own_kernels"] and cfg.kernel_defines(eff) == ("-DATT_MIN_BLOCKS=3",)
-    assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == ("-DATT_FILL=2",)
+    assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == (
+        "-DATT_FILL=2", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
     assert cfg.effective(on, gpu=False)["attn_one_wave"] is False
     assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
 
@@ -251,7 +252,7 @@ def test_attn_fit_wave_replaces_the_fill_rule_and_is_checked():
     on = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on"}), gpu=True)
     assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=3", "-DATT_POS=5")
     over = cfg.effective(cfg.resolve("optimized", {"attn_fit_wave": "on"}), gpu=True)
-    assert cfg.kernel_defines(over) == ("-DATT_FILL=3", "-DATT_POS=5")
+    assert cfg.kernel_defines(over) == ("-DATT_FILL=3", "-DATT_POS=5", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
     grouped = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on", "attn_group_heads": "on"}), gpu=True)
     assert set(cfg.kernel_defines(grouped)) == {"-DATT_GROUP=1", "-DATT_FILL=3", "-DATT_POS=5"}
     assert any(c.switches.get("attn_fit_wave") for c in check.configs_to_check())
@@ -268,7 +269,8 @@ def test_attn_share_kv_replaces_every_other_split_rule_and_is_checked():
     assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
     for base, extra in (("optimized", {}), ("baseline", {"attn_fit_wave": "on", "attn_fill_split": "on"})):
         both = cfg.effective(cfg.resolve(base, {"attn_share_kv": "on", **extra}), gpu=True)
-        assert cfg.kernel_defines(both) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
+        loads = ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1") if base == "optimized" else ()
+        assert cfg.kernel_defines(both) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4", *loads)
     assert not cfg.resolve("optimized").switches["attn_share_kv"]
     assert any(c.switches.get("attn_share_kv") for c in check.configs_to_check())
 
@@ -281,7 +283,8 @@ def test_attn_merge_in_oproj_tells_our_forward_to_skip_the_merge_launch():
     from runner import own_kernels as ok
 
     on = cfg.effective(cfg.resolve("optimized", {"attn_merge_in_oproj": "on"}), gpu=True)
-    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=2", ok.MERGE_DEFINE)
+    assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=2", ok.MERGE_DEFINE, ok.EARLY_DEFINE,
+                                                            ok.HOIST_DEFINE)
     assert ok.define_value(cfg.kernel_defines(on), "MERGE_IN_OPROJ", 0) == 1
     assert ok.define_value(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)),
                            "MERGE_IN_OPROJ", 0) == 0
