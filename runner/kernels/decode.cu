@@ -104,7 +104,7 @@ struct SharedX {  // x staged in shared memory by the block
 // wait (pos and inv_freq are the token's constants; see ATT_PREFETCH) and its k, v and q are copied
 // into shared memory at once (cp.async), and attn_combine reads pos before the wait and its first
 // COMBINE_AHEAD splits' outputs beside their (m, l). The same arithmetic in the same order (the same
-// tokens); only when loads are issued moves. Off until measured (the early_loads switch sets both).
+// tokens); only when loads are issued moves. Off here; the early_loads switch (in optimized) sets both.
 #ifndef HOIST_LOADS
 #define HOIST_LOADS 0
 #endif
@@ -115,7 +115,8 @@ struct SharedX {  // x staged in shared memory by the block
 // through a const __restrict__ pointer. In the SASS of the optimized build every GEMV and rmsnorm wait
 // first and load their weights after (0 loads before ACQBULK); only attn_split's cache rows, coherent
 // loads, come before it. So the weight loads "before the wait" described below never overlapped the
-// kernel before; with 0 the code compiles as it was measured. Off until measured (early_loads).
+// kernel before; with 0 the code compiles as it was measured. Measured on the H100 (one token at position
+// 96, both on): 1b 1033.3 against 1085.3 µs, 8b 5277.5 against 5294.0. Off here; on in optimized (early_loads).
 #ifndef EARLY_LOADS
 #define EARLY_LOADS 0
 #endif
