@@ -34,8 +34,9 @@ X_STAGE = 1  # decode.cu's X_STAGE: the GEMVs stage x in dynamic shared memory (
 # decode.cu built so the QKV and gate/up GEMVs compute the RMSNorm they read, a block each from the residual,
 # and no norm launch precedes them (norm_in_proj; the final norm before the LM head stays a launch)
 NORM_DEFINE = "-DNORM_IN_PROJ=1"
-# decode.cu's load order (the early_loads switch, in optimized): the loads meant to run before a kernel's PDL wait made coherent,
-# so ptxas keeps them there (EARLY_LOADS); the dependent trips after the wait issued together (HOIST_LOADS)
+# decode.cu's load order (the early_loads switch, in optimized): the loads meant to run before a kernel's
+# PDL wait made coherent, so ptxas keeps them there (EARLY_LOADS); the dependent trips after the wait
+# issued together (HOIST_LOADS)
 EARLY_DEFINE, HOIST_DEFINE = "-DEARLY_LOADS=1", "-DHOIST_LOADS=1"
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
