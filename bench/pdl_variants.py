@@ -121,6 +121,17 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8": {
         "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4",
                                   "-DPRE_SWIGLU=8")},
+    # optimized's build since early_loads (filled past a wave, early and hoisted loads) with the triggers
+    # measured slower while no weight load came before a wait: a kernel that lets the next launch at its
+    # start now lets it load weights under its own run
+    "optimized, early and hoisted (A/A)": {"pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)},
+    "optimized, early and hoisted, norm and merge trigger at start": {
+        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DNORM_TRIGGER_START=1",
+                                  "-DCOMBINE_TRIGGER_START=1")},
+    "optimized, early and hoisted, trigger at start": {
+        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPDL_TRIGGER=1")},
+    "optimized, early and hoisted, residual prefetch 16": {
+        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPRE_RESID=16")},
 }
 REPLAYS = 50
 

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # GPU task (issue 12): the defaults as they stand, in stages that each fit one device call. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
-# the float64 reference (checks); one token at positions 96 and 512, the default against its load
-# orders (EARLY_LOADS, HOIST_LOADS; both, also with deeper prefetch), with an A/A pair (variants); the
-# decode table: tokens/s against the copy
-# bandwidth and PyTorch, latency by position, each kernel beside its floor (decode); the projections
-# alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
+# the float64 reference (checks); one token at positions 96 and 512, optimized's build (early and
+# hoisted loads) with an A/A pair against the build before them and against triggers and prefetch depths
+# (variants); the decode table: tokens/s against the copy bandwidth and PyTorch, latency by position,
+# each kernel beside its floor (decode); the projections alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
 # whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
@@ -32,11 +31,11 @@ for s in "${stages[@]}"; do
         python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
         stamp check;;
     variants)
-        # the default against its load orders (EARLY_LOADS, HOIST_LOADS), with an A/A pair (the fill
-        # acts only past a wave: at 96 the pair's build is the default's)
-        V="pdl, attention split filled past a wave;pdl, trigger after wait;pdl, trigger after wait (A/A)"
-        V="$V;pdl, filled past a wave, early loads;pdl, filled past a wave, hoisted loads"
-        V="$V;pdl, filled past a wave, early and hoisted loads"
+        # optimized's build (filled past a wave, early and hoisted loads) with an A/A pair, against the build
+        # before early_loads and the triggers and depths that may pay now that weights load before a wait
+        V="pdl, attention split filled past a wave;pdl, filled past a wave, early and hoisted loads"
+        V="$V;optimized, early and hoisted (A/A);optimized, early and hoisted, norm and merge trigger at start"
+        V="$V;optimized, early and hoisted, trigger at start;optimized, early and hoisted, residual prefetch 16"
         V="$V;pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
