@@ -30,12 +30,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
+from runner import config as cfg  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
     OwnForward)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
+# optimized's decode.cu build (its kernel-tuning switches), for the rows that start from it
+OPTIMIZED_DEFINES = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
@@ -124,14 +127,12 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # optimized's build since early_loads (filled past a wave, early and hoisted loads) with the triggers
     # measured slower while no weight load came before a wait: a kernel that lets the next launch at its
     # start now lets it load weights under its own run
-    "optimized, early and hoisted (A/A)": {"pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)},
+    "optimized, early and hoisted (A/A)": {"pdl": True, "defines": OPTIMIZED_DEFINES},
     "optimized, early and hoisted, norm and merge trigger at start": {
-        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DNORM_TRIGGER_START=1",
-                                  "-DCOMBINE_TRIGGER_START=1")},
-    "optimized, early and hoisted, trigger at start": {
-        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPDL_TRIGGER=1")},
-    "optimized, early and hoisted, residual prefetch 16": {
-        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPRE_RESID=16")},
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")},
+    "optimized, early and hoisted, trigger at start": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DPDL_TRIGGER=1")},
+    "optimized, early and hoisted, residual prefetch 16": {"pdl": True,
+                                                           "defines": (*OPTIMIZED_DEFINES, "-DPRE_RESID=16")},
 }
 REPLAYS = 50
 

@@ -4,8 +4,8 @@
 # the float64 reference (checks); one token at positions 96 and 512, optimized's build (early and
 # hoisted loads) with an A/A pair against the build before them and against triggers and prefetch depths
 # (variants); the decode table: tokens/s against the copy bandwidth and PyTorch, latency by position,
-# each kernel beside its floor (decode); the projections alone as one launch each against one persistent launch, bench/persistent_chain.py (chain); the
-# whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
+# each kernel beside its floor (decode); the projections alone as one launch each against one
+# persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
 # variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
@@ -39,7 +39,7 @@ for s in "${stages[@]}"; do
         V="$V;pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
-                | grep -E "^###|^\| pdl"
+                | grep -E "^###|^\| (pdl|optimized)"
             stamp "position $pos"
         done;;
     decode)
