@@ -37,6 +37,7 @@ for s in "${stages[@]}"; do
         V="$V;optimized, early and hoisted (A/A);optimized, early and hoisted, norm and merge trigger at start"
         V="$V;optimized, early and hoisted, trigger at start;optimized, early and hoisted, residual prefetch 16"
         V="$V;pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8"
+        V="$V;optimized, early and hoisted, norm in the projections"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| (pdl|optimized)"
