@@ -39,6 +39,8 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 # optimized's decode.cu build (its kernel-tuning switches), for the rows that start from it
 OPTIMIZED_DEFINES = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
+DEEP_QKV_SWIGLU = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8")  # 8 a lane spill under 6 blocks
+NORM_MERGE_START = ("-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
@@ -133,6 +135,15 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, early and hoisted, trigger at start": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DPDL_TRIGGER=1")},
     "optimized, early and hoisted, residual prefetch 16": {"pdl": True,
                                                            "defines": (*OPTIMIZED_DEFINES, "-DPRE_RESID=16")},
+    # H200 (b266cd2): qkv and gate/up prefetch 8, the norm and merge triggering at start and residual prefetch 16
+    # each faster than the A/A pair on the 1b, the first two on the 8b too (prefetch 16 slower there): together
+    "optimized, qkv and gate/up prefetch 8": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU)},
+    "optimized, prefetch 8, norm and merge trigger at start": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, *NORM_MERGE_START)},
+    "optimized, prefetch 8, residual prefetch 16": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, "-DPRE_RESID=16")},
+    "optimized, prefetch 8, triggers at start, residual prefetch 16": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, *NORM_MERGE_START, "-DPRE_RESID=16")},
     # norm_in_proj was slower while the weights loaded after the wait (the norm's reduction stood alone
     # between a block's wait and its first product); with the row heads in flight it may hide under them
     "optimized, early and hoisted, norm in the projections": {"pdl": True,
