@@ -33,14 +33,14 @@ from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
-    OwnForward)
+    OVERLAP_DEFINES, OwnForward)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 # optimized's decode.cu build (its kernel-tuning switches), for the rows that start from it
 OPTIMIZED_DEFINES = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
-DEEP_QKV_SWIGLU = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8")  # 8 a lane spill under 6 blocks
-NORM_MERGE_START = ("-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")
+EARLY_BUILD = (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)  # optimized from early_loads to overlap_tuning
+DEEP_QKV_SWIGLU, NORM_MERGE_START = OVERLAP_DEFINES[:3], OVERLAP_DEFINES[3:]  # overlap_tuning's two parts
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
@@ -129,25 +129,28 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # optimized's build since early_loads (filled past a wave, early and hoisted loads) with the triggers
     # measured slower while no weight load came before a wait: a kernel that lets the next launch at its
     # start now lets it load weights under its own run
-    "optimized, early and hoisted (A/A)": {"pdl": True, "defines": OPTIMIZED_DEFINES},
+    "optimized, early and hoisted (A/A)": {"pdl": True, "defines": EARLY_BUILD},
     "optimized, early and hoisted, norm and merge trigger at start": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")},
-    "optimized, early and hoisted, trigger at start": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DPDL_TRIGGER=1")},
+        "pdl": True, "defines": (*EARLY_BUILD, "-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")},
+    "optimized, early and hoisted, trigger at start": {"pdl": True, "defines": (*EARLY_BUILD, "-DPDL_TRIGGER=1")},
     "optimized, early and hoisted, residual prefetch 16": {"pdl": True,
-                                                           "defines": (*OPTIMIZED_DEFINES, "-DPRE_RESID=16")},
+                                                           "defines": (*EARLY_BUILD, "-DPRE_RESID=16")},
     # H200 (b266cd2): qkv and gate/up prefetch 8, the norm and merge triggering at start and residual prefetch 16
     # each faster than the A/A pair on the 1b, the first two on the 8b too (prefetch 16 slower there): together
-    "optimized, qkv and gate/up prefetch 8": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU)},
+    "optimized, qkv and gate/up prefetch 8": {"pdl": True, "defines": (*EARLY_BUILD, *DEEP_QKV_SWIGLU)},
     "optimized, prefetch 8, norm and merge trigger at start": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, *NORM_MERGE_START)},
+        "pdl": True, "defines": (*EARLY_BUILD, *DEEP_QKV_SWIGLU, *NORM_MERGE_START)},
     "optimized, prefetch 8, residual prefetch 16": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, "-DPRE_RESID=16")},
+        "pdl": True, "defines": (*EARLY_BUILD, *DEEP_QKV_SWIGLU, "-DPRE_RESID=16")},
     "optimized, prefetch 8, triggers at start, residual prefetch 16": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU, *NORM_MERGE_START, "-DPRE_RESID=16")},
+        "pdl": True, "defines": (*EARLY_BUILD, *DEEP_QKV_SWIGLU, *NORM_MERGE_START, "-DPRE_RESID=16")},
+    # optimized as it stands (overlap_tuning: resid_depth gives the 1b's residual GEMVs 16 a lane), with an A/A row
+    "optimized": {"pdl": True, "defines": OPTIMIZED_DEFINES},
+    "optimized (A/A)": {"pdl": True, "defines": OPTIMIZED_DEFINES},
     # norm_in_proj was slower while the weights loaded after the wait (the norm's reduction stood alone
     # between a block's wait and its first product); with the row heads in flight it may hide under them
     "optimized, early and hoisted, norm in the projections": {"pdl": True,
-                                                              "defines": (*OPTIMIZED_DEFINES, NORM_DEFINE)},
+                                                              "defines": (*EARLY_BUILD, NORM_DEFINE)},
 }
 REPLAYS = 50
 

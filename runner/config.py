@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
-                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE)
+                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,13 @@ SWITCHES: dict[str, Switch] = {
                           "one trip to memory after the wait where the SASS showed two or three (the residual "
                           "GEMVs, attention, the merge). The same arithmetic. H100, one token at position 96: 1b "
                           "1033.3 against 1085.3 µs, 8b 5277.5 against 5294.0 (in optimized; implies own_kernels)"),
+    "overlap_tuning": Switch(bool, False, True, True,
+                             "our kernels' prefetch depths and triggers chosen for weights that load before the "
+                             "PDL wait (with early_loads): the QKV and gate/up GEMVs load 8 chunks a lane before it, "
+                             "the RMSNorm and the attention merge let the next projection launch at their start, "
+                             "the residual GEMVs load 16 a lane where their blocks fit one wave (the 1b). The same "
+                             "arithmetic. H200, one token at position 96: 1b 777.7 against 851.3 µs, 8b 3820.1 "
+                             "against 3955.1 with 8 a lane (in optimized; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -100,11 +107,12 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads")
+                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads", "overlap_tuning")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE)}
+    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
+    "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)
 SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",)}
@@ -123,7 +131,11 @@ NOT_IN_OPTIMIZED = ("qkv_streams",)
 # early_loads: the weights loaded under the kernel before as the PDL code meant; on the H100
 # (reports/bench/pdl_variants_early_pos*_h100_57f0958) the 1b's token at position 96 1033.3 against 1085.3 µs,
 # at 512 1049.8 against 1102.4; the 8b's 5277.5 against 5294.0 and 5322.8 against 5420.6.
-TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads")
+# overlap_tuning: with the weights before the wait, deeper prefetch and the norm and merge triggering at their
+# start pay (reports/bench/pdl_variants_combined_pos*_h200_4d83b68, A/A rows 851.3 / 860.1 µs on the 1b at 96):
+# 1b 777.7 at 96, 818.1 at 512 (A/A 866.8 / 876.2); 8b 3820.1 against 3955.1 / 3952.0 at 96, 3928.2 against
+# 3988.9 / 3988.2 at 512 (16 a lane in the residual GEMVs only where one wave holds them: resid_depth).
+TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads", "overlap_tuning")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},

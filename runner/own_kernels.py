@@ -38,6 +38,14 @@ NORM_DEFINE = "-DNORM_IN_PROJ=1"
 # PDL wait made coherent, so ptxas keeps them there (EARLY_LOADS); the dependent trips after the wait
 # issued together (HOIST_LOADS)
 EARLY_DEFINE, HOIST_DEFINE = "-DEARLY_LOADS=1", "-DHOIST_LOADS=1"
+# decode.cu tuned for weights that load before the wait (the overlap_tuning switch, in optimized): the QKV and
+# gate/up GEMVs load 8 chunks a lane before it (the QKV at 4 blocks an SM: 8 spill under 6), the RMSNorm and
+# the attention merge let the next projection launch (and load) at their start, and the residual GEMVs
+# (o_proj, down) load 16 a lane where their blocks still fit one wave (RESID_DEEP_WHERE_ONE_WAVE)
+OVERLAP_DEFINES = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8", "-DNORM_TRIGGER_START=1",
+                   "-DCOMBINE_TRIGGER_START=1")
+RESID_DEEP_WHERE_ONE_WAVE = "-DRESID_DEEP_WHERE_ONE_WAVE=1"  # OwnForward's rule, not decode.cu's: resid_depth
+RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: about 90 registers, 2 blocks an SM
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -93,6 +101,9 @@ class OwnForward:
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
+        if RESID_DEEP_WHERE_ONE_WAVE in defines:
+            defines = resid_depth(defines, p.hidden, cp.cuda.runtime.getDeviceProperties(
+                cp.cuda.Device().id)["multiProcessorCount"])
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
@@ -314,6 +325,19 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
     if 0 <= p < hist.size:
         hist[p] = next_id
     tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
+
+
+def resid_depth(defines: tuple[str, ...], rows: int, sms: int) -> tuple[str, ...]:
+    """``defines`` with RESID_DEEP_WHERE_ONE_WAVE resolved: RESID_DEEP where the residual GEMVs' ``rows``
+    (a warp each) fit one wave at RESID_DEEP_BLOCKS_PER_SM blocks an SM of ``sms``, else nothing. Measured on
+    an H200 (reports/bench/pdl_variants_combined_pos*_h200_4d83b68): 16 a lane took the 1b's token (2048 rows,
+    256 blocks on 132 SMs) from 805.7 to 777.7 µs at position 96, but the 8b's (4096 rows: two waves) from
+    3820.1 to 3882.3."""
+    rest = tuple(x for x in defines if x != RESID_DEEP_WHERE_ONE_WAVE)
+    if len(rest) == len(defines):
+        return defines
+    fits = -(-rows // ROWS_PER_BLOCK) <= RESID_DEEP_BLOCKS_PER_SM * sms
+    return (*rest, RESID_DEEP) if fits else rest
 
 
 def define_value(defines: tuple[str, ...], name: str, default: int) -> int:

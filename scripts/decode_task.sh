@@ -31,13 +31,10 @@ for s in "${stages[@]}"; do
         python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
         stamp check;;
     variants)
-        # optimized's build (filled past a wave, early and hoisted loads) with an A/A pair, against the build
-        # before early_loads and the triggers and depths that may pay now that weights load before a wait
-        V="pdl, attention split filled past a wave;pdl, filled past a wave, early and hoisted loads"
-        V="$V;optimized, early and hoisted (A/A);optimized, early and hoisted, norm and merge trigger at start"
-        V="$V;optimized, early and hoisted, trigger at start;optimized, early and hoisted, residual prefetch 16"
-        V="$V;pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8"
-        V="$V;optimized, early and hoisted, norm in the projections"
+        # optimized's build (overlap_tuning: resid_depth's 16 a lane on the 1b) with an A/A pair, against the
+        # build before overlap_tuning and the one without the residual GEMVs' 16 a lane
+        V="optimized;pdl, filled past a wave, early and hoisted loads"
+        V="$V;optimized, prefetch 8, norm and merge trigger at start;optimized (A/A)"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| (pdl|optimized)"

@@ -41,7 +41,9 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DATT_FILL=2", ok.MERGE_DEFINE], ["-DATT_SHARE_KV=4", "-DATT_FILL=4"],
                                      ["-DATT_SHARE_KV=2", "-DATT_FILL=4", "-DPDL_TRIGGER=1"],
                                      ["-DATT_FILL=2", ok.EARLY_DEFINE, ok.HOIST_DEFINE],
-                                     [ok.HOIST_DEFINE, "-DPDL_TRIGGER=1"]])
+                                     [ok.HOIST_DEFINE, "-DPDL_TRIGGER=1"],
+                                     ["-DATT_FILL=2", ok.EARLY_DEFINE, ok.HOIST_DEFINE, *ok.OVERLAP_DEFINES,
+                                      ok.RESID_DEEP]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -583,3 +585,25 @@ def test_optimized_builds_with_the_early_and_hoisted_loads():
     assert {ok.EARLY_DEFINE, ok.HOIST_DEFINE} <= set(cfg.kernel_defines(optimized.switches))
     assert _source_define("EARLY_LOADS") == 0 and _source_define("HOIST_LOADS") == 0
     assert (ok.EARLY_DEFINE, ok.HOIST_DEFINE) == ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
+
+
+def test_optimized_tunes_prefetch_and_triggers_for_early_weights_and_deepens_the_residual_gemv_within_one_wave():
+    """overlap_tuning (in optimized) sets the deeper QKV and gate/up prefetch and the norm and merge
+    triggering at start, decode.cu's options that the source keeps off; its residual-GEMV depth is OwnForward's
+    rule: 16 a lane where the rows' blocks fit one wave at 2 an SM (the 1b's 2048 rows on 132 SMs), the
+    source's 8 where they do not (the 8b's 4096), and nothing where the switch is off."""
+    from runner import config as cfg
+
+    optimized = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
+    assert cfg.KERNEL_DEFINES["overlap_tuning"] == (*ok.OVERLAP_DEFINES, ok.RESID_DEEP_WHERE_ONE_WAVE)
+    assert set(cfg.KERNEL_DEFINES["overlap_tuning"]) <= set(optimized)
+    assert not cfg.kernel_defines(cfg.effective(cfg.resolve("baseline", {"cuda_graph": "on", "pdl": "on"}), gpu=True))
+    for name in ("PRE_QKV", "PRE_SWIGLU", "NORM_TRIGGER_START", "COMBINE_TRIGGER_START"):
+        assert ok.define_value(ok.OVERLAP_DEFINES, name, -1) != _source_define(name)
+    assert "#define PRE_RESID PRE\n" in ok.SOURCE.read_text() and _source_define("PRE") == 8
+    one_wave = ok.resid_depth(optimized, rows=2048, sms=132)
+    assert ok.RESID_DEEP_WHERE_ONE_WAVE not in one_wave and ok.define_value(one_wave, "PRE_RESID", 8) == 16
+    two_waves = ok.resid_depth(optimized, rows=4096, sms=132)
+    assert two_waves == tuple(x for x in optimized if x != ok.RESID_DEEP_WHERE_ONE_WAVE)
+    assert ok.define_value(two_waves, "PRE_RESID", 8) == 8
+    assert ok.resid_depth(("-DATT_FILL=2",), rows=2048, sms=132) == ("-DATT_FILL=2",)

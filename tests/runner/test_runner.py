@@ -9,6 +9,7 @@ from perfreview.trace import runs, schema
 from runner import config as cfg
 from runner.check import check_configs, reference, teacher_forced
 from runner.model import check_logits
+from runner.own_kernels import OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE
 from runner.loop import Session
 
 SWITCH_SETTINGS = [
@@ -206,6 +207,10 @@ def test_run_ahead_loop_feeds_each_pick_on_the_device_and_returns_the_same_token
     assert queued.launches == n and int(queued.slot[0]) == len(prompt) + n
 
 
+# optimized's overlap_tuning defines (runner/own_kernels.py), after its other kernel defines
+OVERLAP = (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
+
+
 def test_attn_one_wave_bounds_our_attention_kernel_only():
     """The switch compiles decode.cu with attn_split bounded to 3 blocks an SM, needs our kernels (it
     implies them on a GPU), is off in optimized, and does nothing on the CPU backend."""
@@ -213,7 +218,7 @@ def test_attn_one_wave_bounds_our_attention_kernel_only():
     eff = cfg.effective(on, gpu=True)
     assert eff["own_kernels"] and cfg.kernel_defines(eff) == ("-DATT_MIN_BLOCKS=3",)
     assert cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)) == (
-        "-DATT_FILL=2", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
+        "-DATT_FILL=2", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1", *OVERLAP)
     assert cfg.effective(on, gpu=False)["attn_one_wave"] is False
     assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
 
@@ -252,7 +257,8 @@ def test_attn_fit_wave_replaces_the_fill_rule_and_is_checked():
     on = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on"}), gpu=True)
     assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=3", "-DATT_POS=5")
     over = cfg.effective(cfg.resolve("optimized", {"attn_fit_wave": "on"}), gpu=True)
-    assert cfg.kernel_defines(over) == ("-DATT_FILL=3", "-DATT_POS=5", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1")
+    assert cfg.kernel_defines(over) == ("-DATT_FILL=3", "-DATT_POS=5", "-DEARLY_LOADS=1", "-DHOIST_LOADS=1",
+                                        *OVERLAP)
     grouped = cfg.effective(cfg.resolve("baseline", {"attn_fit_wave": "on", "attn_group_heads": "on"}), gpu=True)
     assert set(cfg.kernel_defines(grouped)) == {"-DATT_GROUP=1", "-DATT_FILL=3", "-DATT_POS=5"}
     assert any(c.switches.get("attn_fit_wave") for c in check.configs_to_check())
@@ -269,7 +275,7 @@ def test_attn_share_kv_replaces_every_other_split_rule_and_is_checked():
     assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
     for base, extra in (("optimized", {}), ("baseline", {"attn_fit_wave": "on", "attn_fill_split": "on"})):
         both = cfg.effective(cfg.resolve(base, {"attn_share_kv": "on", **extra}), gpu=True)
-        loads = ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1") if base == "optimized" else ()
+        loads = ("-DEARLY_LOADS=1", "-DHOIST_LOADS=1", *OVERLAP) if base == "optimized" else ()
         assert cfg.kernel_defines(both) == ("-DATT_SHARE_KV=1", "-DATT_FILL=4", *loads)
     assert not cfg.resolve("optimized").switches["attn_share_kv"]
     assert any(c.switches.get("attn_share_kv") for c in check.configs_to_check())
@@ -284,7 +290,7 @@ def test_attn_merge_in_oproj_tells_our_forward_to_skip_the_merge_launch():
 
     on = cfg.effective(cfg.resolve("optimized", {"attn_merge_in_oproj": "on"}), gpu=True)
     assert on["own_kernels"] and cfg.kernel_defines(on) == ("-DATT_FILL=2", ok.MERGE_DEFINE, ok.EARLY_DEFINE,
-                                                            ok.HOIST_DEFINE)
+                                                            ok.HOIST_DEFINE, *OVERLAP)
     assert ok.define_value(cfg.kernel_defines(on), "MERGE_IN_OPROJ", 0) == 1
     assert ok.define_value(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)),
                            "MERGE_IN_OPROJ", 0) == 0
