@@ -265,6 +265,9 @@ __device__ __forceinline__ void stage_norm_x(uint4* xs, const float* __restrict_
 // (bench/pdl_variants_prefetch_*): gate+up at 4 (62 registers, 4 blocks an SM instead of 2) and the
 // QKV at 4 with 6 blocks an SM (the 8b's 768 blocks in one wave instead of 1.5): 1b 938 against 969 µs
 // a token, 8b 4155 against 4219; the o_proj/down and lm_head keep 8.
+// Those depths were chosen while no weight load came before the wait (EARLY_LOADS 0). With EARLY_LOADS
+// the overlap_tuning switch (in optimized) sets QKV and gate/up to 8 (QKV 4 blocks an SM), the norm and merge
+// triggers below to 1, and o_proj/down to 16 where their blocks fit one wave (own_kernels.resid_depth).
 #ifndef PRE
 #define PRE 8
 #endif
