@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU task (issue 12): the defaults as they stand, in stages that each fit one device call. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
-# the float64 reference (checks); one token at positions 96 and 512, optimized's build (early and
-# hoisted loads) with an A/A pair against the build before them and against triggers and prefetch depths
+# the float64 reference (checks); one token at positions 96 and 512, optimized's build (overlap_tuning)
+# with an A/A pair against the build before it and against it without the residual GEMVs' 16 a lane
 # (variants); the decode table: tokens/s against the copy bandwidth and PyTorch, latency by position,
 # each kernel beside its floor (decode); the projections alone as one launch each against one
 # persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
