@@ -607,3 +607,26 @@ def test_optimized_tunes_prefetch_and_triggers_for_early_weights_and_deepens_the
     assert two_waves == tuple(x for x in optimized if x != ok.RESID_DEEP_WHERE_ONE_WAVE)
     assert ok.define_value(two_waves, "PRE_RESID", 8) == 8
     assert ok.resid_depth(("-DATT_FILL=2",), rows=2048, sms=132) == ("-DATT_FILL=2",)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_overlap_build_triggers_early_only_where_no_kernel_writes_before_its_wait(tmp_path):
+    """overlap_tuning lets the next projection launch at the start of RMSNorm and of the merge, so up to three
+    kernels run at once: each must read only weights before its griddepcontrol.wait and write nothing there
+    (a store before the wait could land while the kernel before it still reads that buffer). In optimized's
+    PTX (the 1b's residual depth) no kernel stores to global memory before its wait, and rmsnorm and
+    attn_combine trigger before it."""
+    from runner import config as cfg
+
+    defines = ok.resid_depth(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)), 2048, 132)
+    out = tmp_path / "decode.ptx"
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    for name, body in bodies.items():
+        before = body[:body.index("griddepcontrol.wait")]
+        assert not re.search(r"\b(st|red|atom)\.global", before), name
+    for name in ("rmsnorm", "attn_combine"):
+        body = bodies[name]
+        assert body.index("griddepcontrol.launch_dependents") < body.index("griddepcontrol.wait"), name
