@@ -29,6 +29,9 @@ __device__ __forceinline__ float warp_max(float v) {
 // wait returned, 0 never (the next launches as this one ends). Without the attribute all are no-ops.
 // 2 measured fastest on the 1b token (bench/pdl_variants.md: 1206 us against 1243 at the start and
 // 1247 without PDL); triggering at the start fills the SMs with blocks of kernels further ahead.
+// 1 (every kernel at its start) also changed the logits on an H200 with the early_loads build (max diff 6.6,
+// another token: reports/bench/pdl_variants_triggers_pos*_h200_b266cd2.md) though no kernel stores before its
+// wait (tested on the PTX): a race not yet found; only rmsnorm and attn_combine trigger at start (overlap_tuning).
 #ifndef PDL_TRIGGER
 #define PDL_TRIGGER 2
 #endif
