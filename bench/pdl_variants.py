@@ -119,19 +119,17 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "pdl, filled past a wave, early loads": {"pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE)},
     # resid[row] beside the products, attention's RoPE table before the wait, combine's loads in one trip
     "pdl, filled past a wave, hoisted loads": {"pdl": True, "defines": (ATT_FILL_DEFINE, HOIST_DEFINE)},
-    "pdl, filled past a wave, early and hoisted loads": {"pdl": True,
-                                                          "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)},
+    "pdl, filled past a wave, early and hoisted loads": {"pdl": True, "defines": EARLY_BUILD},
     # the prefetch depths were chosen with the weights loaded after the wait: with them before it, deeper
     # (the QKV at 4 blocks an SM: 8 a lane spill under the 6-block bound)
     "pdl, filled past a wave, early and hoisted loads, qkv and gate/up prefetch 8": {
-        "pdl": True, "defines": (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE, "-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4",
-                                  "-DPRE_SWIGLU=8")},
+        "pdl": True, "defines": (*EARLY_BUILD, *DEEP_QKV_SWIGLU)},
     # optimized's build since early_loads (filled past a wave, early and hoisted loads) with the triggers
     # measured slower while no weight load came before a wait: a kernel that lets the next launch at its
     # start now lets it load weights under its own run
     "optimized, early and hoisted (A/A)": {"pdl": True, "defines": EARLY_BUILD},
     "optimized, early and hoisted, norm and merge trigger at start": {
-        "pdl": True, "defines": (*EARLY_BUILD, "-DNORM_TRIGGER_START=1", "-DCOMBINE_TRIGGER_START=1")},
+        "pdl": True, "defines": (*EARLY_BUILD, *NORM_MERGE_START)},
     "optimized, early and hoisted, trigger at start": {"pdl": True, "defines": (*EARLY_BUILD, "-DPDL_TRIGGER=1")},
     "optimized, early and hoisted, residual prefetch 16": {"pdl": True,
                                                            "defines": (*EARLY_BUILD, "-DPRE_RESID=16")},

@@ -102,8 +102,7 @@ class OwnForward:
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
         if RESID_DEEP_WHERE_ONE_WAVE in defines:
-            defines = resid_depth(defines, p.hidden, cp.cuda.runtime.getDeviceProperties(
-                cp.cuda.Device().id)["multiProcessorCount"])
+            defines = resid_depth(defines, p.hidden, sm_count(cp))
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
@@ -125,7 +124,7 @@ class OwnForward:
         # attn_share (ATT_FILL=4): ``att_slots`` is the splits a KV head gets, a block an SM (the SMs over
         # the KV heads); the partial buffers hold the most splits any context uses under that rule
         # (``att_slots`` sets another count: bench/pdl_variants.py compares them)
-        sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"] if self.share else 0
+        sms = sm_count(cp) if self.share else 0
         share_slots = att_slots or max(1, sms // p.n_kv_heads)
         self.splits = (most_splits(p.head_dim, p.max_ctx, share_slots, self.att_pos) if self.share
                        else -(-p.max_ctx // self.chunk))
@@ -292,6 +291,11 @@ class PdlKernel:
             raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {err}")
 
 
+def sm_count(cp: Any) -> int:
+    """The current GPU's streaming multiprocessors."""
+    return cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+
+
 def resident_blocks(cp: Any, kernel: Any, threads: int, shared_mem: int = 0) -> int:
     """How many blocks of ``kernel`` (a RawKernel, ``threads`` and ``shared_mem`` bytes of dynamic
     shared memory each) the current GPU holds at once: the driver's occupancy for its registers and
@@ -301,8 +305,7 @@ def resident_blocks(cp: Any, kernel: Any, threads: int, shared_mem: int = 0) -> 
         ctypes.byref(per_sm), ctypes.c_void_p(kernel.kernel.ptr), ctypes.c_int(threads), ctypes.c_size_t(shared_mem))
     if err:
         raise RuntimeError(f"cuOccupancyMaxActiveBlocksPerMultiprocessor failed with CUresult {err}")
-    sms = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
-    return max(1, per_sm.value * sms)
+    return max(1, per_sm.value * sm_count(cp))
 
 
 def _c_arg(a: Any) -> ctypes._SimpleCData:

@@ -22,6 +22,15 @@ KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swi
            "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
 
 
+def _ptx_bodies(tmp_path, defines) -> dict[str, str]:
+    """decode.cu compiled to PTX for sm_90 with ``defines``: each kernel's PTX body by name."""
+    out = tmp_path / "decode.ptx"
+    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 def test_source_compiles_for_sm90(tmp_path):
     out = tmp_path / "decode.ptx"
@@ -47,12 +56,7 @@ def test_source_compiles_for_sm90(tmp_path):
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
-    out = tmp_path / "decode.ptx"
-    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    ptx = out.read_text()
-    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", ptx, flags=re.S))
+    bodies = _ptx_bodies(tmp_path, defines)
     kernels = set(KERNELS) | ({"attn_share"} if any(x.startswith("-DATT_SHARE_KV=") for x in defines) else set())
     assert set(bodies) == kernels
     assert all("griddepcontrol.wait" in body for body in bodies.values())
@@ -619,11 +623,7 @@ def test_overlap_build_triggers_early_only_where_no_kernel_writes_before_its_wai
     from runner import config as cfg
 
     defines = ok.resid_depth(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)), 2048, 132)
-    out = tmp_path / "decode.ptx"
-    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    bodies = _ptx_bodies(tmp_path, defines)
     for name, body in bodies.items():
         before = body[:body.index("griddepcontrol.wait")]
         assert not re.search(r"\b(st|red|atom)\.global", before), name
