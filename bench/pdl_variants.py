@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
+from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
     OVERLAP_DEFINES, OwnForward)
@@ -237,6 +239,10 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
     for label, (forward, kwargs) in variants.items():
+        # each instance's buffers from one allocation at the same offsets, as the pipeline's (runner/arena.py):
+        # from CuPy's pool an A/A pair sat 18.7 µs apart on the 1b (H200, b266cd2) by where its buffers landed
+        if "zeros" in inspect.signature(forward).parameters:  # a --before tree may predate the argument
+            kwargs = {**kwargs, "zeros": Arena(cp, token_buffers_capacity(p)).zeros}
         own = forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, **kwargs)
         owners.append(own)
         with stream:

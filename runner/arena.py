@@ -42,5 +42,12 @@ def capacity(preset: Any) -> int:
     """Bytes for one pipeline instance: both KV caches plus room for the per-token buffers."""
     p = preset
     kv = 2 * p.n_layers * p.n_kv_heads * p.max_ctx * p.head_dim * 2
+    return kv + token_buffers_capacity(p)
+
+
+def token_buffers_capacity(preset: Any) -> int:
+    """Bytes for the per-token buffers of one instance (activations, logits, attention partials), with room
+    to spare."""
+    p = preset
     small = 4 * (p.vocab + 8 * p.hidden + 4 * p.ffn + 4 * p.max_ctx) + 64 * p.n_heads * p.head_dim * 4
-    return kv + 2 * small + (1 << 20)
+    return 2 * small + (1 << 20)
