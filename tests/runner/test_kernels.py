@@ -33,12 +33,7 @@ def _ptx_bodies(tmp_path, defines) -> dict[str, str]:
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 def test_source_compiles_for_sm90(tmp_path):
-    out = tmp_path / "decode.ptx"
-    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", "-o", str(out), str(ok.SOURCE)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    entries = set(re.findall(r"\.entry\s+(\w+)", out.read_text()))
-    assert entries == set(KERNELS)
+    assert set(_ptx_bodies(tmp_path, ())) == set(KERNELS)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -434,12 +429,7 @@ def test_gemvs_stage_x_in_shared_memory_once_the_wait_returns(tmp_path, stage):
     """X_STAGE=1 (the default, what OwnForward's launches size shared memory for): every GEMV copies x
     into shared memory with cp.async after griddepcontrol.wait, then a block barrier; X_STAGE=0 reads x
     from global memory and has neither. Both keep the wait before any read of x."""
-    out = tmp_path / "decode.ptx"
-    defines = [] if stage else ["-DX_STAGE=0"]
-    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", *defines, "-o", str(out), str(ok.SOURCE)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    bodies = _ptx_bodies(tmp_path, () if stage else ("-DX_STAGE=0",))
     for name in GEMVS:
         body = bodies[name]
         copies = body.find("cp.async.cg.shared.global")
@@ -464,11 +454,7 @@ def test_norm_in_proj_copies_the_gain_before_the_wait_and_the_residual_after(tmp
     """NORM_IN_PROJ=1: gemv_qkv and gemv_swiglu issue the gain's cp.async (a weight) before
     griddepcontrol.wait and the residual's after it, wait for both, and reduce (bar.sync) before the
     products; the other GEMVs stage x as before. Without X_STAGE the build refuses to compile."""
-    out = tmp_path / "decode.ptx"
-    done = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-o", str(out), str(ok.SOURCE)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    bodies = dict(re.findall(r"\.entry\s+(\w+)(.*?)(?=\.entry|\Z)", out.read_text(), flags=re.S))
+    bodies = _ptx_bodies(tmp_path, (ok.NORM_DEFINE,))
     for name in ("gemv_qkv", "gemv_swiglu"):
         body = bodies[name]
         wait = body.index("griddepcontrol.wait")
@@ -478,8 +464,8 @@ def test_norm_in_proj_copies_the_gain_before_the_wait_and_the_residual_after(tmp
     for name in ("gemv", "gemv_residual"):
         assert "rsqrt" not in bodies[name] and bodies[name].index("griddepcontrol.wait") < bodies[name].find(
             "cp.async.cg.shared.global"), name
-    refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-DX_STAGE=0", "-o", str(out),
-                              str(ok.SOURCE)], capture_output=True, text=True)
+    refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-DX_STAGE=0", "-o",
+                              str(tmp_path / "refused.ptx"), str(ok.SOURCE)], capture_output=True, text=True)
     assert refused.returncode != 0 and "needs X_STAGE" in refused.stderr
 
 
