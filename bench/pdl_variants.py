@@ -43,6 +43,13 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 OPTIMIZED_DEFINES = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
 EARLY_BUILD = (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)  # optimized from early_loads to overlap_tuning
 DEEP_QKV_SWIGLU, NORM_MERGE_START = OVERLAP_DEFINES[:3], OVERLAP_DEFINES[3:]  # overlap_tuning's two parts
+
+
+def without(defines: tuple[str, ...], *drop: str) -> tuple[str, ...]:
+    """``defines`` less those in ``drop``."""
+    return tuple(d for d in defines if d not in drop)
+
+
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
@@ -147,6 +154,13 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # optimized as it stands (overlap_tuning: resid_depth gives the 1b's residual GEMVs 16 a lane), with an A/A row
     "optimized": {"pdl": True, "defines": OPTIMIZED_DEFINES},
     "optimized (A/A)": {"pdl": True, "defines": OPTIMIZED_DEFINES},
+    # H100 (e0546e4): overlap_tuning saves the 1b 42 µs a token at 96 but 16 at 512; optimized without each
+    # of its parts in turn, to find the one that loses at long contexts
+    "optimized, merge triggers after its wait": {
+        "pdl": True, "defines": without(OPTIMIZED_DEFINES, "-DCOMBINE_TRIGGER_START=1")},
+    "optimized, norm triggers after its wait": {
+        "pdl": True, "defines": without(OPTIMIZED_DEFINES, "-DNORM_TRIGGER_START=1")},
+    "optimized, qkv and gate/up prefetch 4": {"pdl": True, "defines": without(OPTIMIZED_DEFINES, *DEEP_QKV_SWIGLU)},
     # norm_in_proj was slower while the weights loaded after the wait (the norm's reduction stood alone
     # between a block's wait and its first product); with the row heads in flight it may hide under them
     "optimized, early and hoisted, norm in the projections": {"pdl": True,

@@ -2,7 +2,7 @@
 # GPU task (issue 12): the defaults as they stand, in stages that each fit one device call. Every kernel
 # and every kernel-tuning build against float64 with the GEMV bandwidth table, every config against
 # the float64 reference (checks); one token at positions 96 and 512, optimized's build (overlap_tuning)
-# with an A/A pair against the build before it and against it without the residual GEMVs' 16 a lane
+# with an A/A pair against the build before it and against it without each part of overlap_tuning
 # (variants); the decode table: tokens/s against the copy bandwidth and PyTorch, latency by position,
 # each kernel beside its floor (decode); the projections alone as one launch each against one
 # persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
@@ -31,10 +31,11 @@ for s in "${stages[@]}"; do
         python3 -m perfreview check --preset 1b --quiet | tee "$OUT/check/check_1b.txt" | tail -2
         stamp check;;
     variants)
-        # optimized's build (overlap_tuning: resid_depth's 16 a lane on the 1b) with an A/A pair, against the
-        # build before overlap_tuning and the one without the residual GEMVs' 16 a lane
-        V="optimized;pdl, filled past a wave, early and hoisted loads"
-        V="$V;optimized, prefetch 8, norm and merge trigger at start;optimized (A/A)"
+        # optimized's build (overlap_tuning) with an A/A pair, against the build before overlap_tuning and
+        # against optimized without each of overlap_tuning's parts (the H100 at e0546e4: its gain on the 1b
+        # shrinks from 42 µs a token at 96 to 16 at 512)
+        V="optimized;pdl, filled past a wave, early and hoisted loads;optimized, merge triggers after its wait"
+        V="$V;optimized, norm triggers after its wait;optimized, qkv and gate/up prefetch 4;optimized (A/A)"
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| (pdl|optimized)"
