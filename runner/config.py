@@ -94,7 +94,8 @@ SWITCHES: dict[str, Switch] = {
                              "the RMSNorm and the attention merge let the next projection launch at their start, "
                              "the residual GEMVs load 16 a lane where their blocks fit one wave (the 1b). The same "
                              "arithmetic. H200, one token at position 96: 1b 777.7 against 851.3 µs, 8b 3820.1 "
-                             "against 3955.1 with 8 a lane (in optimized; implies own_kernels)"),
+                             "against 3955.1 with 8 a lane; H100 tg128: 1b 978.4 against 946.0 t/s, 8b 189.8 "
+                             "against 185.1 (in optimized; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
