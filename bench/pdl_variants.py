@@ -35,20 +35,14 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
-    OVERLAP_DEFINES, OwnForward)
+    OVERLAP_DEFINES, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 # optimized's decode.cu build (its kernel-tuning switches), for the rows that start from it
-OPTIMIZED_DEFINES = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
+OPTIMIZED_DEFINES = cfg.gpu_kernel_defines("optimized")
 EARLY_BUILD = (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)  # optimized from early_loads to overlap_tuning
 DEEP_QKV_SWIGLU, NORM_MERGE_START = OVERLAP_DEFINES[:3], OVERLAP_DEFINES[3:]  # overlap_tuning's two parts
-
-
-def without(defines: tuple[str, ...], *drop: str) -> tuple[str, ...]:
-    """``defines`` less those in ``drop``."""
-    return tuple(d for d in defines if d not in drop)
-
 
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},

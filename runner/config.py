@@ -273,3 +273,8 @@ def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
     on = [name for name in KERNEL_DEFINES
           if switches.get(name) and not any(switches.get(k) for k in SUPERSEDED.get(name, ()))]
     return tuple(define for name in on for define in KERNEL_DEFINES[name])
+
+
+def gpu_kernel_defines(name: str) -> tuple[str, ...]:
+    """The -D defines the config ``name`` builds decode.cu with on a GPU (as the pipeline compiles it)."""
+    return kernel_defines(effective(resolve(name), gpu=True))

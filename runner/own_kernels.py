@@ -330,13 +330,18 @@ def advance_reference(next_id: int, tok: np.ndarray, pos: np.ndarray, slot: np.n
     tok[0], pos[0], slot[0] = next_id, p + 1, slot[0] + 1
 
 
+def without(defines: tuple[str, ...], *drop: str) -> tuple[str, ...]:
+    """``defines`` less those in ``drop``."""
+    return tuple(d for d in defines if d not in drop)
+
+
 def resid_depth(defines: tuple[str, ...], rows: int, sms: int) -> tuple[str, ...]:
     """``defines`` with RESID_DEEP_WHERE_ONE_WAVE resolved: RESID_DEEP where the residual GEMVs' ``rows``
     (a warp each) fit one wave at RESID_DEEP_BLOCKS_PER_SM blocks an SM of ``sms``, else nothing. Measured on
     an H200 (reports/bench/pdl_variants_combined_pos*_h200_4d83b68): 16 a lane took the 1b's token (2048 rows,
     256 blocks on 132 SMs) from 805.7 to 777.7 µs at position 96, but the 8b's (4096 rows: two waves) from
     3820.1 to 3882.3."""
-    rest = tuple(x for x in defines if x != RESID_DEEP_WHERE_ONE_WAVE)
+    rest = without(defines, RESID_DEEP_WHERE_ONE_WAVE)
     if len(rest) == len(defines):
         return defines
     fits = -(-rows // ROWS_PER_BLOCK) <= RESID_DEEP_BLOCKS_PER_SM * sms

@@ -261,7 +261,7 @@ def main() -> int:
                                                                           ok_.EARLY_DEFINE, ok_.HOIST_DEFINE))]
     # optimized's build as the pipeline compiles it (overlap_tuning: prefetch depths and triggers at start; OwnForward
     # resolves the residual GEMVs' 16 a lane per preset)
-    optimized = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
+    optimized = cfg.gpu_kernel_defines("optimized")
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, optimized)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []

@@ -64,7 +64,7 @@ def _switch_builds() -> dict[str, tuple[str, ...]]:
     kernel-tuning switch on (attn_share's query heads a KV head: the presets' 4)."""
     from runner import config as cfg
 
-    builds = {"optimized": cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)), "plain": ()}
+    builds = {"optimized": cfg.gpu_kernel_defines("optimized"), "plain": ()}
     for name in cfg.KERNEL_TUNING:
         defines = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {name: "on"}), gpu=True))
         builds[name] = tuple("-DATT_SHARE_KV=4" if x.startswith("-DATT_SHARE_KV=") else x for x in defines)
@@ -584,7 +584,7 @@ def test_optimized_tunes_prefetch_and_triggers_for_early_weights_and_deepens_the
     source's 8 where they do not (the 8b's 4096), and nothing where the switch is off."""
     from runner import config as cfg
 
-    optimized = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True))
+    optimized = cfg.gpu_kernel_defines("optimized")
     assert cfg.KERNEL_DEFINES["overlap_tuning"] == (*ok.OVERLAP_DEFINES, ok.RESID_DEEP_WHERE_ONE_WAVE)
     assert set(cfg.KERNEL_DEFINES["overlap_tuning"]) <= set(optimized)
     assert not cfg.kernel_defines(cfg.effective(cfg.resolve("baseline", {"cuda_graph": "on", "pdl": "on"}), gpu=True))
@@ -608,7 +608,7 @@ def test_overlap_build_triggers_early_only_where_no_kernel_writes_before_its_wai
     attn_combine trigger before it."""
     from runner import config as cfg
 
-    defines = ok.resid_depth(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)), 2048, 132)
+    defines = ok.resid_depth(cfg.gpu_kernel_defines("optimized"), 2048, 132)
     bodies = _ptx_bodies(tmp_path, defines)
     for name, body in bodies.items():
         before = body[:body.index("griddepcontrol.wait")]
