@@ -35,7 +35,7 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
-    OVERLAP_DEFINES, OwnForward, without)
+    NORM_RESID_DEFINE, OVERLAP_DEFINES, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -159,6 +159,8 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # between a block's wait and its first product); with the row heads in flight it may hide under them
     "optimized, early and hoisted, norm in the projections": {"pdl": True,
                                                               "defines": (*EARLY_BUILD, NORM_DEFINE)},
+    # the norm after o_proj and down written by their last block (norm_in_residual): 32 launches fewer a 1b token
+    "optimized, norm in the residual GEMVs": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_RESID_DEFINE)},
 }
 REPLAYS = 50
 
@@ -186,20 +188,21 @@ def token(own, layers, w) -> None:
     be folded into the projections (fold_norm, before it was removed)."""
     fold = getattr(own, "fold_norm", False)
     in_proj = fold or getattr(own, "norm_in_proj", False)  # the QKV and gate/up launches compute their norm
+    after = getattr(own, "norm_in_resid", False)  # o_proj and down leave the next norm's output
     own.embed()
     for li, layer in enumerate(layers):
         at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead ranges (older trees take none)
-        if not in_proj:
+        if not in_proj and not (after and li > 0):
             own.rmsnorm(layer["attn_norm"])
         own.qkv(layer, *at)
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer, *at)
-        if not in_proj:
+        if not in_proj and not getattr(own, "norm_in_oproj", False):
             own.rmsnorm(layer["ffn_norm"])
         own.ffn(layer, *at)
-    if not fold:
+    if not fold and not after:
         own.rmsnorm(w["final_norm"])
     own.lm_head()
     own.sample()

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
-                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
+                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, NORM_RESID_DEFINE, OVERLAP_DEFINES,
+                                RESID_DEEP_WHERE_ONE_WAVE)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ SWITCHES: dict[str, Switch] = {
                              "arithmetic. H200, one token at position 96: 1b 777.7 against 851.3 µs, 8b 3820.1 "
                              "against 3955.1 with 8 a lane; H100 tg128: 1b 978.4 against 946.0 t/s, 8b 189.8 "
                              "against 185.1 (in optimized; implies own_kernels)"),
+    "norm_in_residual": Switch(bool, False, True, True,
+                               "our o_proj and down GEMVs also write the RMSNorm of the residual they leave, in "
+                               "the block that finishes last (a ticket counter), so the 32 norm launches after "
+                               "them go and with them a kernel boundary each; the norm after the embedding stays, "
+                               "and with attn_merge_in_oproj the one after o_proj (rmsnorm's arithmetic, bit for "
+                               "bit; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -108,11 +115,12 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads", "overlap_tuning")
+                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads", "overlap_tuning", "norm_in_residual")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
+    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,),
+    "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)

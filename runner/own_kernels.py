@@ -34,6 +34,9 @@ X_STAGE = 1  # decode.cu's X_STAGE: the GEMVs stage x in dynamic shared memory (
 # decode.cu built so the QKV and gate/up GEMVs compute the RMSNorm they read, a block each from the residual,
 # and no norm launch precedes them (norm_in_proj; the final norm before the LM head stays a launch)
 NORM_DEFINE = "-DNORM_IN_PROJ=1"
+# decode.cu built so o_proj's and down's GEMV write the next norm's output in the block that finishes last, and
+# no norm launch follows them (norm_in_residual; the norm after the embedding stays a launch)
+NORM_RESID_DEFINE = "-DNORM_IN_RESID=1"
 # decode.cu's load order (the early_loads switch, in optimized): the loads meant to run before a kernel's
 # PDL wait made coherent, so ptxas keeps them there (EARLY_LOADS); the dependent trips after the wait
 # issued together (HOIST_LOADS)
@@ -113,6 +116,11 @@ class OwnForward:
         # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE); the
         # forward leaves out the norm launches before them
         self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) == 1
+        # norm_in_residual: o_proj and down write hn (the norm of the residual they leave) themselves; the
+        # forward leaves out the norm launches after them. The merge in o_proj (gemv_residual_merge) has no
+        # such tail: with it the norm after o_proj stays a launch.
+        self.norm_in_resid = define_value(defines, "NORM_IN_RESID", 0) == 1
+        self.norm_in_oproj = self.norm_in_resid and not self.merge_in_oproj
         widest = max(x_stage_bytes(defines, p.ffn), x_stage_bytes(defines, p.hidden, normed=True))
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
             for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
@@ -155,6 +163,7 @@ class OwnForward:
         self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
+        self.ticket = zeros(1, cp.uint32)  # norm_in_residual: blocks of a residual GEMV done (its last resets it)
         # l2_ahead: per layer and site, the ranges that GEMV's warps pull into L2 once their rows are read (0: none)
         self.ahead = ahead_args(ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20)) if l2_ahead_mb > 0
                                 else [dict.fromkeys(AHEAD_SITES, []) for _ in layers])
@@ -209,6 +218,18 @@ class OwnForward:
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos, np.int32(self.att_slots)))
 
+    def _residual(self, W: Any, x: Any, cols: int, ahead: list, gain: Any) -> None:
+        """resid += W x (o_proj, down); with ``norm_in_resid`` also hn = RMSNorm(resid) * ``gain``."""
+        p = self.p
+        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                                (W, x, self.x, np.int32(p.hidden), np.int32(cols), *ahead,
+                                 gain, self.hn, np.float32(p.norm_eps), self.ticket),
+                                shared_mem=x_stage_bytes(self.defines, cols))
+
+    def gain_after(self, li: int) -> Any:
+        """The gain of the norm after layer ``li``'s down projection: the next layer's, or the final one."""
+        return self.layers[li + 1]["attn_norm"] if li + 1 < len(self.layers) else self.w["final_norm"]
+
     def o_proj(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
         if self.merge_in_oproj:  # every block merges the splits' partials into shared memory first
@@ -218,9 +239,7 @@ class OwnForward:
                                            np.int32(self.splits), self.d_pos, np.int32(self.att_slots)),
                                           shared_mem=2 * p.hidden)
             return
-        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["wo"], self.attn, self.x, np.int32(p.hidden), np.int32(p.hidden),
-                                 *self.ahead[li]["o_proj"]), shared_mem=x_stage_bytes(self.defines, p.hidden))
+        self._residual(layer["wo"], self.attn, p.hidden, self.ahead[li]["o_proj"], layer["ffn_norm"])
 
     def ffn(self, layer: dict[str, Any], li: int) -> None:
         p = self.p
@@ -229,9 +248,7 @@ class OwnForward:
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden),
                                self.x, layer["ffn_norm"], np.float32(p.norm_eps)),
                               shared_mem=x_stage_bytes(self.defines, p.hidden, normed=True))
-        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (layer["w_down"], self.ff, self.x, np.int32(p.hidden), np.int32(p.ffn),
-                                 *self.ahead[li]["down"]), shared_mem=x_stage_bytes(self.defines, p.ffn))
+        self._residual(layer["w_down"], self.ff, p.ffn, self.ahead[li]["down"], self.gain_after(li))
 
     def lm_head(self) -> None:
         """The vocabulary projection of ``hn`` (the final RMSNorm's output)."""
@@ -561,6 +578,14 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
+
+
+def residual_norm_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray, gain: np.ndarray,
+                            eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """gemv_residual built with NORM_IN_RESID (norm_in_residual): the residual it leaves and the next
+    norm's output, which its last block writes."""
+    after = gemv_residual_reference(w, x, resid)
+    return after, rmsnorm_reference(after, gain, eps)
 
 
 def rope_chunks_reference(v: np.ndarray, pos: int, inv_freq: np.ndarray) -> np.ndarray:

@@ -249,10 +249,11 @@ class Pipeline:
             with rec.span("rmsnorm", s):
                 own.rmsnorm(gain)
 
-        # norm_in_proj: the QKV and gate/up launches compute their norm (the Q/K/V fork still reads hn)
-        own_norm = own.norm_in_proj
+        # norm_in_proj: the QKV and gate/up launches compute their norm (the Q/K/V fork still reads hn);
+        # norm_in_resid: o_proj and down leave the next norm's output in hn (the first norm stays a launch)
+        own_norm, after = own.norm_in_proj, own.norm_in_resid
         for li, layer in enumerate(self.layers):
-            if not own_norm or self.qkv_streams:
+            if (not own_norm or self.qkv_streams) and not (after and li > 0):
                 norm(layer["attn_norm"])
             if self.qkv_streams:
                 with rec.span("qkv"):
@@ -264,11 +265,12 @@ class Pipeline:
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer, li)
-            if not own_norm:
+            if not own_norm and not own.norm_in_oproj:
                 norm(layer["ffn_norm"])
             with rec.span("ffn", s):
                 own.ffn(layer, li)
-        norm(self.w["final_norm"])
+        if not after:
+            norm(self.w["final_norm"])
         with rec.span("lm_head", s):
             own.lm_head()
         with rec.span("sample", s):

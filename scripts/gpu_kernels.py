@@ -131,6 +131,22 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
     record("gemv_swiglu", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     record("gemv_residual", rel(fw.x.get() - xr, f64(host["w_down"]) @ f64(fw.ff.get())))
+    if fw.norm_in_resid:  # down also wrote the norm after it (one layer: the final norm, whose gain is attn_norm's)
+        record("gemv_residual+norm (down)", rel(fw.hn.get(), normed(fw.x.get())))
+        folded = fw.hn.get()
+        fw.rmsnorm(fw.w["final_norm"])  # the launch it replaces, on the same residual: the same bits
+        same = bool((folded.view(np.uint16) == fw.hn.get().view(np.uint16)).all())
+        record("gemv_residual+norm (down) = rmsnorm, bit for bit", 0.0 if same else 1.0)
+    if fw.norm_in_oproj:  # o_proj likewise, with the ffn norm's gain, from a residual of its own
+        xb = (rng.standard_normal(h) * 3).astype(np.float32)
+        fw.x[...] = cp.asarray(xb)
+        fw.attn[...] = cp.asarray(rng.standard_normal(h).astype(np.float16))
+        poison(fw.hn)
+        fw.o_proj(layer, 0)
+        xo = fw.x.get()
+        record("gemv_residual (o_proj)", rel(xo - xb, f64(host["wo"]) @ f64(fw.attn.get())))
+        record("gemv_residual+norm (o_proj)",
+               rel(fw.hn.get(), f64(xo) / np.sqrt((f64(xo) ** 2).mean() + p.norm_eps) * f64(host["ffn_norm"])))
     # embed
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
@@ -259,6 +275,8 @@ def main() -> int:
                                                                           l2_ahead_mb=ok_.L2_AHEAD_MB)]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                           ok_.EARLY_DEFINE, ok_.HOIST_DEFINE))]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
+                                                                          ok_.NORM_RESID_DEFINE))]
     # optimized's build as the pipeline compiles it (overlap_tuning: prefetch depths and triggers at start; OwnForward
     # resolves the residual GEMVs' 16 a lane per preset)
     optimized = cfg.gpu_kernel_defines("optimized")

@@ -185,23 +185,54 @@ __device__ __forceinline__ void stage_x(uint4* xs, const half* __restrict__ x, i
 // warp_sum; here thread t plays t, t + 256, t + 512 and t + 768. ``at(i)``: x[i], from wherever it lies.
 // ``part``: 33 floats of shared memory. Also the persistent token's (token.cu).
 #define NORM_PER_THREAD 8
+#define NORM_ROUNDS 4  // 256 threads play rmsnorm's 1024
+// Thread t's values of x for rms_of: x[t + r * 256 + k * 1024] in v[r][k] (0 past n), every load issued
+// before any is used (one trip to memory).
+template <class At>
+__device__ __forceinline__ void norm_values(At at, int n, float (&v)[NORM_ROUNDS][NORM_PER_THREAD]) {
+#pragma unroll
+    for (int r = 0; r < NORM_ROUNDS; ++r)
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = threadIdx.x + r * 256 + k * 1024;
+            v[r][k] = i < n ? at(i) : 0.f;
+        }
+}
+__device__ __forceinline__ float rms_of(const float (&v)[NORM_ROUNDS][NORM_PER_THREAD], int n, float eps,
+                                        float* part) {
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+#pragma unroll
+    for (int r = 0; r < NORM_ROUNDS; ++r) {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[r][k] * v[r][k];
+        s = warp_sum(s);
+        if (lane == 0) part[r * 8 + w] = s;  // the virtual warp (t + r * 256) / 32
+    }
+    __syncthreads();
+    if (t < 32) {
+        const float u = warp_sum(part[t]);
+        if (t == 0) part[32] = rsqrtf(u / n + eps);
+    }
+    __syncthreads();
+    return part[32];
+}
+// The same from ``at``, a round's 8 values at a time (few registers: the norm_in_proj GEMVs run under
+// launch bounds, where all 32 at once spilled).
 template <class At>
 __device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part) {
     const int t = threadIdx.x, lane = t & 31, w = t >> 5;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const int vt = t + r * 256;
-        float v[NORM_PER_THREAD];
-#pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) {
-            const int i = vt + k * 1024;
-            v[k] = i < n ? at(i) : 0.f;
-        }
+    for (int r = 0; r < NORM_ROUNDS; ++r) {
         float s = 0.f;
 #pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[k] * v[k];
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = t + r * 256 + k * 1024;
+            const float v = i < n ? at(i) : 0.f;
+            s += v * v;
+        }
         s = warp_sum(s);
-        if (lane == 0) part[r * 8 + w] = s;  // the virtual warp vt / 32
+        if (lane == 0) part[r * 8 + w] = s;
     }
     __syncthreads();
     if (t < 32) {
@@ -437,7 +468,55 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
     l2_ahead(AHEAD_ARGS);
 }
 
-// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add).
+// NORM_IN_RESID 1 (the norm_in_residual switch): the residual GEMVs (o_proj, down) also write the RMSNorm the
+// next projection reads, in the block that finishes last, so the 32 norm launches after them go (the first,
+// after the embedding, stays). Each block stores its rows, fences them and takes a ticket (one atomic); the
+// block that takes the last ticket reads the whole residual from L2 (ld.global.cg: past its L1, which may
+// hold none of it but is not coherent), makes rmsnorm's arithmetic bit for bit (rms_of) and resets the
+// ticket for the next launch, which cannot take one before this kernel has ended (its PDL wait). What
+// goes: one kernel boundary a norm (the norm's wait for the GEMV's end, and the projection's for the
+// norm's). What comes: a fence and an atomic in the last block. The earlier folds (PlainX's comment,
+// NORM_IN_PROJ) moved the norm into every block of the projection after it; this leaves those as they are.
+#ifndef NORM_IN_RESID
+#define NORM_IN_RESID 0
+#endif
+__device__ __forceinline__ void norm_in_last_block(const float* __restrict__ resid, const half* __restrict__ gain,
+                                                   half* __restrict__ out, int n, float eps,
+                                                   unsigned* __restrict__ ticket) {
+    __shared__ float part[33];
+    __shared__ unsigned last;
+    __threadfence();  // this thread's residual row is visible to every block before the ticket is taken
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // the gain into shared memory where x was staged (x's 2 * cols bytes are done with, and cols >= n), beside
+    // the residual's loads into registers: one trip, and no registers for it (in registers too, the kernel
+    // took 112 instead of 96 and its blocks left less room for the next projection's)
+    extern __shared__ uint4 xs[];
+    const uint4* g4 = reinterpret_cast<const uint4*>(gain);
+    for (int c = threadIdx.x; c < (n >> 3); c += blockDim.x) cp_async16(xs + c, g4 + c);
+    float v[NORM_ROUNDS][NORM_PER_THREAD];
+    norm_values([&](int i) { return __ldcg(resid + i); }, n, v);
+    cp_async_wait_all();  // rms_of's barrier then makes every thread's copies visible to all
+    const float inv = rms_of(v, n, eps, part);
+    const half* g = reinterpret_cast<const half*>(xs);
+#pragma unroll
+    for (int r = 0; r < NORM_ROUNDS; ++r)
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = threadIdx.x + r * 256 + k * 1024;
+            if (i < n) out[i] = __float2half(v[r][k] * inv * __half2float(g[i]));  // rmsnorm's: (x * inv) * gain
+        }
+    if (threadIdx.x == 0) *ticket = 0u;
+}
+#if NORM_IN_RESID && !X_STAGE
+#error "NORM_IN_RESID stages the gain where x was staged: it needs X_STAGE"
+#endif
+
+// resid += W x, the residual stream kept in fp32 (o_proj and down projection + residual add); with
+// NORM_IN_RESID also out = RMSNorm(resid) * gain (a block of 256 threads; ``ticket``: a zeroed counter).
 #ifndef RESID_MIN_BLOCKS  // blocks of gemv_residual an SM must hold (__launch_bounds__): 0 leaves it to ptxas
 #define RESID_MIN_BLOCKS 0
 #endif
@@ -447,7 +526,9 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
 #define RESID_BOUNDS
 #endif
 extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
-                                         float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS) {
+                                         float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS,
+                                         const half* __restrict__ gain, half* __restrict__ out, float eps,
+                                         unsigned* __restrict__ ticket) {
     pdl_early();
     int row;
     RowHead<PRE_RESID> r;
@@ -456,6 +537,9 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
     GEMV_X(xv, x, cols);
     if (row < rows) add_row_product(r, w, xv, resid, row, cols);
     l2_ahead(AHEAD_ARGS);
+#if NORM_IN_RESID
+    norm_in_last_block(resid, gain, out, rows, eps, ticket);
+#endif
 }
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x

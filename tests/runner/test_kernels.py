@@ -324,10 +324,12 @@ def test_attention_with_rope_and_cache_write_matches_separate_steps():
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
 
 
-def test_fused_kernel_math_matches_the_model():
+@pytest.mark.parametrize("norm_in_resid", [False, True])
+def test_fused_kernel_math_matches_the_model(norm_in_resid):
     """The kernels' per-step math as our forward runs it (rmsnorm, then the projections; RoPE and the
-    cache write folded into attention), fed the pipeline's shapes, equals the float64 reference model
-    on the same tiny model (one layer, one position)."""
+    cache write folded into attention; with norm_in_resid the norms after o_proj and down written by
+    them), fed the pipeline's shapes, equals the float64 reference model on the same tiny model (one
+    layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
 
@@ -346,11 +348,18 @@ def test_fused_kernel_math_matches_the_model():
     cv = np.zeros_like(ck)
     attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
                                        v.reshape(p.n_kv_heads, -1), ck, cv, pos, pos, rope_inv_freq(p)).ravel()
-    x = x + layer["wo"] @ attn  # gemv_residual
-    x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
+    final = w["final_norm"].astype(np.float64)
+    if norm_in_resid:  # o_proj and down leave the next norm's output beside the residual
+        x, hn = ok.residual_norm_reference(layer["wo"], attn, x, layer["ffn_norm"], p.norm_eps)
+        x, hn = ok.residual_norm_reference(layer["w_down"], ok.swiglu_reference(layer["w_gate"], layer["w_up"], hn),
+                                           x, final, p.norm_eps)
+    else:
+        x = x + layer["wo"] @ attn  # gemv_residual
+        x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
+        hn = norm(x, final)
     one = dict(w, layers=[w["layers"][0]])
     ref = reference_logits(p.__class__(**{**p.__dict__, "n_layers": 1}), one, np.array([tok]))[0]
-    ours = w["lm_head"].astype(np.float64) @ norm(x, w["final_norm"].astype(np.float64))
+    ours = w["lm_head"].astype(np.float64) @ hn.astype(np.float64)
     assert np.abs(ours - ref).max() / ref.std() < 2e-2  # the fp16 rounding of the normalised vector
     assert int(ours.argmax()) == int(ref.argmax())
 
@@ -465,6 +474,23 @@ def test_norm_in_proj_copies_the_gain_before_the_wait_and_the_residual_after(tmp
         assert "rsqrt" not in bodies[name] and bodies[name].index("griddepcontrol.wait") < bodies[name].find(
             "cp.async.cg.shared.global"), name
     refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_DEFINE, "-DX_STAGE=0", "-o",
+                              str(tmp_path / "refused.ptx"), str(ok.SOURCE)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "needs X_STAGE" in refused.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_norm_in_residual_takes_a_ticket_after_its_rows_and_reads_the_residual_past_l1(tmp_path):
+    """NORM_IN_RESID=1: gemv_residual fences its rows, takes a ticket (one atomic add) and only then, in the
+    block with the last ticket, copies the gain where x was staged, loads the residual past L1
+    (ld.global.cg), reduces (rsqrt) and resets the ticket; without the define it takes no ticket. Without
+    X_STAGE the build refuses to compile (the gain goes where x was staged)."""
+    body = _ptx_bodies(tmp_path, (ok.NORM_RESID_DEFINE,))["gemv_residual"]
+    fence, atom = body.index("membar.gl"), body.index("atom.global.add.u32")
+    assert body.index("griddepcontrol.wait") < fence < atom < body.rindex("cp.async.cg.shared.global")
+    assert atom < body.index("ld.global.cg.f32") < body.index("rsqrt") < body.rindex("st.global.u32")
+    plain = _ptx_bodies(tmp_path, ())
+    assert "atom." not in plain["gemv_residual"] and "rsqrt" not in plain["gemv_residual"]
+    refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_RESID_DEFINE, "-DX_STAGE=0", "-o",
                               str(tmp_path / "refused.ptx"), str(ok.SOURCE)], capture_output=True, text=True)
     assert refused.returncode != 0 and "needs X_STAGE" in refused.stderr
 
