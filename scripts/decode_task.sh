@@ -7,6 +7,10 @@
 # each kernel beside its floor (decode); the projections alone as one launch each against one
 # persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
+#   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> scripts/decode_task.sh candidate
+# candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
+# against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
+# perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b.
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
 # variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
 # Writes under $OUT (k, check, p96, p512, d, c, t); stops at the first failed check (the probes
@@ -18,7 +22,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|chain|token) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|chain|token|candidate) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -40,6 +44,22 @@ for s in "${stages[@]}"; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| (pdl|optimized)"
             stamp "position $pos"
+        done;;
+    candidate)
+        : "${CANDIDATE:?set CANDIDATE to a kernel-tuning switch}" "${CANDIDATE_ROW:?set CANDIDATE_ROW to its row}"
+        python3 scripts/gpu_kernels.py --switch "$CANDIDATE" --out "$OUT/k" | grep -E "KERNELS|FAIL|False"
+        stamp "kernels, optimized with $CANDIDATE"
+        for pos in 96 512; do
+            python3 bench/pdl_variants.py --variants "optimized;optimized (A/A);$CANDIDATE_ROW" --rounds 9 \
+                --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| optimized"
+            stamp "position $pos"
+        done
+        for preset in 1b 8b; do  # the review's own verdict, with its interval and the A/A control
+            mkdir -p "$OUT/ab_$preset"
+            python3 -m perfreview ab --preset "$preset" --a config=optimized --b "config=optimized,$CANDIDATE=on" \
+                --aa --tokens 128 --budget 110 --quiet --no-plots --out "$OUT/ab_$preset/review.md" \
+                | grep -v -E "Deprecation" | tail -4
+            stamp "ab $preset"
         done;;
     decode)
         python3 bench/decode.py --out "$OUT/d" | grep -v -E "Deprecation|report\[" | tail -80

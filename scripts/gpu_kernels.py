@@ -255,11 +255,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--builds", choices=("all", "switches"), default="all",
                     help="switches: only the builds of the kernel-tuning switches, no GEMV bandwidth")
+    ap.add_argument("--switch", action="append", default=[], choices=cfg.KERNEL_TUNING,
+                    help="only optimized's build with this kernel-tuning switch on too (repeatable), no bandwidth")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import cupy as cp
 
     results = []
+    if args.switch:  # a switch measured for optimized, checked in the build it would give it
+        side = cfg.parse_side(",".join(["optimized", *(f"{n}=on" for n in args.switch)]))
+        defines = cfg.kernel_defines(cfg.effective(side, gpu=True))
+        results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, defines)]
+        return _write(args.out, results, copy_bandwidth_gbs(cp), [])
     if args.builds == "all":
         results += [r for name in ("1b", "8b", "tiny") for pdl in (False, True) for r in check_kernels(cp, name, pdl)]
     results += [r for name in ("1b", "8b") for r in check_kernels(cp, name, True, (ok_.ATT_GROUP_DEFINE,))]
@@ -283,10 +290,14 @@ def main() -> int:
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, optimized)]
     copy_bw = copy_bandwidth_gbs(cp)
     bw = bandwidth(cp, "1b", copy_bw) + bandwidth(cp, "8b", copy_bw) if args.builds == "all" else []
-    render.write(args.out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw},
-                                                           indent=1))
+    return _write(args.out, results, copy_bw, bw)
+
+
+def _write(out: Path, results: list[dict], copy_bw: float, bw: list[dict]) -> int:
+    """gpu_kernels.json/.md under ``out``, the table printed; 0 when every check passed."""
+    render.write(out / "gpu_kernels.json", json.dumps({"checks": results, "copy_gbs": copy_bw, "gemv": bw}, indent=1))
     text = render.render("gpu_kernels.md.j2", checks=results, copy_bw=copy_bw, gemv=bw)
-    render.write(args.out / "gpu_kernels.md", text)
+    render.write(out / "gpu_kernels.md", text)
     print(text)
     ok = all(r["ok"] for r in results)
     print("KERNELS", "PASS" if ok else "FAIL")
