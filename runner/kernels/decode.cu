@@ -480,21 +480,37 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
 #ifndef NORM_IN_RESID
 #define NORM_IN_RESID 0
 #endif
-__device__ __forceinline__ void norm_in_last_block(const float* __restrict__ resid, const half* __restrict__ gain,
-                                                   half* __restrict__ out, int n, float eps,
+#ifndef NORM_TICKET  // 0: every thread fences its row before thread 0's ticket; 1: one acq_rel atomic a block
+#define NORM_TICKET 0
+#endif
+__device__ __forceinline__ void norm_in_last_block(uint4* xs, const float* __restrict__ resid,
+                                                   const half* __restrict__ gain, half* __restrict__ out, int n, float eps,
                                                    unsigned* __restrict__ ticket) {
     __shared__ float part[33];
     __shared__ unsigned last;
+#if NORM_TICKET == 0
     __threadfence();  // this thread's residual row is visible to every block before the ticket is taken
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == gridDim.x - 1;
     __syncthreads();
     if (!last) return;
     __threadfence();
+#else
+    // cooperative groups' grid barrier: the block's rows ordered before thread 0's ticket by the barrier,
+    // and the ticket an acquire-release atomic at GPU scope (cumulative: it releases what the barrier
+    // ordered before it), so no warp waits at a fence of its own
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned before;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(ticket) : "memory");
+        last = before == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+#endif
     // the gain into shared memory where x was staged (x's 2 * cols bytes are done with, and cols >= n), beside
     // the residual's loads into registers: one trip, and no registers for it (in registers too, the kernel
     // took 112 instead of 96 and its blocks left less room for the next projection's)
-    extern __shared__ uint4 xs[];
     const uint4* g4 = reinterpret_cast<const uint4*>(gain);
     for (int c = threadIdx.x; c < (n >> 3); c += blockDim.x) cp_async16(xs + c, g4 + c);
     float v[NORM_ROUNDS][NORM_PER_THREAD];
@@ -538,7 +554,7 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
     if (row < rows) add_row_product(r, w, xv, resid, row, cols);
     l2_ahead(AHEAD_ARGS);
 #if NORM_IN_RESID
-    norm_in_last_block(resid, gain, out, rows, eps, ticket);
+    norm_in_last_block(xs, resid, gain, out, rows, eps, ticket);  // xs: where GEMV_X staged x
 #endif
 }
 
