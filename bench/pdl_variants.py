@@ -160,6 +160,7 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, early and hoisted, norm in the projections": {"pdl": True,
                                                               "defines": (*EARLY_BUILD, NORM_DEFINE)},
     # the norm after o_proj and down written by their last block (norm_in_residual): 32 launches fewer a 1b token
+    # (slower: reports/bench/pdl_variants_norm_in_residual_pos*_h100_6675751.md)
     "optimized, norm in the residual GEMVs": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_RESID_DEFINE)},
     # H100 (6675751): 1b 1052.2 against 996.4 µs at 96 (8b 5374.1 against 5144.3): the same with one release
     # atomic a block in place of a fence in every thread

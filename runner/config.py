@@ -102,7 +102,10 @@ SWITCHES: dict[str, Switch] = {
                                "the block that finishes last (a ticket counter), so the 32 norm launches after "
                                "them go and with them a kernel boundary each; the norm after the embedding stays, "
                                "and with attn_merge_in_oproj the one after o_proj (rmsnorm's arithmetic, bit for "
-                               "bit; implies own_kernels)"),
+                               "bit; implies own_kernels). Measured slower on the H100: one token at position 96, 1b "
+                               "1052.2 against 999.4 µs (A/A 993.3), 8b 5374.1 against 5143.6 (5145.0); tg128 with "
+                               "perfreview ab 1b -6.07% [-6.31, -5.87], 8b -4.8% [-5.7, -4.7] (reports/bench/"
+                               "pdl_variants_norm_*_h100_*, reports/h100-review-norm-in-residual/)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),

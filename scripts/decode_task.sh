@@ -57,7 +57,7 @@ for s in "${stages[@]}"; do
         for preset in 1b 8b; do  # the review's own verdict, with its interval and the A/A control
             mkdir -p "$OUT/ab_$preset"
             python3 -m perfreview ab --preset "$preset" --a config=optimized --b "config=optimized,$CANDIDATE=on" \
-                --aa --tokens 128 --budget 110 --quiet --no-plots --out "$OUT/ab_$preset/review.md" \
+                --aa --prompt-tokens 32 --tokens 128 --budget 110 --quiet --no-plots --out "$OUT/ab_$preset/review.md" \
                 | grep -v -E "Deprecation" | tail -4
             stamp "ab $preset"
         done;;

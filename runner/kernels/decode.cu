@@ -477,6 +477,12 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
 // goes: one kernel boundary a norm (the norm's wait for the GEMV's end, and the projection's for the
 // norm's). What comes: a fence and an atomic in the last block. The earlier folds (PlainX's comment,
 // NORM_IN_PROJ) moved the norm into every block of the projection after it; this leaves those as they are.
+// The same fold was measured and reverted at 4d9a8ec (1b 1352 µs against 1199.5, before the weights loaded
+// under the kernel before: reports/README.md); tried again on the build with early loads and overlap_tuning,
+// it is measured slower on the H100 all the same (reports/bench/pdl_variants_norm_*_h100_*): one token at position 96,
+// 1b 1052.2 µs against 999.4 (A/A 993.3), 8b 5374.1 against 5143.6; with NORM_TICKET 1 1038.1 and 5386.9. The
+// launched norm's boundary costs less than the last block's serial tail (its ticket, then its trip for the
+// residual), and on the 8b the tail grows with the grid (512 blocks a ticket: 3.6 µs a fold, 1.7 on the 1b).
 #ifndef NORM_IN_RESID
 #define NORM_IN_RESID 0
 #endif
