@@ -198,14 +198,19 @@ __device__ __forceinline__ void norm_values(At at, int n, float (&v)[NORM_ROUNDS
             v[r][k] = i < n ? at(i) : 0.f;
         }
 }
-__device__ __forceinline__ float rms_of(const float (&v)[NORM_ROUNDS][NORM_PER_THREAD], int n, float eps,
-                                        float* part) {
+// The reduction itself: ``at(r, k)`` gives thread t's x[t + r * 256 + k * 1024] (0 past n), with r and k
+// known at compile time (unrolled), so a round's values are read as the round needs them.
+template <class At>
+__device__ __forceinline__ float rms_rounds(At at, int n, float eps, float* part) {
     const int t = threadIdx.x, lane = t & 31, w = t >> 5;
 #pragma unroll
     for (int r = 0; r < NORM_ROUNDS; ++r) {
         float s = 0.f;
 #pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) s += v[r][k] * v[r][k];
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const float v = at(r, k);
+            s += v * v;
+        }
         s = warp_sum(s);
         if (lane == 0) part[r * 8 + w] = s;  // the virtual warp (t + r * 256) / 32
     }
@@ -217,30 +222,19 @@ __device__ __forceinline__ float rms_of(const float (&v)[NORM_ROUNDS][NORM_PER_T
     __syncthreads();
     return part[32];
 }
-// The same from ``at``, a round's 8 values at a time (few registers: the norm_in_proj GEMVs run under
+// From values already in registers (norm_values).
+__device__ __forceinline__ float rms_of(const float (&v)[NORM_ROUNDS][NORM_PER_THREAD], int n, float eps,
+                                        float* part) {
+    return rms_rounds([&](int r, int k) { return v[r][k]; }, n, eps, part);
+}
+// From ``at(i)`` = x[i], a round's 8 values at a time (few registers: the norm_in_proj GEMVs run under
 // launch bounds, where all 32 at once spilled).
 template <class At>
 __device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part) {
-    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
-#pragma unroll
-    for (int r = 0; r < NORM_ROUNDS; ++r) {
-        float s = 0.f;
-#pragma unroll
-        for (int k = 0; k < NORM_PER_THREAD; ++k) {
-            const int i = t + r * 256 + k * 1024;
-            const float v = i < n ? at(i) : 0.f;
-            s += v * v;
-        }
-        s = warp_sum(s);
-        if (lane == 0) part[r * 8 + w] = s;
-    }
-    __syncthreads();
-    if (t < 32) {
-        const float u = warp_sum(part[t]);
-        if (t == 0) part[32] = rsqrtf(u / n + eps);
-    }
-    __syncthreads();
-    return part[32];
+    return rms_rounds([&](int r, int k) {
+        const int i = threadIdx.x + r * 256 + k * 1024;
+        return i < n ? at(i) : 0.f;
+    }, n, eps, part);
 }
 
 // NORM_IN_PROJ 1: the QKV and gate/up GEMVs compute the RMSNorm they read themselves, each block from the
