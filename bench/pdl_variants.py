@@ -35,7 +35,7 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
-    NORM_RESID_DEFINE, OVERLAP_DEFINES, OwnForward, without)
+    NORM_DOT_DEFINE, NORM_RESID_DEFINE, OVERLAP_DEFINES, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -166,6 +166,9 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # atomic a block in place of a fence in every thread
     "optimized, norm in the residual GEMVs, one atomic a block": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_RESID_DEFINE, "-DNORM_TICKET=1")},
+    # the norm before QKV and gate/up applied as a scale of their products, each warp summing the residual's
+    # squares as its row reads it (norm_in_dot): 32 launches fewer a 1b token, no block reduction in their place
+    "optimized, norm in the dot products": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE)},
 }
 REPLAYS = 50
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
-                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, NORM_RESID_DEFINE, OVERLAP_DEFINES,
-                                RESID_DEEP_WHERE_ONE_WAVE)
+                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE,
+                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,14 @@ SWITCHES: dict[str, Switch] = {
                            "launches before them go; the final norm before the LM head stays (implies own_kernels). "
                            "Measured slower on an H200: one token at position 96, 1b 1005.5 against 877.4 µs, 8b "
                            "4385.9 against 3992.9 (reports/bench/pdl_variants_x_stage_pos96_h200_271324e.md)"),
+    "norm_in_dot": Switch(bool, False, True, True,
+                          "our QKV and gate/up GEMVs apply the RMSNorm they read as a scale of their products: each "
+                          "warp reads the residual times the gain (staged in shared memory once its PDL wait "
+                          "returns), sums the residual's squares as it goes and scales its row's product by "
+                          "rsqrt(mean + eps) at the end, so the 32 norm launches before them go and no block-wide "
+                          "reduction takes their place (norm_in_proj's cost); the final norm before the LM head "
+                          "stays. Not rmsnorm's bits: the normalised vector is not rounded to fp16 (the float64 "
+                          "checks decide); replaces norm_in_proj (implies own_kernels)"),
     "early_loads": Switch(bool, False, True, True,
                           "our kernels' loads in the order they were written for (decode.cu's EARLY_LOADS and "
                           "HOIST_LOADS): the weights a GEMV (and rmsnorm's gain) reads before its PDL wait as "
@@ -118,16 +126,19 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead", "norm_in_proj", "early_loads", "overlap_tuning", "norm_in_residual")
+                 "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads", "overlap_tuning",
+                 "norm_in_residual")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,),
+    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "norm_in_dot": (NORM_DOT_DEFINE,),
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
-# every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on)
-SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",)}
+# every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
+# norm_in_proj and norm_in_dot are two modes of one define (NORM_IN_PROJ 1 and 2)
+SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",),
+              "norm_in_proj": ("norm_in_dot",)}
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our

@@ -34,6 +34,9 @@ X_STAGE = 1  # decode.cu's X_STAGE: the GEMVs stage x in dynamic shared memory (
 # decode.cu built so the QKV and gate/up GEMVs compute the RMSNorm they read, a block each from the residual,
 # and no norm launch precedes them (norm_in_proj; the final norm before the LM head stays a launch)
 NORM_DEFINE = "-DNORM_IN_PROJ=1"
+# the same launches left out, each warp of QKV and gate/up summing the residual's squares as its row reads x * gain
+# and scaling its product at the end (norm_in_dot: no block reduction before the products; not rmsnorm's bits)
+NORM_DOT_DEFINE = "-DNORM_IN_PROJ=2"
 # decode.cu built so o_proj's and down's GEMV write the next norm's output in the block that finishes last, and
 # no norm launch follows them (norm_in_residual; the norm after the embedding stays a launch)
 NORM_RESID_DEFINE = "-DNORM_IN_RESID=1"
@@ -113,9 +116,9 @@ class OwnForward:
                  *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
-        # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE); the
-        # forward leaves out the norm launches before them
-        self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) == 1
+        # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE, or
+        # NORM_DOT_DEFINE: norm_in_dot); the forward leaves out the norm launches before them
+        self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) in (1, 2)
         # norm_in_residual: o_proj and down write hn (the norm of the residual they leave) themselves; the
         # forward leaves out the norm launches after them. The merge in o_proj (gemv_residual_merge) has no
         # such tail: with it the norm after o_proj stays a launch.
@@ -374,11 +377,12 @@ def define_value(defines: tuple[str, ...], name: str, default: int) -> int:
 def x_stage_bytes(defines: tuple[str, ...], cols: int, normed: bool = False) -> int:
     """The dynamic shared memory a GEMV of decode.cu built with ``defines`` needs for an x of ``cols``
     halves: all of it where it stages x (X_STAGE, the default), none where it reads x from global memory.
-    ``normed``: a GEMV that reads RMSNorm's output (QKV, gate/up), which with NORM_IN_PROJ also holds the
-    gain (fp16) and the residual (fp32) it computes x from."""
+    ``normed``: a GEMV that reads RMSNorm's output (QKV, gate/up), which with NORM_IN_PROJ 1 also holds the
+    gain (fp16) and the residual (fp32) it computes x from, and with 2 (norm_in_dot) those two alone."""
     if not define_value(defines, "X_STAGE", X_STAGE):
         return 0
-    return 8 * cols if normed and define_value(defines, "NORM_IN_PROJ", 0) else 2 * cols
+    mode = define_value(defines, "NORM_IN_PROJ", 0) if normed else 0
+    return {1: 8 * cols, 2: 6 * cols}.get(mode, 2 * cols)
 
 
 def att_pos(defines: tuple[str, ...]) -> int:
@@ -578,6 +582,21 @@ def gemv_residual_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray) -> 
 
 def rmsnorm_reference(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt((x * x).mean() + eps) * gain).astype(np.float16)
+
+
+def norm_in_dot_reference(w: np.ndarray, resid: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
+    """W RMSNorm(resid) * gain as gemv_qkv and gemv_swiglu compute it with NORM_IN_PROJ 2 (norm_in_dot), in
+    fp32: each of a warp's 32 lanes takes the 8-column chunks lane, lane + 32, ... of its row, adds
+    w * (x * gain) and x * x over them, the lanes' sums are added, and the product is scaled by
+    rsqrt(mean of the squares + eps) at the end; the normalised x is never rounded to fp16."""
+    x, g = resid.astype(np.float32), gain.astype(np.float32)
+    wf = w.astype(np.float32)
+    chunks = x.size // 8
+    lanes = [np.concatenate([np.arange(c * 8, c * 8 + 8) for c in range(lane, chunks, 32)]).astype(int)
+             for lane in range(min(32, chunks))]
+    acc = sum((wf[:, cols] @ (x[cols] * g[cols])).astype(np.float32) for cols in lanes)
+    ss = np.float32(sum(np.float32(x[cols] @ x[cols]) for cols in lanes))
+    return (acc * (np.float32(1) / np.sqrt(ss / np.float32(x.size) + np.float32(eps)))).astype(np.float32)
 
 
 def residual_norm_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray, gain: np.ndarray,

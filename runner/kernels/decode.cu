@@ -247,16 +247,25 @@ __device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part)
 // slower too, on an H200 (271324e): one token at position 96 1b 1005.5 µs against 877.4, 8b 4385.9 against
 // 3992.9; tg128 989.9 / 225.9 t/s against 1137.9 / 251.0. The norm's reduction now stands between every
 // block's wait and its first product, where the launched norm ran once and under PDL's overlap.
+// NORM_IN_PROJ 2 (the norm_in_dot switch): no reduction before the products at all. RMSNorm is a scale
+// of the whole vector, so W (x * inv * g) = inv * W (x * g): each warp's row reads x * g (the residual and
+// the gain staged in shared memory, fp32), sums the squares of the residual as it reads it (a warp's row
+// covers every column, so the warp has the whole sum; no block barrier), and scales its product by
+// inv = rsqrt(mean + eps) at the end. The first fold of this shape (13bee16) read the residual and the gain
+// from global memory in every warp, chunk after chunk, before X_STAGE and early_loads; staged here, a
+// block makes one trip after its wait, as for an fp16 x. Not rmsnorm's bits: x * inv * g is not rounded
+// to fp16 before the products, and each warp sums the squares in its own order (float64 decides: the
+// kernel checks). Shared memory a block: the residual (fp32) and the gain: 6 * cols bytes.
 #ifndef NORM_IN_PROJ
 #define NORM_IN_PROJ 0
 #endif
 #if NORM_IN_PROJ && !X_STAGE
 #error "NORM_IN_PROJ computes the norm where x is staged: it needs X_STAGE"
 #endif
-// Before the wait: the gain's copy in flight (xs + cols / 8: after x's fp16 copy).
-__device__ __forceinline__ void stage_gain(uint4* xs, const half* __restrict__ gain, int cols) {
+// Before the wait: the gain's copy in flight, to ``dst`` (mode 1: xs + cols / 8, after x's fp16 copy).
+__device__ __forceinline__ void stage_gain(uint4* dst, const half* __restrict__ gain, int cols) {
     const uint4* g4 = reinterpret_cast<const uint4*>(gain);
-    for (int c = threadIdx.x; c < (cols >> 3); c += blockDim.x) cp_async16(xs + (cols >> 3) + c, g4 + c);
+    for (int c = threadIdx.x; c < (cols >> 3); c += blockDim.x) cp_async16(dst + c, g4 + c);
 }
 // After the wait: the residual copied (xs + cols / 4), every copy waited for, then x = RMSNorm(resid) * gain
 // in fp16 into xs[0, cols / 8).
@@ -273,10 +282,70 @@ __device__ __forceinline__ void stage_norm_x(uint4* xs, const float* __restrict_
     for (int i = threadIdx.x; i < cols; i += blockDim.x) x[i] = __float2half(r32[i] * inv * __half2float(g[i]));
     __syncthreads();
 }
-#if NORM_IN_PROJ
+// Mode 2, after the wait: the residual's 16-byte pieces copied so that chunk i (8 floats) lies at float4 i
+// (its first half) and float4 n4 + i (its second): a warp reading chunks lane + k * 32 reads two runs of
+// consecutive float4s, not one float4 every 32 bytes (two ways a bank).
+__device__ __forceinline__ void stage_resid_halves(uint4* xs, const float* __restrict__ resid, int cols) {
+    const uint4* r4 = reinterpret_cast<const uint4*>(resid);
+    const int n4 = cols >> 3;
+    for (int c = threadIdx.x; c < (cols >> 2); c += blockDim.x) cp_async16(xs + (c & 1) * n4 + (c >> 1), r4 + c);
+    cp_async_wait_all();
+    __syncthreads();
+}
+struct X8 { float v[8]; };  // 8 columns of x in fp32 (NormedX's chunk)
+// acc += a . b, a 8 halves, b 8 floats (fp32 products, in order).
+__device__ __forceinline__ float dot8(uint4 a, const X8& b, float acc) {
+    const half2* ah = reinterpret_cast<const half2*>(&a);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const float2 fa = __half22float2(ah[k]);
+        acc = fmaf(fa.x, b.v[2 * k], acc);
+        acc = fmaf(fa.y, b.v[2 * k + 1], acc);
+    }
+    return acc;
+}
+// Chunk i of x * gain (fp32) from the staged residual and gain; ``ss`` gathers the squares of the residual
+// this lane read (mutable: the GEMV code takes its x as const), scale() gives the warp's inv.
+struct NormedX {
+    const float4* r;  // the residual, halves split (stage_resid_halves)
+    const uint4* g;   // the gain, fp16
+    int n4;
+    float eps;
+    mutable float ss;
+    __device__ __forceinline__ X8 operator()(int i) const {
+        const float4 a = r[i], b = r[n4 + i];
+        const uint4 gg = g[i];
+        const half2* gh = reinterpret_cast<const half2*>(&gg);
+        const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        X8 out;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const float2 gf = __half22float2(gh[k]);
+            out.v[2 * k] = v[2 * k] * gf.x;
+            out.v[2 * k + 1] = v[2 * k + 1] * gf.y;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) ss = fmaf(v[k], v[k], ss);
+        return out;
+    }
+    __device__ __forceinline__ float scale() const { return rsqrtf(warp_sum(ss) / (n4 * 8) + eps); }
+};
+// A row's product as the GEMV writes it: as summed, or (NormedX) times the warp's inv. Every lane of the
+// warp calls it (scale() sums the lanes' squares).
+template <class X>
+__device__ __forceinline__ float normed(const X&, float s) { return s; }
+__device__ __forceinline__ float normed(const NormedX& x, float s) { return s * x.scale(); }
+#if NORM_IN_PROJ == 2
 #define NORM_GAIN(gain, cols)     \
     extern __shared__ uint4 xs[]; \
-    stage_gain(xs, gain, cols)
+    stage_gain(xs + ((cols) >> 2), gain, cols)
+#define GEMV_NORMED_X(name, x, resid, cols, eps) \
+    stage_resid_halves(xs, resid, cols);          \
+    const NormedX name{reinterpret_cast<const float4*>(xs), xs + ((cols) >> 2), (cols) >> 3, eps, 0.f}
+#elif NORM_IN_PROJ
+#define NORM_GAIN(gain, cols)     \
+    extern __shared__ uint4 xs[]; \
+    stage_gain(xs + ((cols) >> 3), gain, cols)
 #define GEMV_NORMED_X(name, x, resid, cols, eps) \
     stage_norm_x(xs, resid, cols, eps);           \
     const SharedX name{xs}
@@ -455,7 +524,7 @@ extern "C" __global__ void QKV_BOUNDS gemv_qkv(const half* __restrict__ Wa, cons
     pdl_wait();
     GEMV_NORMED_X(xv, x, resid, cols, eps);
     if (row >= 0) {
-        const float s = row_dot(r, w, xv, cols);
+        const float s = normed(xv, row_dot(r, w, xv, cols));
         // the output picked here, not held across the wait: one pointer fewer live (40 registers)
         if ((threadIdx.x & 31) == 0) (part == 2 ? yc : part == 1 ? yb : ya)[row] = __float2half(s);
     }
@@ -571,19 +640,19 @@ __device__ __forceinline__ void swiglu_rows(const RowHead<D>& rg, const RowHead<
     for (int k = 0; k < D; ++k) {
         const int i = lane + k * WARP;
         if (i < n4) {
-            const uint4 xi = x(i);
+            const auto xi = x(i);
             ag = dot8(rg.w[k], xi, ag);
             au = dot8(ru.w[k], xi, au);
         }
     }
 #pragma unroll 4
     for (int i = lane + D * WARP; i < n4; i += WARP) {
-        const uint4 xi = x(i);
+        const auto xi = x(i);
         ag = dot8(__ldg(g4 + i), xi, ag);
         au = dot8(__ldg(u4 + i), xi, au);
     }
-    const float g = __half2float(__float2half(warp_sum(ag)));
-    const float u = __half2float(__float2half(warp_sum(au)));
+    const float g = __half2float(__float2half(normed(x, warp_sum(ag))));
+    const float u = __half2float(__float2half(normed(x, warp_sum(au))));
     if (lane == 0) *out = __float2half(g / (1.f + __expf(-g)) * u);
 }
 

@@ -324,12 +324,12 @@ def test_attention_with_rope_and_cache_write_matches_separate_steps():
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("norm_in_resid", [False, True])
-def test_fused_kernel_math_matches_the_model(norm_in_resid):
+@pytest.mark.parametrize("norm_in_resid,norm_in_dot", [(False, False), (True, False), (False, True)])
+def test_fused_kernel_math_matches_the_model(norm_in_resid, norm_in_dot):
     """The kernels' per-step math as our forward runs it (rmsnorm, then the projections; RoPE and the
     cache write folded into attention; with norm_in_resid the norms after o_proj and down written by
-    them), fed the pipeline's shapes, equals the float64 reference model on the same tiny model (one
-    layer, one position)."""
+    them; with norm_in_dot the QKV and gate/up products scaled by the norm's inv at the end), fed the
+    pipeline's shapes, equals the float64 reference model on the same tiny model (one layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
 
@@ -343,7 +343,8 @@ def test_fused_kernel_math_matches_the_model(norm_in_resid):
         return ok.rmsnorm_reference(x, gain, p.norm_eps).astype(np.float64)
 
     hn = norm(x, layer["attn_norm"])
-    q, k, v = (layer[m] @ hn for m in ("wq", "wk", "wv"))
+    q, k, v = (ok.norm_in_dot_reference(w["layers"][0][m], x, w["layers"][0]["attn_norm"], p.norm_eps).astype(
+        np.float16).astype(np.float64) if norm_in_dot else layer[m] @ hn for m in ("wq", "wk", "wv"))
     ck = np.zeros((p.n_kv_heads, p.max_ctx, p.head_dim))
     cv = np.zeros_like(ck)
     attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
@@ -353,6 +354,12 @@ def test_fused_kernel_math_matches_the_model(norm_in_resid):
         x, hn = ok.residual_norm_reference(layer["wo"], attn, x, layer["ffn_norm"], p.norm_eps)
         x, hn = ok.residual_norm_reference(layer["w_down"], ok.swiglu_reference(layer["w_gate"], layer["w_up"], hn),
                                            x, final, p.norm_eps)
+    elif norm_in_dot:  # gate and up of the residual, each scaled at the end and rounded to fp16 before SwiGLU
+        x = x + layer["wo"] @ attn
+        g, u = (ok.norm_in_dot_reference(w["layers"][0][m], x, w["layers"][0]["ffn_norm"], p.norm_eps).astype(
+            np.float16).astype(np.float64) for m in ("w_gate", "w_up"))
+        x = x + layer["w_down"] @ (g / (1 + np.exp(-g)) * u)
+        hn = norm(x, final)  # the final norm stays a launch
     else:
         x = x + layer["wo"] @ attn  # gemv_residual
         x = x + layer["w_down"] @ ok.swiglu_reference(layer["w_gate"], layer["w_up"], norm(x, layer["ffn_norm"]))
@@ -503,6 +510,56 @@ def test_norm_in_proj_sizes_the_normed_gemvs_for_x_gain_and_residual():
     assert ok.x_stage_bytes((), 2048, normed=True) == 4096
     assert ok.x_stage_bytes((ok.NORM_DEFINE, "-DX_STAGE=0"), 2048, normed=True) == 0
     assert "#define NORM_IN_PROJ 0" in ok.SOURCE.read_text()
+
+
+def test_norm_in_dot_scales_the_product_as_the_norm_before_it_would():
+    """norm_in_dot's arithmetic (each lane's chunks of x * gain and x * x, the product scaled at the end)
+    equals W RMSNorm(x) * gain in float64 within fp32 rounding, closer than the launched norm's path
+    (rmsnorm's fp16 output, then the GEMV): the fold moves the norm, not the math."""
+    rng = np.random.default_rng(11)
+    cols, rows, eps = 2048, 64, 1e-5
+    w = (rng.standard_normal((rows, cols)) * cols ** -0.5).astype(np.float16)
+    x = (rng.standard_normal(cols) * 3).astype(np.float32)
+    gain = (1 + 0.1 * rng.standard_normal(cols)).astype(np.float16)
+    exact = w.astype(np.float64) @ (x / np.sqrt((x.astype(np.float64) ** 2).mean() + eps) * gain)
+    folded = ok.norm_in_dot_reference(w, x, gain, eps)
+    launched = w.astype(np.float32) @ ok.rmsnorm_reference(x, gain, eps).astype(np.float32)
+    err = lambda a: np.abs(a - exact).max() / np.abs(exact).max()  # noqa: E731
+    assert err(folded) < 1e-5 and err(launched) < 2e-3
+    assert err(folded) < err(launched)
+    with pytest.raises(AssertionError):  # the fold is not rmsnorm's bits (the checks on the GPU use float64)
+        np.testing.assert_array_equal(folded.astype(np.float16), launched.astype(np.float16))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_norm_in_dot_reduces_in_the_warp_not_the_block(tmp_path):
+    """NORM_IN_PROJ=2 (norm_in_dot): gemv_qkv and gemv_swiglu copy the gain before griddepcontrol.wait and
+    the residual after it, then one barrier (the copy's) and no other before the products: the sums of
+    squares go through warp shuffles to rsqrt; mode 1 has the block reduction's barriers. The other GEMVs
+    stage x as before."""
+    dot, block = _ptx_bodies(tmp_path, (ok.NORM_DOT_DEFINE,)), _ptx_bodies(tmp_path, (ok.NORM_DEFINE,))
+    for name in ("gemv_qkv", "gemv_swiglu"):
+        body = dot[name]
+        wait = body.index("griddepcontrol.wait")
+        first, last = body.find("cp.async.cg.shared.global"), body.rfind("cp.async.cg.shared.global")
+        assert 0 <= first < wait < last < body.index("cp.async.wait_all") < body.index("bar.sync"), name
+        assert body.count("bar.sync") == 1 < block[name].count("bar.sync"), name
+        assert body.index("bar.sync") < body.index("shfl.sync.bfly") < body.index("rsqrt"), name
+    for name in ("gemv", "gemv_residual"):
+        assert "rsqrt" not in dot[name], name
+
+
+def test_norm_in_dot_stages_the_residual_and_the_gain():
+    """4 + 2 bytes a column for QKV and gate/up in the norm_in_dot build (no fp16 x), x alone elsewhere; the
+    switch sets mode 2 of the define norm_in_proj sets to 1, and supersedes it when both are on."""
+    from runner import config as cfg
+
+    assert ok.x_stage_bytes((ok.NORM_DOT_DEFINE,), 2048, normed=True) == 12288
+    assert ok.x_stage_bytes((ok.NORM_DOT_DEFINE,), 8192) == 16384
+    assert ok.define_value((ok.NORM_DOT_DEFINE,), "NORM_IN_PROJ", 0) == 2
+    both = cfg.parse_side("optimized,norm_in_proj=on,norm_in_dot=on")
+    defines = cfg.kernel_defines(cfg.effective(both, gpu=True))
+    assert ok.NORM_DOT_DEFINE in defines and ok.NORM_DEFINE not in defines
 
 
 def _cuobjdump() -> str | None:
