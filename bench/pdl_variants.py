@@ -169,6 +169,14 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # the norm before QKV and gate/up applied as a scale of their products, each warp summing the residual's
     # squares as its row reads it (norm_in_dot): 32 launches fewer a 1b token, no block reduction in their place
     "optimized, norm in the dot products": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE)},
+    # H100 (9bfb441): norm_in_dot 1b 1221.8 against 1009.3 µs at 96. Without PDL (each kernel's cost alone), and
+    # with every kernel preferring the most shared memory (one shared-memory configuration for all, so blocks
+    # of different kernels may share an SM: the folded GEMVs take 12 KB a block where x took 4)
+    "optimized, no pdl": {"pdl": False, "defines": OPTIMIZED_DEFINES},
+    "optimized, norm in the dot products, no pdl": {"pdl": False, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE)},
+    "optimized, shared memory preferred": {"pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100},
+    "optimized, norm in the dot products, shared memory preferred": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE), "carveout": 100},
 }
 REPLAYS = 50
 
