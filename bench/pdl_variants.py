@@ -177,6 +177,17 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, shared memory preferred": {"pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100},
     "optimized, norm in the dot products, shared memory preferred": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE), "carveout": 100},
+    # H100 (23630ff): every kernel preferring the most shared memory, 1b 976.6 against 1009.6 / 1005.1 (A/A) µs at
+    # 96, but 8b 5334.5 against 5230.1 / 5231.3: other shares, and the most shared memory for some kernels only
+    **{f"optimized, shared memory {pct}%": {"pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": pct}
+       for pct in (25, 50, 75)},
+    "optimized, shared memory preferred by the GEMVs": {
+        "pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100,
+        "carveout_kernels": ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu")},
+    "optimized, shared memory preferred but by attention": {
+        "pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100,
+        "carveout_kernels": ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "attn_combine", "embed",
+                             "argmax_partial", "argmax_final", "advance")},
 }
 REPLAYS = 50
 

@@ -72,7 +72,8 @@ class OwnForward:
                  lm_scale: float | None, inv_freq: Any, cache_k: Any, cache_v: Any,
                  d_tok: Any, d_pos: Any, d_slot: Any, pdl: bool = False, defines: tuple[str, ...] = (),
                  zeros: Any = None, att_grid_splits: int = 0, att_slots: int = 0,
-                 l2_ahead_mb: float = 0.0, carveout: int | None = None) -> None:
+                 l2_ahead_mb: float = 0.0, carveout: int | None = None,
+                 carveout_kernels: tuple[str, ...] = ()) -> None:
         p = preset
         for n in (p.hidden, p.ffn):
             if n % 8:
@@ -128,11 +129,13 @@ class OwnForward:
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
             for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
                 self.k[n].max_dynamic_shared_size_bytes = widest
-        if carveout is not None:  # the percent of L1 every kernel prefers as shared memory (a probe's knob:
-            # kernels whose shared-memory configurations differ may not share an SM, so one kernel's blocks
-            # launched early under PDL could wait for the SMs the kernel before it holds to drain)
-            for f in self.k.values():
-                f.preferred_shared_memory_carveout = carveout
+        if carveout is not None:  # the percent of L1 the kernels prefer as shared memory (a probe's knob: kernels
+            # whose shared-memory configurations differ may not share an SM, so one kernel's blocks launched early
+            # under PDL could wait for the SMs the kernel before it holds to drain); ``carveout_kernels``: only
+            # these (all by default)
+            for n, f in self.k.items():
+                if not carveout_kernels or n in carveout_kernels:
+                    f.preferred_shared_memory_carveout = carveout
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
