@@ -56,9 +56,10 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized+attn_fit_wave": "optimized,attn_fit_wave=on",
         "optimized+attn_share_kv": "optimized,attn_share_kv=on",
         "optimized-early_loads": "optimized,early_loads=off",
-        "optimized-overlap_tuning": "optimized,overlap_tuning=off"}
+        "optimized-overlap_tuning": "optimized,overlap_tuning=off",
+        "optimized-smem_carveout": "optimized,smem_carveout=off"}
 LATENCY_CONFIGS = ("optimized", "optimized-attn_fill_split", "optimized+attn_fit_wave",
-                   "optimized-early_loads", "optimized-overlap_tuning")  # ours, by position
+                   "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
                                 HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE,
-                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
+                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,12 @@ SWITCHES: dict[str, Switch] = {
                              "arithmetic. H200, one token at position 96: 1b 777.7 against 851.3 µs, 8b 3820.1 "
                              "against 3955.1 with 8 a lane; H100 tg128: 1b 978.4 against 946.0 t/s, 8b 189.8 "
                              "against 185.1 (in optimized; implies own_kernels)"),
+    "smem_carveout": Switch(bool, False, True, True,
+                            "every one of our kernels prefers 75% of the SM's unified L1 as shared memory, one "
+                            "configuration for all where the driver otherwise sizes each kernel's from its own need, "
+                            "so blocks of consecutive kernels can share SMs under PDL. The same code and arithmetic. "
+                            "H100, one token at position 96: 1b 973.0 against 1009.6 µs (A/A 1004.8), 8b 5216.4 "
+                            "against 5228.5 (in optimized; implies own_kernels)"),
     "norm_in_residual": Switch(bool, False, True, True,
                                "our o_proj and down GEMVs also write the RMSNorm of the residual they leave, in "
                                "the block that finishes last (a ticket counter), so the 32 norm launches after "
@@ -127,13 +133,13 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads", "overlap_tuning",
-                 "norm_in_residual")
+                 "norm_in_residual", "smem_carveout")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
     "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "norm_in_dot": (NORM_DOT_DEFINE,),
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
-    "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)}
+    "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
 # norm_in_proj and norm_in_dot are two modes of one define (NORM_IN_PROJ 1 and 2)
@@ -158,7 +164,10 @@ NOT_IN_OPTIMIZED = ("qkv_streams",)
 # start pay (reports/bench/pdl_variants_combined_pos*_h200_4d83b68, A/A rows 851.3 / 860.1 µs on the 1b at 96):
 # 1b 777.7 at 96, 818.1 at 512 (A/A 866.8 / 876.2); 8b 3820.1 against 3955.1 / 3952.0 at 96, 3928.2 against
 # 3988.9 / 3988.2 at 512 (16 a lane in the residual GEMVs only where one wave holds them: resid_depth).
-TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads", "overlap_tuning")
+# smem_carveout: one shared-memory configuration for every kernel
+# (reports/bench/pdl_variants_carveout_pos*_h100_38707b2): the 1b's token 3.5% shorter at 96 and 2.7% at 512,
+# the 8b's within 0.3% either way.
+TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads", "overlap_tuning", "smem_carveout")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},

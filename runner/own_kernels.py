@@ -51,7 +51,14 @@ EARLY_DEFINE, HOIST_DEFINE = "-DEARLY_LOADS=1", "-DHOIST_LOADS=1"
 OVERLAP_DEFINES = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8", "-DNORM_TRIGGER_START=1",
                    "-DCOMBINE_TRIGGER_START=1")
 RESID_DEEP_WHERE_ONE_WAVE = "-DRESID_DEEP_WHERE_ONE_WAVE=1"  # OwnForward's rule, not decode.cu's: resid_depth
-RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: about 90 registers, 2 blocks an SM
+RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2
+# Every kernel prefers 75% of its SM's unified L1 as shared memory (the smem_carveout switch, in optimized): one
+# shared-memory configuration for all of them, where the driver otherwise sizes each kernel's from its own need.
+# OwnForward's rule, not decode.cu's (the macro is unused there: the same PTX). Measured on the H100 (one token as a
+# graph, reports/bench/pdl_variants_carveout_pos*_h100_38707b2): the 1b at position 96 973.0 µs against 1009.6 and
+# 1004.8 (A/A), at 512 1022.9 against 1052.6 / 1049.3; the 8b 5216.4 against 5228.5 / 5228.7 and 5338.6 against
+# 5330.1 / 5330.4. 100% gives the 1b as much and costs the 8b 2% (an L1 of 28 KB); 25% and 50% give the 1b less.
+SMEM_CARVEOUT_DEFINE = "-DSMEM_CARVEOUT=75"  # 16 a lane: about 90 registers, 2 blocks an SM
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -129,10 +136,12 @@ class OwnForward:
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
             for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
                 self.k[n].max_dynamic_shared_size_bytes = widest
-        if carveout is not None:  # the percent of L1 the kernels prefer as shared memory (a probe's knob: kernels
-            # whose shared-memory configurations differ may not share an SM, so one kernel's blocks launched early
-            # under PDL could wait for the SMs the kernel before it holds to drain); ``carveout_kernels``: only
-            # these (all by default)
+        if carveout is None:  # the smem_carveout switch's define (SMEM_CARVEOUT_DEFINE); -1: the driver's choice
+            carveout = define_value(defines, "SMEM_CARVEOUT", -1)
+        if carveout >= 0:  # the percent of L1 the kernels prefer as shared memory. Kernels whose
+            # shared-memory configurations differ may not share an SM, so under PDL one kernel's blocks launched
+            # early could wait for SMs that the kernel before it holds to drain (the reason we suppose, not one we
+            # saw). ``carveout_kernels``: only these (all by default; a probe's knob)
             for n, f in self.k.items():
                 if not carveout_kernels or n in carveout_kernels:
                     f.preferred_shared_memory_carveout = carveout

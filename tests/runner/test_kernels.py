@@ -699,3 +699,21 @@ def test_overlap_build_triggers_early_only_where_no_kernel_writes_before_its_wai
     for name in ("rmsnorm", "attn_combine"):
         body = bodies[name]
         assert body.index("griddepcontrol.launch_dependents") < body.index("griddepcontrol.wait"), name
+
+
+def test_smem_carveout_is_in_optimized_and_sets_one_share_for_every_kernel():
+    """The smem_carveout switch (in optimized) asks OwnForward for 75% of L1 as shared memory in every kernel;
+    without it the driver chooses (-1)."""
+    from runner import config as cfg
+
+    assert ok.SMEM_CARVEOUT_DEFINE in cfg.gpu_kernel_defines("optimized")
+    off = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"smem_carveout": "off"}), gpu=True))
+    assert ok.SMEM_CARVEOUT_DEFINE not in off
+    assert ok.define_value((ok.SMEM_CARVEOUT_DEFINE,), "SMEM_CARVEOUT", -1) == 75
+    assert ok.define_value((), "SMEM_CARVEOUT", -1) == -1
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_smem_carveout_changes_no_code(tmp_path):
+    """The switch is a launch attribute, not a change of decode.cu: every kernel's PTX is the same with its define."""
+    assert _ptx_bodies(tmp_path, (ok.SMEM_CARVEOUT_DEFINE,)) == _ptx_bodies(tmp_path, ())

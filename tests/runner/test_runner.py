@@ -9,7 +9,7 @@ from perfreview.trace import runs, schema
 from runner import config as cfg
 from runner.check import check_configs, reference, teacher_forced
 from runner.model import check_logits
-from runner.own_kernels import OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE
+from runner.own_kernels import OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE
 from runner.loop import Session
 
 SWITCH_SETTINGS = [
@@ -207,8 +207,8 @@ def test_run_ahead_loop_feeds_each_pick_on_the_device_and_returns_the_same_token
     assert queued.launches == n and int(queued.slot[0]) == len(prompt) + n
 
 
-# optimized's overlap_tuning defines (runner/own_kernels.py), after its other kernel defines
-OVERLAP = (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)
+# optimized's overlap_tuning and smem_carveout defines (runner/own_kernels.py), after its other kernel defines
+OVERLAP = (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
 
 
 def test_attn_one_wave_bounds_our_attention_kernel_only():
