@@ -255,7 +255,11 @@ __device__ __forceinline__ float rms_scale(At at, int n, float eps, float* part)
 // from global memory in every warp, chunk after chunk, before X_STAGE and early_loads; staged here, a
 // block makes one trip after its wait, as for an fp16 x. Not rmsnorm's bits: x * inv * g is not rounded
 // to fp16 before the products, and each warp sums the squares in its own order (float64 decides: the
-// kernel checks). Shared memory a block: the residual (fp32) and the gain: 6 * cols bytes.
+// kernel checks). Shared memory a block: the residual (fp32) and the gain: 6 * cols bytes. Measured on the
+// H100 (9bfb441, 23630ff): KERNELS PASS and the same tokens, but **slower**, and not for want of overlap:
+// one token at position 96, 1b 1220.2 µs against 1009.6 / 1005.1 (A/A), 8b 5881.1 against 5230.1; without
+// PDL 1341.5 against 1129.4 (the folded GEMVs themselves are the cost: 32 launches fewer, 212 µs more);
+// tg128 1b -18.2% (reports/bench/pdl_variants_norm_in_dot_*, reports/h100-review-norm-in-dot/). Off.
 #ifndef NORM_IN_PROJ
 #define NORM_IN_PROJ 0
 #endif
