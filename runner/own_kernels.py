@@ -51,14 +51,14 @@ EARLY_DEFINE, HOIST_DEFINE = "-DEARLY_LOADS=1", "-DHOIST_LOADS=1"
 OVERLAP_DEFINES = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8", "-DNORM_TRIGGER_START=1",
                    "-DCOMBINE_TRIGGER_START=1")
 RESID_DEEP_WHERE_ONE_WAVE = "-DRESID_DEEP_WHERE_ONE_WAVE=1"  # OwnForward's rule, not decode.cu's: resid_depth
-RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2
+RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: about 90 registers, 2 blocks an SM
 # Every kernel prefers 75% of its SM's unified L1 as shared memory (the smem_carveout switch, in optimized): one
 # shared-memory configuration for all of them, where the driver otherwise sizes each kernel's from its own need.
 # OwnForward's rule, not decode.cu's (the macro is unused there: the same PTX). Measured on the H100 (one token as a
 # graph, reports/bench/pdl_variants_carveout_pos*_h100_38707b2): the 1b at position 96 973.0 µs against 1009.6 and
 # 1004.8 (A/A), at 512 1022.9 against 1052.6 / 1049.3; the 8b 5216.4 against 5228.5 / 5228.7 and 5338.6 against
 # 5330.1 / 5330.4. 100% gives the 1b as much and costs the 8b 2% (an L1 of 28 KB); 25% and 50% give the 1b less.
-SMEM_CARVEOUT_DEFINE = "-DSMEM_CARVEOUT=75"  # 16 a lane: about 90 registers, 2 blocks an SM
+SMEM_CARVEOUT_DEFINE = "-DSMEM_CARVEOUT=75"
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
