@@ -34,8 +34,8 @@ from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
-    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE,
-    NORM_DOT_DEFINE, NORM_RESID_DEFINE, OVERLAP_DEFINES, OwnForward, without)
+    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
+    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, OVERLAP_DEFINES, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -188,6 +188,13 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
         "pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100,
         "carveout_kernels": ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu", "rmsnorm", "attn_combine", "embed",
                              "argmax_partial", "argmax_final", "advance")},
+    # H100 (9a03e5e): the attention merge is the token's third loss over its floor (48 µs of the 1b's stream,
+    # 16 launches). Merged by attn_split's block that writes a head's last split instead (attn_merge_last), and
+    # optimized without attn_fill_split (tg128 1b +0.56% without it at 9a03e5e, and faster at 512 too)
+    "optimized, merge in the split's last block": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE)},
+    "optimized, no fill split": {"pdl": True, "defines": without(OPTIMIZED_DEFINES, ATT_FILL_DEFINE)},
+    "optimized, no fill split, merge in the split's last block": {
+        "pdl": True, "defines": (*without(OPTIMIZED_DEFINES, ATT_FILL_DEFINE), MERGE_LAST_DEFINE)},
 }
 REPLAYS = 50
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
-                                HOIST_DEFINE, MERGE_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE,
-                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
+                                HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE,
+                                NORM_RESID_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ SWITCHES: dict[str, Switch] = {
                                   "shared memory before its products, instead of a merge launch of its own "
                                   "(16 launches fewer a 1b token). Measured slower on an H200: every block merges "
                                   "every head (8b at 512: 4564 against 4312 µs a token); implies own_kernels)"),
+    "attn_merge_last": Switch(bool, False, True, True,
+                              "the attention's split outputs merged by our attention kernel's block that writes a "
+                              "head's last split (a ticket counter a head), instead of a merge launch of its own: "
+                              "16 launches and kernel boundaries fewer a 1b token, 32 an 8b one; the merge's "
+                              "arithmetic in its order, so the same tokens (implies own_kernels)"),
     "attn_share_kv": Switch(bool, False, True, True,
                             "our attention kernel gives a block a KV head's query heads together (attn_share): "
                             "each cache row is read once a token, not once per query head, and the splits are "
@@ -132,12 +137,13 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # Switches that tune our kernels for another workload than the reviews' (tg128 after 32), not in
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
-                 "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads", "overlap_tuning",
-                 "norm_in_residual", "smem_carveout")
+                 "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
+                 "overlap_tuning", "norm_in_residual", "smem_carveout")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
-    "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,), "norm_in_dot": (NORM_DOT_DEFINE,),
+    "attn_merge_last": (MERGE_LAST_DEFINE,), "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,),
+    "norm_in_dot": (NORM_DOT_DEFINE,),
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes

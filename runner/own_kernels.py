@@ -26,6 +26,9 @@ ATT_FILL_DEFINE = "-DATT_FILL=2"  # decode.cu built so a split fills attn_split'
 ATT_FIT_DEFINES = ("-DATT_FILL=3", "-DATT_POS=5")
 # the attention merge done by o_proj's blocks (gemv_residual_merge), no attn_combine launch (attn_merge_in_oproj)
 MERGE_DEFINE = "-DMERGE_IN_OPROJ=1"
+# the attention merge done by attn_split's block that writes a head's last split (a ticket a head), no
+# attn_combine launch (attn_merge_last)
+MERGE_LAST_DEFINE = "-DMERGE_LAST=1"
 # decode.cu built with attn_share (a KV head's query heads share its rows, a block an SM) and its split
 # rule (attn_share_kv); OwnForward sets ATT_SHARE_KV to the preset's query heads a KV head
 ATT_SHARE_DEFINES = ("-DATT_SHARE_KV=1", "-DATT_FILL=4")
@@ -112,6 +115,10 @@ class OwnForward:
         if self.merge_in_oproj and p.n_heads * p.head_dim != p.hidden:
             raise ValueError(f"the merge in o_proj needs n_heads * head_dim == hidden, got {p.n_heads} x "
                              f"{p.head_dim} and {p.hidden}")
+        self.merge_last = define_value(defines, "MERGE_LAST", 0) == 1
+        if self.merge_last and (self.share or self.merge_in_oproj):
+            raise ValueError("the merge in attn_split's last block needs attn_split and attn_combine's output "
+                             "(not attn_share, not the merge in o_proj)")
         self.lm_scale = np.float32(lm_scale if lm_scale is not None else 1.0)
         self.inv_freq, self.cache_k, self.cache_v = inv_freq, cache_k, cache_v
         self.d_tok, self.d_pos, self.d_slot = d_tok, d_pos, d_slot
@@ -184,6 +191,8 @@ class OwnForward:
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
         self.ticket = zeros(1, cp.uint32)  # norm_in_residual: blocks of a residual GEMV done (its last resets it)
+        # attn_merge_last: splits of each query head written (the block that merges resets its counter)
+        self.att_tickets = zeros(p.n_heads, cp.uint32)
         # l2_ahead: per layer and site, the ranges that GEMV's warps pull into L2 once their rows are read (0: none)
         self.ahead = ahead_args(ahead_plan(layers, w["lm_head"], int(l2_ahead_mb * 2 ** 20)) if l2_ahead_mb > 0
                                 else [dict.fromkeys(AHEAD_SITES, []) for _ in layers])
@@ -223,7 +232,8 @@ class OwnForward:
 
     def attention(self, li: int) -> None:
         """RoPE, this token's KV-cache write and split attention in one launch, then the merge (or, with
-        ``merge_in_oproj``, the merge left to o_proj's blocks: ``attn`` is written by o_proj)."""
+        ``merge_in_oproj``, the merge left to o_proj's blocks: ``attn`` is written by o_proj; with
+        ``merge_last``, done by attn_split's block that writes a head's last split)."""
         p = self.p
         kernel, heads = ("attn_share", p.n_kv_heads) if self.share else ("attn_split", p.n_heads)
         self.k[kernel]((heads, self.att_grid), (ATT_THREADS,),
@@ -231,8 +241,8 @@ class OwnForward:
                               self.inv_freq, self.part_o, self.part_ml,
                               np.int32(p.n_heads), np.int32(p.n_kv_heads), np.int32(p.head_dim),
                               np.int32(p.max_ctx), np.float32(p.head_dim ** -0.5), np.int32(self.splits),
-                              np.int32(self.att_slots)))
-        if self.merge_in_oproj:
+                              np.int32(self.att_slots), *((self.attn, self.att_tickets) if self.merge_last else ())))
+        if self.merge_in_oproj or self.merge_last:
             return
         self.k["attn_combine"]((p.n_heads,), (p.head_dim,),
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),

@@ -70,7 +70,8 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     """Every kernel once; ``pdl``: launched through cuLaunchKernelEx with programmatic serialization;
     ``defines``: decode.cu built with them (-DATT_GROUP=1: the attn_group_heads switch, -DATT_FILL=2:
     attn_fill_split, 3 with -DATT_POS=5: attn_fit_wave, 1: filled at every position; -DMERGE_IN_OPROJ=1:
-    attn_merge_in_oproj, o_proj checked with the merge; ATT_SHARE_DEFINES: attn_share_kv); ``l2_ahead_mb``:
+    attn_merge_in_oproj, o_proj checked with the merge; -DMERGE_LAST=1: attn_merge_last, the merge in attn_split;
+    ATT_SHARE_DEFINES: attn_share_kv); ``l2_ahead_mb``:
     the GEMVs pull that many MB of later weights into L2 after their rows (l2_ahead)."""
     p = get_preset(preset_name)
     fw, host, emb, rng, vocab = make_forward(cp, p, pdl, defines, l2_ahead_mb)
@@ -174,6 +175,8 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         fw.cache_v[0][:, pos] = np.nan
         poison(fw.attn)
         fw.attention(0)
+        if fw.merge_last:  # the blocks that merged left every head's ticket at 0 for the next layer
+            record(f"attn_split tickets back to 0 n={n}", float(bool(fw.att_tickets.get().any())))
         if fw.merge_in_oproj:  # the merge is o_proj's (block 0 stores it in attn): resid += Wo merged
             xb = rng.standard_normal(h).astype(np.float32)
             fw.x[...] = cp.asarray(xb)
@@ -284,6 +287,8 @@ def main() -> int:
                                                                           ok_.EARLY_DEFINE, ok_.HOIST_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                           ok_.NORM_RESID_DEFINE))]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
+                                                                          ok_.MERGE_LAST_DEFINE))]
     # optimized's build as the pipeline compiles it (overlap_tuning: prefetch depths and triggers at start; OwnForward
     # resolves the residual GEMVs' 16 a lane per preset)
     optimized = cfg.gpu_kernel_defines("optimized")

@@ -873,13 +873,73 @@ __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident
     if (ATT_FILL == 1 || (ATT_FILL == 2 && n_heads * ((n + SPLIT - 1) / SPLIT) > resident)) return full;
     return SPLIT;
 }
+#define MAX_SPLITS 64  // 4096 positions; checked on the host
+#ifndef COMBINE_AHEAD  // HOIST_LOADS: the splits' outputs a thread loads beside their (m, l)
+#define COMBINE_AHEAD 8
+#endif
+// The log-sum-exp merge of head h's first ``used`` split partials into out[h * d + i], thread i < d
+// (attn_combine: a block of d threads, so GUARD false and no bound check; attn_split's last block with
+// MERGE_LAST: 256 threads, GUARD true). ``ld`` reads a partial: plainly in attn_combine, past L1 in
+// attn_split (other blocks of the same launch wrote them). sw, sl: MAX_SPLITS floats of shared memory each.
+template <bool GUARD, class Ld>
+__device__ __forceinline__ void merge_head(Ld ld, const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                           half* __restrict__ out, int h, int splits, int d, int used, int i,
+                                           float* sw, float* sl) {
+    const bool mine = !GUARD || i < d;
+#if HOIST_LOADS
+    float ahead[COMBINE_AHEAD];  // the first splits' outputs, on their way with the (m, l) below
+#pragma unroll
+    for (int s = 0; s < COMBINE_AHEAD; ++s) ahead[s] = mine && s < used ? ld(part_o + ((size_t)h * splits + s) * d + i) : 0.f;
+#endif
+    for (int s = i; s < used; s += blockDim.x) {
+        sw[s] = ld(part_ml + 2 * ((size_t)h * splits + s));
+        sl[s] = ld(part_ml + 2 * ((size_t)h * splits + s) + 1);
+    }
+    __syncthreads();
+    if (!mine) return;
+    float M = -INFINITY;
+    for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
+    float num = 0.f, den = 0.f;
+    int s0 = 0;
+#if HOIST_LOADS
+#pragma unroll
+    for (int s = 0; s < COMBINE_AHEAD; ++s) {
+        if (s < used) {
+            const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
+            num += w * ahead[s];
+            den += w * sl[s];
+        }
+    }
+    s0 = COMBINE_AHEAD;
+#endif
+#pragma unroll 8
+    for (int s = s0; s < used; ++s) {
+        const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
+        num += w * ld(part_o + ((size_t)h * splits + s) * d + i);
+        den += w * sl[s];
+    }
+    out[h * d + i] = __float2half(num / den);
+}
+// MERGE_LAST (the attn_merge_last switch): attn_split's block that writes a head's last split merges
+// the head's splits itself (merge_head, attn_combine's arithmetic in its order: the same fp16 output),
+// so no attn_combine launch follows (16 a 1b token, 32 an 8b one) and o_proj waits on attn_split. Every
+// writer fences its partials before the block takes a ticket (tickets[h], one counter a query head,
+// reset by the block that merges, so the next layer and token find it 0), as norm_in_last_block does.
+#ifndef MERGE_LAST
+#define MERGE_LAST 0
+#endif
+#if MERGE_LAST
+#define ATT_MERGE_PARAMS , half* __restrict__ out, unsigned* __restrict__ tickets
+#else
+#define ATT_MERGE_PARAMS
+#endif
 extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, const half* __restrict__ k_new,
                                       const half* __restrict__ v_new, half* __restrict__ cache_k,
                                       half* __restrict__ cache_v, const int* __restrict__ pos,
                                       const int* __restrict__ slot, const float* __restrict__ inv_freq,
                                       float* __restrict__ part_o, float* __restrict__ part_ml,
                                       int n_heads, int n_kv, int d, int max_ctx, float scale, int splits,
-                                      int resident) {
+                                      int resident ATT_MERGE_PARAMS) {
     __shared__ float so[ATT_THREADS * 8];  // per slot, its 8-dim partial outputs: SLOTS x d
     __shared__ float red_m[ATT_THREADS / 32], red_l[ATT_THREADS / 32];
     __shared__ float cs[64], sn[64];  // cos / sin(pos * inv_freq), d / 2 <= 64
@@ -1027,6 +1087,20 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
             part_ml[2 * pidx] = m;
             part_ml[2 * pidx + 1] = lt;
         }
+    #if MERGE_LAST
+        __threadfence();  // this thread's partials are visible to every block before the ticket is taken
+        __syncthreads();
+        __shared__ unsigned last;
+        const int used = min(splits, (n + chunk - 1) / chunk);
+        if (tid == 0) last = atomicAdd(tickets + hq, 1u) == (unsigned)used - 1;
+        __syncthreads();
+        if (last) {
+            __threadfence();
+            merge_head<true>([](const float* x) { return __ldcg(x); }, part_o, part_ml, out, hq, splits, d, used, tid,
+                             so, so + MAX_SPLITS);
+            if (tid == 0) tickets[hq] = 0u;
+        }
+    #endif
         __syncthreads();  // the shared arrays are reused by the block's next head or split
         }
     }
@@ -1191,10 +1265,6 @@ attn_share(const half* __restrict__ q, const half* __restrict__ k_new, const hal
 // Each thread loads one split's (m, l) into shared memory, so all of them arrive in one trip (a
 // loop over the splits made a trip per split: latency grew with the context); the weighted sum
 // then reads the splits' outputs with up to 8 loads in flight.
-#define MAX_SPLITS 64  // 4096 positions; checked on the host
-#ifndef COMBINE_AHEAD  // HOIST_LOADS: the splits' outputs a thread loads beside their (m, l)
-#define COMBINE_AHEAD 8
-#endif
 #ifndef COMBINE_TRIGGER_START  // 1: o_proj launches (and loads its weights) as the merge starts
 #define COMBINE_TRIGGER_START 0
 #endif
@@ -1215,38 +1285,7 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
 #endif
     const int h = blockIdx.x, i = threadIdx.x;
     const int chunk = att_chunk(d, p0 + 1, gridDim.x, resident), used = min(splits, (p0 + chunk) / chunk);
-#if HOIST_LOADS
-    float ahead[COMBINE_AHEAD];  // the first splits' outputs, on their way with the (m, l) below
-#pragma unroll
-    for (int s = 0; s < COMBINE_AHEAD; ++s) ahead[s] = s < used ? part_o[((size_t)h * splits + s) * d + i] : 0.f;
-#endif
-    for (int s = i; s < used; s += blockDim.x) {
-        sw[s] = part_ml[2 * ((size_t)h * splits + s)];
-        sl[s] = part_ml[2 * ((size_t)h * splits + s) + 1];
-    }
-    __syncthreads();
-    float M = -INFINITY;
-    for (int s = 0; s < used; ++s) M = fmaxf(M, sw[s]);
-    float num = 0.f, den = 0.f;
-    int s0 = 0;
-#if HOIST_LOADS
-#pragma unroll
-    for (int s = 0; s < COMBINE_AHEAD; ++s) {
-        if (s < used) {
-            const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
-            num += w * ahead[s];
-            den += w * sl[s];
-        }
-    }
-    s0 = COMBINE_AHEAD;
-#endif
-#pragma unroll 8
-    for (int s = s0; s < used; ++s) {
-        const float w = sw[s] == -INFINITY ? 0.f : __expf(sw[s] - M);
-        num += w * part_o[((size_t)h * splits + s) * d + i];
-        den += w * sl[s];
-    }
-    out[h * d + i] = __float2half(num / den);
+    merge_head<false>([](const float* x) { return *x; }, part_o, part_ml, out, h, splits, d, used, i, sw, sl);
 }
 
 // o_proj with the attention merge in its prologue (the attn_merge_in_oproj switch): resid += Wo a, where

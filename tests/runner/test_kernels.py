@@ -47,7 +47,8 @@ def test_source_compiles_for_sm90(tmp_path):
                                      ["-DATT_FILL=2", ok.EARLY_DEFINE, ok.HOIST_DEFINE],
                                      [ok.HOIST_DEFINE, "-DPDL_TRIGGER=1"],
                                      ["-DATT_FILL=2", ok.EARLY_DEFINE, ok.HOIST_DEFINE, *ok.OVERLAP_DEFINES,
-                                      ok.RESID_DEEP]])
+                                      ok.RESID_DEEP], ["-DATT_FILL=2", ok.MERGE_LAST_DEFINE],
+                                     [ok.MERGE_LAST_DEFINE, ok.ATT_GROUP_DEFINE, ok.HOIST_DEFINE]])
 def test_pdl_variants_compile_and_every_kernel_waits(tmp_path, defines):
     """Every kernel waits for the previous one (griddepcontrol.wait) whatever the variant: a kernel
     launched with PDL that did not would race with the kernel before it."""
@@ -500,6 +501,25 @@ def test_norm_in_residual_takes_a_ticket_after_its_rows_and_reads_the_residual_p
     refused = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", ok.NORM_RESID_DEFINE, "-DX_STAGE=0", "-o",
                               str(tmp_path / "refused.ptx"), str(ok.SOURCE)], capture_output=True, text=True)
     assert refused.returncode != 0 and "needs X_STAGE" in refused.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+@pytest.mark.parametrize("hoisted", [False, True])
+def test_merge_last_takes_a_ticket_after_the_partials_and_merges_past_l1(tmp_path, hoisted):
+    """MERGE_LAST=1 (attn_merge_last): attn_split fences its partials, takes a ticket a head (one atomic
+    add), and only the block with the last ticket reads the partials, past L1 (ld.global.cg: other blocks
+    of the same launch wrote them), stores the head's fp16 output and resets the ticket; attn_combine is
+    still built (the other configs launch it) and is the same code as without the define."""
+    extra = (ok.EARLY_DEFINE, ok.HOIST_DEFINE) if hoisted else ()
+    merged, plain = _ptx_bodies(tmp_path, (ok.MERGE_LAST_DEFINE, *extra)), _ptx_bodies(tmp_path, extra)
+    body = merged["attn_split"]
+    fence, atom = body.index("membar.gl"), body.index("atom.global.add.u32")
+    assert body.index("griddepcontrol.wait") < fence < atom < body.index("ld.global.cg.f32")
+    assert atom < body.rindex("st.global.u16") and atom < body.rindex("st.global.u32")
+    assert "atom." not in plain["attn_split"] and "ld.global.cg" not in plain["attn_split"]
+    assert merged["attn_combine"] == plain["attn_combine"]
+    assert {k: v for k, v in merged.items() if k != "attn_split"} == {k: v for k, v in plain.items()
+                                                                       if k != "attn_split"}
 
 
 def test_norm_in_proj_sizes_the_normed_gemvs_for_x_gain_and_residual():
