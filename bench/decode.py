@@ -5,14 +5,14 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
-  attn_group_heads, without attn_fill_split, with attn_fit_wave, with attn_share_kv and without
-  early_loads (the runner's interleaved rounds) and of PyTorch eager and PyTorch CUDA graph
+  attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last and
+  without early_loads, overlap_tuning or smem_carveout (the runner's interleaved rounds) and of PyTorch eager and PyTorch CUDA graph
   (bench/torch_decode.py), one repeat of each per round:
   median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
 - GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), of optimized
-  without attn_fill_split, with attn_fit_wave and without early_loads (LATENCY_CONFIGS) and PyTorch
+  with attn_fill_split, with attn_fit_wave and without early_loads (LATENCY_CONFIGS) and PyTorch
   graph, 15 samples each in paired rounds: median [95% CI], and the growth from position 32 as a paired ratio [95% CI]
   against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per kernel, from CUPTI when cupti-python is
@@ -52,13 +52,14 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized_token_loop": "optimized,run_ahead=off",
         "optimized+qkv_streams": "optimized,qkv_streams=on",
         "optimized+attn_group_heads": "optimized,attn_group_heads=on",
-        "optimized-attn_fill_split": "optimized,attn_fill_split=off",
+        "optimized+attn_fill_split": "optimized,attn_fill_split=on",
         "optimized+attn_fit_wave": "optimized,attn_fit_wave=on",
         "optimized+attn_share_kv": "optimized,attn_share_kv=on",
         "optimized-early_loads": "optimized,early_loads=off",
         "optimized-overlap_tuning": "optimized,overlap_tuning=off",
-        "optimized-smem_carveout": "optimized,smem_carveout=off"}
-LATENCY_CONFIGS = ("optimized", "optimized-attn_fill_split", "optimized+attn_fit_wave",
+        "optimized-smem_carveout": "optimized,smem_carveout=off",
+        "optimized+attn_merge_last": "optimized,attn_merge_last=on"}
+LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 

@@ -158,11 +158,11 @@ SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_w
 # (bench/decode.md: 8b optimized with it vs without).
 NOT_IN_OPTIMIZED = ("qkv_streams",)
 
-# Kernel tuning that ``optimized`` turns on. attn_fill_split only acts past one wave of attention
-# blocks, at head_dim 64 (H200: the 1b's token at position 512 949.5 against 995.1 µs, at 96 928.3
-# against 929.2 and 929.0 A/A: reports/bench/pdl_variants_att_fill2_pos*_h200_def9a77; latency growth
-# to 512 +2.1% instead of +6.2%). At tg128 the two builds do the same work and the runs disagree
-# (1087.0 against 1086.4 t/s at def9a77, 1079.7 against 1092.6 at 9a40a42): undecided, not a cost.
+# Kernel tuning that ``optimized`` turns on. attn_fill_split (past one wave of attention blocks, at head_dim 64)
+# was in it from the H200 (the 1b's token at 512 949.5 against 995.1 µs: pdl_variants_att_fill2_pos*_h200_def9a77)
+# and left it on the H100 with smem_carveout in (9a03e5e, 31b68ef): tg128 1b +0.56% [+0.53, +0.62] without it
+# (perfreview ab, A/A no change; 8b the same build), one token at 96 967.8 against 976.4 / 972.7 (A/A) µs and at
+# 512 1025.6 against 1024.6 / 1022.2 (reports/bench/pdl_variants_merge_last_pos*_h100_31b68ef).
 # early_loads: the weights loaded under the kernel before as the PDL code meant; on the H100
 # (reports/bench/pdl_variants_early_pos*_h100_57f0958) the 1b's token at position 96 1033.3 against 1085.3 µs,
 # at 512 1049.8 against 1102.4; the 8b's 5277.5 against 5294.0 and 5322.8 against 5420.6.
@@ -173,7 +173,7 @@ NOT_IN_OPTIMIZED = ("qkv_streams",)
 # smem_carveout: one shared-memory configuration for every kernel
 # (reports/bench/pdl_variants_carveout_pos*_h100_38707b2): the 1b's token 3.5% shorter at 96 and 2.7% at 512,
 # the 8b's within 0.3% either way.
-TUNING_IN_OPTIMIZED = ("attn_fill_split", "early_loads", "overlap_tuning", "smem_carveout")
+TUNING_IN_OPTIMIZED = ("early_loads", "overlap_tuning", "smem_carveout")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},
