@@ -52,7 +52,8 @@ SWITCHES: dict[str, Switch] = {
                               "once a block per head and split is past one wave, our attention kernel's split "
                               "covers every position its block's threads hold (128 at head_dim 64 instead of 64; "
                               "unchanged at 128): half the 1b's attention blocks from position 512 on an H200, "
-                              "one wave to 1024 positions (implies own_kernels)"),
+                              "one wave to 1024 positions. On the H100 with smem_carveout, tg128 1b 0.56% slower "
+                              "with it and one token at 512 no faster: out of optimized (implies own_kernels)"),
     "attn_fit_wave": Switch(bool, False, True, True,
                             "once a block per head and split is past one wave, our attention kernel's split is "
                             "the shortest that keeps one wave (whole rows of its threads, up to 5 positions a "
@@ -68,7 +69,10 @@ SWITCHES: dict[str, Switch] = {
                               "the attention's split outputs merged by our attention kernel's block that writes a "
                               "head's last split (a ticket counter a head), instead of a merge launch of its own: "
                               "16 launches and kernel boundaries fewer a 1b token, 32 an 8b one; the merge's "
-                              "arithmetic in its order, so the same tokens (implies own_kernels)"),
+                              "arithmetic in its order, so the same tokens (implies own_kernels). H100: tg128 1b "
+                              "+0.96% [+0.90, +1.00], 8b no change; one token at 96 1b 972.6 against 976.4 / 972.7 "
+                              "(A/A) µs, but at 512 8b 5420.4 against 5335.4 / 5334.5: not in optimized "
+                              "(reports/bench/pdl_variants_merge_last_pos*_h100_31b68ef)"),
     "attn_share_kv": Switch(bool, False, True, True,
                             "our attention kernel gives a block a KV head's query heads together (attn_share): "
                             "each cache row is read once a token, not once per query head, and the splits are "
