@@ -180,7 +180,9 @@ def with_floors(rows: list[dict], preset: Any, n_ctx: int, copy_bw_gbs: float) -
 
 
 def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda",
-               lat_rounds: int = 15, fresh_every: int = 1) -> dict:
+               lat_rounds: int = 15, fresh_every: int = 1, keys: tuple[str, ...] = tuple(OURS)) -> dict:
+    """One preset's table: ``keys``, the rows of OURS to run (baseline and optimized among them)."""
+    ours_specs = {k: OURS[k] for k in keys}
     session = Session(name, device, seed=0)
     p = session.preset
     gpu = session.device.is_gpu  # cpu: a dry run of this script (no bandwidth, PyTorch or latency)
@@ -194,9 +196,9 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     # (three runs put the same build 1.2% apart by its place in the list: decode_h200_0467384.md)
     spec = RunSpec(preset=name, tokens=tokens, repeats=1, device=device, prompt_tokens=32, warmup_tokens=16,
                    fresh_every=fresh_every)
-    ours = Interleaved(spec, [cfg.parse_side(v) for v in OURS.values()], session)
+    ours = Interleaved(spec, [cfg.parse_side(v) for v in ours_specs.values()], session)
     prompt = session.prompt(32)
-    tps: dict[str, list[float]] = {k: [] for k in OURS}
+    tps: dict[str, list[float]] = {k: [] for k in ours_specs}
     gen: dict[str, list[int]] = {}
     model = None
     if torch_ok:
@@ -214,7 +216,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
                 tps[key].append(rate)
     for res in ours.results():
         events = schema.from_records(res.rows, res.run_id)
-        label = next(k for k, v in OURS.items() if cfg.parse_side(v).label == res.meta.config_label)
+        label = next(k for k, v in ours_specs.items() if cfg.parse_side(v).label == res.meta.config_label)
         tps[label] = [h["tokens_per_s"] for h in headline.records(events, res.meta)]
         gen[label] = list(res.meta.generated or [])
     configs = {}
@@ -227,7 +229,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     samples: dict[str, dict[int, list[float]]] = {}
     seq = prompt + list(range(1000, 1000 + POSITIONS[-1]))
     labels = [s.spec.config.label for s in ours.sides]
-    for key in LATENCY_CONFIGS if gpu else ():
+    for key in [k for k in LATENCY_CONFIGS if k in ours_specs] if gpu else ():
         pipe = ours.sides[labels.index(cfg.parse_side(OURS[key]).label)].pipe
         pipe.reset()
         samples[key] = latency_by_position(lambda pos: pipe.step(seq[pos], pos), cp, lambda: pipe.main, lat_rounds)
@@ -281,11 +283,17 @@ def main() -> int:
     ap.add_argument("--fresh-every", type=int, default=1,
                     help="new pipeline instances every N rounds (0: one instance a config for the run)")
     ap.add_argument("--latency-rounds", type=int, default=15, help="samples of the token at each position")
+    ap.add_argument("--configs", help="comma-separated rows of ours to run (default: all; baseline and optimized "
+                    "always run): a shorter call where device time is short")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
     args = ap.parse_args()
     # on the CPU the 1b alone takes over 24 GB in NumPy: the dry run is the tiny preset unless asked
     args.presets = args.presets or ("tiny" if args.device == "cpu" else "1b,8b")
+    keys = tuple(dict.fromkeys(["baseline", "optimized", *(args.configs.split(",") if args.configs else OURS)]))
+    if unknown := [k for k in keys if k not in OURS]:
+        ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(OURS)})")
+    keys = tuple(k for k in OURS if k in keys)  # in the table's order
     if args.fresh_every < 0:
         ap.error(f"--fresh-every must be 0 or more, got {args.fresh_every}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +309,7 @@ def main() -> int:
                     "presets": {}}
     for name in args.presets.split(","):
         report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
-                                               args.latency_rounds, args.fresh_every)
+                                               args.latency_rounds, args.fresh_every, keys)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)

@@ -131,3 +131,15 @@ def test_torch_stream_reaches_cupy_through_the_stream_protocol_where_cupy_has_it
     assert cupy_stream_of(Cp, 0x1234) == ("from_external", (0, 0x1234))
     del Stream.from_external  # an older CuPy: the one it has
     assert cupy_stream_of(Cp, 0x1234) == ("ExternalStream", 0x1234)
+
+
+def test_decode_refuses_unknown_config_rows(tmp_path):
+    """--configs names rows of the table; an unknown one is refused before anything runs or is written."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "bench" / "decode.py"), "--device", "cpu", "--configs",
+                           "optimized,bogus", "--out", str(tmp_path / "d")], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown bogus" in done.stderr
+    assert not (tmp_path / "d").exists()
