@@ -860,6 +860,9 @@ __device__ __forceinline__ void load_split_rows(uint4 (&kr)[ATT_POS], uint4 (&vr
         vr[k] = load ? *reinterpret_cast<const uint4*>(V + (size_t)j * d) : make_uint4(0, 0, 0, 0);
     }
 }
+// The splits a context of n positions reaches with splits of ``chunk`` (at most ``splits``): what attn_split
+// writes and what the merge reads (attn_combine, gemv_residual_merge, attn_split's last block).
+__device__ __forceinline__ int splits_used(int n, int chunk, int splits) { return min(splits, (n + chunk - 1) / chunk); }
 __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident) {
     const int rows = ATT_THREADS / (d >> 3), full = rows * ATT_POS;
     if (ATT_FILL == 4) {
@@ -1091,7 +1094,7 @@ extern "C" __global__ void ATT_BOUNDS attn_split(const half* __restrict__ q, con
         __threadfence();  // this thread's partials are visible to every block before the ticket is taken
         __syncthreads();
         __shared__ unsigned last;
-        const int used = min(splits, (n + chunk - 1) / chunk);
+        const int used = splits_used(n, chunk, splits);
         if (tid == 0) last = atomicAdd(tickets + hq, 1u) == (unsigned)used - 1;
         __syncthreads();
         if (last) {
@@ -1284,7 +1287,7 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_o, const 
     const int p0 = pos[0];
 #endif
     const int h = blockIdx.x, i = threadIdx.x;
-    const int chunk = att_chunk(d, p0 + 1, gridDim.x, resident), used = min(splits, (p0 + chunk) / chunk);
+    const int chunk = att_chunk(d, p0 + 1, gridDim.x, resident), used = splits_used(p0 + 1, chunk, splits);
     merge_head<false>([](const float* x) { return *x; }, part_o, part_ml, out, h, splits, d, used, i, sw, sl);
 }
 
@@ -1312,7 +1315,7 @@ extern "C" __global__ void __launch_bounds__(256, MERGE_MIN_BLOCKS) gemv_residua
     const half* w = warp_row(r, W, rows, cols, row);
     pdl_wait();
     const int n_heads = cols / d;
-    const int chunk = att_chunk(d, pos[0] + 1, n_heads, resident), used = min(splits, (pos[0] + chunk) / chunk);
+    const int chunk = att_chunk(d, pos[0] + 1, n_heads, resident), used = splits_used(pos[0] + 1, chunk, splits);
     // 4 dims a thread at a time (8 spilled the row heads at 4 blocks an SM)
     for (int c = threadIdx.x; c < (cols >> 2); c += blockDim.x) {
         const int h = (c << 2) / d, e0 = (c << 2) % d;
