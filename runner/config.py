@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
                                 HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE,
-                                NORM_RESID_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
+                                NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE,
+                                SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,15 @@ SWITCHES: dict[str, Switch] = {
                           "reduction takes their place (norm_in_proj's cost); the final norm before the LM head "
                           "stays. Not rmsnorm's bits: the normalised vector is not rounded to fp16 (the float64 "
                           "checks decide); replaces norm_in_proj (implies own_kernels)"),
+    "norm_as_scale": Switch(bool, False, True, True,
+                            "the RMSNorm before our QKV and gate/up GEMVs as a scale of their products with nothing "
+                            "added to their loops: o_proj and down (and the norm after the embedding) leave the "
+                            "residual times the gain in fp16 and their blocks' sums of squares, and QKV and gate/up "
+                            "stage both as they stage x, add the sums in a fixed order and scale each row's product "
+                            "by rsqrt(mean + eps), so 31 norm launches go (the final norm stays). Not rmsnorm's bits: "
+                            "the vector is rounded to fp16 before the norm's scale (the float64 checks decide); "
+                            "replaces norm_in_proj and norm_in_dot; not with norm_in_residual or "
+                            "attn_merge_in_oproj (implies own_kernels)"),
     "early_loads": Switch(bool, False, True, True,
                           "our kernels' loads in the order they were written for (decode.cu's EARLY_LOADS and "
                           "HOIST_LOADS): the weights a GEMV (and rmsnorm's gain) reads before its PDL wait as "
@@ -142,19 +152,19 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
-                 "overlap_tuning", "norm_in_residual", "smem_carveout")
+                 "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
     "attn_merge_last": (MERGE_LAST_DEFINE,), "attn_share_kv": ATT_SHARE_DEFINES, "norm_in_proj": (NORM_DEFINE,),
-    "norm_in_dot": (NORM_DOT_DEFINE,),
+    "norm_in_dot": (NORM_DOT_DEFINE,), "norm_as_scale": (NORM_SCALE_DEFINE,),
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
-# norm_in_proj and norm_in_dot are two modes of one define (NORM_IN_PROJ 1 and 2)
+# norm_in_proj, norm_in_dot and norm_as_scale are three modes of one define (NORM_IN_PROJ 1, 2 and 3)
 SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",),
-              "norm_in_proj": ("norm_in_dot",)}
+              "norm_in_proj": ("norm_in_dot", "norm_as_scale"), "norm_in_dot": ("norm_as_scale",)}
 
 # Optimizations that slow our fastest path down, measured: left out of ``optimized`` (each stays a
 # switch of its own, and a review of it alone is still the seed PR's question). qkv_streams: on our

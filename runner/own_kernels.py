@@ -40,6 +40,10 @@ NORM_DEFINE = "-DNORM_IN_PROJ=1"
 # the same launches left out, each warp of QKV and gate/up summing the residual's squares as its row reads x * gain
 # and scaling its product at the end (norm_in_dot: no block reduction before the products; not rmsnorm's bits)
 NORM_DOT_DEFINE = "-DNORM_IN_PROJ=2"
+# the norm as a scale with nothing added to the products: o_proj and down (and the first norm) leave x * gain in
+# fp16 and their blocks' sums of squares, QKV and gate/up scale their products by the norm's inv at the end
+# (norm_as_scale: 31 norm launches fewer; not rmsnorm's bits)
+NORM_SCALE_DEFINE = "-DNORM_IN_PROJ=3"
 # decode.cu built so o_proj's and down's GEMV write the next norm's output in the block that finishes last, and
 # no norm launch follows them (norm_in_residual; the norm after the embedding stays a launch)
 NORM_RESID_DEFINE = "-DNORM_IN_RESID=1"
@@ -139,6 +143,14 @@ class OwnForward:
         # such tail: with it the norm after o_proj stays a launch.
         self.norm_in_resid = define_value(defines, "NORM_IN_RESID", 0) == 1
         self.norm_in_oproj = self.norm_in_resid and not self.merge_in_oproj
+        # norm_as_scale: o_proj and down leave hn = x * gain and ``parts`` (their blocks' sums of squares), which
+        # QKV and gate/up read in place of the norm's output; the first norm writes the same (rmsnorm, fold)
+        self.norm_as_scale = define_value(defines, "NORM_IN_PROJ", 0) == 3
+        if self.norm_as_scale and (self.norm_in_resid or self.merge_in_oproj):
+            raise ValueError("norm_as_scale needs o_proj and down as gemv_residual (not the merge in o_proj) "
+                             "and the norm after them left to it (not norm_in_residual)")
+        if self.norm_as_scale and p.hidden % (4 * ROWS_PER_BLOCK):  # the partials copied 16 bytes at a time
+            raise ValueError(f"norm_as_scale needs hidden a multiple of {4 * ROWS_PER_BLOCK}, got {p.hidden}")
         widest = max(x_stage_bytes(defines, p.ffn), x_stage_bytes(defines, p.hidden, normed=True))
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
             for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
@@ -190,6 +202,8 @@ class OwnForward:
         self.hist = zeros(p.max_ctx, cp.int64)  # run_ahead: the pick made at each position
         self.arg_v = zeros(ARGMAX_BLOCKS, f32)
         self.arg_i = zeros(ARGMAX_BLOCKS, cp.int32)
+        # norm_as_scale: the residual's sums of squares, a float a block of gemv_residual (rows hidden)
+        self.parts = zeros(-(-p.hidden // ROWS_PER_BLOCK), f32)
         self.ticket = zeros(1, cp.uint32)  # norm_in_residual: blocks of a residual GEMV done (its last resets it)
         # attn_merge_last: splits of each query head written (the block that merges resets its counter)
         self.att_tickets = zeros(p.n_heads, cp.uint32)
@@ -204,10 +218,17 @@ class OwnForward:
                        (W, x, y, np.int32(rows), np.int32(cols), np.float32(scale)),
                        shared_mem=x_stage_bytes(self.defines, cols))
 
-    def rmsnorm(self, gain: Any) -> None:
-        """hn = RMSNorm(x) * gain: what the next projection reads."""
+    def rmsnorm(self, gain: Any, scale: bool = False) -> None:
+        """hn = RMSNorm(x) * gain: what the next projection reads; with ``scale`` (norm_as_scale's first norm)
+        hn = x * gain and the sum of the squares in ``parts`` (the next QKV applies the norm)."""
         self.k["rmsnorm"]((1,), (NORM_THREADS,), (self.x, gain, self.hn, np.int32(self.p.hidden),
-                                          np.float32(self.p.norm_eps)))
+                                          np.float32(self.p.norm_eps), self.parts if scale else np.uint64(0)))
+
+    @property
+    def _norm_source(self) -> Any:
+        """What QKV and gate/up read as ``resid``: the residual (norm_in_proj, norm_in_dot) or, with
+        norm_as_scale, the partial sums of squares its writer left."""
+        return self.parts if self.norm_as_scale else self.x
 
     def qkv(self, layer: dict[str, Any], li: int) -> None:
         """The Q, K, V projections of ``hn`` in one launch (``li``: the layer, for its ahead table); with
@@ -217,7 +238,7 @@ class OwnForward:
         self.k["gemv_qkv"](((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                            (layer["wq"], layer["wk"], layer["wv"], self.hn, self.q, self.kk, self.v,
                             np.int32(p.hidden), np.int32(p.kv_dim), np.int32(p.kv_dim), np.int32(p.hidden),
-                            self.x, layer["attn_norm"], np.float32(p.norm_eps), *self.ahead[li]["qkv"]),
+                            self._norm_source, layer["attn_norm"], np.float32(p.norm_eps), *self.ahead[li]["qkv"]),
                            shared_mem=x_stage_bytes(self.defines, p.hidden, normed=True))
 
     def proj(self, which: str, layer: dict[str, Any]) -> None:
@@ -249,11 +270,12 @@ class OwnForward:
                                 self.d_pos, np.int32(self.att_slots)))
 
     def _residual(self, W: Any, x: Any, cols: int, ahead: list, gain: Any) -> None:
-        """resid += W x (o_proj, down); with ``norm_in_resid`` also hn = RMSNorm(resid) * ``gain``."""
+        """resid += W x (o_proj, down); with ``norm_in_resid`` also hn = RMSNorm(resid) * ``gain``, with
+        ``norm_as_scale`` hn = resid * ``gain`` and the blocks' sums of squares in ``parts``."""
         p = self.p
         self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
                                 (W, x, self.x, np.int32(p.hidden), np.int32(cols), *ahead,
-                                 gain, self.hn, np.float32(p.norm_eps), self.ticket),
+                                 gain, self.hn, np.float32(p.norm_eps), self.ticket, self.parts),
                                 shared_mem=x_stage_bytes(self.defines, cols))
 
     def gain_after(self, li: int) -> Any:
@@ -276,7 +298,7 @@ class OwnForward:
         grid_f = ((p.ffn + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,)
         self.k["gemv_swiglu"](grid_f, (32 * ROWS_PER_BLOCK,),
                               (layer["w_gate"], layer["w_up"], self.hn, self.ff, np.int32(p.ffn), np.int32(p.hidden),
-                               self.x, layer["ffn_norm"], np.float32(p.norm_eps)),
+                               self._norm_source, layer["ffn_norm"], np.float32(p.norm_eps)),
                               shared_mem=x_stage_bytes(self.defines, p.hidden, normed=True))
         self._residual(layer["w_down"], self.ff, p.ffn, self.ahead[li]["down"], self.gain_after(li))
 
@@ -405,11 +427,12 @@ def x_stage_bytes(defines: tuple[str, ...], cols: int, normed: bool = False) -> 
     """The dynamic shared memory a GEMV of decode.cu built with ``defines`` needs for an x of ``cols``
     halves: all of it where it stages x (X_STAGE, the default), none where it reads x from global memory.
     ``normed``: a GEMV that reads RMSNorm's output (QKV, gate/up), which with NORM_IN_PROJ 1 also holds the
-    gain (fp16) and the residual (fp32) it computes x from, and with 2 (norm_in_dot) those two alone."""
+    gain (fp16) and the residual (fp32) it computes x from, with 2 (norm_in_dot) those two alone, and with 3
+    (norm_as_scale) x and the residual's partial sums of squares (a float a block of 8 rows)."""
     if not define_value(defines, "X_STAGE", X_STAGE):
         return 0
     mode = define_value(defines, "NORM_IN_PROJ", 0) if normed else 0
-    return {1: 8 * cols, 2: 6 * cols}.get(mode, 2 * cols)
+    return {1: 8 * cols, 2: 6 * cols, 3: 2 * cols + 4 * (cols // ROWS_PER_BLOCK)}.get(mode, 2 * cols)
 
 
 def att_pos(defines: tuple[str, ...]) -> int:
@@ -624,6 +647,38 @@ def norm_in_dot_reference(w: np.ndarray, resid: np.ndarray, gain: np.ndarray, ep
     acc = sum((wf[:, cols] @ (x[cols] * g[cols])).astype(np.float32) for cols in lanes)
     ss = np.float32(sum(np.float32(x[cols] @ x[cols]) for cols in lanes))
     return (acc * (np.float32(1) / np.sqrt(ss / np.float32(x.size) + np.float32(eps)))).astype(np.float32)
+
+
+def scale_parts_reference(resid: np.ndarray, rows_per_block: int = ROWS_PER_BLOCK) -> np.ndarray:
+    """The partial sums of squares gemv_residual leaves with NORM_IN_PROJ 3 (norm_as_scale): per block of
+    ``rows_per_block`` rows, its rows' squares added in order, in fp32."""
+    x = resid.astype(np.float32)
+    parts = np.zeros(-(-x.size // rows_per_block), np.float32)
+    for b in range(parts.size):
+        for v in x[b * rows_per_block:(b + 1) * rows_per_block]:
+            parts[b] = np.float32(parts[b] + v * v)
+    return parts
+
+
+def parts_inv_reference(parts: np.ndarray, cols: int, eps: float) -> np.float32:
+    """The norm's inv as a GEMV of the norm_as_scale build makes it from the partials: lane l adds partials
+    l, l + 32, ... in order, the 32 lanes' sums are added by a butterfly (xor 16, 8, 4, 2, 1), then rsqrt."""
+    lanes = np.zeros(32, np.float32)
+    for i, v in enumerate(parts.astype(np.float32)):
+        lanes[i % 32] = np.float32(lanes[i % 32] + v)
+    for o in (16, 8, 4, 2, 1):
+        lanes = (lanes + lanes[np.arange(32) ^ o]).astype(np.float32)
+    return np.float32(1) / np.sqrt(np.float32(lanes[0] / np.float32(cols) + np.float32(eps)), dtype=np.float32)
+
+
+def norm_as_scale_reference(w: np.ndarray, resid: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
+    """W RMSNorm(resid) * gain as the norm_as_scale build computes it (NORM_IN_PROJ 3): the residual's writer
+    leaves x * gain in fp16 and its blocks' sums of squares; the GEMV's fp32 product of that vector is scaled
+    by the inv made from the partials. The vector is rounded to fp16 before the norm's scale, not after it."""
+    x = resid.astype(np.float32)
+    xg = (x * gain.astype(np.float32)).astype(np.float16).astype(np.float32)
+    inv = parts_inv_reference(scale_parts_reference(x), x.size, eps)
+    return ((w.astype(np.float32) @ xg).astype(np.float32) * inv).astype(np.float32)
 
 
 def residual_norm_reference(w: np.ndarray, x: np.ndarray, resid: np.ndarray, gain: np.ndarray,

@@ -245,16 +245,20 @@ class Pipeline:
             with rec.span("inject_delay", s):
                 own.spin_ns(self.delay_ns)
         # Our kernels fold RoPE + the KV-cache write into attention: the range is named for what it holds.
-        def norm(gain: Any) -> None:
+        def norm(gain: Any, scale: bool = False) -> None:
             with rec.span("rmsnorm", s):
-                own.rmsnorm(gain)
+                own.rmsnorm(gain, scale)
 
         # norm_in_proj: the QKV and gate/up launches compute their norm (the Q/K/V fork still reads hn);
-        # norm_in_resid: o_proj and down leave the next norm's output in hn (the first norm stays a launch)
-        own_norm, after = own.norm_in_proj, own.norm_in_resid
+        # norm_in_resid: o_proj and down leave the next norm's output in hn (the first norm stays a launch);
+        # norm_as_scale: o_proj and down leave x * gain and their sums of squares, which the first norm writes
+        # too, and QKV and gate/up scale by the norm (the fork's plain GEMVs read a norm launched before them)
+        own_norm, after, scale = own.norm_in_proj, own.norm_in_resid, own.norm_as_scale
         for li, layer in enumerate(self.layers):
-            if (not own_norm or self.qkv_streams) and not (after and li > 0):
+            if self.qkv_streams or (not own_norm and not scale and not (after and li > 0)):
                 norm(layer["attn_norm"])
+            elif scale and li == 0:
+                norm(layer["attn_norm"], scale=True)
             if self.qkv_streams:
                 with rec.span("qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
@@ -265,7 +269,7 @@ class Pipeline:
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer, li)
-            if not own_norm and not own.norm_in_oproj:
+            if not own_norm and not own.norm_in_oproj and not scale:
                 norm(layer["ffn_norm"])
             with rec.span("ffn", s):
                 own.ffn(layer, li)

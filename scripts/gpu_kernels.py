@@ -108,6 +108,11 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     normed16 = fw.hn.copy()
     if fw.norm_in_proj:  # the build computes it in gemv_qkv from x and the gain, and must not read hn
         fw.hn.fill(np.nan)
+    if fw.norm_as_scale:  # the first norm as the build launches it: x * gain and the sum of squares
+        poison(fw.hn, fw.parts)
+        fw.rmsnorm(layer["attn_norm"], scale=True)
+        record("rmsnorm (scale: x * gain)", rel(fw.hn.get(), f64(xr) * gain))
+        record("rmsnorm (scale: sum of squares)", rel(fw.parts.get().sum(), (f64(xr) ** 2).sum()))
     fw.qkv(layer, 0)
     for name, out, wname in (("gemv_qkv:q", fw.q, "wq"), ("gemv_qkv:k", fw.kk, "wk"), ("gemv_qkv:v", fw.v, "wv")):
         record(name, rel(out.get(), f64(host[wname]) @ hn16))
@@ -127,6 +132,8 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
     hn16 = f64(fw.hn.get())
     if fw.norm_in_proj:
         fw.hn.fill(np.nan)  # the build must not read hn
+    if fw.norm_as_scale:  # what o_proj would leave: x * gain and the partials (checked below, from o_proj)
+        fw.rmsnorm(layer["ffn_norm"], scale=True)
     poison(fw.ff)
     fw.ffn(layer, 0)
     g, u = f64(host["w_gate"]) @ hn16, f64(host["w_up"]) @ hn16
@@ -138,6 +145,25 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         fw.rmsnorm(fw.w["final_norm"])  # the launch it replaces, on the same residual: the same bits
         same = bool((folded.view(np.uint16) == fw.hn.get().view(np.uint16)).all())
         record("gemv_residual+norm (down) = rmsnorm, bit for bit", 0.0 if same else 1.0)
+    if fw.norm_as_scale:  # down left the next norm's x * gain (its gain: attn_norm's) and its blocks' squares
+        xd_ = f64(fw.x.get())
+        record("gemv_residual+scale (down): x * gain", rel(fw.hn.get(), xd_ * f64(host["attn_norm"])))
+        record("gemv_residual+scale (down): partial sums of squares",
+               rel(fw.parts.get(), ok_.scale_parts_reference(fw.x.get()).astype(np.float64)))
+        xb = (rng.standard_normal(h) * 3).astype(np.float32)  # o_proj, with the ffn norm's gain
+        fw.x[...] = cp.asarray(xb)
+        fw.attn[...] = cp.asarray(rng.standard_normal(h).astype(np.float16))
+        poison(fw.hn, fw.parts)
+        fw.o_proj(layer, 0)
+        xo = fw.x.get()
+        record("gemv_residual+scale (o_proj)", rel(xo - xb, f64(host["wo"]) @ f64(fw.attn.get())))
+        record("gemv_residual+scale (o_proj): x * gain", rel(fw.hn.get(), f64(xo) * f64(host["ffn_norm"])))
+        # gate/up of what o_proj left, against the float64 norm of its residual
+        poison(fw.ff)
+        fw.ffn(layer, 0)
+        hn64 = f64(xo) / np.sqrt((f64(xo) ** 2).mean() + p.norm_eps) * f64(host["ffn_norm"])
+        g, u = f64(host["w_gate"]) @ hn64, f64(host["w_up"]) @ hn64
+        record("gemv_swiglu (scale, from o_proj's)", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     if fw.norm_in_oproj:  # o_proj likewise, with the ffn norm's gain, from a residual of its own
         xb = (rng.standard_normal(h) * 3).astype(np.float32)
         fw.x[...] = cp.asarray(xb)
@@ -289,6 +315,7 @@ def main() -> int:
                                                                           ok_.NORM_RESID_DEFINE))]
     results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.ATT_FILL_DEFINE,
                                                                           ok_.MERGE_LAST_DEFINE))]
+    results += [r for name in ("1b", "8b", "tiny") for r in check_kernels(cp, name, True, (ok_.NORM_SCALE_DEFINE,))]
     # optimized's build as the pipeline compiles it (overlap_tuning: prefetch depths and triggers at start; OwnForward
     # resolves the residual GEMVs' 16 a lane per preset)
     optimized = cfg.gpu_kernel_defines("optimized")

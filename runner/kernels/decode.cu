@@ -339,7 +339,45 @@ struct NormedX {
 template <class X>
 __device__ __forceinline__ float normed(const X&, float s) { return s; }
 __device__ __forceinline__ float normed(const NormedX& x, float s) { return s * x.scale(); }
-#if NORM_IN_PROJ == 2
+// NORM_IN_PROJ 3 (the norm_as_scale switch): the norm as a scale again (W (x * inv * g) = inv * W (x * g)),
+// but with nothing added to the products' loop and no reduction in the block. The writer of the residual
+// (gemv_residual: o_proj, down; rmsnorm for the first layer) leaves x * g in fp16 where the norm's output
+// went (hn) and the sums of squares of its blocks' rows in ``parts`` (one float a block of 8 rows: cols / 8),
+// so QKV and gate/up stage hn as any GEMV stages x and the partials beside it after their wait, add them in a
+// fixed order (the same sum in every warp and run) and scale each row's product by rsqrt(mean + eps) at the
+// end. Shared memory a block: x and the partials, 2.5 * cols bytes. What goes: the 31 norm launches between
+// the layers' GEMVs (the first after the embedding and the final one stay, the first writing x * g and the
+// partials: rmsnorm's ``parts``). The vector is rounded to fp16 before the norm's scale, not after it (the
+// float64 checks decide). Here the kernel argument ``resid`` of the QKV and gate/up GEMVs is the partials.
+struct ScaledX {  // x * g staged in shared memory and the norm's inv, applied by normed()
+    SharedX x;
+    float inv;
+    __device__ __forceinline__ uint4 operator()(int i) const { return x(i); }
+};
+__device__ __forceinline__ float normed(const ScaledX& x, float s) { return s * x.inv; }
+// After the wait: x * g (n4 chunks) and the cols / 8 partials (cols a multiple of 32: whole 16-byte chunks)
+// copied into shared memory in one batch (cp.async: no registers held while they come), then each warp adds
+// the partials, lane l taking l, l + 32, ... (the same order in every warp, block and run), and returns inv.
+__device__ __forceinline__ float stage_x_parts(uint4* xs, const half* __restrict__ x, const float* __restrict__ parts,
+                                               int cols, float eps) {
+    const int n4 = cols >> 3, np = cols >> 3;
+    const uint4* x4 = reinterpret_cast<const uint4*>(x);
+    const uint4* p4 = reinterpret_cast<const uint4*>(parts);
+    for (int c = threadIdx.x; c < n4 + (np >> 2); c += blockDim.x) cp_async16(xs + c, c < n4 ? x4 + c : p4 + (c - n4));
+    cp_async_wait_all();
+    __syncthreads();
+    const float* ps = reinterpret_cast<const float*>(xs + n4);
+    float s = 0.f;
+    for (int i = threadIdx.x & (WARP - 1); i < np; i += WARP) s += ps[i];
+    return rsqrtf(warp_sum(s) / cols + eps);
+}
+#if NORM_IN_PROJ == 3
+#define NORM_GAIN(gain, cols)
+#define GEMV_NORMED_X(name, x, resid, cols, eps) \
+    extern __shared__ uint4 xs[];                 \
+    const float name##_inv = stage_x_parts(xs, x, resid, cols, eps); \
+    const ScaledX name{SharedX{xs}, name##_inv}
+#elif NORM_IN_PROJ == 2
 #define NORM_GAIN(gain, cols)     \
     extern __shared__ uint4 xs[]; \
     stage_gain(xs + ((cols) >> 2), gain, cols)
@@ -427,16 +465,21 @@ __device__ __forceinline__ const half* warp_row(RowHead<D>& r, const half* __res
 
 // resid[row] += the row's product, rounded to fp16 first: the same value the eager path adds (cuBLAS
 // writes fp16); the residual stream stays fp32.
+// Returns the row's new residual in every lane with HOIST_LOADS, in lane 0 without.
 template <int D, class X>
-__device__ __forceinline__ void add_row_product(const RowHead<D>& r, const half* __restrict__ w, const X& x,
-                                                float* __restrict__ resid, int row, int cols) {
+__device__ __forceinline__ float add_row_product(const RowHead<D>& r, const half* __restrict__ w, const X& x,
+                                                 float* __restrict__ resid, int row, int cols) {
 #if HOIST_LOADS
     const float before = resid[row];  // every lane (one broadcast request): not sunk into lane 0's branch
     const float s = row_dot(r, w, x, cols);
-    if ((threadIdx.x & 31) == 0) resid[row] = before + __half2float(__float2half(s));
+    const float after = before + __half2float(__float2half(s));
+    if ((threadIdx.x & 31) == 0) resid[row] = after;
+    return after;
 #else
     const float s = row_dot(r, w, x, cols);
-    if ((threadIdx.x & 31) == 0) resid[row] += __half2float(__float2half(s));
+    float after = 0.f;
+    if ((threadIdx.x & 31) == 0) resid[row] = after = resid[row] + __half2float(__float2half(s));
+    return after;
 #endif
 }
 
@@ -614,17 +657,43 @@ __device__ __forceinline__ void norm_in_last_block(uint4* xs, const float* __res
 #else
 #define RESID_BOUNDS
 #endif
+// With NORM_IN_PROJ 3 (norm_as_scale) it also writes out[row] = resid[row] * gain[row] in fp16 and, a float
+// a block, the sum of its rows' squared residuals in parts[blockIdx.x] (its 8 warps' in order): what the
+// next QKV or gate/up GEMV reads in place of the norm's output.
+__device__ __forceinline__ void scale_row_out(float after, float g, int row, int rows, half* __restrict__ out,
+                                              float* __restrict__ parts) {
+    __shared__ float sq[8];
+    const int warp = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) == 0) {
+        if (row < rows) out[row] = __float2half(after * g);
+        sq[warp] = row < rows ? after * after : 0.f;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int k = 0; k < (int)(blockDim.x >> 5); ++k) t += sq[k];
+        parts[blockIdx.x] = t;
+    }
+}
 extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
                                          float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS,
                                          const half* __restrict__ gain, half* __restrict__ out, float eps,
-                                         unsigned* __restrict__ ticket) {
+                                         unsigned* __restrict__ ticket, float* __restrict__ parts) {
     pdl_early();
     int row;
     RowHead<PRE_RESID> r;
     const half* w = warp_row(r, W, rows, cols, row);
+#if NORM_IN_PROJ == 3
+    const float g = ld_early(gain + min(row, rows - 1));  // a weight: before the wait
+#endif
     pdl_wait();
     GEMV_X(xv, x, cols);
+#if NORM_IN_PROJ == 3
+    const float after = row < rows ? add_row_product(r, w, xv, resid, row, cols) : 0.f;
+    scale_row_out(after, g, row, rows, out, parts);
+#else
     if (row < rows) add_row_product(r, w, xv, resid, row, cols);
+#endif
     l2_ahead(AHEAD_ARGS);
 #if NORM_IN_RESID
     norm_in_last_block(xs, resid, gain, out, rows, eps, ticket);  // xs: where GEMV_X staged x
@@ -690,8 +759,10 @@ extern "C" __global__ void SWIGLU_BOUNDS gemv_swiglu(const half* __restrict__ Wg
 #ifndef NORM_TRIGGER_START  // 1: the norm lets the next projection launch (and load weights) at its start
 #define NORM_TRIGGER_START 0
 #endif
+// ``parts`` (norm_as_scale's first norm, else null): out = x * gain in fp16 (not scaled) and the sum of the
+// squares in parts[0], 0 in the other n / 8 - 1 partials, which the next GEMV adds (NORM_IN_PROJ 3).
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __restrict__ gain,
-                                   half* __restrict__ out, int n, float eps) {
+                                   half* __restrict__ out, int n, float eps, float* __restrict__ parts) {
     __shared__ float part[32];
     pdl_early();
 #if NORM_TRIGGER_START
@@ -718,9 +789,18 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const half* __re
     if (threadIdx.x < 32) {
         float t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
         t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = rsqrtf(t / n + eps);
+        if (threadIdx.x == 0) part[0] = parts ? t : rsqrtf(t / n + eps);
     }
     __syncthreads();
+    if (parts) {
+        for (int i = threadIdx.x; i < (n >> 3); i += blockDim.x) parts[i] = i == 0 ? part[0] : 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int i = threadIdx.x + k * blockDim.x;
+            if (i < n) out[i] = __float2half(v[k] * g[k]);
+        }
+        return;
+    }
     const float inv = part[0];
 #pragma unroll
     for (int k = 0; k < NORM_PER_THREAD; ++k) {

@@ -47,11 +47,13 @@ def test_decode_task_names_only_variants_that_exist_and_refuses_unknown_stages(t
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("in_proj,in_resid", [(False, False), (True, False), (False, True)])
-def test_token_leaves_out_the_norm_launches_the_projections_compute(in_proj, in_resid):
+@pytest.mark.parametrize("in_proj,in_resid,scale", [(False, False, False), (True, False, False),
+                                                   (False, True, False), (False, False, True)])
+def test_token_leaves_out_the_norm_launches_the_projections_compute(in_proj, in_resid, scale):
     """bench.pdl_variants.token (the cuda_graph config's launches): with norm_in_proj the QKV and gate/up
     launches compute their RMSNorm, so no norm launch precedes them; the final norm before the LM head stays.
-    With norm_in_residual o_proj and down leave it, so only the norm after the embedding is launched."""
+    With norm_in_residual o_proj and down leave it, so only the norm after the embedding is launched; with
+    norm_as_scale they leave x * gain and its sums of squares, which the norm after the embedding writes too."""
     from bench.pdl_variants import token
 
     calls = []
@@ -59,6 +61,7 @@ def test_token_leaves_out_the_norm_launches_the_projections_compute(in_proj, in_
     class Own:
         norm_in_proj, fold_norm = in_proj, False
         norm_in_resid = norm_in_oproj = in_resid
+        norm_as_scale = scale
         ahead = None
 
         def __getattr__(self, name):
@@ -67,5 +70,6 @@ def test_token_leaves_out_the_norm_launches_the_projections_compute(in_proj, in_
     layers = [{"attn_norm": "attn", "ffn_norm": "ffn"}] * 2
     token(Own(), layers, {"final_norm": "final"})
     norms = [g for name, g in calls if name == "rmsnorm"]
-    assert norms == (["final"] if in_proj else ["attn"] if in_resid else ["attn", "ffn", "attn", "ffn", "final"])
+    assert norms == (["final"] if in_proj else ["attn"] if in_resid else ["attn", "final"] if scale
+                     else ["attn", "ffn", "attn", "ffn", "final"])
     assert [n for n, _ in calls].count("qkv") == 2 and [n for n, _ in calls][-2:] == ["lm_head", "sample"]

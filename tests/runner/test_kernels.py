@@ -325,11 +325,13 @@ def test_attention_with_rope_and_cache_write_matches_separate_steps():
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("norm_in_resid,norm_in_dot", [(False, False), (True, False), (False, True)])
-def test_fused_kernel_math_matches_the_model(norm_in_resid, norm_in_dot):
+@pytest.mark.parametrize("norm_in_resid,norm_in_dot,norm_as_scale",
+                         [(False, False, False), (True, False, False), (False, True, False), (False, False, True)])
+def test_fused_kernel_math_matches_the_model(norm_in_resid, norm_in_dot, norm_as_scale):
     """The kernels' per-step math as our forward runs it (rmsnorm, then the projections; RoPE and the
     cache write folded into attention; with norm_in_resid the norms after o_proj and down written by
-    them; with norm_in_dot the QKV and gate/up products scaled by the norm's inv at the end), fed the
+    them; with norm_in_dot the QKV and gate/up products scaled by the norm's inv at the end; with norm_as_scale
+    those products of x * gain in fp16, scaled by the inv of the partial sums of squares), fed the
     pipeline's shapes, equals the float64 reference model on the same tiny model (one layer, one position)."""
     from runner.model import init_weights, reference_logits, rope_inv_freq
     from runner.presets import get_preset
@@ -344,8 +346,9 @@ def test_fused_kernel_math_matches_the_model(norm_in_resid, norm_in_dot):
         return ok.rmsnorm_reference(x, gain, p.norm_eps).astype(np.float64)
 
     hn = norm(x, layer["attn_norm"])
-    q, k, v = (ok.norm_in_dot_reference(w["layers"][0][m], x, w["layers"][0]["attn_norm"], p.norm_eps).astype(
-        np.float16).astype(np.float64) if norm_in_dot else layer[m] @ hn for m in ("wq", "wk", "wv"))
+    folded = ok.norm_in_dot_reference if norm_in_dot else ok.norm_as_scale_reference if norm_as_scale else None
+    q, k, v = (folded(w["layers"][0][m], x, w["layers"][0]["attn_norm"], p.norm_eps).astype(
+        np.float16).astype(np.float64) if folded else layer[m] @ hn for m in ("wq", "wk", "wv"))
     ck = np.zeros((p.n_kv_heads, p.max_ctx, p.head_dim))
     cv = np.zeros_like(ck)
     attn = ok.attention_rope_reference(q.reshape(p.n_heads, -1), k.reshape(p.n_kv_heads, -1),
@@ -355,9 +358,9 @@ def test_fused_kernel_math_matches_the_model(norm_in_resid, norm_in_dot):
         x, hn = ok.residual_norm_reference(layer["wo"], attn, x, layer["ffn_norm"], p.norm_eps)
         x, hn = ok.residual_norm_reference(layer["w_down"], ok.swiglu_reference(layer["w_gate"], layer["w_up"], hn),
                                            x, final, p.norm_eps)
-    elif norm_in_dot:  # gate and up of the residual, each scaled at the end and rounded to fp16 before SwiGLU
+    elif folded:  # gate and up of the residual, each scaled at the end and rounded to fp16 before SwiGLU
         x = x + layer["wo"] @ attn
-        g, u = (ok.norm_in_dot_reference(w["layers"][0][m], x, w["layers"][0]["ffn_norm"], p.norm_eps).astype(
+        g, u = (folded(w["layers"][0][m], x, w["layers"][0]["ffn_norm"], p.norm_eps).astype(
             np.float16).astype(np.float64) for m in ("w_gate", "w_up"))
         x = x + layer["w_down"] @ (g / (1 + np.exp(-g)) * u)
         hn = norm(x, final)  # the final norm stays a launch
@@ -549,6 +552,74 @@ def test_norm_in_dot_scales_the_product_as_the_norm_before_it_would():
     assert err(folded) < err(launched)
     with pytest.raises(AssertionError):  # the fold is not rmsnorm's bits (the checks on the GPU use float64)
         np.testing.assert_array_equal(folded.astype(np.float16), launched.astype(np.float16))
+
+
+def test_norm_as_scale_scales_the_product_as_the_norm_before_it_would():
+    """norm_as_scale's arithmetic (x * gain rounded to fp16 by the residual's writer, the product of it scaled by
+    the inv of the blocks' partial sums of squares) equals W RMSNorm(x) * gain in float64 as closely as the
+    launched norm's path (one fp16 rounding of the vector each), and is not its bits."""
+    rng = np.random.default_rng(12)
+    cols, rows, eps = 2048, 64, 1e-5
+    w = (rng.standard_normal((rows, cols)) * cols ** -0.5).astype(np.float16)
+    x = (rng.standard_normal(cols) * 3).astype(np.float32)
+    gain = (1 + 0.1 * rng.standard_normal(cols)).astype(np.float16)
+    exact = w.astype(np.float64) @ (x / np.sqrt((x.astype(np.float64) ** 2).mean() + eps) * gain)
+    scaled = ok.norm_as_scale_reference(w, x, gain, eps)
+    launched = w.astype(np.float32) @ ok.rmsnorm_reference(x, gain, eps).astype(np.float32)
+    err = lambda a: np.abs(a - exact).max() / np.abs(exact).max()  # noqa: E731
+    assert err(scaled) < 2e-3 and err(launched) < 2e-3
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(scaled.astype(np.float16), launched.astype(np.float16))
+
+
+def test_norm_as_scale_partials_add_to_the_squares_in_every_order_the_kernels_use():
+    """gemv_residual's partials (a block of 8 rows, in row order) and the GEMVs' lane-wise sum of them give the
+    residual's mean square to fp32 rounding; rmsnorm's first-norm form (the whole sum in partial 0, zeros after)
+    gives the same inv; the partials of a width not a multiple of 8 cover every row once."""
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal(2048) * 3).astype(np.float32)
+    parts = ok.scale_parts_reference(x)
+    assert parts.shape == (256,) and parts.dtype == np.float32
+    exact = 1 / np.sqrt((x.astype(np.float64) ** 2).mean() + 1e-5)
+    assert abs(ok.parts_inv_reference(parts, x.size, 1e-5) / exact - 1) < 1e-6
+    first = np.zeros_like(parts)
+    first[0] = np.float32((x.astype(np.float64) ** 2).sum())
+    assert abs(ok.parts_inv_reference(first, x.size, 1e-5) / exact - 1) < 1e-6
+    odd = ok.scale_parts_reference(x[:20])
+    assert odd.shape == (3,) and np.isclose(odd.sum(), (x[:20].astype(np.float64) ** 2).sum(), rtol=1e-6)
+
+
+def test_norm_as_scale_stages_x_and_the_partials_and_refuses_what_it_cannot_feed():
+    """2 bytes a column of x plus a float a block of 8 rows for QKV and gate/up in the norm_as_scale build; the
+    switch sets mode 3 of NORM_IN_PROJ and supersedes norm_in_proj and norm_in_dot when they are on too."""
+    from runner import config as cfg
+
+    assert ok.x_stage_bytes((ok.NORM_SCALE_DEFINE,), 2048, normed=True) == 4096 + 1024
+    assert ok.x_stage_bytes((ok.NORM_SCALE_DEFINE,), 8192) == 16384
+    assert ok.define_value((ok.NORM_SCALE_DEFINE,), "NORM_IN_PROJ", 0) == 3
+    all_three = cfg.parse_side("optimized,norm_in_proj=on,norm_in_dot=on,norm_as_scale=on")
+    defines = cfg.kernel_defines(cfg.effective(all_three, gpu=True))
+    assert ok.NORM_SCALE_DEFINE in defines and ok.NORM_DEFINE not in defines and ok.NORM_DOT_DEFINE not in defines
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_norm_as_scale_adds_nothing_before_the_products_but_the_partials(tmp_path):
+    """NORM_IN_PROJ=3 (norm_as_scale): gemv_qkv and gemv_swiglu copy x and the partials after griddepcontrol.wait
+    (cp.async, one barrier, no gain copy before the wait), add the partials by a butterfly and take rsqrt; no
+    block reduction. gemv_residual loads its row's gain before the wait and writes the partial of its block
+    after one barrier; rmsnorm takes the partials' pointer. The plain build's gemv_residual has no barrier."""
+    scaled, plain = _ptx_bodies(tmp_path, (ok.NORM_SCALE_DEFINE,)), _ptx_bodies(tmp_path, ())
+    for name in ("gemv_qkv", "gemv_swiglu"):
+        body = scaled[name]
+        wait = body.index("griddepcontrol.wait")
+        assert wait < body.find("cp.async.cg.shared.global") < body.index("cp.async.wait_all"), name
+        assert body.count("bar.sync") == 1 == plain[name].count("bar.sync"), name
+        assert body.index("bar.sync") < body.index("shfl.sync.bfly") < body.index("rsqrt"), name
+    resid = scaled["gemv_residual"]
+    assert resid.index("ld.global.nc.b16") < resid.index("griddepcontrol.wait")  # the gain: a weight
+    assert "ld.global.nc.b16" not in plain["gemv_residual"]
+    assert resid.count("bar.sync") == plain["gemv_residual"].count("bar.sync") + 1
+    assert "rsqrt" not in resid
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
