@@ -58,9 +58,11 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized-early_loads": "optimized,early_loads=off",
         "optimized-overlap_tuning": "optimized,overlap_tuning=off",
         "optimized-smem_carveout": "optimized,smem_carveout=off",
-        "optimized+attn_merge_last": "optimized,attn_merge_last=on"}
+        "optimized+attn_merge_last": "optimized,attn_merge_last=on",
+        "optimized+norm_as_scale": "optimized,norm_as_scale=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
-                   "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout")  # ours, by position
+                   "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
+                   "optimized+norm_as_scale")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 
 
