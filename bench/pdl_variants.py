@@ -45,6 +45,7 @@ OPTIMIZED_DEFINES = cfg.gpu_kernel_defines("optimized")
 EARLY_BUILD = (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)  # optimized from early_loads to overlap_tuning
 DEEP_QKV_SWIGLU, NORM_MERGE_START = OVERLAP_DEFINES[:3], OVERLAP_DEFINES[3:]  # overlap_tuning's two parts
 
+TOKENS_A_GRAPH = "tokens_a_graph"  # a variant's tokens captured in one graph (1 unless it says), not OwnForward's
 VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines of decode.cu)
     "plain": {"pdl": False},
     "pdl, trigger at start": {"pdl": True, "defines": ("-DPDL_TRIGGER=1",)},
@@ -202,6 +203,13 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, norm as a scale": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE)},
     "optimized, norm as a scale, merge in the split's last block": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE, MERGE_LAST_DEFINE)},
+    # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
+    # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
+    # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)
+    **{f"optimized, {n} tokens a graph": {"pdl": True, "defines": OPTIMIZED_DEFINES, TOKENS_A_GRAPH: n}
+       for n in (2, 4)},
+    "optimized, norm as a scale, 4 tokens a graph": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE), TOKENS_A_GRAPH: 4},
 }
 REPLAYS = 50
 
@@ -293,7 +301,10 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream, which this one does not wait for
     graphs, outputs, owners = {}, {}, []  # owners: a graph needs its module loaded and buffers alive
+    tokens: dict[str, int] = {}
     for label, (forward, kwargs) in variants.items():
+        kwargs = dict(kwargs)
+        tokens[label] = kwargs.pop(TOKENS_A_GRAPH, 1)
         # each instance's buffers from one allocation at the same offsets, as the pipeline's (runner/arena.py):
         # from CuPy's pool an A/A pair sat 18.7 µs apart on the 1b (H200, b266cd2) by where its buffers landed
         if "zeros" in inspect.signature(forward).parameters:  # a --before tree may predate the argument
@@ -302,7 +313,8 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
         owners.append(own)
         with stream:
             stream.begin_capture()
-            token(own, layers, w)
+            for _ in range(tokens[label]):
+                token(own, layers, w)
             graphs[label] = stream.end_capture()
             graphs[label].upload(stream)
             graphs[label].launch(stream)
@@ -316,13 +328,14 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     for _ in range(rounds):
         for label in order.permutation(list(variants)):
             g = graphs[label]
-            per_token[label].append(graph_replay_us(cp, g, stream, REPLAYS, warmup=5))
+            n = tokens[label]
+            per_token[label].append(graph_replay_us(cp, g, stream, REPLAYS // n, warmup=5) / n)
             # the same with the host waiting for each token (as a decode loop must), host clock
             t0 = time.perf_counter()
-            for _ in range(REPLAYS):
+            for _ in range(REPLAYS // n):
                 g.launch(stream)
                 stream.synchronize()
-            waited[label].append((time.perf_counter() - t0) * 1e6 / REPLAYS)
+            waited[label].append((time.perf_counter() - t0) * 1e6 / (REPLAYS // n * n))
             t0 = time.perf_counter()
             g.launch(stream)
             launch_us[label].append((time.perf_counter() - t0) * 1e6)
@@ -336,7 +349,7 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
             "us_per_token": us, "us_host_waits": float(np.median(waited[label])),
             "launch_call_us": float(np.median(launch_us[label])), "min_us": float(np.min(per_token[label])),
             "max_us": float(np.max(per_token[label])),
-            "gbs": (wbytes + kv_bytes) / us / 1e3, "same_token": nid == ref_id,
+            "gbs": (wbytes + kv_bytes) / us / 1e3, "same_token": nid == ref_id, "tokens_a_graph": tokens[label],
             "max_logit_diff": float(np.max(np.abs(logits.astype(np.float32) - ref_logits.astype(np.float32))))}
     del graphs, owners, layers, w
     cp.get_default_memory_pool().free_all_blocks()
