@@ -42,6 +42,8 @@ from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 # optimized's decode.cu build (its kernel-tuning switches), for the rows that start from it
 OPTIMIZED_DEFINES = cfg.gpu_kernel_defines("optimized")
+# ... with the norm launches it had before norm_as_scale (the rows that place the norm otherwise)
+OPTIMIZED_WITH_NORMS = without(OPTIMIZED_DEFINES, NORM_SCALE_DEFINE)
 EARLY_BUILD = (ATT_FILL_DEFINE, EARLY_DEFINE, HOIST_DEFINE)  # optimized from early_loads to overlap_tuning
 DEEP_QKV_SWIGLU, NORM_MERGE_START = OVERLAP_DEFINES[:3], OVERLAP_DEFINES[3:]  # overlap_tuning's two parts
 
@@ -163,22 +165,22 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
                                                               "defines": (*EARLY_BUILD, NORM_DEFINE)},
     # the norm after o_proj and down written by their last block (norm_in_residual): 32 launches fewer a 1b token
     # (slower: reports/bench/pdl_variants_norm_in_residual_pos*_h100_6675751.md)
-    "optimized, norm in the residual GEMVs": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_RESID_DEFINE)},
+    "optimized, norm in the residual GEMVs": {"pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_RESID_DEFINE)},
     # H100 (6675751): 1b 1052.2 against 996.4 µs at 96 (8b 5374.1 against 5144.3): the same with one release
     # atomic a block in place of a fence in every thread
     "optimized, norm in the residual GEMVs, one atomic a block": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_RESID_DEFINE, "-DNORM_TICKET=1")},
+        "pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_RESID_DEFINE, "-DNORM_TICKET=1")},
     # the norm before QKV and gate/up applied as a scale of their products, each warp summing the residual's
     # squares as its row reads it (norm_in_dot): 32 launches fewer a 1b token, no block reduction in their place
-    "optimized, norm in the dot products": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE)},
+    "optimized, norm in the dot products": {"pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_DOT_DEFINE)},
     # H100 (9bfb441): norm_in_dot 1b 1221.8 against 1009.3 µs at 96. Without PDL (each kernel's cost alone), and
     # with every kernel preferring the most shared memory (one shared-memory configuration for all, so blocks
     # of different kernels may share an SM: the folded GEMVs take 12 KB a block where x took 4)
     "optimized, no pdl": {"pdl": False, "defines": OPTIMIZED_DEFINES},
-    "optimized, norm in the dot products, no pdl": {"pdl": False, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE)},
+    "optimized, norm in the dot products, no pdl": {"pdl": False, "defines": (*OPTIMIZED_WITH_NORMS, NORM_DOT_DEFINE)},
     "optimized, shared memory preferred": {"pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": 100},
     "optimized, norm in the dot products, shared memory preferred": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_DOT_DEFINE), "carveout": 100},
+        "pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_DOT_DEFINE), "carveout": 100},
     # H100 (23630ff): every kernel preferring the most shared memory, 1b 976.6 against 1009.6 / 1005.1 (A/A) µs at
     # 96, but 8b 5334.5 against 5230.1 / 5231.3: other shares, and the most shared memory for some kernels only
     **{f"optimized, shared memory {pct}%": {"pdl": True, "defines": OPTIMIZED_DEFINES, "carveout": pct}
@@ -200,16 +202,16 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # H100 (8232160): the 33 norms are the token's largest loss over its floor (72.6 µs of the 1b's stream). The
     # norm as a scale with nothing added to the products' loop (norm_as_scale): o_proj and down leave x * gain
     # and their blocks' sums of squares, QKV and gate/up add those and scale at the end; 31 launches fewer
-    "optimized, norm as a scale": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE)},
+    "optimized, norm as a scale": {"pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_SCALE_DEFINE)},
     "optimized, norm as a scale, merge in the split's last block": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE, MERGE_LAST_DEFINE)},
+        "pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_SCALE_DEFINE, MERGE_LAST_DEFINE)},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)
-    **{f"optimized, {n} tokens a graph": {"pdl": True, "defines": OPTIMIZED_DEFINES, TOKENS_A_GRAPH: n}
+    **{f"optimized, {n} tokens a graph": {"pdl": True, "defines": OPTIMIZED_WITH_NORMS, TOKENS_A_GRAPH: n}
        for n in (2, 4)},
     "optimized, norm as a scale, 4 tokens a graph": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, NORM_SCALE_DEFINE), TOKENS_A_GRAPH: 4},
+        "pdl": True, "defines": (*OPTIMIZED_WITH_NORMS, NORM_SCALE_DEFINE), TOKENS_A_GRAPH: 4},
 }
 REPLAYS = 50
 

@@ -591,15 +591,24 @@ def test_norm_as_scale_partials_add_to_the_squares_in_every_order_the_kernels_us
 
 def test_norm_as_scale_stages_x_and_the_partials_and_refuses_what_it_cannot_feed():
     """2 bytes a column of x plus a float a block of 8 rows for QKV and gate/up in the norm_as_scale build; the
-    switch sets mode 3 of NORM_IN_PROJ and supersedes norm_in_proj and norm_in_dot when they are on too."""
+    switch sets mode 3 of NORM_IN_PROJ and is in optimized, where another placement of the norm asked for on top
+    (norm_in_proj, norm_in_dot, norm_in_residual) or the merge in o_proj (no sums of squares) replaces it."""
     from runner import config as cfg
 
     assert ok.x_stage_bytes((ok.NORM_SCALE_DEFINE,), 2048, normed=True) == 4096 + 1024
     assert ok.x_stage_bytes((ok.NORM_SCALE_DEFINE,), 8192) == 16384
     assert ok.define_value((ok.NORM_SCALE_DEFINE,), "NORM_IN_PROJ", 0) == 3
-    all_three = cfg.parse_side("optimized,norm_in_proj=on,norm_in_dot=on,norm_as_scale=on")
-    defines = cfg.kernel_defines(cfg.effective(all_three, gpu=True))
-    assert ok.NORM_SCALE_DEFINE in defines and ok.NORM_DEFINE not in defines and ok.NORM_DOT_DEFINE not in defines
+    def defines(side: str) -> tuple[str, ...]:
+        return cfg.kernel_defines(cfg.effective(cfg.parse_side(side), gpu=True))
+
+    assert ok.NORM_SCALE_DEFINE in defines("optimized") and ok.NORM_SCALE_DEFINE in cfg.gpu_kernel_defines("optimized")
+    all_three = defines("optimized,norm_in_proj=on,norm_in_dot=on,norm_as_scale=on")
+    assert ok.NORM_DOT_DEFINE in all_three and ok.NORM_SCALE_DEFINE not in all_three and ok.NORM_DEFINE not in all_three
+    for other, define in (("norm_in_proj", ok.NORM_DEFINE), ("norm_in_residual", ok.NORM_RESID_DEFINE),
+                          ("attn_merge_in_oproj", ok.MERGE_DEFINE)):
+        built = defines(f"optimized,{other}=on")
+        assert define in built and ok.NORM_SCALE_DEFINE not in built, other
+    assert ok.NORM_SCALE_DEFINE not in defines("optimized,norm_as_scale=off")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")

@@ -9,7 +9,7 @@ from perfreview.trace import runs, schema
 from runner import config as cfg
 from runner.check import check_configs, reference, teacher_forced
 from runner.model import check_logits
-from runner.own_kernels import OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE
+from runner.own_kernels import NORM_SCALE_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE
 from runner.loop import Session
 
 SWITCH_SETTINGS = [
@@ -207,8 +207,9 @@ def test_run_ahead_loop_feeds_each_pick_on_the_device_and_returns_the_same_token
     assert queued.launches == n and int(queued.slot[0]) == len(prompt) + n
 
 
-# optimized's overlap_tuning and smem_carveout defines (runner/own_kernels.py), after its other kernel defines
-OVERLAP = (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE)
+# optimized's overlap_tuning, smem_carveout and norm_as_scale defines (runner/own_kernels.py), after its other kernel
+# defines
+OVERLAP = (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, SMEM_CARVEOUT_DEFINE, NORM_SCALE_DEFINE)
 
 
 def test_attn_one_wave_bounds_our_attention_kernel_only():
@@ -298,14 +299,15 @@ def test_attn_merge_last_tells_our_forward_to_skip_the_merge_launch():
 
 def test_attn_merge_in_oproj_tells_our_forward_to_skip_the_merge_launch():
     """The switch reaches decode.cu's build as MERGE_IN_OPROJ=1, implies our kernels, is off in
-    optimized, is checked by `perfreview check`, and is what OwnForward reads to launch
+    optimized (and on top of it leaves out norm_as_scale, whose sums of squares the merge's o_proj does not
+    write), is checked by `perfreview check`, and is what OwnForward reads to launch
     gemv_residual_merge in place of attn_combine + gemv_residual."""
     from perfreview.flows import check
     from runner import own_kernels as ok
 
     on = cfg.effective(cfg.resolve("optimized", {"attn_merge_in_oproj": "on"}), gpu=True)
     assert on["own_kernels"] and cfg.kernel_defines(on) == (ok.MERGE_DEFINE, ok.EARLY_DEFINE, ok.HOIST_DEFINE,
-                                                            *OVERLAP)
+                                                            *OVERLAP[:-1])
     assert ok.define_value(cfg.kernel_defines(on), "MERGE_IN_OPROJ", 0) == 1
     assert ok.define_value(cfg.kernel_defines(cfg.effective(cfg.resolve("optimized"), gpu=True)),
                            "MERGE_IN_OPROJ", 0) == 0
