@@ -12,7 +12,7 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
 - GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), of optimized
-  with attn_fill_split, with attn_fit_wave and without early_loads (LATENCY_CONFIGS) and PyTorch
+  and the rows of LATENCY_CONFIGS (optimized with or without one kernel-tuning switch) and PyTorch
   graph, 15 samples each in paired rounds: median [95% CI], and the growth from position 32 as a paired ratio [95% CI]
   against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per kernel, from CUPTI when cupti-python is
