@@ -35,8 +35,8 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
-    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OVERLAP_DEFINES, OwnForward,
-    without)
+    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OVERLAP_DEFINES, NormPlacement,
+    OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -238,25 +238,23 @@ def token(own, layers, w) -> None:
     --before tree may be from when RoPE had a launch of its own (rope_kv), or from when the RMSNorm could
     be folded into the projections (fold_norm, before it was removed)."""
     fold = getattr(own, "fold_norm", False)
-    in_proj = fold or getattr(own, "norm_in_proj", False)  # the QKV and gate/up launches compute their norm
-    after = getattr(own, "norm_in_resid", False)  # o_proj and down leave the next norm's output
-    scale = getattr(own, "norm_as_scale", False)  # ... or x * gain and their sums of squares (the first norm too)
+    place = NormPlacement(in_proj=fold or getattr(own, "norm_in_proj", False),  # older trees lack the flags
+                          in_resid=getattr(own, "norm_in_resid", False),
+                          in_oproj=getattr(own, "norm_in_oproj", False), scale=getattr(own, "norm_as_scale", False))
     own.embed()
     for li, layer in enumerate(layers):
         at = (li,) if hasattr(own, "ahead") else ()  # the layer, for its l2_ahead ranges (older trees take none)
-        if scale and li == 0:
-            own.rmsnorm(layer["attn_norm"], True)
-        elif not in_proj and not scale and not (after and li > 0):
-            own.rmsnorm(layer["attn_norm"])
+        if (scaled := place.before_qkv(li)) is not None:
+            own.rmsnorm(layer["attn_norm"], *((True,) if scaled else ()))  # older trees' rmsnorm takes the gain
         own.qkv(layer, *at)
         if hasattr(own, "rope_kv"):
             own.rope_kv(li)
         own.attention(li)
         own.o_proj(layer, *at)
-        if not in_proj and not scale and not getattr(own, "norm_in_oproj", False):
+        if place.before_ffn():
             own.rmsnorm(layer["ffn_norm"])
         own.ffn(layer, *at)
-    if not fold and not after:
+    if not fold and place.final():
         own.rmsnorm(w["final_norm"])
     own.lm_head()
     own.sample()

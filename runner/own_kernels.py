@@ -10,6 +10,7 @@ SwiGLU, argmax tie rule) that the CPU tests check against the plain math.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +416,32 @@ def resid_depth(defines: tuple[str, ...], rows: int, sms: int) -> tuple[str, ...
         return defines
     fits = -(-rows // ROWS_PER_BLOCK) <= RESID_DEEP_BLOCKS_PER_SM * sms
     return (*rest, RESID_DEEP) if fits else rest
+
+
+@dataclass(frozen=True)
+class NormPlacement:
+    """Where a build of our kernels leaves each RMSNorm (OwnForward's flags), so that a forward launches the
+    others: runner/pipeline.py's and bench/pdl_variants.py's (which also reads older trees' OwnForward)."""
+    in_proj: bool = False  # QKV and gate/up compute theirs (norm_in_proj, norm_in_dot)
+    in_resid: bool = False  # o_proj and down leave the next norm's output (norm_in_residual)
+    in_oproj: bool = False  # ... o_proj among them (not with the merge in o_proj)
+    scale: bool = False  # they leave x * gain and their sums of squares, as the first norm does (norm_as_scale)
+    fork: bool = False  # the Q/K/V fork (qkv_streams): plain GEMVs that read a launched norm
+
+    def before_qkv(self, li: int) -> bool | None:
+        """Layer ``li``'s attention norm: None where none is launched, else its ``scale`` argument (True:
+        norm_as_scale's first norm, writing x * gain and the sum of squares)."""
+        if (self.fork or not (self.in_proj or self.scale)) and not (self.in_resid and li > 0):
+            return False
+        return True if self.scale and li == 0 else None
+
+    def before_ffn(self) -> bool:
+        """Whether the ffn norm is a launch."""
+        return not (self.in_proj or self.in_oproj or self.scale)
+
+    def final(self) -> bool:
+        """Whether the final norm is a launch."""
+        return not self.in_resid
 
 
 def define_value(defines: tuple[str, ...], name: str, default: int) -> int:

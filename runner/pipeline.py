@@ -29,6 +29,7 @@ from runner.arena import Arena
 from runner.arena import capacity as arena_capacity
 from runner.config import kernel_defines
 from runner.model import rope_inv_freq
+from runner.own_kernels import NormPlacement
 from runner.presets import Preset
 from runner.recorder import Recorder
 
@@ -249,16 +250,12 @@ class Pipeline:
             with rec.span("rmsnorm", s):
                 own.rmsnorm(gain, scale)
 
-        # norm_in_proj: the QKV and gate/up launches compute their norm (the Q/K/V fork still reads hn);
-        # norm_in_resid: o_proj and down leave the next norm's output in hn (the first norm stays a launch);
-        # norm_as_scale: o_proj and down leave x * gain and their sums of squares, which the first norm writes
-        # too, and QKV and gate/up scale by the norm (the fork's plain GEMVs read a norm launched before them)
-        own_norm, after, scale = own.norm_in_proj, own.norm_in_resid, own.norm_as_scale
+        # the norms no kernel of this build computes or leaves (the Q/K/V fork's GEMVs read a launched one)
+        place = NormPlacement(own.norm_in_proj, own.norm_in_resid, own.norm_in_oproj, own.norm_as_scale,
+                              self.qkv_streams)
         for li, layer in enumerate(self.layers):
-            if self.qkv_streams or (not own_norm and not scale and not (after and li > 0)):
-                norm(layer["attn_norm"])
-            elif scale and li == 0:
-                norm(layer["attn_norm"], scale=True)
+            if (scaled := place.before_qkv(li)) is not None:
+                norm(layer["attn_norm"], scaled)
             if self.qkv_streams:
                 with rec.span("qkv"):
                     self._fork_join(lambda name, which: own.proj(which, layer))
@@ -269,11 +266,11 @@ class Pipeline:
                 own.attention(li)
             with rec.span("o_proj", s):
                 own.o_proj(layer, li)
-            if not own_norm and not own.norm_in_oproj and not scale:
+            if place.before_ffn():
                 norm(layer["ffn_norm"])
             with rec.span("ffn", s):
                 own.ffn(layer, li)
-        if not after:
+        if place.final():
             norm(self.w["final_norm"])
         with rec.span("lm_head", s):
             own.lm_head()

@@ -73,3 +73,11 @@ def test_norm_as_scale_with_the_qkv_fork_launches_a_true_norm_before_each_fork()
     own = _own_launches(scale=True, streams=True)
     assert [g for name, g in own.calls if name == "rmsnorm"] == ["attn"] * 3 + ["final"]
     assert own.scaled == [False] * 4
+
+
+def test_the_qkv_fork_reads_the_norm_the_residual_gemvs_leave():
+    """norm_in_residual with the Q/K/V fork: down leaves the next layer's norm in hn, which the fork's plain
+    GEMVs read as they are, so only the norm after the embedding is launched (as without the fork)."""
+    own = _own_launches(in_resid=True, streams=True)
+    assert [g for name, g in own.calls if name == "rmsnorm"] == ["attn"]
+    assert own.scaled == [False]
