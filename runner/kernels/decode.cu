@@ -355,17 +355,16 @@ struct ScaledX {  // x * g staged in shared memory and the norm's inv, applied b
     __device__ __forceinline__ uint4 operator()(int i) const { return x(i); }
 };
 __device__ __forceinline__ float normed(const ScaledX& x, float s) { return s * x.inv; }
-// After the wait: x * g (n4 chunks) and the cols / 8 partials (cols a multiple of 32: whole 16-byte chunks)
-// copied into shared memory in one batch (cp.async: no registers held while they come), then each warp adds
-// the partials, lane l taking l, l + 32, ... (the same order in every warp, block and run), and returns inv.
+// After the wait: the cols / 8 partials (cols a multiple of 32: whole 16-byte chunks) and x * g (cols / 8
+// chunks of 8 halves) copied into shared memory in one batch (cp.async: no registers held while they come;
+// stage_x waits for every copy), then each warp adds the partials, lane l taking l, l + 32, ... (the same
+// order in every warp, block and run), and returns inv.
 __device__ __forceinline__ float stage_x_parts(uint4* xs, const half* __restrict__ x, const float* __restrict__ parts,
                                                int cols, float eps) {
-    const int n4 = cols >> 3, np = cols >> 3;
-    const uint4* x4 = reinterpret_cast<const uint4*>(x);
+    const int n4 = cols >> 3, np = cols / 8;  // x's 16-byte chunks; the partials, a block of 8 rows each
     const uint4* p4 = reinterpret_cast<const uint4*>(parts);
-    for (int c = threadIdx.x; c < n4 + (np >> 2); c += blockDim.x) cp_async16(xs + c, c < n4 ? x4 + c : p4 + (c - n4));
-    cp_async_wait_all();
-    __syncthreads();
+    for (int c = threadIdx.x; c < (np >> 2); c += blockDim.x) cp_async16(xs + n4 + c, p4 + c);
+    stage_x(xs, x, n4);
     const float* ps = reinterpret_cast<const float*>(xs + n4);
     float s = 0.f;
     for (int i = threadIdx.x & (WARP - 1); i < np; i += WARP) s += ps[i];
