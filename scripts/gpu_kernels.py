@@ -146,34 +146,28 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         same = bool((folded.view(np.uint16) == fw.hn.get().view(np.uint16)).all())
         record("gemv_residual+norm (down) = rmsnorm, bit for bit", 0.0 if same else 1.0)
     if fw.norm_as_scale:  # down left the next norm's x * gain (its gain: attn_norm's) and its blocks' squares
-        xd_ = f64(fw.x.get())
-        record("gemv_residual+scale (down): x * gain", rel(fw.hn.get(), xd_ * f64(host["attn_norm"])))
+        xd = fw.x.get()
+        record("gemv_residual+scale (down): x * gain", rel(fw.hn.get(), f64(xd) * f64(host["attn_norm"])))
         record("gemv_residual+scale (down): partial sums of squares",
-               rel(fw.parts.get(), ok_.scale_parts_reference(fw.x.get()).astype(np.float64)))
-        xb = (rng.standard_normal(h) * 3).astype(np.float32)  # o_proj, with the ffn norm's gain
+               rel(fw.parts.get(), ok_.scale_parts_reference(xd).astype(np.float64)))
+    if fw.norm_in_oproj or fw.norm_as_scale:  # o_proj likewise, with the ffn norm's gain, from a residual of its own
+        xb = (rng.standard_normal(h) * 3).astype(np.float32)
         fw.x[...] = cp.asarray(xb)
         fw.attn[...] = cp.asarray(rng.standard_normal(h).astype(np.float16))
         poison(fw.hn, fw.parts)
         fw.o_proj(layer, 0)
         xo = fw.x.get()
-        record("gemv_residual+scale (o_proj)", rel(xo - xb, f64(host["wo"]) @ f64(fw.attn.get())))
-        record("gemv_residual+scale (o_proj): x * gain", rel(fw.hn.get(), f64(xo) * f64(host["ffn_norm"])))
-        # gate/up of what o_proj left, against the float64 norm of its residual
-        poison(fw.ff)
-        fw.ffn(layer, 0)
-        hn64 = f64(xo) / np.sqrt((f64(xo) ** 2).mean() + p.norm_eps) * f64(host["ffn_norm"])
-        g, u = f64(host["w_gate"]) @ hn64, f64(host["w_up"]) @ hn64
-        record("gemv_swiglu (scale, from o_proj's)", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
-    if fw.norm_in_oproj:  # o_proj likewise, with the ffn norm's gain, from a residual of its own
-        xb = (rng.standard_normal(h) * 3).astype(np.float32)
-        fw.x[...] = cp.asarray(xb)
-        fw.attn[...] = cp.asarray(rng.standard_normal(h).astype(np.float16))
-        poison(fw.hn)
-        fw.o_proj(layer, 0)
-        xo = fw.x.get()
-        record("gemv_residual (o_proj)", rel(xo - xb, f64(host["wo"]) @ f64(fw.attn.get())))
-        record("gemv_residual+norm (o_proj)",
-               rel(fw.hn.get(), f64(xo) / np.sqrt((f64(xo) ** 2).mean() + p.norm_eps) * f64(host["ffn_norm"])))
+        ffn64 = f64(xo) / np.sqrt((f64(xo) ** 2).mean() + p.norm_eps) * f64(host["ffn_norm"])  # its norm, float64
+        record("gemv_residual+scale (o_proj)" if fw.norm_as_scale else "gemv_residual (o_proj)",
+               rel(xo - xb, f64(host["wo"]) @ f64(fw.attn.get())))
+        if fw.norm_in_oproj:
+            record("gemv_residual+norm (o_proj)", rel(fw.hn.get(), ffn64))
+        else:  # x * gain, and gate/up of what o_proj left against the float64 norm of its residual
+            record("gemv_residual+scale (o_proj): x * gain", rel(fw.hn.get(), f64(xo) * f64(host["ffn_norm"])))
+            poison(fw.ff)
+            fw.ffn(layer, 0)
+            g, u = f64(host["w_gate"]) @ ffn64, f64(host["w_up"]) @ ffn64
+            record("gemv_swiglu (scale, from o_proj's)", rel(fw.ff.get(), g / (1 + np.exp(-g)) * u))
     # embed
     tok = int(rng.integers(0, vocab))
     fw.d_tok[...] = tok
