@@ -131,11 +131,14 @@ class OwnForward:
             defines = resid_depth(defines, p.hidden, sm_count(cp))
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
-        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
+        names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
+                 "rmsnorm", "embed",
                  "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
                  *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
+        # o_proj at a depth of its own (decode.cu's gemv_residual_short) where the build sets PRE_OPROJ
+        self.oproj_kernel = "gemv_residual_short" if define_value(defines, "PRE_OPROJ", 0) else "gemv_residual"
         # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE, or
         # NORM_DOT_DEFINE: norm_in_dot); the forward leaves out the norm launches before them
         self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) in (1, 2)
@@ -154,7 +157,7 @@ class OwnForward:
             raise ValueError(f"norm_as_scale needs hidden a multiple of {4 * ROWS_PER_BLOCK}, got {p.hidden}")
         widest = max(x_stage_bytes(defines, p.ffn), x_stage_bytes(defines, p.hidden, normed=True))
         if widest > 48 * 1024:  # past the default limit of dynamic shared memory a block
-            for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_swiglu"):
+            for n in ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_swiglu"):
                 self.k[n].max_dynamic_shared_size_bytes = widest
         if carveout is None:  # the smem_carveout switch's define (SMEM_CARVEOUT_DEFINE); -1: the driver's choice
             carveout = define_value(defines, "SMEM_CARVEOUT", -1)
@@ -270,14 +273,14 @@ class OwnForward:
                                (self.part_o, self.part_ml, self.attn, np.int32(self.splits), np.int32(p.head_dim),
                                 self.d_pos, np.int32(self.att_slots)))
 
-    def _residual(self, W: Any, x: Any, cols: int, ahead: list, gain: Any) -> None:
+    def _residual(self, W: Any, x: Any, cols: int, ahead: list, gain: Any, kernel: str = "gemv_residual") -> None:
         """resid += W x (o_proj, down); with ``norm_in_resid`` also hn = RMSNorm(resid) * ``gain``, with
         ``norm_as_scale`` hn = resid * ``gain`` and the blocks' sums of squares in ``parts``."""
         p = self.p
-        self.k["gemv_residual"](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
-                                (W, x, self.x, np.int32(p.hidden), np.int32(cols), *ahead,
-                                 gain, self.hn, np.float32(p.norm_eps), self.ticket, self.parts),
-                                shared_mem=x_stage_bytes(self.defines, cols))
+        self.k[kernel](((p.hidden + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK,), (32 * ROWS_PER_BLOCK,),
+                       (W, x, self.x, np.int32(p.hidden), np.int32(cols), *ahead,
+                        gain, self.hn, np.float32(p.norm_eps), self.ticket, self.parts),
+                       shared_mem=x_stage_bytes(self.defines, cols))
 
     def gain_after(self, li: int) -> Any:
         """The gain of the norm after layer ``li``'s down projection: the next layer's, or the final one."""
@@ -292,7 +295,7 @@ class OwnForward:
                                            np.int32(self.splits), self.d_pos, np.int32(self.att_slots)),
                                           shared_mem=2 * p.hidden)
             return
-        self._residual(layer["wo"], self.attn, p.hidden, self.ahead[li]["o_proj"], layer["ffn_norm"])
+        self._residual(layer["wo"], self.attn, p.hidden, self.ahead[li]["o_proj"], layer["ffn_norm"], self.oproj_kernel)
 
     def ffn(self, layer: dict[str, Any], li: int) -> None:
         p = self.p

@@ -674,13 +674,14 @@ __device__ __forceinline__ void scale_row_out(float after, float g, int row, int
         parts[blockIdx.x] = t;
     }
 }
-extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W, const half* __restrict__ x,
-                                         float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS,
-                                         const half* __restrict__ gain, half* __restrict__ out, float eps,
-                                         unsigned* __restrict__ ticket, float* __restrict__ parts) {
+template <int D>
+__device__ __forceinline__ void residual_rows(const half* __restrict__ W, const half* __restrict__ x,
+                                              float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS,
+                                              const half* __restrict__ gain, half* __restrict__ out, float eps,
+                                              unsigned* __restrict__ ticket, float* __restrict__ parts) {
     pdl_early();
     int row;
-    RowHead<PRE_RESID> r;
+    RowHead<D> r;
     const half* w = warp_row(r, W, rows, cols, row);
 #if NORM_IN_PROJ == 3
     const float g = ld_early(gain + min(row, rows - 1));  // a weight: before the wait
@@ -698,6 +699,19 @@ extern "C" __global__ void RESID_BOUNDS gemv_residual(const half* __restrict__ W
     norm_in_last_block(xs, resid, gain, out, rows, eps, ticket);  // xs: where GEMV_X staged x
 #endif
 }
+#define RESID_PARAMS const half* __restrict__ W, const half* __restrict__ x, float* __restrict__ resid, int rows, \
+                     int cols, AHEAD_PARAMS, const half* __restrict__ gain, half* __restrict__ out, float eps,     \
+                     unsigned* __restrict__ ticket, float* __restrict__ parts
+#define RESID_ARGS W, x, resid, rows, cols, AHEAD_ARGS, gain, out, eps, ticket, parts
+extern "C" __global__ void RESID_BOUNDS gemv_residual(RESID_PARAMS) { residual_rows<PRE_RESID>(RESID_ARGS); }
+// The same GEMV at another depth, PRE_OPROJ chunks a lane (OwnForward launches it for o_proj only where the
+// build defines PRE_OPROJ). The 1b's o_proj rows are 2048 wide, 8 chunks a lane: at PRE_RESID 16 half its
+// prefetch registers hold zeros (112 registers against 64), and two of its blocks leave no room on an SM for a
+// block of gate/up (96 registers allocated) to launch and load its rows before o_proj ends.
+#ifndef PRE_OPROJ
+#define PRE_OPROJ PRE_RESID
+#endif
+extern "C" __global__ void RESID_BOUNDS gemv_residual_short(RESID_PARAMS) { residual_rows<PRE_OPROJ>(RESID_ARGS); }
 
 // out = silu(Wg x) * (Wu x): the gate and up projections and the SwiGLU in one launch, each chunk of x
 // read once for both rows.

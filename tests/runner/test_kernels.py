@@ -18,8 +18,9 @@ def _source_define(name: str) -> int:
     return int(re.search(rf"#define {name} (\d+)", ok.SOURCE.read_text()).group(1))
 
 
-KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_merge", "gemv_swiglu", "rmsnorm", "embed",
-           "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance")
+KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
+           "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns",
+           "advance")
 
 
 def _ptx_bodies(tmp_path, defines) -> dict[str, str]:
