@@ -35,8 +35,8 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
-    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OVERLAP_DEFINES,
-    RESID_DEEP_WHERE_ONE_WAVE, NormPlacement, OwnForward, without)
+    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE, OVERLAP_DEFINES,
+    RESID_SHORT_DEFINE, NormPlacement, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -209,13 +209,13 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # µs a token): o_proj's two blocks an SM at 16 chunks a lane (112 registers; its 2048-wide rows need 8) leave no
     # room for a gate/up block (96 registers allocated) until they end, and down's none for a QKV block. o_proj at 8 a
     # lane (64 registers: a gate/up block fits beside two), or both residual GEMVs at 8 (QKV and down blocks fit too)
-    "optimized, o_proj 8 a lane": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DPRE_OPROJ=8")},
-    "optimized, residual GEMVs 8 a lane": {"pdl": True,
-                                           "defines": without(OPTIMIZED_DEFINES, RESID_DEEP_WHERE_ONE_WAVE)},
+    # (oproj_short_prefetch, resid_short_prefetch)
+    "optimized, o_proj 8 a lane": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, OPROJ_SHORT_DEFINE)},
+    "optimized, residual GEMVs 8 a lane": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE)},
     "optimized, o_proj 8 a lane, merge in the split's last block": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DPRE_OPROJ=8", MERGE_LAST_DEFINE)},
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, OPROJ_SHORT_DEFINE, MERGE_LAST_DEFINE)},
     "optimized, residual GEMVs 8 a lane, merge in the split's last block": {
-        "pdl": True, "defines": (*without(OPTIMIZED_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), MERGE_LAST_DEFINE)},
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, MERGE_LAST_DEFINE)},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
                                 HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE,
-                                NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE,
-                                SMEM_CARVEOUT_DEFINE)
+                                NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE, OVERLAP_DEFINES,
+                                RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE, SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,17 @@ SWITCHES: dict[str, Switch] = {
                                "1052.2 against 999.4 µs (A/A 993.3), 8b 5374.1 against 5143.6 (5145.0); tg128 with "
                                "perfreview ab 1b -6.07% [-6.31, -5.87], 8b -4.8% [-5.7, -4.7] (reports/bench/"
                                "pdl_variants_norm_*_h100_*, reports/h100-review-norm-in-residual/)"),
+    "oproj_short_prefetch": Switch(bool, False, True, True,
+                                   "our o_proj GEMV loads 8 chunks a lane before its PDL wait (its 2048-wide 1b rows "
+                                   "whole) where overlap_tuning gives the residual GEMVs 16: 64 registers instead of "
+                                   "112, so a block of gate/up fits on an SM beside two of o_proj and loads its rows "
+                                   "before o_proj ends; down keeps 16. The same arithmetic (implies own_kernels)"),
+    "resid_short_prefetch": Switch(bool, False, True, True,
+                                   "our o_proj and down GEMVs load 8 chunks a lane before their PDL wait, not the 16 "
+                                   "overlap_tuning gives them where their blocks fit one wave (the 1b): 64 registers "
+                                   "instead of 112, so blocks of gate/up, of down and of the next QKV fit on an SM "
+                                   "beside the kernel before them and load their rows before it ends. The same "
+                                   "arithmetic (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -153,7 +164,8 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 # ``optimized`` unless TUNING_IN_OPTIMIZED says so; checked like the optimizations (perfreview check).
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
-                 "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale")
+                 "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale", "oproj_short_prefetch",
+                 "resid_short_prefetch")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
@@ -161,7 +173,8 @@ KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunab
     "norm_in_dot": (NORM_DOT_DEFINE,),
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,),
-    "norm_as_scale": (NORM_SCALE_DEFINE,)}
+    "norm_as_scale": (NORM_SCALE_DEFINE,), "oproj_short_prefetch": (OPROJ_SHORT_DEFINE,),
+    "resid_short_prefetch": (RESID_SHORT_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
 # norm_in_proj, norm_in_dot and norm_as_scale are three modes of one define (NORM_IN_PROJ 1, 2 and 3);

@@ -59,7 +59,13 @@ EARLY_DEFINE, HOIST_DEFINE = "-DEARLY_LOADS=1", "-DHOIST_LOADS=1"
 OVERLAP_DEFINES = ("-DPRE_QKV=8", "-DQKV_MIN_BLOCKS=4", "-DPRE_SWIGLU=8", "-DNORM_TRIGGER_START=1",
                    "-DCOMBINE_TRIGGER_START=1")
 RESID_DEEP_WHERE_ONE_WAVE = "-DRESID_DEEP_WHERE_ONE_WAVE=1"  # OwnForward's rule, not decode.cu's: resid_depth
-RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: about 90 registers, 2 blocks an SM
+RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: 112 registers, 2 blocks an SM
+# Two ways back from 16 a lane, so that a block of the next projection fits beside two of a residual GEMV (registers
+# are allocated 8 a thread: gate/up's 90 take 96, 24576 a block; the QKV's 64; the residual GEMV's 112 at 16 a lane,
+# 64 at 8, of an SM's 65536): OPROJ_SHORT, o_proj alone at 8 (its 2048-wide rows need 8; decode.cu's
+# gemv_residual_short), down keeping 16; RESID_SHORT, both at 8 (OwnForward's rule, not decode.cu's: resid_depth
+# leaves RESID_DEEP out), so blocks of gate/up, of down and of the next QKV fit beside the kernel before them too
+OPROJ_SHORT_DEFINE, RESID_SHORT_DEFINE = "-DPRE_OPROJ=8", "-DRESID_SHORT=1"
 # Every kernel prefers 75% of its SM's unified L1 as shared memory (the smem_carveout switch, in optimized): one
 # shared-memory configuration for all of them, where the driver otherwise sizes each kernel's from its own need.
 # OwnForward's rule, not decode.cu's (the macro is unused there: the same PTX). Measured on the H100 (one token as a
@@ -138,7 +144,7 @@ class OwnForward:
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
         # o_proj at a depth of its own (decode.cu's gemv_residual_short) where the build sets PRE_OPROJ
-        self.oproj_kernel = "gemv_residual_short" if define_value(defines, "PRE_OPROJ", 0) else "gemv_residual"
+        self.oproj_kernel = oproj_kernel(defines)
         # norm_in_proj: QKV and gate/up compute the RMSNorm of the residual themselves (NORM_DEFINE, or
         # NORM_DOT_DEFINE: norm_in_dot); the forward leaves out the norm launches before them
         self.norm_in_proj = define_value(defines, "NORM_IN_PROJ", 0) in (1, 2)
@@ -417,8 +423,16 @@ def resid_depth(defines: tuple[str, ...], rows: int, sms: int) -> tuple[str, ...
     rest = without(defines, RESID_DEEP_WHERE_ONE_WAVE)
     if len(rest) == len(defines):
         return defines
+    if RESID_SHORT_DEFINE in defines:  # resid_short_prefetch: 8 a lane wherever the blocks fall
+        return rest
     fits = -(-rows // ROWS_PER_BLOCK) <= RESID_DEEP_BLOCKS_PER_SM * sms
     return (*rest, RESID_DEEP) if fits else rest
+
+
+def oproj_kernel(defines: tuple[str, ...]) -> str:
+    """decode.cu's kernel for o_proj: gemv_residual_short (PRE_OPROJ chunks a lane) where the build sets
+    PRE_OPROJ (oproj_short_prefetch), else gemv_residual, as down."""
+    return "gemv_residual_short" if define_value(defines, "PRE_OPROJ", 0) else "gemv_residual"
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,55 @@ def test_every_switch_build_keeps_its_registers_without_spills(tmp_path, build):
     assert kernels["attn_split"][2] <= 128 and kernels.get("attn_share", (0, 0, 0))[2] <= 128
 
 
+def _registers(tmp_path, defines) -> dict[str, int]:
+    """ptxas for sm_90: the registers a thread each kernel of the build allocates (ptxas's count rounded up to
+    the 8 a thread the SM allocates in)."""
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
+                           "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = re.findall(r"entry function '(\w+)'.*?ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
+    return {name: -(-int(regs) // 8) * 8 for name, regs in found}
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_short_residual_prefetch_leaves_room_for_the_next_projections_block(tmp_path):
+    """What oproj_short_prefetch and resid_short_prefetch are for, in registers (an SM's 65536, blocks of 256
+    threads): with overlap_tuning's 16 a lane (the 1b's build) two blocks of the residual GEMV leave no room for a
+    block of gate/up or of the QKV; at 8 a lane one fits beside them (o_proj before gate/up, down before the QKV),
+    and a down block beside two of gate/up."""
+    from runner import config as cfg
+
+    def build(switch):
+        side = cfg.resolve("optimized", {switch: "on"} if switch else {})
+        return ok.resid_depth(cfg.kernel_defines(cfg.effective(side, gpu=True)), rows=2048, sms=132)
+
+    def fit(*kernels):
+        return sum(regs * 256 for regs in kernels) <= 65536
+
+    deep = _registers(tmp_path, build(None))
+    assert not fit(deep["gemv_residual"], deep["gemv_residual"], deep["gemv_swiglu"])
+    assert not fit(deep["gemv_residual"], deep["gemv_residual"], deep["gemv_qkv"])
+    oproj = _registers(tmp_path, build("oproj_short_prefetch"))
+    assert fit(oproj["gemv_residual_short"], oproj["gemv_residual_short"], oproj["gemv_swiglu"])
+    assert oproj["gemv_residual"] == deep["gemv_residual"]  # down keeps 16 a lane
+    short = _registers(tmp_path, build("resid_short_prefetch"))
+    assert fit(short["gemv_residual"], short["gemv_residual"], short["gemv_swiglu"])
+    assert fit(short["gemv_residual"], short["gemv_residual"], short["gemv_qkv"])
+    assert fit(short["gemv_swiglu"], short["gemv_swiglu"], short["gemv_residual"])
+
+
+def test_oproj_launches_the_short_kernel_only_where_the_build_sets_its_depth():
+    """OwnForward's o_proj kernel: gemv_residual_short where PRE_OPROJ is among the defines, else gemv_residual
+    (which resid_short_prefetch shortens for down and o_proj alike, through resid_depth)."""
+    from runner import config as cfg
+
+    short = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"resid_short_prefetch": "on"}), gpu=True))
+    assert ok.resid_depth(short, rows=2048, sms=132) == ok.without(short, ok.RESID_DEEP_WHERE_ONE_WAVE)
+    assert ok.oproj_kernel(short) == ok.oproj_kernel(cfg.gpu_kernel_defines("optimized")) == "gemv_residual"
+    oproj = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"oproj_short_prefetch": "on"}), gpu=True))
+    assert ok.define_value(oproj, "PRE_OPROJ", 0) == 8 and ok.oproj_kernel(oproj) == "gemv_residual_short"
+
+
 def test_pdl_launch_structures_match_cuda_h():
     """CUlaunchAttribute is 72 bytes (id, pad to 8, a 64-byte union); CUlaunchConfig holds the stream
     at byte 32, the attribute pointer at 40 and their count at 48 (cuda.h, x86-64)."""
