@@ -8,6 +8,7 @@
 # persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 #   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> scripts/decode_task.sh candidate
+#   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b.
@@ -62,7 +63,7 @@ for s in "${stages[@]}"; do
             stamp "ab $preset"
         done;;
     decode)
-        python3 bench/decode.py --out "$OUT/d" | grep -v -E "Deprecation|report\[" | tail -80
+        python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
     chain)  # a probe: if one of its experimental builds fails, the measurements above are already written
         python3 bench/persistent_chain.py --out "$OUT/c" | grep -E "^###|^\| (one|ring)" \

@@ -763,6 +763,19 @@ def test_early_loads_keep_the_row_heads_before_the_wait(tmp_path):
 
 
 @SASS
+def test_short_oproj_loads_its_whole_row_before_the_wait_and_down_keeps_16(tmp_path):
+    """oproj_short_prefetch in optimized's 1b build (resid_depth: 16 a lane): ptxas keeps gemv_residual_short's
+    8 row-head loads a lane (a 2048-wide row whole) and its row's gain (norm_as_scale) before griddepcontrol.wait,
+    and down's gemv_residual its 16 and the gain; the fewer registers cost o_proj none of its early loads."""
+    from runner import config as cfg
+
+    side = cfg.resolve("optimized", {"oproj_short_prefetch": "on"})
+    code = _sass(tmp_path, *ok.resid_depth(cfg.kernel_defines(cfg.effective(side, gpu=True)), rows=2048, sms=132))
+    assert _before_wait(code["gemv_residual_short"], "LDG") == 8 + 1
+    assert _before_wait(code["gemv_residual"], "LDG") == 16 + 1
+
+
+@SASS
 def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     """HOIST_LOADS=1: gemv_residual's load of resid[row] is issued before the row's products, not
     between its warp_sum and the store; attn_split makes its RoPE table (the inv_freq loads and the
