@@ -43,7 +43,7 @@ from perfreview.trace import schema  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Interleaved, Session  # noqa: E402
-from runner.own_kernels import function_kernel_bytes, kernel_bytes  # noqa: E402
+from runner.own_kernels import OPROJ_SHORT_DEFINE, function_kernel_bytes, kernel_bytes, oproj_kernel  # noqa: E402
 from runner.spec import RunSpec  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -174,7 +174,8 @@ def with_floors(rows: list[dict], preset: Any, n_ctx: int, copy_bw_gbs: float) -
     """``rows`` (where_time_goes) with, per kernel, the megabytes it must read per token and the
     stream time those take at the copy bandwidth (``floor_us``): what is over the floor is the
     kernel's own loss (launch boundaries, latency, a wave too many), not the bytes."""
-    need = {**kernel_bytes(preset, n_ctx), **function_kernel_bytes(preset, n_ctx)}
+    need = {**kernel_bytes(preset, n_ctx), **function_kernel_bytes(preset, n_ctx),  # o_proj by either kernel
+            **function_kernel_bytes(preset, n_ctx, oproj_kernel((OPROJ_SHORT_DEFINE,)))}
     out = []
     for r in rows:
         r = dict(r)

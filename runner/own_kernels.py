@@ -533,13 +533,14 @@ def kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
             "rmsnorm": 2 * (2 * L + 1) * h, "embed": 2 * h}
 
 
-def function_kernel_bytes(p: Any, n_ctx: int) -> dict[str, int]:
+def function_kernel_bytes(p: Any, n_ctx: int, oproj_name: str = "gemv_residual") -> dict[str, int]:
     """:func:`kernel_bytes` per function and kernel (``function: kernel``, as
     perfreview.analysis.traced.kernel_summary(by_function=True) names them; the functions are
-    runner/pipeline.py's ranges): o_proj's gemv_residual reads Wo, ffn's the down projection."""
+    runner/pipeline.py's ranges): o_proj's GEMV (``oproj_name``: :func:`oproj_kernel` of the build) reads Wo,
+    ffn's gemv_residual the down projection."""
     k, oproj = kernel_bytes(p, n_ctx), 2 * p.n_layers * p.hidden * p.hidden
     return {"qkv: gemv_qkv": k["gemv_qkv"], "rope_kv_attention: attn_split": k["attn_split"],
-            "o_proj: gemv_residual": oproj, "ffn: gemv_swiglu": k["gemv_swiglu"],
+            f"o_proj: {oproj_name}": oproj, "ffn: gemv_swiglu": k["gemv_swiglu"],
             "ffn: gemv_residual": k["gemv_residual"] - oproj, "lm_head: gemv": k["gemv"],
             "rmsnorm: rmsnorm": k["rmsnorm"], "embedding: embed": k["embed"]}
 

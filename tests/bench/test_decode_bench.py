@@ -76,9 +76,11 @@ def test_kernel_table_puts_each_kernel_beside_its_floor():
     rows = [{"kernel": "gemv", "count_per_token": 1, "gpu_us_per_token": 130.0, "share": 0.5,
              "duration_us_per_token": 131.0},
             {"kernel": "spin<int>|x", "count_per_token": 1, "gpu_us_per_token": 2.0, "share": 0.01},
-            {"kernel": "o_proj: gemv_residual", "count_per_token": 16, "gpu_us_per_token": 9.0, "share": 0.01}]
+            {"kernel": "o_proj: gemv_residual", "count_per_token": 16, "gpu_us_per_token": 9.0, "share": 0.01},
+            {"kernel": "o_proj: gemv_residual_short", "count_per_token": 16, "gpu_us_per_token": 9.0, "share": 0.01}]
     out = with_floors(rows, p, 48, 4000.0)
     assert out[2]["mb_per_token"] == 2 * p.n_layers * p.hidden ** 2 / 1e6  # by function: o_proj's Wo alone
+    assert out[3]["mb_per_token"] == out[2]["mb_per_token"]  # o_proj's kernel with oproj_short_prefetch
     lm_head = 2 * p.vocab * p.hidden
     assert out[0]["mb_per_token"] == lm_head / 1e6 and out[0]["floor_us"] == lm_head / 4e12 * 1e6
     assert "floor_us" not in out[1] and "floor_us" not in rows[0]  # the input is left as it was

@@ -310,6 +310,9 @@ def test_kernel_bytes_add_up_to_the_token(name):
     assert sum(by_function.values()) == sum(parts.values())
     assert by_function["o_proj: gemv_residual"] == 2 * p.n_layers * p.hidden ** 2
     assert by_function["ffn: gemv_residual"] == 2 * p.n_layers * p.ffn * p.hidden
+    short = ok.function_kernel_bytes(p, 96, ok.oproj_kernel((ok.OPROJ_SHORT_DEFINE,)))  # oproj_short_prefetch
+    assert short["o_proj: gemv_residual_short"] == by_function["o_proj: gemv_residual"]
+    assert sum(short.values()) == sum(parts.values())
 
 
 def test_fused_swiglu_matches_unfused():
