@@ -216,6 +216,12 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, OPROJ_SHORT_DEFINE, MERGE_LAST_DEFINE)},
     "optimized, residual GEMVs 8 a lane, merge in the split's last block": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, MERGE_LAST_DEFINE)},
+    # the same for the attention after the QKV: attn_split's 77 registers (80 allocated) leave it no room beside the
+    # 1b's three QKV blocks an SM (64 each), so its cache rows load only once they end; at 4 blocks an SM ptxas gives
+    # it 64, no spills (ptxas -v at 43dc820), and one fits beside them
+    "optimized, attention 4 blocks an SM": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DATT_MIN_BLOCKS=4")},
+    "optimized, residual GEMVs 8 a lane, attention 4 blocks an SM": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, "-DATT_MIN_BLOCKS=4")},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)

@@ -129,6 +129,31 @@ def test_short_residual_prefetch_leaves_room_for_the_next_projections_block(tmp_
     assert fit(short["gemv_swiglu"], short["gemv_swiglu"], short["gemv_residual"])
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
+def test_attention_at_four_blocks_an_sm_fits_beside_three_qkv_blocks_without_spills(tmp_path):
+    """bench/pdl_variants.py's row "optimized, attention 4 blocks an SM": at optimized's 77 registers (80
+    allocated) attn_split has no room beside the 1b's three QKV blocks an SM; bounded to 4 blocks an SM it takes
+    64 with no spill, and one fits."""
+    defines = (*_cfg_defines("optimized"), "-DATT_MIN_BLOCKS=4")
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
+                           "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    split = re.search(r"entry function 'attn_split'.*?(\d+) bytes spill stores, (\d+) bytes spill loads\s+"
+                      r"ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
+    assert split and split.group(1) == split.group(2) == "0"
+    regs = _registers(tmp_path, defines)
+    plain = _registers(tmp_path, _cfg_defines("optimized"))
+    assert 3 * plain["gemv_qkv"] * 256 + plain["attn_split"] * 256 > 65536
+    assert 3 * regs["gemv_qkv"] * 256 + regs["attn_split"] * 256 <= 65536
+
+
+def _cfg_defines(name: str) -> tuple[str, ...]:
+    """decode.cu's defines of config ``name`` as the 1b builds them (resid_depth resolved on 132 SMs)."""
+    from runner import config as cfg
+
+    return ok.resid_depth(cfg.gpu_kernel_defines(name), rows=2048, sms=132)
+
+
 def test_oproj_launches_the_short_kernel_only_where_the_build_sets_its_depth():
     """OwnForward's o_proj kernel: gemv_residual_short where PRE_OPROJ is among the defines, else gemv_residual
     (which resid_short_prefetch shortens for down and o_proj alike, through resid_depth)."""
