@@ -7,6 +7,8 @@
 # each kernel beside its floor (decode); the projections alone as one launch each against one
 # persistent launch, bench/persistent_chain.py (chain); the whole token as one persistent launch against one launch a kernel, bench/persistent_token.py (token).
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
+#   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
+#                                         next kernel's (pdl_variants rows; pick a candidate from it)
 #   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> scripts/decode_task.sh candidate
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|chain|token|candidate) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -44,6 +46,16 @@ for s in "${stages[@]}"; do
         for pos in 96 512; do
             python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
                 | grep -E "^###|^\| (pdl|optimized)"
+            stamp "position $pos"
+        done;;
+    coresidency)
+        # the next kernel's block beside two of the one before it (a7472e0): optimized against the builds whose
+        # residual GEMVs (both, or o_proj alone) load 8 a lane and whose attention takes 64 registers
+        V="optimized;optimized (A/A);optimized, residual GEMVs 8 a lane;optimized, o_proj 8 a lane"
+        V="$V;optimized, attention 4 blocks an SM;optimized, residual GEMVs 8 a lane, attention 4 blocks an SM"
+        for pos in 96 512; do
+            python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
+                | grep -E "^###|^\| optimized"
             stamp "position $pos"
         done;;
     candidate)

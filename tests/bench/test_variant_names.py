@@ -32,7 +32,7 @@ def test_known_variants_keep_their_order():
 
 
 def test_decode_task_names_only_variants_that_exist_and_refuses_unknown_stages(tmp_path):
-    """scripts/decode_task.sh's variants stage asks pdl_variants for names it has (a typo would cost a
+    """scripts/decode_task.sh's variants and coresidency stages ask pdl_variants for names it has (a typo would cost a
     device call), and an unknown stage is one line, exit 2, before anything runs."""
     import re
 
@@ -40,7 +40,7 @@ def test_decode_task_names_only_variants_that_exist_and_refuses_unknown_stages(t
 
     text = (ROOT / "scripts" / "decode_task.sh").read_text()
     names = [n for part in re.findall(r'V="(?:\$V;)?([^"]*)"', text) for n in part.split(";")]
-    assert len(names) == len(set(names)) == 6 and set(names) <= set(VARIANTS)
+    assert len(set(names)) == 10 and set(names) <= set(VARIANTS)  # variants and coresidency (A/A rows in both)
     done = subprocess.run(["bash", "scripts/decode_task.sh", "checks", "bogus"], cwd=ROOT, capture_output=True,
                           text=True, env={"OUT": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and done.stderr.strip() == "decode_task: error: unknown stage bogus"
