@@ -29,6 +29,13 @@ for s in "${stages[@]}"; do
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+one_token() {  # the pdl_variants rows named in $1 (';'-separated), one token at positions 96 and 512, 7 rounds
+    for pos in 96 512; do
+        python3 bench/pdl_variants.py --variants "$1" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
+            | grep -E "^###|^\| (pdl|optimized)"
+        stamp "position $pos"
+    done
+}
 for s in "${stages[@]}"; do
     case "$s" in
     checks)
@@ -43,21 +50,13 @@ for s in "${stages[@]}"; do
         # shrinks from 42 µs a token at 96 to 16 at 512)
         V="optimized;pdl, filled past a wave, early and hoisted loads;optimized, merge triggers after its wait"
         V="$V;optimized, norm triggers after its wait;optimized, qkv and gate/up prefetch 4;optimized (A/A)"
-        for pos in 96 512; do
-            python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
-                | grep -E "^###|^\| (pdl|optimized)"
-            stamp "position $pos"
-        done;;
+        one_token "$V";;
     coresidency)
         # the next kernel's block beside two of the one before it (a7472e0): optimized against the builds whose
         # residual GEMVs (both, or o_proj alone) load 8 a lane and whose attention takes 64 registers
         V="optimized;optimized (A/A);optimized, residual GEMVs 8 a lane;optimized, o_proj 8 a lane"
         V="$V;optimized, attention 4 blocks an SM;optimized, residual GEMVs 8 a lane, attention 4 blocks an SM"
-        for pos in 96 512; do
-            python3 bench/pdl_variants.py --variants "$V" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
-                | grep -E "^###|^\| optimized"
-            stamp "position $pos"
-        done;;
+        one_token "$V";;
     candidate)
         : "${CANDIDATE:?set CANDIDATE to a kernel-tuning switch}" "${CANDIDATE_ROW:?set CANDIDATE_ROW to its row}"
         python3 scripts/gpu_kernels.py --switch "$CANDIDATE" --out "$OUT/k" | grep -E "KERNELS|FAIL|False"
