@@ -674,11 +674,12 @@ __device__ __forceinline__ void scale_row_out(float after, float g, int row, int
         parts[blockIdx.x] = t;
     }
 }
+#define RESID_PARAMS const half* __restrict__ W, const half* __restrict__ x, float* __restrict__ resid, int rows, \
+                     int cols, AHEAD_PARAMS, const half* __restrict__ gain, half* __restrict__ out, float eps,     \
+                     unsigned* __restrict__ ticket, float* __restrict__ parts
+#define RESID_ARGS W, x, resid, rows, cols, AHEAD_ARGS, gain, out, eps, ticket, parts
 template <int D>
-__device__ __forceinline__ void residual_rows(const half* __restrict__ W, const half* __restrict__ x,
-                                              float* __restrict__ resid, int rows, int cols, AHEAD_PARAMS,
-                                              const half* __restrict__ gain, half* __restrict__ out, float eps,
-                                              unsigned* __restrict__ ticket, float* __restrict__ parts) {
+__device__ __forceinline__ void residual_rows(RESID_PARAMS) {
     pdl_early();
     int row;
     RowHead<D> r;
@@ -699,10 +700,6 @@ __device__ __forceinline__ void residual_rows(const half* __restrict__ W, const 
     norm_in_last_block(xs, resid, gain, out, rows, eps, ticket);  // xs: where GEMV_X staged x
 #endif
 }
-#define RESID_PARAMS const half* __restrict__ W, const half* __restrict__ x, float* __restrict__ resid, int rows, \
-                     int cols, AHEAD_PARAMS, const half* __restrict__ gain, half* __restrict__ out, float eps,     \
-                     unsigned* __restrict__ ticket, float* __restrict__ parts
-#define RESID_ARGS W, x, resid, rows, cols, AHEAD_ARGS, gain, out, eps, ticket, parts
 extern "C" __global__ void RESID_BOUNDS gemv_residual(RESID_PARAMS) { residual_rows<PRE_RESID>(RESID_ARGS); }
 // The same GEMV at another depth, PRE_OPROJ chunks a lane (OwnForward launches it for o_proj only where the
 // build defines PRE_OPROJ). The 1b's o_proj rows are 2048 wide, 8 chunks a lane: at PRE_RESID 16 half its
