@@ -138,9 +138,8 @@ class OwnForward:
         # ``defines``: -DNAME=VALUE for the source's tunables (bench/pdl_variants.py compares them)
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
-                 "rmsnorm", "embed",
-                 "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns", "advance",
-                 *(("attn_share",) if self.share else ()))
+                 "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final",
+                 "spin_ns", "advance", *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
         # o_proj at a depth of its own (decode.cu's gemv_residual_short) where the build sets PRE_OPROJ

@@ -171,6 +171,10 @@ __device__ __forceinline__ void stage_x(uint4* xs, const half* __restrict__ x, i
     cp_async_wait_all();
     __syncthreads();
 }
+// The dynamic shared memory every GEMV stages x in, declared once here as well as where each kernel uses it: the
+// residual GEMV's body is a function template (residual_rows), where a declaration of its own alone drew nvcc's
+// warning 1556 (linkage conflict with the kernels' declarations); the SASS is the same either way.
+extern __shared__ uint4 xs[];
 #if X_STAGE
 #define GEMV_X(name, x, cols)        \
     extern __shared__ uint4 xs[];    \
