@@ -62,11 +62,11 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized-norm_as_scale": "optimized,norm_as_scale=off",
         "optimized+oproj_short_prefetch": "optimized,oproj_short_prefetch=on",
         "optimized+resid_short_prefetch": "optimized,resid_short_prefetch=on",
-        "optimized+resid_short_prefetch+attn_merge_last": "optimized,resid_short_prefetch=on,attn_merge_last=on"}
+        "optimized+attn_four_blocks": "optimized,attn_four_blocks=on",
+        "optimized+attn_four_blocks+attn_merge_last": "optimized,attn_four_blocks=on,attn_merge_last=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
-                   "optimized-norm_as_scale", "optimized+oproj_short_prefetch",
-                   "optimized+resid_short_prefetch")  # ours, by position
+                   "optimized-norm_as_scale", "optimized+attn_four_blocks")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 
 

@@ -144,13 +144,26 @@ SWITCHES: dict[str, Switch] = {
                                    "our o_proj GEMV loads 8 chunks a lane before its PDL wait (its 2048-wide 1b rows "
                                    "whole) where overlap_tuning gives the residual GEMVs 16: 64 registers instead of "
                                    "112, so a block of gate/up fits on an SM beside two of o_proj and loads its rows "
-                                   "before o_proj ends; down keeps 16. The same arithmetic (implies own_kernels)"),
+                                   "before o_proj ends; down keeps 16. The same arithmetic (implies own_kernels). "
+                                   "H100, one token: 1b 969.6 against 969.5 µs (A/A 966.3) at 96, slower at 512 (1027.9 "
+                                   "against 1010.7 / 1006.1); 8b within the A/A pair (reports/bench/"
+                                   "pdl_variants_coresidency_pos*_h100_b0c30be)"),
     "resid_short_prefetch": Switch(bool, False, True, True,
                                    "our o_proj and down GEMVs load 8 chunks a lane before their PDL wait, not the 16 "
                                    "overlap_tuning gives them where their blocks fit one wave (the 1b): 64 registers "
                                    "instead of 112, so blocks of gate/up, of down and of the next QKV fit on an SM "
                                    "beside the kernel before them and load their rows before it ends. The same "
-                                   "arithmetic (implies own_kernels)"),
+                                   "arithmetic (implies own_kernels). Measured slower on the H100: one token, 1b "
+                                   "994.5 against 969.5 µs (A/A 966.3) at 96, 1053.9 against 1010.7 (1006.1) at 512; "
+                                   "8b within the A/A pair (reports/bench/pdl_variants_coresidency_pos*_h100_b0c30be)"),
+    "attn_four_blocks": Switch(bool, False, True, True,
+                               "our attention split kernel compiled for 4 blocks an SM (__launch_bounds__; 64 "
+                               "registers, no spill, where it takes 77 for 2), so one of its blocks fits on an SM "
+                               "beside the 1b's three QKV blocks and starts before the QKV ends. The same "
+                               "arithmetic. H100, one token at 512: 1b 999.7 against 1010.7 µs (A/A 1006.1), 8b "
+                               "5315.0 against 5358.2 (5341.6); at 96 within the A/A pair (reports/bench/"
+                               "pdl_variants_coresidency_pos*_h100_b0c30be; replaces attn_one_wave; implies "
+                               "own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -165,7 +178,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
                  "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale", "oproj_short_prefetch",
-                 "resid_short_prefetch")
+                 "resid_short_prefetch", "attn_four_blocks")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
@@ -174,12 +187,13 @@ KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunab
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,),
     "norm_as_scale": (NORM_SCALE_DEFINE,), "oproj_short_prefetch": (OPROJ_SHORT_DEFINE,),
-    "resid_short_prefetch": (RESID_SHORT_DEFINE,)}
+    "resid_short_prefetch": (RESID_SHORT_DEFINE,), "attn_four_blocks": ("-DATT_MIN_BLOCKS=4",)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
 # norm_in_proj, norm_in_dot and norm_as_scale are three modes of one define (NORM_IN_PROJ 1, 2 and 3);
 # norm_as_scale (in optimized) also cannot run with norm_in_residual or attn_merge_in_oproj
 SUPERSEDED = {"attn_fill_split": ("attn_fit_wave", "attn_share_kv"), "attn_fit_wave": ("attn_share_kv",),
+              "attn_one_wave": ("attn_four_blocks",),  # one ATT_MIN_BLOCKS
               "norm_in_proj": ("norm_in_dot",),
               # optimized has norm_as_scale: another placement of the norm (or a merge in o_proj, which leaves no
               # sums of squares) asked for on top of it replaces it

@@ -9,11 +9,12 @@
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 #   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
-#   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> scripts/decode_task.sh candidate
+#   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> [AB_AT="32:128 448:64"] [AB_BUDGET=110] scripts/decode_task.sh candidate
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
-# perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b.
+# perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
+# (AB_AT: other PROMPT:TOKENS too, e.g. 448:64 for the positions up to 512).
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
 # variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
 # Writes under $OUT (k, check, p96, p512, d, c, t); stops at the first failed check (the probes
@@ -66,12 +67,16 @@ for s in "${stages[@]}"; do
                 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| optimized"
             stamp "position $pos"
         done
-        for preset in 1b 8b; do  # the review's own verdict, with its interval and the A/A control
-            mkdir -p "$OUT/ab_$preset"
-            python3 -m perfreview ab --preset "$preset" --a config=optimized --b "config=optimized,$CANDIDATE=on" \
-                --aa --prompt-tokens 32 --tokens 128 --budget 110 --quiet --no-plots --out "$OUT/ab_$preset/review.md" \
-                | grep -v -E "Deprecation" | tail -4
-            stamp "ab $preset"
+        for at in ${AB_AT:-32:128}; do  # PROMPT:TOKENS; 32:128 is tg128 after 32, written to ab_<preset>
+            prompt=${at%%:*} tokens=${at##*:} suffix=""
+            [ "$prompt" = 32 ] || suffix="_p$prompt"
+            for preset in 1b 8b; do  # the review's own verdict, with its interval and the A/A control
+                mkdir -p "$OUT/ab_$preset$suffix"
+                python3 -m perfreview ab --preset "$preset" --a config=optimized --b "config=optimized,$CANDIDATE=on" \
+                    --aa --prompt-tokens "$prompt" --tokens "$tokens" --budget "${AB_BUDGET:-110}" --quiet --no-plots \
+                    --out "$OUT/ab_$preset$suffix/review.md" | grep -v -E "Deprecation" | tail -4
+                stamp "ab $preset after $prompt"
+            done
         done;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80

@@ -131,9 +131,13 @@ def test_short_residual_prefetch_leaves_room_for_the_next_projections_block(tmp_
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
 def test_attention_at_four_blocks_an_sm_fits_beside_three_qkv_blocks_without_spills(tmp_path):
-    """bench/pdl_variants.py's row "optimized, attention 4 blocks an SM": at optimized's 77 registers (80
-    allocated) attn_split has no room beside the 1b's three QKV blocks an SM; bounded to 4 blocks an SM it takes
-    64 with no spill, and one fits."""
+    """The attn_four_blocks switch (bench/pdl_variants.py's row "optimized, attention 4 blocks an SM"): at
+    optimized's 77 registers (80 allocated) attn_split has no room beside the 1b's three QKV blocks an SM;
+    bounded to 4 blocks an SM it takes 64 with no spill, and one fits."""
+    from runner import config as cfg
+
+    switch = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"attn_four_blocks": "on"}), gpu=True))
+    assert "-DATT_MIN_BLOCKS=4" in switch
     defines = (*_cfg_defines("optimized"), "-DATT_MIN_BLOCKS=4")
     done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
                            "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)

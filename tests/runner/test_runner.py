@@ -224,6 +224,17 @@ def test_attn_one_wave_bounds_our_attention_kernel_only():
     assert "attn_one_wave" in cfg.not_in_effect(on, gpu=False)
 
 
+def test_attn_four_blocks_replaces_attn_one_wave_and_is_checked():
+    """Both set attn_split's blocks an SM (ATT_MIN_BLOCKS): with both on, one define, attn_four_blocks's; it
+    implies our kernels, is off in optimized and `perfreview check` runs it."""
+    from perfreview.flows import check
+
+    both = cfg.effective(cfg.resolve("baseline", {"attn_four_blocks": "on", "attn_one_wave": "on"}), gpu=True)
+    assert both["own_kernels"] and cfg.kernel_defines(both) == ("-DATT_MIN_BLOCKS=4",)
+    assert not cfg.resolve("optimized").switches.get("attn_four_blocks")
+    assert any(c.switches.get("attn_four_blocks") for c in check.configs_to_check())
+
+
 def test_attn_group_heads_builds_the_grouping_attention_and_is_checked():
     """The switch compiles decode.cu with ATT_GROUP=1, implies our kernels, combines with
     attn_one_wave, is off in optimized, and `perfreview check` runs it like every optimization."""
