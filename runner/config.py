@@ -145,8 +145,8 @@ SWITCHES: dict[str, Switch] = {
                                    "whole) where overlap_tuning gives the residual GEMVs 16: 64 registers instead of "
                                    "112, so a block of gate/up fits on an SM beside two of o_proj and loads its rows "
                                    "before o_proj ends; down keeps 16. The same arithmetic (implies own_kernels). "
-                                   "H100, one token: 1b 969.6 against 969.5 µs (A/A 966.3) at 96, slower at 512 (1027.9 "
-                                   "against 1010.7 / 1006.1); 8b within the A/A pair (reports/bench/"
+                                   "H100, one token: 1b 969.6 against 969.5 µs (A/A 966.3) at 96, slower at 512 "
+                                   "(1027.9 against 1010.7 / 1006.1); 8b within the A/A pair (reports/bench/"
                                    "pdl_variants_coresidency_pos*_h100_b0c30be)"),
     "resid_short_prefetch": Switch(bool, False, True, True,
                                    "our o_proj and down GEMVs load 8 chunks a lane before their PDL wait, not the 16 "
