@@ -9,7 +9,7 @@
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 #   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
-#   CANDIDATE=<switch> CANDIDATE_ROW=<pdl_variants row> [AB_AT="32:128 448:64"] [AB_BUDGET=110] scripts/decode_task.sh candidate
+#   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] scripts/decode_task.sh candidate
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
@@ -59,10 +59,10 @@ for s in "${stages[@]}"; do
         V="$V;optimized, attention 4 blocks an SM;optimized, residual GEMVs 8 a lane, attention 4 blocks an SM"
         one_token "$V";;
     candidate)
-        : "${CANDIDATE:?set CANDIDATE to a kernel-tuning switch}" "${CANDIDATE_ROW:?set CANDIDATE_ROW to its row}"
+        : "${CANDIDATE:?set CANDIDATE to a kernel-tuning switch}" "${CANDIDATE_ROW=}"  # no row: no pdl_variants
         python3 scripts/gpu_kernels.py --switch "$CANDIDATE" --out "$OUT/k" | grep -E "KERNELS|FAIL|False"
         stamp "kernels, optimized with $CANDIDATE"
-        for pos in 96 512; do
+        for pos in ${CANDIDATE_ROW:+96 512}; do
             python3 bench/pdl_variants.py --variants "optimized;optimized (A/A);$CANDIDATE_ROW" --rounds 9 \
                 --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| optimized"
             stamp "position $pos"
