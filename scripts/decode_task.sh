@@ -9,7 +9,7 @@
 #   scripts/decode_task.sh [STAGE...]     STAGE: checks, variants, decode, chain, token; none: all five
 #   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
-#   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] scripts/decode_task.sh candidate
+#   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] [AB_PRESETS="1b 8b"] scripts/decode_task.sh candidate
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
@@ -70,7 +70,7 @@ for s in "${stages[@]}"; do
         for at in ${AB_AT:-32:128}; do  # PROMPT:TOKENS; 32:128 is tg128 after 32, written to ab_<preset>
             prompt=${at%%:*} tokens=${at##*:} suffix=""
             [ "$prompt" = 32 ] || suffix="_p$prompt"
-            for preset in 1b 8b; do  # the review's own verdict, with its interval and the A/A control
+            for preset in ${AB_PRESETS:-1b 8b}; do  # the review's own verdict, with its interval and the A/A control
                 mkdir -p "$OUT/ab_$preset$suffix"
                 python3 -m perfreview ab --preset "$preset" --a config=optimized --b "config=optimized,$CANDIDATE=on" \
                     --aa --prompt-tokens "$prompt" --tokens "$tokens" --budget "${AB_BUDGET:-110}" --quiet --no-plots \
