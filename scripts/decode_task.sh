@@ -17,7 +17,7 @@
 # (AB_AT: other PROMPT:TOKENS too, e.g. 448:64 for the positions up to 512).
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
 # variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
-# Writes under $OUT (k, check, p96, p512, d, c, t); stops at the first failed check (the probes
+# Writes under $OUT (k, check, p96, p512, d, c, t, ab.tar); stops at the first failed check (the probes
 # excepted). On the lent machine (no network): nvtx and cupti-python as wheels, and
 #   export PYTHONPATH=/tmp/site:$PWD PERFREVIEW_GIT_COMMIT=<the commit> PYTHONUNBUFFERED=1
 set -euo pipefail
@@ -94,3 +94,7 @@ done
 # The device returns at most 8 files: the tables that need nothing but their JSON stay behind and are
 # rendered here (render.render("<stem>.md.j2", r=<the JSON>): pdl_variants, persistent_chain, persistent_token).
 rm -f "$OUT"/p96/*.md "$OUT"/p512/*.md "$OUT"/c/*.md "$OUT"/t/*.md
+# The candidate's reviews (a folder a preset and prompt, review.md and .json each) as one file: ab.tar
+if compgen -G "$OUT/ab_*" > /dev/null; then
+    (cd "$OUT" && tar -cf ab.tar ab_* && rm -rf ab_*)
+fi
