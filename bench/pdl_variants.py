@@ -222,6 +222,11 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, attention 4 blocks an SM": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DATT_MIN_BLOCKS=4")},
     "optimized, residual GEMVs 8 a lane, attention 4 blocks an SM": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, "-DATT_MIN_BLOCKS=4")},
+    # H100 (b0c30be): the residual GEMVs at 8 slower (1b 994.5 against 969.5 µs at 96), attention at 4 blocks faster at
+    # 512 (1b 999.7 against 1010.7, 8b 5315.0 against 5358.2): attn_four_blocks. With the merge in the split's last
+    # block as well (attn_merge_last, the 1b's +0.96% at tg128): ptxas then spills 8 bytes in attn_split at 64
+    "optimized, attention 4 blocks an SM, merge in the split's last block": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE, "-DATT_MIN_BLOCKS=4")},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)
