@@ -363,6 +363,7 @@ def kernel_defines(switches: dict[str, object]) -> tuple[str, ...]:
     return tuple(define for name in on for define in KERNEL_DEFINES[name])
 
 
-def gpu_kernel_defines(name: str) -> tuple[str, ...]:
-    """The -D defines the config ``name`` builds decode.cu with on a GPU (as the pipeline compiles it)."""
-    return kernel_defines(effective(resolve(name), gpu=True))
+def gpu_kernel_defines(name: str, overrides: dict[str, object] | None = None) -> tuple[str, ...]:
+    """The -D defines the config ``name`` (with ``overrides``, as :func:`resolve` takes them) builds decode.cu
+    with on a GPU (as the pipeline compiles it)."""
+    return kernel_defines(effective(resolve(name, overrides), gpu=True))

@@ -30,9 +30,9 @@ for s in "${stages[@]}"; do
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-one_token() {  # the pdl_variants rows named in $1 (';'-separated), one token at positions 96 and 512, 7 rounds
+one_token() {  # the pdl_variants rows named in $1 (';'-separated), one token at positions 96 and 512, $2 rounds (7)
     for pos in 96 512; do
-        python3 bench/pdl_variants.py --variants "$1" --rounds 7 --position "$pos" --out "$OUT/p$pos" \
+        python3 bench/pdl_variants.py --variants "$1" --rounds "${2:-7}" --position "$pos" --out "$OUT/p$pos" \
             | grep -E "^###|^\| (pdl|optimized)"
         stamp "position $pos"
     done
@@ -62,11 +62,7 @@ for s in "${stages[@]}"; do
         : "${CANDIDATE:?set CANDIDATE to a kernel-tuning switch}" "${CANDIDATE_ROW=}"  # no row: no pdl_variants
         python3 scripts/gpu_kernels.py --switch "$CANDIDATE" --out "$OUT/k" | grep -E "KERNELS|FAIL|False"
         stamp "kernels, optimized with $CANDIDATE"
-        for pos in ${CANDIDATE_ROW:+96 512}; do
-            python3 bench/pdl_variants.py --variants "optimized;optimized (A/A);$CANDIDATE_ROW" --rounds 9 \
-                --position "$pos" --out "$OUT/p$pos" | grep -E "^###|^\| optimized"
-            stamp "position $pos"
-        done
+        [ -z "$CANDIDATE_ROW" ] || one_token "optimized;optimized (A/A);$CANDIDATE_ROW" 9
         for at in ${AB_AT:-32:128}; do  # PROMPT:TOKENS; 32:128 is tg128 after 32, written to ab_<preset>
             prompt=${at%%:*} tokens=${at##*:} suffix=""
             [ "$prompt" = 32 ] || suffix="_p$prompt"

@@ -68,7 +68,7 @@ def _switch_builds() -> dict[str, tuple[str, ...]]:
 
     builds = {"optimized": cfg.gpu_kernel_defines("optimized"), "plain": ()}
     for name in cfg.KERNEL_TUNING:
-        defines = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {name: "on"}), gpu=True))
+        defines = cfg.gpu_kernel_defines("optimized", {name: "on"})
         builds[name] = tuple("-DATT_SHARE_KV=4" if x.startswith("-DATT_SHARE_KV=") else x for x in defines)
     return builds
 
@@ -79,27 +79,33 @@ def test_every_switch_build_keeps_its_registers_without_spills(tmp_path, build):
     """ptxas for sm_90: no kernel of any switch's build spills registers to local memory (a spill is a
     memory trip per use, on a path that is latency-bound), and the attention kernels keep the
     occupancy their comments rely on: two blocks an SM (at most 128 registers at 256 threads)."""
-    defines = _switch_builds()[build]
-    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
-                           "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    found = re.findall(r"entry function '(\w+)'.*?(\d+) bytes spill stores, (\d+) bytes spill loads\s+"
-                       r"ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
-    kernels = {name: (int(st), int(ld), int(regs)) for name, st, ld, regs in found}
+    kernels = _ptxas(tmp_path, _switch_builds()[build])
     expected = set(KERNELS) | ({"attn_share"} if "attn_share" in build else set())
     assert set(kernels) == expected
     assert {name: v[:2] for name, v in kernels.items() if v[:2] != (0, 0)} == {}
     assert kernels["attn_split"][2] <= 128 and kernels.get("attn_share", (0, 0, 0))[2] <= 128
 
 
-def _registers(tmp_path, defines) -> dict[str, int]:
-    """ptxas for sm_90: the registers a thread each kernel of the build allocates (ptxas's count rounded up to
-    the 8 a thread the SM allocates in)."""
+def _ptxas(tmp_path, defines) -> dict[str, tuple[int, int, int]]:
+    """ptxas -v for sm_90 on decode.cu built with ``defines``: each kernel's bytes of spill stores, of spill loads
+    and its registers a thread."""
     done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
                            "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    found = re.findall(r"entry function '(\w+)'.*?ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
-    return {name: -(-int(regs) // 8) * 8 for name, regs in found}
+    found = re.findall(r"entry function '(\w+)'.*?(\d+) bytes spill stores, (\d+) bytes spill loads\s+"
+                       r"ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
+    return {name: (int(st), int(ld), int(regs)) for name, st, ld, regs in found}
+
+
+def _allocated(kernels: dict[str, tuple[int, int, int]]) -> dict[str, int]:
+    """The registers a thread each kernel allocates: ptxas's count (:func:`_ptxas`) rounded up to the 8 a thread
+    the SM allocates in."""
+    return {name: -(-regs // 8) * 8 for name, (_, _, regs) in kernels.items()}
+
+
+def _registers(tmp_path, defines) -> dict[str, int]:
+    """:func:`_allocated` of the build with ``defines``."""
+    return _allocated(_ptxas(tmp_path, defines))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed on this machine")
@@ -108,22 +114,16 @@ def test_short_residual_prefetch_leaves_room_for_the_next_projections_block(tmp_
     threads): with overlap_tuning's 16 a lane (the 1b's build) two blocks of the residual GEMV leave no room for a
     block of gate/up or of the QKV; at 8 a lane one fits beside them (o_proj before gate/up, down before the QKV),
     and a down block beside two of gate/up."""
-    from runner import config as cfg
-
-    def build(switch):
-        side = cfg.resolve("optimized", {switch: "on"} if switch else {})
-        return ok.resid_depth(cfg.kernel_defines(cfg.effective(side, gpu=True)), rows=2048, sms=132)
-
     def fit(*kernels):
         return sum(regs * 256 for regs in kernels) <= 65536
 
-    deep = _registers(tmp_path, build(None))
+    deep = _registers(tmp_path, _cfg_defines("optimized"))
     assert not fit(deep["gemv_residual"], deep["gemv_residual"], deep["gemv_swiglu"])
     assert not fit(deep["gemv_residual"], deep["gemv_residual"], deep["gemv_qkv"])
-    oproj = _registers(tmp_path, build("oproj_short_prefetch"))
+    oproj = _registers(tmp_path, _cfg_defines("optimized", oproj_short_prefetch="on"))
     assert fit(oproj["gemv_residual_short"], oproj["gemv_residual_short"], oproj["gemv_swiglu"])
     assert oproj["gemv_residual"] == deep["gemv_residual"]  # down keeps 16 a lane
-    short = _registers(tmp_path, build("resid_short_prefetch"))
+    short = _registers(tmp_path, _cfg_defines("optimized", resid_short_prefetch="on"))
     assert fit(short["gemv_residual"], short["gemv_residual"], short["gemv_swiglu"])
     assert fit(short["gemv_residual"], short["gemv_residual"], short["gemv_qkv"])
     assert fit(short["gemv_swiglu"], short["gemv_swiglu"], short["gemv_residual"])
@@ -134,28 +134,22 @@ def test_attention_at_four_blocks_an_sm_fits_beside_three_qkv_blocks_without_spi
     """The attn_four_blocks switch (bench/pdl_variants.py's row "optimized, attention 4 blocks an SM"): at
     optimized's 77 registers (80 allocated) attn_split has no room beside the 1b's three QKV blocks an SM;
     bounded to 4 blocks an SM it takes 64 with no spill, and one fits."""
-    from runner import config as cfg
-
-    switch = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"attn_four_blocks": "on"}), gpu=True))
-    assert "-DATT_MIN_BLOCKS=4" in switch
-    defines = (*_cfg_defines("optimized"), "-DATT_MIN_BLOCKS=4")
-    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", *defines, "-Xptxas", "-v",
-                           "-o", str(tmp_path / "decode.cubin"), str(ok.SOURCE)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    split = re.search(r"entry function 'attn_split'.*?(\d+) bytes spill stores, (\d+) bytes spill loads\s+"
-                      r"ptxas info\s+: Used (\d+) registers", done.stderr, flags=re.S)
-    assert split and split.group(1) == split.group(2) == "0"
-    regs = _registers(tmp_path, defines)
+    defines = _cfg_defines("optimized", attn_four_blocks="on")
+    assert set(defines) == {*_cfg_defines("optimized"), "-DATT_MIN_BLOCKS=4"}
+    kernels = _ptxas(tmp_path, defines)
+    assert kernels["attn_split"][:2] == (0, 0)  # no spill stores or loads
+    regs = _allocated(kernels)
     plain = _registers(tmp_path, _cfg_defines("optimized"))
     assert 3 * plain["gemv_qkv"] * 256 + plain["attn_split"] * 256 > 65536
     assert 3 * regs["gemv_qkv"] * 256 + regs["attn_split"] * 256 <= 65536
 
 
-def _cfg_defines(name: str) -> tuple[str, ...]:
-    """decode.cu's defines of config ``name`` as the 1b builds them (resid_depth resolved on 132 SMs)."""
+def _cfg_defines(name: str, **switches: str) -> tuple[str, ...]:
+    """decode.cu's defines of config ``name`` with ``switches`` as the 1b builds them (resid_depth resolved on 132
+    SMs)."""
     from runner import config as cfg
 
-    return ok.resid_depth(cfg.gpu_kernel_defines(name), rows=2048, sms=132)
+    return ok.resid_depth(cfg.gpu_kernel_defines(name, switches), rows=2048, sms=132)
 
 
 def test_oproj_launches_the_short_kernel_only_where_the_build_sets_its_depth():
@@ -163,10 +157,10 @@ def test_oproj_launches_the_short_kernel_only_where_the_build_sets_its_depth():
     (which resid_short_prefetch shortens for down and o_proj alike, through resid_depth)."""
     from runner import config as cfg
 
-    short = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"resid_short_prefetch": "on"}), gpu=True))
+    short = cfg.gpu_kernel_defines("optimized", {"resid_short_prefetch": "on"})
     assert ok.resid_depth(short, rows=2048, sms=132) == ok.without(short, ok.RESID_DEEP_WHERE_ONE_WAVE)
     assert ok.oproj_kernel(short) == ok.oproj_kernel(cfg.gpu_kernel_defines("optimized")) == "gemv_residual"
-    oproj = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"oproj_short_prefetch": "on"}), gpu=True))
+    oproj = cfg.gpu_kernel_defines("optimized", {"oproj_short_prefetch": "on"})
     assert ok.define_value(oproj, "PRE_OPROJ", 0) == 8 and ok.oproj_kernel(oproj) == "gemv_residual_short"
 
 
@@ -799,10 +793,7 @@ def test_short_oproj_loads_its_whole_row_before_the_wait_and_down_keeps_16(tmp_p
     """oproj_short_prefetch in optimized's 1b build (resid_depth: 16 a lane): ptxas keeps gemv_residual_short's
     8 row-head loads a lane (a 2048-wide row whole) and its row's gain (norm_as_scale) before griddepcontrol.wait,
     and down's gemv_residual its 16 and the gain; the fewer registers cost o_proj none of its early loads."""
-    from runner import config as cfg
-
-    side = cfg.resolve("optimized", {"oproj_short_prefetch": "on"})
-    code = _sass(tmp_path, *ok.resid_depth(cfg.kernel_defines(cfg.effective(side, gpu=True)), rows=2048, sms=132))
+    code = _sass(tmp_path, *_cfg_defines("optimized", oproj_short_prefetch="on"))
     assert _before_wait(code["gemv_residual_short"], "LDG") == 8 + 1
     assert _before_wait(code["gemv_residual"], "LDG") == 16 + 1
 
@@ -852,7 +843,7 @@ def test_optimized_tunes_prefetch_and_triggers_for_early_weights_and_deepens_the
     optimized = cfg.gpu_kernel_defines("optimized")
     assert cfg.KERNEL_DEFINES["overlap_tuning"] == (*ok.OVERLAP_DEFINES, ok.RESID_DEEP_WHERE_ONE_WAVE)
     assert set(cfg.KERNEL_DEFINES["overlap_tuning"]) <= set(optimized)
-    assert not cfg.kernel_defines(cfg.effective(cfg.resolve("baseline", {"cuda_graph": "on", "pdl": "on"}), gpu=True))
+    assert not cfg.gpu_kernel_defines("baseline", {"cuda_graph": "on", "pdl": "on"})
     for name in ("PRE_QKV", "PRE_SWIGLU", "NORM_TRIGGER_START", "COMBINE_TRIGGER_START"):
         assert ok.define_value(ok.OVERLAP_DEFINES, name, -1) != _source_define(name)
     assert "#define PRE_RESID PRE\n" in ok.SOURCE.read_text() and _source_define("PRE") == 8
@@ -889,7 +880,7 @@ def test_smem_carveout_is_in_optimized_and_sets_one_share_for_every_kernel():
     from runner import config as cfg
 
     assert ok.SMEM_CARVEOUT_DEFINE in cfg.gpu_kernel_defines("optimized")
-    off = cfg.kernel_defines(cfg.effective(cfg.resolve("optimized", {"smem_carveout": "off"}), gpu=True))
+    off = cfg.gpu_kernel_defines("optimized", {"smem_carveout": "off"})
     assert ok.SMEM_CARVEOUT_DEFINE not in off
     assert ok.define_value((ok.SMEM_CARVEOUT_DEFINE,), "SMEM_CARVEOUT", -1) == 75
     assert ok.define_value((), "SMEM_CARVEOUT", -1) == -1
