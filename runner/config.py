@@ -162,8 +162,11 @@ SWITCHES: dict[str, Switch] = {
                                "beside the 1b's three QKV blocks and starts before the QKV ends. The same "
                                "arithmetic. H100, one token at 512: 1b 999.7 against 1010.7 µs (A/A 1006.1), 8b "
                                "5315.0 against 5358.2 (5341.6); at 96 within the A/A pair (reports/bench/"
-                               "pdl_variants_coresidency_pos*_h100_b0c30be; replaces attn_one_wave; implies "
-                               "own_kernels)"),
+                               "pdl_variants_coresidency_pos*_h100_b0c30be). perfreview ab (reports/h100-review-"
+                               "four-blocks): tg128 1b -0.01% [-0.17, +0.09], 8b -0.15% [-0.42, +0.17], no change; "
+                               "after 448 (positions 448-511, 8 splits: the blocks fit at 2 an SM) 1b -0.28% "
+                               "[-0.37, -0.22] no change, 8b inconclusive: not in optimized; past 512 (9 splits "
+                               "a head) not yet reviewed (replaces attn_one_wave; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),

@@ -14,7 +14,8 @@
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
-# (AB_AT: other PROMPT:TOKENS too, e.g. 448:64 for the positions up to 512).
+# (AB_AT: other PROMPT:TOKENS too, e.g. 448:64 for the positions up to 512, 512:128 past it: at 512 a head's
+# attention has 9 splits, the first position whose 288 attn_split blocks pass the 264 an H100 holds at 2 an SM).
 # The first four took 509 s at 0f2153d, close to the 600 s a device call may run: run "checks
 # variants", "decode" and "chain token" as separate calls (token last: a fault there ends the call).
 # Writes under $OUT (k, check, p96, p512, d, c, t, ab.tar); stops at the first failed check (the probes
