@@ -17,7 +17,8 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
   against what the extra KV-cache bytes explain at the copy bandwidth ("flat", "grows", "undecided");
 - where the optimized token's time goes: GPU time per kernel, from CUPTI when cupti-python is
   importable (the graph path has no events inside the token), else omitted; beside each kernel the
-  bytes it must read and the time those take at the copy bandwidth (its floor).
+  bytes it must read and the time those take at the copy bandwidth (its floor); and the same at
+  positions 512-543 against 32-63, kernel by kernel: where the growth with position goes.
 Also checks that PyTorch picks the same greedy tokens as our baseline (reported, not required).
 Writes decode.json and decode.md under --out; prints the table.
 """
@@ -68,6 +69,7 @@ LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
                    "optimized-norm_as_scale", "optimized+attn_four_blocks")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
+GROWTH_TOKENS = 32  # traced tokens at each end of growth_by_kernel: positions 32-63 and 512-543
 
 
 def median_ci(x: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -146,17 +148,17 @@ def flatness(samples: dict[int, list[float]], kv_bytes_per_pos: float, copy_bw_g
     return out
 
 
-def where_time_goes(session: Session, tokens: int) -> list[dict]:
-    """The optimized token's kernels from CUPTI records (decode tokens only): per function and kernel
-    (o_proj's GEMV apart from the down projection's), the stream time it adds per token (its duration
-    less any wait for the kernel before it: under PDL a kernel starts early and waits inside) and the
-    share of the token's kernel time."""
+def where_time_goes(session: Session, tokens: int, prompt_tokens: int = 32) -> list[dict]:
+    """The optimized token's kernels from CUPTI records (decode tokens only, ``tokens`` after a prompt
+    of ``prompt_tokens``): per function and kernel (o_proj's GEMV apart from the down projection's),
+    the stream time it adds per token (its duration less any wait for the kernel before it: under PDL a
+    kernel starts early and waits inside) and the share of the token's kernel time."""
     try:
         import cupti  # noqa: F401
     except ImportError:
         return []
-    spec = RunSpec(preset=session.preset.name, tokens=tokens, repeats=1, device="cuda", prompt_tokens=32,
-                   warmup_tokens=8, trace="cupti")
+    spec = RunSpec(preset=session.preset.name, tokens=tokens, repeats=1, device="cuda",
+                   prompt_tokens=prompt_tokens, warmup_tokens=8, trace="cupti")
     rounds = Interleaved(spec, [cfg.parse_side("optimized")], session)
     rounds.run(1)
     res = [r for r in rounds.results() if r.meta.trace == "cupti"][0]
@@ -184,6 +186,23 @@ def with_floors(rows: list[dict], preset: Any, n_ctx: int, copy_bw_gbs: float) -
             r["floor_us"] = need[r["kernel"]] / (copy_bw_gbs * 1e3)
         out.append(r)
     return out
+
+
+def growth_by_kernel(short: list[dict], long: list[dict]) -> list[dict]:
+    """Where the token's growth with position goes: per kernel (rows of where_time_goes, with_floors'
+    floors where known) the stream µs it adds per token at the short and at the long contexts, the
+    difference, and the part of it the kernel's extra bytes explain at the copy bandwidth; the
+    largest differences first. A kernel seen at one context only counts 0 at the other."""
+    a, b = {r["kernel"]: r for r in short}, {r["kernel"]: r for r in long}
+    rows = []
+    for name in [*a, *(k for k in b if k not in a)]:
+        s_us = a[name]["gpu_us_per_token"] if name in a else 0.0
+        l_us = b[name]["gpu_us_per_token"] if name in b else 0.0
+        row = {"kernel": name, "short_us": s_us, "long_us": l_us, "delta_us": l_us - s_us}
+        if "floor_us" in a.get(name, {}) and "floor_us" in b.get(name, {}):
+            row["floor_delta_us"] = b[name]["floor_us"] - a[name]["floor_us"]
+        rows.append(row)
+    return sorted(rows, key=lambda r: -abs(r["delta_us"]))
 
 
 def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: str = "cuda",
@@ -320,9 +339,19 @@ def main() -> int:
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)
-        kernels = where_time_goes(session, 32) if session.device.is_gpu else []  # contexts 32 to 64
-        report["presets"][name]["where_time_goes_optimized"] = with_floors(
-            kernels, session.preset, 48, report["presets"][name]["copy_bw_gbs"])
+        gpu, bw = session.device.is_gpu, report["presets"][name]["copy_bw_gbs"]
+        kernels = where_time_goes(session, GROWTH_TOKENS) if gpu else []
+        pr = report["presets"][name]
+        pr["where_time_goes_optimized"] = with_floors(kernels, session.preset, 32 + GROWTH_TOKENS // 2, bw)
+        # the same at the last of POSITIONS on: where the growth the latency table shows goes, kernel by kernel
+        at_end = where_time_goes(session, GROWTH_TOKENS, POSITIONS[-1]) if gpu else []
+        if kernels and at_end:
+            long_ctx = POSITIONS[-1] + GROWTH_TOKENS // 2
+            pr["growth_by_kernel"] = {
+                "short_positions": [32, 32 + GROWTH_TOKENS - 1],
+                "long_positions": [POSITIONS[-1], POSITIONS[-1] + GROWTH_TOKENS - 1],
+                "rows": growth_by_kernel(pr["where_time_goes_optimized"],
+                                         with_floors(at_end, session.preset, long_ctx, bw))}
         report["device"] = session.device.info()  # the device every preset ran on (one per process)
         print(f"[{time.time() - t0:.0f}s] {name} traced", flush=True)
     report["copy_bw_gbs"] = float(np.median([v["copy_bw_gbs"] for v in report["presets"].values()]))

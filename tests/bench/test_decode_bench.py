@@ -145,3 +145,30 @@ def test_decode_refuses_unknown_config_rows(tmp_path):
                            "optimized,bogus", "--out", str(tmp_path / "d")], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown bogus" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_growth_by_kernel_puts_the_largest_difference_first_beside_its_bytes():
+    """growth_by_kernel: per kernel the stream time at the short and the long contexts, the difference
+    (a kernel seen at one end only counts 0 at the other) and what its extra bytes explain; the table
+    lists them, the largest first, with a total, and escapes the kernels' names."""
+    from bench.decode import growth_by_kernel
+
+    short = [{"kernel": "attn_split", "gpu_us_per_token": 70.0, "floor_us": 0.5},
+             {"kernel": "gemv", "gpu_us_per_token": 160.0, "floor_us": 174.0},
+             {"kernel": "spin<int>|x", "gpu_us_per_token": 2.0}]
+    long = [{"kernel": "gemv", "gpu_us_per_token": 161.0, "floor_us": 174.0},
+            {"kernel": "attn_split", "gpu_us_per_token": 100.0, "floor_us": 5.5},
+            {"kernel": "attn_combine", "gpu_us_per_token": 4.0}]
+    rows = growth_by_kernel(short, long)
+    assert [r["kernel"] for r in rows] == ["attn_split", "attn_combine", "spin<int>|x", "gemv"]
+    assert rows[0]["delta_us"] == 30.0 and rows[0]["floor_delta_us"] == 5.0
+    assert rows[1]["short_us"] == 0.0 and "floor_delta_us" not in rows[1]
+    assert rows[2]["long_us"] == 0.0 and rows[2]["delta_us"] == -2.0
+    report = json.loads((REPORTS / "bench" / "decode.json").read_text())
+    pr = next(iter(report["presets"].values()))
+    pr["growth_by_kernel"] = {"short_positions": [32, 63], "long_positions": [512, 543], "rows": rows}
+    lines = render.render("decode.md.j2", r=report, positions=POSITIONS).splitlines()
+    assert "| attn\\_split | 70.0 | 100.0 | +30.0 | +5.0 |" in lines
+    assert "| spin\\<int\\>\\|x | 2.0 | 0.0 | -2.0 | - |" in lines
+    assert "| all kernels | 232.0 | 265.0 | +33.0 | |" in lines
+    assert any("at 512-543" in x for x in lines)
