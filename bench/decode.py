@@ -20,7 +20,7 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
   bytes it must read and the time those take at the copy bandwidth (its floor); and the same at
   positions 512-543 against 32-63, kernel by kernel: where the growth with position goes.
 Also checks that PyTorch picks the same greedy tokens as our baseline (reported, not required).
-Writes decode.json and decode.md under --out; prints the table.
+Writes decode.json and decode.md under --out; prints the table. --traced-only: the CUPTI tables alone.
 """
 
 from __future__ import annotations
@@ -311,6 +311,8 @@ def main() -> int:
     ap.add_argument("--latency-rounds", type=int, default=15, help="samples of the token at each position")
     ap.add_argument("--configs", help="comma-separated rows of ours to run (default: all; baseline and optimized "
                     "always run): a shorter call where device time is short")
+    ap.add_argument("--traced-only", action="store_true",
+                    help="only the CUPTI tables (where the time goes, where the growth goes): a short call")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
     args = ap.parse_args()
@@ -332,8 +334,13 @@ def main() -> int:
         torch_ok = False
     t0 = time.time()
     report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "fresh_every": args.fresh_every,
-                    "presets": {}}
+                    "presets": {}, **({"traced_only": True} if args.traced_only else {})}
     for name in args.presets.split(","):
+        if args.traced_only:
+            session = Session(name, args.device, seed=0)
+            gpu = session.device.is_gpu
+            report["presets"][name] = {"copy_bw_gbs": copy_bandwidth_gbs(session.device.cp) if gpu else float("nan")}
+            continue
         report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
                                                args.latency_rounds, args.fresh_every, keys)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)

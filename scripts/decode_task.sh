@@ -11,6 +11,8 @@
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
 #   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] [AB_PRESETS="1b 8b"] scripts/decode_task.sh candidate
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
+#   scripts/decode_task.sh growth         the CUPTI tables alone (bench/decode.py --traced-only): where the
+#                                         growth from position 32 to 512 goes, kernel by kernel (about a minute)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -27,7 +29,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -75,6 +77,9 @@ for s in "${stages[@]}"; do
                 stamp "ab $preset after $prompt"
             done
         done;;
+    growth)  # CUPTI alone: where optimized's token time goes, and its growth from 32 to 512 kernel by kernel
+        python3 bench/decode.py --traced-only --out "$OUT/g" | grep -v -E "Deprecation" | tail -40
+        stamp growth;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

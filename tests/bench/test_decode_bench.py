@@ -172,3 +172,20 @@ def test_growth_by_kernel_puts_the_largest_difference_first_beside_its_bytes():
     assert "| spin\\<int\\>\\|x | 2.0 | 0.0 | -2.0 | - |" in lines
     assert "| all kernels | 232.0 | 265.0 | +33.0 | |" in lines
     assert any("at 512-543" in x for x in lines)
+
+
+def test_traced_only_dry_run_writes_the_kernel_tables_alone(tmp_path):
+    """``--traced-only``: no tokens/s table, no latency rounds; each preset's copy bandwidth and the CUPTI
+    tables (empty on the CPU, where CUPTI has nothing to trace), and a header that says so."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "decode.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--traced-only", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "decode.json").read_text())
+    assert report["traced_only"] is True and set(report["presets"]["tiny"]) == {"copy_bw_gbs",
+                                                                                "where_time_goes_optimized"}
+    text = (tmp_path / "decode.md").read_text()
+    assert "--traced-only" in text and "t/s median" not in text and "tg128" not in text
