@@ -335,20 +335,17 @@ def main() -> int:
     t0 = time.time()
     report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "fresh_every": args.fresh_every,
                     "presets": {}, **({"traced_only": True} if args.traced_only else {})}
-    for name in args.presets.split(","):
-        if args.traced_only:
-            session = Session(name, args.device, seed=0)
-            gpu = session.device.is_gpu
-            report["presets"][name] = {"copy_bw_gbs": copy_bandwidth_gbs(session.device.cp) if gpu else float("nan")}
-            continue
+    for name in args.presets.split(",") if not args.traced_only else ():
         report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
                                                args.latency_rounds, args.fresh_every, keys)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)
-        gpu, bw = session.device.is_gpu, report["presets"][name]["copy_bw_gbs"]
+        gpu, pr = session.device.is_gpu, report["presets"].setdefault(name, {})
+        if "copy_bw_gbs" not in pr:  # --traced-only: no table measured it
+            pr["copy_bw_gbs"] = copy_bandwidth_gbs(session.device.cp) if gpu else float("nan")
+        bw = pr["copy_bw_gbs"]
         kernels = where_time_goes(session, GROWTH_TOKENS) if gpu else []
-        pr = report["presets"][name]
         pr["where_time_goes_optimized"] = with_floors(kernels, session.preset, 32 + GROWTH_TOKENS // 2, bw)
         # the same at the last of POSITIONS on: where the growth the latency table shows goes, kernel by kernel
         at_end = where_time_goes(session, GROWTH_TOKENS, POSITIONS[-1]) if gpu else []
