@@ -189,3 +189,41 @@ def test_traced_only_dry_run_writes_the_kernel_tables_alone(tmp_path):
                                                                                 "where_time_goes_optimized"}
     text = (tmp_path / "decode.md").read_text()
     assert "--traced-only" in text and "t/s median" not in text and "tg128" not in text
+
+
+def test_traced_tables_are_wired_from_both_ends(tmp_path, monkeypatch):
+    """main's traced part as on a GPU, with CUPTI's rows made up: the kernel table from positions 32-63,
+    the growth table from the same rows against those after a 512-token prompt, floors at each context."""
+    import sys
+    from types import SimpleNamespace
+
+    import bench.decode as dec
+    from runner.presets import get_preset
+
+    calls = []
+
+    def rows(session, tokens, prompt_tokens=32):
+        calls.append((tokens, prompt_tokens))
+        attn = 70.0 if prompt_tokens == 32 else 110.0
+        return [{"kernel": "rope_kv_attention: attn_split", "count_per_token": 16, "gpu_us_per_token": attn,
+                 "share": 0.1}, {"kernel": "lm_head: gemv", "count_per_token": 1, "gpu_us_per_token": 160.0,
+                                 "share": 0.2}]
+
+    class FakeSession:
+        def __init__(self, name, device, seed=0):
+            self.preset = get_preset(name)
+            self.device = SimpleNamespace(is_gpu=True, cp=None, info=lambda: {"name": "fake GPU"})
+
+    monkeypatch.setattr(dec, "Session", FakeSession)
+    monkeypatch.setattr(dec, "where_time_goes", rows)
+    monkeypatch.setattr(dec, "copy_bandwidth_gbs", lambda cp: 3000.0)
+    monkeypatch.setattr(sys, "argv", ["decode.py", "--traced-only", "--presets", "1b", "--out", str(tmp_path)])
+    assert dec.main() == 0
+    assert calls == [(dec.GROWTH_TOKENS, 32), (dec.GROWTH_TOKENS, dec.POSITIONS[-1])]
+    g = json.loads((tmp_path / "decode.json").read_text())["presets"]["1b"]["growth_by_kernel"]
+    assert g["short_positions"] == [32, 63] and g["long_positions"] == [512, 543]
+    top = g["rows"][0]
+    assert top["kernel"] == "rope_kv_attention: attn_split" and top["delta_us"] == 40.0
+    p = get_preset("1b")
+    assert abs(top["floor_delta_us"] - p.kv_bytes_per_token(1) * (528 - 48) / 3e6) < 1e-6  # the extra KV reads
+    assert "| rope\\_kv\\_attention: attn\\_split | 70.0 | 110.0 | +40.0 |" in (tmp_path / "decode.md").read_text()
