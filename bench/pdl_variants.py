@@ -34,9 +34,9 @@ from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
-    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
-    NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE, OVERLAP_DEFINES,
-    RESID_SHORT_DEFINE, NormPlacement, OwnForward, without)
+    ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE,
+    MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE,
+    OPROJ_SHORT_DEFINE, OVERLAP_DEFINES, RESID_SHORT_DEFINE, NormPlacement, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -219,14 +219,14 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # the same for the attention after the QKV: attn_split's 77 registers (80 allocated) leave it no room beside the
     # 1b's three QKV blocks an SM (64 each), so its cache rows load only once they end; at 4 blocks an SM ptxas gives
     # it 64, no spills (ptxas -v at 43dc820), and one fits beside them
-    "optimized, attention 4 blocks an SM": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DATT_MIN_BLOCKS=4")},
+    "optimized, attention 4 blocks an SM": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, ATT_FOUR_BLOCKS_DEFINE)},
     "optimized, residual GEMVs 8 a lane, attention 4 blocks an SM": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, "-DATT_MIN_BLOCKS=4")},
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, RESID_SHORT_DEFINE, ATT_FOUR_BLOCKS_DEFINE)},
     # H100 (b0c30be): the residual GEMVs at 8 slower (1b 994.5 against 969.5 µs at 96), attention at 4 blocks faster at
     # 512 (1b 999.7 against 1010.7, 8b 5315.0 against 5358.2): attn_four_blocks. With the merge in the split's last
     # block as well (attn_merge_last, the 1b's +0.96% at tg128): ptxas then spills 8 bytes in attn_split at 64
     "optimized, attention 4 blocks an SM, merge in the split's last block": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE, "-DATT_MIN_BLOCKS=4")},
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE, ATT_FOUR_BLOCKS_DEFINE)},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)

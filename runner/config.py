@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_GROUP_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE,
-                                HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE,
-                                NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE, OVERLAP_DEFINES,
-                                RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE, SMEM_CARVEOUT_DEFINE)
+from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_GROUP_DEFINE,
+                                ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
+                                NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE,
+                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE, SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunab
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,),
     "norm_as_scale": (NORM_SCALE_DEFINE,), "oproj_short_prefetch": (OPROJ_SHORT_DEFINE,),
-    "resid_short_prefetch": (RESID_SHORT_DEFINE,), "attn_four_blocks": ("-DATT_MIN_BLOCKS=4",)}
+    "resid_short_prefetch": (RESID_SHORT_DEFINE,), "attn_four_blocks": (ATT_FOUR_BLOCKS_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
 # norm_in_proj, norm_in_dot and norm_as_scale are three modes of one define (NORM_IN_PROJ 1, 2 and 3);

@@ -66,6 +66,9 @@ RESID_DEEP, RESID_DEEP_BLOCKS_PER_SM = "-DPRE_RESID=16", 2  # 16 a lane: 112 reg
 # gemv_residual_short), down keeping 16; RESID_SHORT, both at 8 (OwnForward's rule, not decode.cu's: resid_depth
 # leaves RESID_DEEP out), so blocks of gate/up, of down and of the next QKV fit beside the kernel before them too
 OPROJ_SHORT_DEFINE, RESID_SHORT_DEFINE = "-DPRE_OPROJ=8", "-DRESID_SHORT=1"
+# attn_split bounded to 4 blocks an SM (the attn_four_blocks switch): 64 registers, no spill, so one of its blocks
+# fits on an SM beside the 1b's three QKV blocks
+ATT_FOUR_BLOCKS_DEFINE = "-DATT_MIN_BLOCKS=4"
 # Every kernel prefers 75% of its SM's unified L1 as shared memory (the smem_carveout switch, in optimized): one
 # shared-memory configuration for all of them, where the driver otherwise sizes each kernel's from its own need.
 # OwnForward's rule, not decode.cu's (the macro is unused there: the same PTX). Measured on the H100 (one token as a
