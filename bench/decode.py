@@ -345,17 +345,18 @@ def main() -> int:
         if "copy_bw_gbs" not in pr:  # --traced-only: no table measured it
             pr["copy_bw_gbs"] = copy_bandwidth_gbs(session.device.cp) if gpu else float("nan")
         bw = pr["copy_bw_gbs"]
-        kernels = where_time_goes(session, GROWTH_TOKENS) if gpu else []
-        pr["where_time_goes_optimized"] = with_floors(kernels, session.preset, 32 + GROWTH_TOKENS // 2, bw)
-        # the same at the last of POSITIONS on: where the growth the latency table shows goes, kernel by kernel
-        at_end = where_time_goes(session, GROWTH_TOKENS, POSITIONS[-1]) if gpu else []
+        # traced from the first and from the last of POSITIONS: where the time goes, and where the growth the
+        # latency table shows goes, kernel by kernel (the floors at each end's mean context)
+        first, last = POSITIONS[0], POSITIONS[-1]
+        kernels = where_time_goes(session, GROWTH_TOKENS, first) if gpu else []
+        pr["where_time_goes_optimized"] = with_floors(kernels, session.preset, first + GROWTH_TOKENS // 2, bw)
+        at_end = where_time_goes(session, GROWTH_TOKENS, last) if gpu else []
         if kernels and at_end:
-            long_ctx = POSITIONS[-1] + GROWTH_TOKENS // 2
             pr["growth_by_kernel"] = {
-                "short_positions": [32, 32 + GROWTH_TOKENS - 1],
-                "long_positions": [POSITIONS[-1], POSITIONS[-1] + GROWTH_TOKENS - 1],
+                "short_positions": [first, first + GROWTH_TOKENS - 1],
+                "long_positions": [last, last + GROWTH_TOKENS - 1],
                 "rows": growth_by_kernel(pr["where_time_goes_optimized"],
-                                         with_floors(at_end, session.preset, long_ctx, bw))}
+                                         with_floors(at_end, session.preset, last + GROWTH_TOKENS // 2, bw))}
         report["device"] = session.device.info()  # the device every preset ran on (one per process)
         print(f"[{time.time() - t0:.0f}s] {name} traced", flush=True)
     report["copy_bw_gbs"] = float(np.median([v["copy_bw_gbs"] for v in report["presets"].values()]))
