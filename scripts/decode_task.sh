@@ -13,6 +13,8 @@
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 #   scripts/decode_task.sh growth         the CUPTI tables alone (bench/decode.py --traced-only): where the
 #                                         growth from position 32 to 512 goes, kernel by kernel (about a minute)
+#   scripts/decode_task.sh marks          what the run-ahead loop's CUDA events between token launches cost
+#                                         (bench/token_marks.py, about a minute)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -80,6 +82,9 @@ for s in "${stages[@]}"; do
     growth)  # CUPTI alone: where optimized's token time goes, and its growth from 32 to 512 kernel by kernel
         python3 bench/decode.py --traced-only --out "$OUT/g" | grep -v -E "Deprecation" | tail -40
         stamp growth;;
+    marks)  # the events around each queued token's launch against none, one, and bare launches
+        python3 bench/token_marks.py --out "$OUT/m" | grep -v -E "Deprecation" | tail -20
+        stamp marks;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

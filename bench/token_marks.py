@@ -1,0 +1,142 @@
+"""GPU task (issue 12), one device call: what the run-ahead loop's token marks cost.
+
+``optimized`` queues its decode tokens as one CUDA graph launch each (run_ahead) and the recorder puts a
+CUDA event on the stream before and after every launch (``Recorder.mark``: the token's GPU window). One
+token's graph replayed back to back takes 966-970 µs on the H100's 1b at position 96
+(pdl_variants_*_h100_14b1eeb), the tg128 decode 989 µs a token (decode_h100_14b1eeb): this measures how much
+of that gap the events between the launches are. Per preset (tg128 after a 32-token prompt, the prompt
+run again before every repeat), in rounds with the variants in a random order each round:
+- ``two marks a token``: the loop as it ships (``Pipeline.queue``, an event before and after each launch);
+- ``one mark a token``: only the event after each launch;
+- ``no marks``: ``Pipeline.queue`` without events;
+- ``launches alone``: the graph launched 128 times, no host ranges, no events.
+Each repeat is timed by one event pair around the 128 tokens (the picks' copy and the wait included) and by
+the host clock; the table gives the median µs a token [95% CI] and each variant against the first, paired
+by round. Writes token_marks.json and token_marks.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.decode import median_ci  # noqa: E402
+from bench.outputs import save  # noqa: E402
+from perfreview.compare import stats  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner import config as cfg  # noqa: E402
+from runner.loop import Session, generate  # noqa: E402
+
+VARIANTS = ("two marks a token", "one mark a token", "no marks", "launches alone")
+PROMPT = 32
+
+
+def _queue_tokens(pipe: Any, rec: Any, tokens: int) -> None:
+    """The run-ahead loop of runner.loop.generate after its prompt, token by token."""
+    pipe.start_queue(PROMPT)
+    for i in range(tokens):
+        rec.token, rec.phase = PROMPT + i, "decode"
+        pipe.queue(last=i == tokens - 1)
+
+
+def _launch_tokens(pipe: Any, tokens: int) -> None:
+    """The same graph launched ``tokens`` times with nothing between the launches, then one wait."""
+    s = pipe.main
+    with pipe.dev.use(s):
+        for _ in range(tokens):
+            pipe.graph.launch(s)
+    pipe.dev.synchronize(s)
+
+
+def _marks(rec: Any, variant: str) -> Callable[[str, Any], None]:
+    """The recorder's mark for ``variant`` (the shipped one, or one that skips some events)."""
+    shipped = type(rec).mark.__get__(rec)
+    if variant == "one mark a token":
+        return lambda name, stream: shipped(name, stream) if name == "token_end" else None
+    if variant == "no marks":
+        return lambda name, stream: None
+    return shipped
+
+
+def summarize(us: dict[str, list[float]], host_us: dict[str, list[float]]) -> dict[str, dict]:
+    """Per variant: median µs a token [95% CI] (GPU events, host clock) and against the first variant
+    the paired ratio [95% CI] of the GPU times (rounds as units, the review's statistics)."""
+    first = next(iter(us))
+    out = {}
+    for name, x in us.items():
+        med, lo, hi = median_ci(x)
+        row = {"us_per_token": med, "ci95": [lo, hi], "host_us_per_token": float(np.median(host_us[name])),
+               "samples": x}
+        if name != first:
+            est = stats.paired(np.asarray(us[first]), np.asarray(x), 0.05)
+            row["vs_first"] = {"ratio": est.ratio, "ci95": [est.ci_low, est.ci_high], "method": est.method}
+        out[name] = row
+    return out
+
+
+def run_preset(name: str, rounds: int, tokens: int) -> dict:
+    session = Session(name, "cuda", seed=0)
+    cp = session.device.cp
+    pipe, rec = session.pipeline(cfg.parse_side("optimized"), "tokens")
+    if not pipe.run_ahead:
+        raise SystemExit("token_marks: optimized does not run ahead on this device")
+    prompt = session.prompt(PROMPT)
+    generate(pipe, prompt[:16], 16)  # compile, capture the graph, warm up
+    us: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    host: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    order = np.random.default_rng(0)
+    for _ in range(rounds + 1):  # the first round warms every variant up and is dropped
+        for i in order.permutation(len(VARIANTS)):
+            variant = VARIANTS[int(i)]
+            rec.start_repeat()
+            generate(pipe, prompt, 0)  # the prompt again: the cache from position 0, inputs for the queue
+            rec.mark = _marks(rec, variant)
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record(pipe.main)
+            t0 = time.perf_counter_ns()
+            if variant == "launches alone":
+                _launch_tokens(pipe, tokens)
+            else:
+                _queue_tokens(pipe, rec, tokens)
+            e1.record(pipe.main)
+            e1.synchronize()
+            t1 = time.perf_counter_ns()
+            del rec.mark  # the class's mark again
+            us[variant].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / tokens)
+            host[variant].append((t1 - t0) / 1e3 / tokens)
+    for v in VARIANTS:
+        us[v], host[v] = us[v][1:], host[v][1:]
+    return {"tokens": tokens, "prompt": PROMPT, "rounds": rounds, "variants": summarize(us, host),
+            "device": session.device.info()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="1b,8b")
+    ap.add_argument("--rounds", default="1b=21,8b=11", help="rounds per preset (each variant once a round)")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
+    report: dict = {"git": git_info(), "presets": {}}
+    t0 = time.time()
+    for name in args.presets.split(","):
+        report["presets"][name] = run_preset(name, rounds.get(name, 11), args.tokens)
+        print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
+    report["device"] = next(iter(report["presets"].values())).pop("device")  # one device a process
+    for p in report["presets"].values():
+        p.pop("device", None)
+    save(args.out, "token_marks", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
