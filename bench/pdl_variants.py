@@ -227,6 +227,12 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     # block as well (attn_merge_last, the 1b's +0.96% at tg128): ptxas then spills 8 bytes in attn_split at 64
     "optimized, attention 4 blocks an SM, merge in the split's last block": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE, ATT_FOUR_BLOCKS_DEFINE)},
+    # H100 (84a617c, CUPTI): the growth from 32 to 512 is the merge's (attn_combine 25.3 -> 69.8 µs a 1b token), where
+    # a head's 9 splits at 512 pass the 8 outputs it loaded beside their (m, l): COMBINE_AHEAD 16 in decode.cu
+    # since, against the 8 before
+    "optimized, merge loads 8 ahead": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DCOMBINE_AHEAD=8")},
+    "optimized, attention 4 blocks an SM, merge loads 8 ahead": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, ATT_FOUR_BLOCKS_DEFINE, "-DCOMBINE_AHEAD=8")},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)
