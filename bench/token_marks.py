@@ -9,7 +9,10 @@ run again before every repeat), in rounds with the variants in a random order ea
 - ``two marks a token``: the loop as it ships (``Pipeline.queue``, an event before and after each launch);
 - ``one mark a token``: only the event after each launch;
 - ``no marks``: ``Pipeline.queue`` without events;
-- ``launches alone``: the graph launched 128 times, no host ranges, no events.
+- ``launches alone``: the graph launched 128 times, no host ranges, no events;
+- ``one token at 96 again``: bench/pdl_variants.py's token (no advance kernel: the same position every time)
+  captured from this pipeline's kernels, weights and buffers, launched 128 times at position 96: whether the
+  gap to pdl_variants is the pipeline's graph and positions or its memory.
 Each repeat is timed by one event pair around the 128 tokens (the picks' copy and the wait included) and by
 the host clock; the table gives the median µs a token [95% CI] and each variant against the first, paired
 by round. Writes token_marks.json and token_marks.md under --out.
@@ -35,7 +38,8 @@ from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
 
-VARIANTS = ("two marks a token", "one mark a token", "no marks", "launches alone")
+VARIANTS = ("two marks a token", "one mark a token", "no marks", "launches alone", "one token at 96 again")
+FIXED = 96
 PROMPT = 32
 
 
@@ -53,6 +57,32 @@ def _launch_tokens(pipe: Any, tokens: int) -> None:
     with pipe.dev.use(s):
         for _ in range(tokens):
             pipe.graph.launch(s)
+    pipe.dev.synchronize(s)
+
+
+def _fixed_token_graph(pipe: Any) -> Any:
+    """pdl_variants' token on the pipeline's own kernels and buffers, as one graph (no advance: its
+    position stays where the inputs put it)."""
+    from bench.pdl_variants import token
+
+    s = pipe.main
+    with pipe.dev.use(s):
+        s.begin_capture()
+        try:
+            token(pipe.own, pipe.layers, pipe.w)
+        finally:
+            graph = s.end_capture()
+        graph.upload(s)
+    return graph
+
+
+def _fixed_tokens(pipe: Any, graph: Any, tokens: int) -> None:
+    s = pipe.main
+    with pipe.dev.use(s):
+        pipe.d_pos.fill(FIXED)
+        pipe.d_slot.fill(FIXED)
+        for _ in range(tokens):
+            graph.launch(s)
     pipe.dev.synchronize(s)
 
 
@@ -90,6 +120,7 @@ def run_preset(name: str, rounds: int, tokens: int) -> dict:
         raise SystemExit("token_marks: optimized does not run ahead on this device")
     prompt = session.prompt(PROMPT)
     generate(pipe, prompt[:16], 16)  # compile, capture the graph, warm up
+    fixed = _fixed_token_graph(pipe)
     us: dict[str, list[float]] = {v: [] for v in VARIANTS}
     host: dict[str, list[float]] = {v: [] for v in VARIANTS}
     order = np.random.default_rng(0)
@@ -104,6 +135,8 @@ def run_preset(name: str, rounds: int, tokens: int) -> dict:
             t0 = time.perf_counter_ns()
             if variant == "launches alone":
                 _launch_tokens(pipe, tokens)
+            elif variant == "one token at 96 again":
+                _fixed_tokens(pipe, fixed, tokens)
             else:
                 _queue_tokens(pipe, rec, tokens)
             e1.record(pipe.main)
