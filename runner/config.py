@@ -165,8 +165,8 @@ SWITCHES: dict[str, Switch] = {
                                "pdl_variants_coresidency_pos*_h100_b0c30be). perfreview ab (reports/h100-review-"
                                "four-blocks): tg128 1b -0.01% [-0.17, +0.09], 8b -0.15% [-0.42, +0.17], no change; "
                                "after 448 (positions 448-511, 8 splits: the blocks fit at 2 an SM) 1b -0.28% "
-                               "[-0.37, -0.22] no change, 8b inconclusive; after 512 (9-10 splits a head, 288-320 blocks "
-                               "past the 264 slots) 1b +0.76% [+0.56, +0.94] improved, 8b +0.5% [-0.4, +1.0] "
+                               "[-0.37, -0.22] no change, 8b inconclusive; after 512 (9-10 splits a head, 288-320 "
+                               "blocks past the 264 slots) 1b +0.76% [+0.56, +0.94] improved, 8b +0.5% [-0.4, +1.0] "
                                "inconclusive (84a617c): a long-context switch, not in optimized, whose workload is "
                                "tg128 after 32 (replaces attn_one_wave; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
