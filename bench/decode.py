@@ -64,10 +64,12 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized+oproj_short_prefetch": "optimized,oproj_short_prefetch=on",
         "optimized+resid_short_prefetch": "optimized,resid_short_prefetch=on",
         "optimized+attn_four_blocks": "optimized,attn_four_blocks=on",
-        "optimized+attn_four_blocks+attn_merge_last": "optimized,attn_four_blocks=on,attn_merge_last=on"}
+        "optimized+attn_four_blocks+attn_merge_last": "optimized,attn_four_blocks=on,attn_merge_last=on",
+        "optimized+attn_merge_ahead": "optimized,attn_merge_ahead=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
-                   "optimized-norm_as_scale", "optimized+attn_four_blocks")  # ours, by position
+                   "optimized-norm_as_scale", "optimized+attn_four_blocks",
+                   "optimized+attn_merge_ahead")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 GROWTH_TOKENS = 32  # traced tokens at each end of growth_by_kernel: positions 32-63 and 512-543
 

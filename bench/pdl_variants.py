@@ -35,8 +35,8 @@ from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE,
-    MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE,
-    OPROJ_SHORT_DEFINE, OVERLAP_DEFINES, RESID_SHORT_DEFINE, NormPlacement, OwnForward, without)
+    MERGE_AHEAD_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE,
+    NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE, OVERLAP_DEFINES, RESID_SHORT_DEFINE, NormPlacement, OwnForward, without)
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -228,11 +228,10 @@ VARIANTS = {  # name: OwnForward keyword arguments (launch with PDL, -D defines 
     "optimized, attention 4 blocks an SM, merge in the split's last block": {
         "pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_LAST_DEFINE, ATT_FOUR_BLOCKS_DEFINE)},
     # H100 (84a617c, CUPTI): the growth from 32 to 512 is the merge's (attn_combine 25.3 -> 69.8 µs a 1b token), where
-    # a head's 9 splits at 512 pass the 8 outputs it loaded beside their (m, l): COMBINE_AHEAD 16 in decode.cu
-    # since, against the 8 before
-    "optimized, merge loads 8 ahead": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, "-DCOMBINE_AHEAD=8")},
-    "optimized, attention 4 blocks an SM, merge loads 8 ahead": {
-        "pdl": True, "defines": (*OPTIMIZED_DEFINES, ATT_FOUR_BLOCKS_DEFINE, "-DCOMBINE_AHEAD=8")},
+    # a head's 9 splits at 512 pass the 8 outputs it loads beside their (m, l): 16 (attn_merge_ahead)
+    "optimized, merge loads 16 ahead": {"pdl": True, "defines": (*OPTIMIZED_DEFINES, MERGE_AHEAD_DEFINE)},
+    "optimized, attention 4 blocks an SM, merge loads 16 ahead": {
+        "pdl": True, "defines": (*OPTIMIZED_DEFINES, ATT_FOUR_BLOCKS_DEFINE, MERGE_AHEAD_DEFINE)},
     # H100 (8232160): tg128 (a graph a token, queued back to back) 987 µs a 1b token where one token's graph
     # replayed back to back takes 960: what a graph boundary costs, measured as graphs of 2 and 4 tokens (the
     # same token again: same position, same output), the time per token (no PDL edge crosses a graph boundary)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_GROUP_DEFINE,
-                                ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE,
+                                ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_AHEAD_DEFINE, MERGE_DEFINE,
+                                MERGE_LAST_DEFINE,
                                 NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE,
                                 OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE, SMEM_CARVEOUT_DEFINE)
 
@@ -169,6 +170,13 @@ SWITCHES: dict[str, Switch] = {
                                "blocks past the 264 slots) 1b +0.76% [+0.56, +0.94] improved, 8b +0.5% [-0.4, +1.0] "
                                "inconclusive (84a617c): a long-context switch, not in optimized, whose workload is "
                                "tg128 after 32 (replaces attn_one_wave; implies own_kernels)"),
+    "attn_merge_ahead": Switch(bool, False, True, True,
+                               "our attention merge (attn_combine) loads 16 splits' outputs beside their maxima and "
+                               "sums, not 8, so it makes one memory trip after its wait up to 1024 positions; from "
+                               "512 on (9 splits of 64 a head) it made two. Written for the growth to 512, which "
+                               "CUPTI puts in the merge (H100, 84a617c: attn_combine 25.3 -> 69.8 µs a 1b token from "
+                               "positions 32-63 to 512-543, 8b 71.2 -> 134.2). The same arithmetic in the same order "
+                               "(the same tokens). Not yet measured on a GPU (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -183,7 +191,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
                  "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale", "oproj_short_prefetch",
-                 "resid_short_prefetch", "attn_four_blocks")
+                 "resid_short_prefetch", "attn_four_blocks", "attn_merge_ahead")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),
@@ -192,7 +200,8 @@ KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunab
     "norm_in_residual": (NORM_RESID_DEFINE,), "early_loads": (EARLY_DEFINE, HOIST_DEFINE),
     "overlap_tuning": (*OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE), "smem_carveout": (SMEM_CARVEOUT_DEFINE,),
     "norm_as_scale": (NORM_SCALE_DEFINE,), "oproj_short_prefetch": (OPROJ_SHORT_DEFINE,),
-    "resid_short_prefetch": (RESID_SHORT_DEFINE,), "attn_four_blocks": (ATT_FOUR_BLOCKS_DEFINE,)}
+    "resid_short_prefetch": (RESID_SHORT_DEFINE,), "attn_four_blocks": (ATT_FOUR_BLOCKS_DEFINE,),
+    "attn_merge_ahead": (MERGE_AHEAD_DEFINE,)}
 # attn_fit_wave's split rule (ATT_FILL=3) includes attn_fill_split's, and attn_share_kv (ATT_FILL=4) sizes
 # every split itself: with several on, one ATT_FILL (a switch is left out when one that supersedes it is on);
 # norm_in_proj, norm_in_dot and norm_as_scale are three modes of one define (NORM_IN_PROJ 1, 2 and 3);

@@ -13,6 +13,9 @@
 #   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
 #   scripts/decode_task.sh growth         the CUPTI tables alone (bench/decode.py --traced-only): where the
 #                                         growth from position 32 to 512 goes, kernel by kernel (about a minute)
+#   CANDIDATE=attn_merge_ahead CANDIDATE_ROW="optimized, merge loads 16 ahead" AB_AT="32:128 448:64 512:128" \
+#       scripts/decode_task.sh candidate   the merge's 16 loads ahead (the growth to 512 is the merge's), then
+#       DECODE_CONFIGS=optimized+attn_merge_ahead scripts/decode_task.sh decode   its latency by position
 #   scripts/decode_task.sh marks          what the run-ahead loop's CUDA events between token launches cost
 #                                         (bench/token_marks.py, about a minute)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it

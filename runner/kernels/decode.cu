@@ -972,11 +972,12 @@ __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident
 }
 #define MAX_SPLITS 64  // 4096 positions; checked on the host
 // COMBINE_AHEAD (HOIST_LOADS): the splits' outputs a thread loads beside their (m, l); a head with more
-// splits loads the rest after its barrier, one more L2 trip after the wait. 8 covered 512 positions, and the
-// growth to 512 was the merge's (CUPTI, H100, 84a617c: attn_combine 25.3 µs a 1b token at positions 32-63,
-// 69.8 at 512-543, where 513 positions make 9 splits of 64; the 8b's 71.2 and 134.2): 16 cover 1024.
+// splits loads the rest after its barrier, one more L2 trip after the wait. 8 cover 512 positions, and the
+// growth to 512 is the merge's (CUPTI, H100, 84a617c: attn_combine 25.3 µs a 1b token at positions 32-63,
+// 69.8 at 512-543, where 513 positions make 9 splits of 64; the 8b's 71.2 and 134.2). 16 cover 1024 (the
+// attn_merge_ahead switch; not yet measured on a GPU, so not in optimized).
 #ifndef COMBINE_AHEAD
-#define COMBINE_AHEAD 16
+#define COMBINE_AHEAD 8
 #endif
 // The log-sum-exp merge of head h's first ``used`` split partials into out[h * d + i], thread i < d
 // (attn_combine: a block of d threads, so GUARD false and no bound check; attn_split's last block with

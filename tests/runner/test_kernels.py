@@ -819,6 +819,22 @@ def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     assert sum(_is(ins, "LDG") for ins in ahead) >= _source_define("COMBINE_AHEAD") + 2
 
 
+@SASS
+def test_the_merge_ahead_build_loads_16_split_outputs_before_its_barrier(tmp_path):
+    """attn_merge_ahead (COMBINE_AHEAD 16): attn_combine issues 16 split outputs with the (m, l) loads,
+    before its barrier, where optimized's build issues 8: from 512 positions (9 splits of 64) on, no second
+    trip after the wait until 1024."""
+    def ahead(code):
+        combine = code["attn_combine"]
+        return sum(_is(ins, "LDG") for ins in combine[_first(combine, "ACQBULK"):_first(combine, "BAR.SYNC")])
+
+    (tmp_path / "o").mkdir(), (tmp_path / "m").mkdir()
+    base = ahead(_sass(tmp_path / "o", *_cfg_defines("optimized")))
+    more = ahead(_sass(tmp_path / "m", *_cfg_defines("optimized", attn_merge_ahead="on")))
+    assert base >= _source_define("COMBINE_AHEAD") + 2
+    assert more >= 16 + 2 and more - base == 16 - _source_define("COMBINE_AHEAD")
+
+
 def test_optimized_builds_with_the_early_and_hoisted_loads():
     """EARLY_LOADS and HOIST_LOADS are decode.cu's options, off in the source (the own_kernels, cuda_graph
     and graph_pdl steps keep the build they were measured with); the early_loads switch sets both and
