@@ -5,8 +5,9 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - the device-copy bandwidth, measured in this run (the roofline's ceiling);
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
-  attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last and
-  without early_loads, overlap_tuning or smem_carveout (the runner's interleaved rounds) and of PyTorch
+  attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last, with
+  attn_four_blocks, with attn_merge_ahead and without early_loads, overlap_tuning, smem_carveout or
+  norm_as_scale (OURS: the runner's interleaved rounds; --configs picks some) and of PyTorch
   eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each per round:
   median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
