@@ -51,12 +51,13 @@ def _queue_tokens(pipe: Any, rec: Any, tokens: int) -> None:
         pipe.queue(last=i == tokens - 1)
 
 
-def _launch_tokens(pipe: Any, tokens: int) -> None:
-    """The same graph launched ``tokens`` times with nothing between the launches, then one wait."""
+def _replay(pipe: Any, graph: Any, tokens: int) -> None:
+    """``graph`` launched ``tokens`` times on the pipeline's stream with nothing between the launches, then
+    one wait."""
     s = pipe.main
     with pipe.dev.use(s):
         for _ in range(tokens):
-            pipe.graph.launch(s)
+            graph.launch(s)
     pipe.dev.synchronize(s)
 
 
@@ -76,14 +77,11 @@ def _fixed_token_graph(pipe: Any) -> Any:
     return graph
 
 
-def _fixed_tokens(pipe: Any, graph: Any, tokens: int) -> None:
-    s = pipe.main
-    with pipe.dev.use(s):
+def _at_fixed_position(pipe: Any) -> None:
+    """The token's position and cache slot set to FIXED, on the pipeline's stream (ordered before the launches)."""
+    with pipe.dev.use(pipe.main):
         pipe.d_pos.fill(FIXED)
         pipe.d_slot.fill(FIXED)
-        for _ in range(tokens):
-            graph.launch(s)
-    pipe.dev.synchronize(s)
 
 
 def _marks(rec: Any, variant: str) -> Callable[[str, Any], None]:
@@ -112,7 +110,8 @@ def summarize(us: dict[str, list[float]], host_us: dict[str, list[float]]) -> di
     return out
 
 
-def run_preset(name: str, rounds: int, tokens: int) -> dict:
+def run_preset(name: str, rounds: int, tokens: int) -> tuple[dict, dict]:
+    """The preset's table, and the device it ran on."""
     session = Session(name, "cuda", seed=0)
     cp = session.device.cp
     pipe, rec = session.pipeline(cfg.parse_side("optimized"), "tokens")
@@ -134,9 +133,10 @@ def run_preset(name: str, rounds: int, tokens: int) -> dict:
             e0.record(pipe.main)
             t0 = time.perf_counter_ns()
             if variant == "launches alone":
-                _launch_tokens(pipe, tokens)
+                _replay(pipe, pipe.graph, tokens)
             elif variant == "one token at 96 again":
-                _fixed_tokens(pipe, fixed, tokens)
+                _at_fixed_position(pipe)
+                _replay(pipe, fixed, tokens)
             else:
                 _queue_tokens(pipe, rec, tokens)
             e1.record(pipe.main)
@@ -147,8 +147,8 @@ def run_preset(name: str, rounds: int, tokens: int) -> dict:
             host[variant].append((t1 - t0) / 1e3 / tokens)
     for v in VARIANTS:
         us[v], host[v] = us[v][1:], host[v][1:]
-    return {"tokens": tokens, "prompt": PROMPT, "rounds": rounds, "variants": summarize(us, host),
-            "device": session.device.info()}
+    return ({"tokens": tokens, "prompt": PROMPT, "rounds": rounds, "variants": summarize(us, host)},
+            session.device.info())
 
 
 def main() -> int:
@@ -162,11 +162,8 @@ def main() -> int:
     report: dict = {"git": git_info(), "presets": {}}
     t0 = time.time()
     for name in args.presets.split(","):
-        report["presets"][name] = run_preset(name, rounds.get(name, 11), args.tokens)
+        report["presets"][name], report["device"] = run_preset(name, rounds.get(name, 11), args.tokens)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
-    report["device"] = next(iter(report["presets"].values())).pop("device")  # one device a process
-    for p in report["presets"].values():
-        p.pop("device", None)
     save(args.out, "token_marks", report)
     return 0
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_GROUP_DEFINE,
                                 ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE, MERGE_AHEAD_DEFINE, MERGE_DEFINE,
-                                MERGE_LAST_DEFINE,
-                                NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE, OPROJ_SHORT_DEFINE,
-                                OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE, SMEM_CARVEOUT_DEFINE)
+                                MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE, NORM_SCALE_DEFINE,
+                                OPROJ_SHORT_DEFINE, OVERLAP_DEFINES, RESID_DEEP_WHERE_ONE_WAVE, RESID_SHORT_DEFINE,
+                                SMEM_CARVEOUT_DEFINE)
 
 
 @dataclass(frozen=True)

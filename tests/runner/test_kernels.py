@@ -814,9 +814,13 @@ def test_hoisted_loads_leave_one_trip_after_the_wait(tmp_path):
     split = code["attn_split"]
     after = split[_first(split, "ACQBULK"):_first(split, "SHFL.BFLY")]
     assert not any(_is(ins, "LDG") for ins in after) and any(_is(ins, "LDGSTS") for ins in after)
+    assert _combine_loads_before_barrier(code) >= _source_define("COMBINE_AHEAD") + 2
+
+
+def _combine_loads_before_barrier(code: dict[str, list[str]]) -> int:
+    """attn_combine's global loads between its PDL wait and its barrier: the (m, l) and the outputs it loads ahead."""
     combine = code["attn_combine"]
-    ahead = combine[_first(combine, "ACQBULK"):_first(combine, "BAR.SYNC")]
-    assert sum(_is(ins, "LDG") for ins in ahead) >= _source_define("COMBINE_AHEAD") + 2
+    return sum(_is(ins, "LDG") for ins in combine[_first(combine, "ACQBULK"):_first(combine, "BAR.SYNC")])
 
 
 @SASS
@@ -824,13 +828,9 @@ def test_the_merge_ahead_build_loads_16_split_outputs_before_its_barrier(tmp_pat
     """attn_merge_ahead (COMBINE_AHEAD 16): attn_combine issues 16 split outputs with the (m, l) loads,
     before its barrier, where optimized's build issues 8: from 512 positions (9 splits of 64) on, no second
     trip after the wait until 1024."""
-    def ahead(code):
-        combine = code["attn_combine"]
-        return sum(_is(ins, "LDG") for ins in combine[_first(combine, "ACQBULK"):_first(combine, "BAR.SYNC")])
-
     (tmp_path / "o").mkdir(), (tmp_path / "m").mkdir()
-    base = ahead(_sass(tmp_path / "o", *_cfg_defines("optimized")))
-    more = ahead(_sass(tmp_path / "m", *_cfg_defines("optimized", attn_merge_ahead="on")))
+    base = _combine_loads_before_barrier(_sass(tmp_path / "o", *_cfg_defines("optimized")))
+    more = _combine_loads_before_barrier(_sass(tmp_path / "m", *_cfg_defines("optimized", attn_merge_ahead="on")))
     assert base >= _source_define("COMBINE_AHEAD") + 2
     assert more >= 16 + 2 and more - base == 16 - _source_define("COMBINE_AHEAD")
 
