@@ -71,7 +71,7 @@ for s in "${stages[@]}"; do
         python3 scripts/gpu_kernels.py --switch "$CANDIDATE" --out "$OUT/k" | grep -E "KERNELS|FAIL|False"
         stamp "kernels, optimized with $CANDIDATE"
         [ -z "$CANDIDATE_ROW" ] || one_token "optimized;optimized (A/A);$CANDIDATE_ROW" 9
-        for at in ${AB_AT:-32:128}; do  # PROMPT:TOKENS; 32:128 is tg128 after 32, written to ab_<preset>
+        for at in ${AB_AT-32:128}; do  # PROMPT:TOKENS (unset: 32:128, tg128 after 32, written to ab_<preset>; set empty: none)
             prompt=${at%%:*} tokens=${at##*:} suffix=""
             [ "$prompt" = 32 ] || suffix="_p$prompt"
             for preset in ${AB_PRESETS:-1b 8b}; do  # the review's own verdict, with its interval and the A/A control
