@@ -1,0 +1,152 @@
+"""GPU task (issue 12), one device call: why one token's graph at position 96 takes ~991 µs on the pipeline's
+memory and ~967 µs in bench/pdl_variants.py (H100, 1b, 774b7b8: token_marks_h100_774b7b8 "one token at 96
+again" against pdl_variants_merge_ahead_pos96_h100_774b7b8 "optimized"). Same kernels (optimized's build), same
+launches (pdl_variants.token), same position; the rows differ only in what the token reads:
+- ``pipeline``: the pipeline's own forward (runner Session, optimized) on its weights, arena and KV caches;
+- ``bench``: pdl_variants' forward on its weights (std 1/sqrt(fan-in), drawn on the GPU) and random caches;
+- ``bench, pipeline's weight arrays``: the same forward reading the pipeline's weight arrays (init_weights' values);
+- ``bench, copies of the pipeline's weights``: fresh device copies of those arrays (the pipeline's values, placed
+  after the bench's own);
+- ``bench, pipeline's weights and caches``: the pipeline's weight arrays and KV caches.
+So ``bench`` against ``copies`` is the weights' values (where they lie changes too), ``copies`` against
+``pipeline's weight arrays`` where the same values lie, and the last row the caches. Each round every row once,
+in a random order: REPLAYS graph launches back to back between two events (5 before them, not timed), with the
+board's mean power over them from NVML's energy counter and the SM clock read after. Median µs a token [95% CI]
+and the paired ratio against the first row, rounds as units. Writes token_gap.json/.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.outputs import save  # noqa: E402
+from bench.pdl_variants import OPTIMIZED_DEFINES, token, token_inputs, weights  # noqa: E402
+from bench.token_marks import FIXED, summarize  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner import config as cfg  # noqa: E402
+from runner.arena import Arena, token_buffers_capacity  # noqa: E402
+from runner.loop import Session, generate  # noqa: E402
+from runner.own_kernels import OwnForward  # noqa: E402
+
+REPLAYS = 64
+ROWS = ("pipeline", "bench", "bench, pipeline's weight arrays", "bench, copies of the pipeline's weights",
+        "bench, pipeline's weights and caches")
+
+
+def _graph(cp: Any, stream: Any, own: Any, layers: list, w: dict) -> Any:
+    """One token of ``own`` (pdl_variants' launches) captured on ``stream`` and run once."""
+    with stream:
+        stream.begin_capture()
+        try:
+            token(own, layers, w)
+        finally:
+            graph = stream.end_capture()
+        graph.upload(stream)
+        graph.launch(stream)
+    stream.synchronize()
+    return graph
+
+
+def _copies(cp: Any, w: dict, layers: list) -> tuple[dict, list]:
+    """Fresh device arrays holding the values of ``w`` and ``layers`` (a tied head stays tied)."""
+    w2 = {k: cp.array(v, copy=True) for k, v in w.items() if k != "lm_head"}
+    w2["lm_head"] = w2["embed"] if w["lm_head"] is w["embed"] else cp.array(w["lm_head"], copy=True)
+    return w2, [{k: cp.array(v, copy=True) for k, v in layer.items()} for layer in layers]
+
+
+def _timed(cp: Any, dev: Any, graph: Any, stream: Any) -> tuple[float, float, float | None, int | None]:
+    """GPU µs a token, host µs a token, mean board watts and the SM clock (MHz) after, over REPLAYS launches."""
+    with stream:
+        for _ in range(5):
+            graph.launch(stream)
+        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+        stream.synchronize()
+        mj0, t0 = dev.energy_mj(), time.perf_counter_ns()
+        e0.record(stream)
+        for _ in range(REPLAYS):
+            graph.launch(stream)
+        e1.record(stream)
+        e1.synchronize()
+        t1, mj1 = time.perf_counter_ns(), dev.energy_mj()
+    watts = (mj1 - mj0) / 1e3 / ((t1 - t0) / 1e9) if mj0 is not None and mj1 is not None else None
+    return (cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS, (t1 - t0) / 1e3 / REPLAYS, watts,
+            dev.clocks().get("sm_clock_mhz"))
+
+
+def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
+    """The preset's rows, and the device it ran on."""
+    session = Session(name, "cuda", seed=0)
+    cp, dev, p = session.device.cp, session.device, session.preset
+    pipe, _ = session.pipeline(cfg.parse_side("optimized"), "tokens")
+    generate(pipe, session.prompt(32), 8)  # compile, fill the cache from 0, warm up
+    with dev.use(pipe.main):
+        pipe.d_pos.fill(FIXED)
+        pipe.d_slot.fill(FIXED)
+    graphs = {"pipeline": _graph(cp, pipe.main, pipe.own, pipe.layers, pipe.w)}
+    stream = cp.cuda.Stream(non_blocking=True)
+    bw, blayers, _ = weights(cp, p)
+    ck, cv, inv, d_tok, d_pos, d_slot = token_inputs(cp, p, FIXED)
+    cw, clayers = _copies(cp, pipe.w, pipe.layers)
+    cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream
+    owners = []  # a graph needs its forward's module and buffers alive
+    reads = {"bench": (bw, blayers, None, ck, cv),
+             "bench, pipeline's weight arrays": (pipe.w, pipe.layers, pipe.lm_scale, ck, cv),
+             "bench, copies of the pipeline's weights": (cw, clayers, pipe.lm_scale, ck, cv),
+             "bench, pipeline's weights and caches": (pipe.w, pipe.layers, pipe.lm_scale, pipe.cache_k, pipe.cache_v)}
+    for label, (w, layers, lm_scale, k, v) in reads.items():
+        own = OwnForward(cp, p, w, layers, lm_scale, inv, k, v, d_tok, d_pos, d_slot, pdl=True,
+                         defines=OPTIMIZED_DEFINES, zeros=Arena(cp, token_buffers_capacity(p)).zeros)
+        owners.append(own)
+        graphs[label] = _graph(cp, stream, own, layers, w)
+    same_build = all(o.defines == pipe.own.defines for o in owners)
+    us: dict[str, list[float]] = {r: [] for r in ROWS}
+    host: dict[str, list[float]] = {r: [] for r in ROWS}
+    watts: dict[str, list[float]] = {r: [] for r in ROWS}
+    clock: dict[str, list[int]] = {r: [] for r in ROWS}
+    order = np.random.default_rng(0)
+    for _ in range(rounds + 1):  # the first round warms every row up and is dropped
+        for i in order.permutation(len(ROWS)):
+            row = ROWS[int(i)]
+            g_us, h_us, w_, mhz = _timed(cp, dev, graphs[row], pipe.main if row == "pipeline" else stream)
+            us[row].append(g_us)
+            host[row].append(h_us)
+            watts[row].append(w_ if w_ is not None else float("nan"))
+            clock[row].append(mhz if mhz is not None else 0)
+    table = summarize({r: x[1:] for r, x in us.items()}, {r: x[1:] for r, x in host.items()})
+    for r in ROWS:
+        table[r]["watts"] = float(np.nanmedian(watts[r][1:])) if not np.all(np.isnan(watts[r][1:])) else None
+        table[r]["sm_clock_mhz"] = float(np.median(clock[r][1:]))
+    kv_bytes = 2 * p.n_layers * p.n_kv_heads * (FIXED + 1) * p.head_dim * 2
+    out = {"position": FIXED, "rounds": rounds, "replays": REPLAYS, "same_build": same_build,
+           "defines": list(pipe.own.defines), "weights_mb": p.weight_bytes_per_token() / 1e6,
+           "kv_mb": kv_bytes / 1e6, "rows": table}
+    del graphs, owners
+    return out, dev.info()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="1b")
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    report: dict = {"git": git_info(), "presets": {}}
+    t0 = time.time()
+    for name in args.presets.split(","):
+        report["presets"][name], report["device"] = run_preset(name, args.rounds)
+        print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
+    save(args.out, "token_gap", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
