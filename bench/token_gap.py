@@ -7,12 +7,18 @@ launches (pdl_variants.token), same position; the rows differ only in what the t
 - ``bench, pipeline's weight arrays``: the same forward reading the pipeline's weight arrays (init_weights' values);
 - ``bench, copies of the pipeline's weights``: fresh device copies of those arrays (the pipeline's values, placed
   after the bench's own);
-- ``bench, pipeline's weights and caches``: the pipeline's weight arrays and KV caches.
+- ``bench, pipeline's weights and caches``: the pipeline's weight arrays and KV caches;
+- ``bench, the pipeline's arena layout``: the bench's weights, its caches' values copied into one allocation laid
+  out as the pipeline's (runner/arena.py: both caches, the token's inputs, the mask, then the forward's buffers);
+- ``bench, buffers before the caches``: the same allocation with the forward's buffers at its start and the caches
+  after them.
 So ``bench`` against ``copies`` is the weights' values (where they lie changes too), ``copies`` against
-``pipeline's weight arrays`` where the same values lie, and the last row the caches. Each round every row once,
-in a random order: REPLAYS graph launches back to back between two events (5 before them, not timed), with the
-board's mean power over them from NVML's energy counter and the SM clock read after. Median µs a token [95% CI]
-and the paired ratio against the first row, rounds as units. Writes token_gap.json/.md under --out.
+``pipeline's weight arrays`` where the same values lie, ``pipeline's weights and caches`` the caches, and the last
+two where the token's small buffers lie (an A/A pair from CuPy's pool once sat 18.7 µs apart, b266cd2).
+Each round every row once, in a random order: REPLAYS graph launches back to back between two events (5
+before them, not timed), with the board's mean power over them from NVML's energy counter and the SM clock read
+after. Median µs a token [95% CI] and the paired ratio against the first row, rounds as units. Writes
+token_gap.json/.md under --out.
 """
 
 from __future__ import annotations
@@ -33,13 +39,16 @@ from bench.pdl_variants import OPTIMIZED_DEFINES, token, token_inputs, weights  
 from bench.token_marks import FIXED, summarize  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.arena import Arena, token_buffers_capacity  # noqa: E402
+from runner.arena import ALIGN, Arena, token_buffers_capacity  # noqa: E402
+from runner.arena import capacity as arena_capacity  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
 from runner.own_kernels import OwnForward  # noqa: E402
 
 REPLAYS = 64
 ROWS = ("pipeline", "bench", "bench, pipeline's weight arrays", "bench, copies of the pipeline's weights",
-        "bench, pipeline's weights and caches")
+        "bench, pipeline's weights and caches", "bench, the pipeline's arena layout",
+        "bench, buffers before the caches")
+LAYOUTS = {"bench, the pipeline's arena layout": False, "bench, buffers before the caches": True}
 
 
 def _graph(cp: Any, stream: Any, own: Any, layers: list, w: dict) -> Any:
@@ -61,6 +70,25 @@ def _copies(cp: Any, w: dict, layers: list) -> tuple[dict, list]:
     w2 = {k: cp.array(v, copy=True) for k, v in w.items() if k != "lm_head"}
     w2["lm_head"] = w2["embed"] if w["lm_head"] is w["embed"] else cp.array(w["lm_head"], copy=True)
     return w2, [{k: cp.array(v, copy=True) for k, v in layer.items()} for layer in layers]
+
+
+def _arena_inputs(cp: Any, p: Any, ck: Any, cv: Any, buffers_first: bool) -> tuple[Arena, tuple]:
+    """One allocation as the pipeline's (its capacity): the caches (``ck``, ``cv`` copied in) first and then the
+    token's inputs and mask, or the caches at its end past every buffer the forward will carve from the start."""
+    mem = Arena(cp, arena_capacity(p))
+    if buffers_first:
+        at = token_buffers_capacity(p) // ALIGN * ALIGN  # the forward's buffers fit below (the arena's own room)
+        k = mem.buf[at: at + ck.nbytes].view(ck.dtype).reshape(ck.shape)
+        v = mem.buf[at + ck.nbytes: at + 2 * ck.nbytes].view(cv.dtype).reshape(cv.shape)
+    else:
+        k, v = mem.zeros(ck.shape, ck.dtype), mem.zeros(cv.shape, cv.dtype)
+    k[...], v[...] = ck, cv
+    d_tok, d_pos, d_slot = (mem.zeros((1,), np.int32) for _ in range(3))
+    mem.zeros((p.max_ctx,), np.float32)  # the pipeline's mask
+    d_tok.fill(7)
+    d_pos.fill(FIXED)
+    d_slot.fill(FIXED)
+    return mem, (k, v, d_tok, d_pos, d_slot)
 
 
 def _timed(cp: Any, dev: Any, graph: Any, stream: Any) -> tuple[float, float, float | None, int | None]:
@@ -107,6 +135,15 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
                          defines=OPTIMIZED_DEFINES, zeros=Arena(cp, token_buffers_capacity(p)).zeros)
         owners.append(own)
         graphs[label] = _graph(cp, stream, own, layers, w)
+    for label, buffers_first in LAYOUTS.items():
+        mem, (k, v, tok, pos, slot) = _arena_inputs(cp, p, ck, cv, buffers_first)
+        own = OwnForward(cp, p, bw, blayers, None, inv, k, v, tok, pos, slot, pdl=True, defines=OPTIMIZED_DEFINES,
+                         zeros=mem.zeros)
+        if mem.fallbacks:
+            raise SystemExit(f"token_gap: {label}: the forward's buffers did not fit the arena")
+        owners.append(own)  # its arena lives as long as its buffers (views of it)
+        cp.cuda.Device().synchronize()
+        graphs[label] = _graph(cp, stream, own, blayers, bw)
     same_build = all(o.defines == pipe.own.defines for o in owners)
     us: dict[str, list[float]] = {r: [] for r in ROWS}
     host: dict[str, list[float]] = {r: [] for r in ROWS}

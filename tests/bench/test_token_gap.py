@@ -35,3 +35,25 @@ def test_the_table_names_every_row_with_its_power_and_clock():
         assert f"| {r} |" in text
     assert "| 400 | 1980 |" in text and "| - | 1980 |" in text and "one build: yes" in text
     assert rows["bench"]["vs_first"]["ci95"][1] < 1  # 24 µs faster than the pipeline row, decided
+
+
+def _offset(mem, a) -> int:
+    return a.__array_interface__["data"][0] - mem.buf.__array_interface__["data"][0]
+
+
+def test_the_two_arena_layouts_put_the_caches_first_or_past_the_buffers():
+    from bench.token_gap import _arena_inputs
+    from runner.arena import token_buffers_capacity
+    from runner.presets import get_preset
+
+    p = get_preset("tiny")
+    shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
+    ck = np.random.default_rng(0).standard_normal(shape).astype(np.float16)
+    cv = -ck
+    mem, (k, v, tok, pos, slot) = _arena_inputs(np, p, ck, cv, buffers_first=False)
+    assert _offset(mem, k) == 0 and _offset(mem, tok) >= 2 * ck.nbytes and np.array_equal(v, cv)
+    mem, (k, v, tok, pos, slot) = _arena_inputs(np, p, ck, cv, buffers_first=True)
+    assert _offset(mem, tok) == 0 and int(pos[0]) == 96 and int(tok[0]) == 7
+    last = mem.zeros((token_buffers_capacity(p) // 2,), np.uint8)  # the forward's buffers fill from the start
+    assert _offset(mem, last) + last.nbytes <= _offset(mem, k) and _offset(mem, v) == _offset(mem, k) + ck.nbytes
+    assert np.array_equal(k, ck) and np.array_equal(v, cv) and _offset(mem, v) + cv.nbytes <= mem.buf.size
