@@ -70,7 +70,7 @@ OPROJ_SHORT_DEFINE, RESID_SHORT_DEFINE = "-DPRE_OPROJ=8", "-DRESID_SHORT=1"
 # fits on an SM beside the 1b's three QKV blocks
 ATT_FOUR_BLOCKS_DEFINE = "-DATT_MIN_BLOCKS=4"
 # attn_combine loads 16 splits' outputs beside their (m, l), not 8 (the attn_merge_ahead switch): one trip after its
-# wait up to 1024 positions, where from 512 on (9 splits of 64) it made two
+# wait up to 1024 positions, where from 512 on (9 splits of 64) it made two. No faster on the H100 (774b7b8)
 MERGE_AHEAD_DEFINE = "-DCOMBINE_AHEAD=16"
 # Every kernel prefers 75% of its SM's unified L1 as shared memory (the smem_carveout switch, in optimized): one
 # shared-memory configuration for all of them, where the driver otherwise sizes each kernel's from its own need.

@@ -975,7 +975,8 @@ __device__ __forceinline__ int att_chunk(int d, int n, int n_heads, int resident
 // splits loads the rest after its barrier, one more L2 trip after the wait. 8 cover 512 positions, and the
 // growth to 512 is the merge's (CUPTI, H100, 84a617c: attn_combine 25.3 µs a 1b token at positions 32-63,
 // 69.8 at 512-543, where 513 positions make 9 splits of 64; the 8b's 71.2 and 134.2). 16 cover 1024 (the
-// attn_merge_ahead switch; not yet measured on a GPU, so not in optimized).
+// attn_merge_ahead switch). Measured no faster (H100, 774b7b8, one token at 512: 1b 1006.9 µs against 1010.5,
+// A/A 1006.1): the merge's CUPTI time is mostly its PDL wait for attn_split's second wave; not in optimized.
 #ifndef COMBINE_AHEAD
 #define COMBINE_AHEAD 8
 #endif
