@@ -176,9 +176,10 @@ SWITCHES: dict[str, Switch] = {
                                "512 on (9 splits of 64 a head) it made two. Written for the growth to 512, which "
                                "CUPTI puts in the merge (H100, 84a617c: attn_combine 25.3 -> 69.8 µs a 1b token from "
                                "positions 32-63 to 512-543, 8b 71.2 -> 134.2). The same arithmetic in the same order "
-                               "(the same tokens). No faster: one token at 512 on the H100, 1b 1006.9 µs against 1010.5 "
-                               "(A/A 1006.1), 8b within its A/A pair (reports/bench/pdl_variants_merge_ahead_*_774b7b8); "
-                               "the merge's CUPTI time is its wait for attn_split's second wave (implies own_kernels)"),
+                               "(the same tokens). No faster: one token at 512 on the H100, 1b 1006.9 µs against "
+                               "1010.5 (A/A 1006.1), 8b within its A/A pair (reports/bench/pdl_variants_merge_ahead_*"
+                               "_774b7b8); the merge's CUPTI time is its wait for attn_split's second wave "
+                               "(implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
