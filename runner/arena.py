@@ -23,19 +23,36 @@ class Arena:
     def __init__(self, xp: Any, capacity: int) -> None:
         self.xp = xp
         self.buf = xp.zeros(int(capacity), dtype=np.uint8)
-        self.used = 0
+        self.used = 0  # bytes carved from the start
+        self.top = self.buf.size  # where the buffers carved from the end begin
         self.fallbacks = 0
 
     def zeros(self, shape: Any, dtype: Any) -> Any:
-        dt = np.dtype(dtype)
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        """The next buffer from the start."""
+        shape, dt, nbytes = _layout(shape, dtype)
         at = -(-self.used // ALIGN) * ALIGN
-        if at + nbytes > self.buf.size:
+        if at + nbytes > self.top:
             self.fallbacks += 1
             return self.xp.zeros(shape, dtype=dt)
         self.used = at + nbytes
         return self.buf[at: at + nbytes].view(dt).reshape(shape)
+
+    def zeros_at_end(self, shape: Any, dtype: Any) -> Any:
+        """The next buffer from the end (below the ones carved there before), so that what is carved from the
+        start later keeps the offsets it has without it."""
+        shape, dt, nbytes = _layout(shape, dtype)
+        at = (self.top - nbytes) // ALIGN * ALIGN
+        if at < self.used:
+            self.fallbacks += 1
+            return self.xp.zeros(shape, dtype=dt)
+        self.top = at
+        return self.buf[at: at + nbytes].view(dt).reshape(shape)
+
+
+def _layout(shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    dt = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return shape, dt, int(np.prod(shape, dtype=np.int64)) * dt.itemsize
 
 
 def capacity(preset: Any) -> int:

@@ -180,6 +180,13 @@ SWITCHES: dict[str, Switch] = {
                                "1010.5 (A/A 1006.1), 8b within its A/A pair (reports/bench/pdl_variants_merge_ahead_*"
                                "_774b7b8); the merge's CUPTI time is its wait for attn_split's second wave "
                                "(implies own_kernels)"),
+    "buffers_first": Switch(bool, False, False, True,
+                            "the pipeline's one allocation (runner/arena.py) holds the token's small buffers (its "
+                            "inputs, the mask, our kernels' activations and attention partials) from its start and "
+                            "the KV caches at its end, not the caches first. Written for the gap between one "
+                            "token's graph on the pipeline's memory (991 µs, H100 1b at 96, 774b7b8) and the same "
+                            "token in bench/pdl_variants.py (967); bench/token_gap.py says which memory it is. "
+                            "Not yet measured (implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -194,7 +201,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
                  "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale", "oproj_short_prefetch",
-                 "resid_short_prefetch", "attn_four_blocks", "attn_merge_ahead")
+                 "resid_short_prefetch", "attn_four_blocks", "attn_merge_ahead", "buffers_first")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),

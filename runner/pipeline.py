@@ -59,8 +59,12 @@ class Pipeline:
         p = preset
         shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
         self.arena = mem = Arena(xp, arena_capacity(p))  # one allocation: the same layout in every instance
-        self.cache_k = mem.zeros(shape, self.act)
-        self.cache_v = mem.zeros(shape, self.act)
+        if switches.get("buffers_first"):  # the caches at its end: the token's small buffers from its start
+            self.cache_v = mem.zeros_at_end(shape, self.act)
+            self.cache_k = mem.zeros_at_end(shape, self.act)
+        else:
+            self.cache_k = mem.zeros(shape, self.act)
+            self.cache_v = mem.zeros(shape, self.act)
         pinned = bool(switches.get("async_copies"))
         self.mem_kind = "pinned->device" if pinned else "pageable->device"
         self.out_kind = "device->pinned" if pinned else "device->pageable"

@@ -42,3 +42,40 @@ def test_a_pipeline_instance_fits_its_arena():
     pipe, _ = session.pipeline(cfg.resolve("baseline"), "tokens")
     assert pipe.arena.fallbacks == 0 and pipe.arena.used > 2 * pipe.cache_k.nbytes - 1
     assert np.shares_memory(pipe.cache_k, pipe.arena.buf)  # carved from the arena
+
+
+def _at(mem: Arena, a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0] - mem.buf.__array_interface__["data"][0]
+
+
+def test_buffers_carved_from_the_end_leave_the_start_where_it_was():
+    mem = Arena(np, 4096)
+    tail = mem.zeros_at_end(1000, np.uint8)
+    below = mem.zeros_at_end(3, np.float32)
+    first = mem.zeros(3, np.float16)
+    assert _at(mem, first) == 0 and _at(mem, tail) == (4096 - 1000) // ALIGN * ALIGN
+    assert _at(mem, below) % ALIGN == 0 and _at(mem, below) + below.nbytes <= _at(mem, tail)
+    mem.zeros(_at(mem, below) - ALIGN, np.uint8)  # up to the buffers at the end: fits
+    assert mem.fallbacks == 0
+    mem.zeros(1, np.uint8)  # would overlap them: a plain allocation
+    assert mem.zeros_at_end(ALIGN, np.uint8).shape == (ALIGN,) and mem.fallbacks == 2
+
+
+def test_buffers_first_puts_the_caches_at_the_end_and_changes_no_token():
+    from runner import config as cfg
+    from runner.loop import Session, generate
+
+    session = Session("tiny", "cpu", seed=0)
+    tokens = {}
+    for side in ("baseline", "baseline,buffers_first=on"):
+        pipe, _ = session.pipeline(cfg.parse_side(side), "tokens")
+        tokens[side] = generate(pipe, session.prompt(8), 6)
+        mem = pipe.arena
+        assert mem.fallbacks == 0
+        if "buffers_first" in side:
+            assert _at(mem, pipe.d_tok) == 0 and _at(mem, pipe.cache_v) + pipe.cache_v.nbytes <= mem.buf.size
+            assert _at(mem, pipe.cache_k) + pipe.cache_k.nbytes <= _at(mem, pipe.cache_v)
+            assert _at(mem, pipe.cache_k) >= mem.used  # every token buffer below the caches
+        else:
+            assert _at(mem, pipe.cache_k) == 0
+    assert tokens["baseline"] == tokens["baseline,buffers_first=on"]
