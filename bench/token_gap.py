@@ -3,6 +3,8 @@ memory and ~967 µs in bench/pdl_variants.py (H100, 1b, 774b7b8: token_marks_h10
 again" against pdl_variants_merge_ahead_pos96_h100_774b7b8 "optimized"). Same kernels (optimized's build), same
 launches (pdl_variants.token), same position; the rows differ only in what the token reads:
 - ``pipeline``: the pipeline's own forward (runner Session, optimized) on its weights, arena and KV caches;
+- ``pipeline, buffers_first``: another pipeline of the session, optimized with the buffers_first switch (its small
+  buffers at its arena's start, the caches at its end);
 - ``bench``: pdl_variants' forward on its weights (std 1/sqrt(fan-in), drawn on the GPU) and random caches;
 - ``bench, pipeline's weight arrays``: the same forward reading the pipeline's weight arrays (init_weights' values);
 - ``bench, copies of the pipeline's weights``: fresh device copies of those arrays (the pipeline's values, placed
@@ -45,9 +47,9 @@ from runner.loop import Session, generate  # noqa: E402
 from runner.own_kernels import OwnForward  # noqa: E402
 
 REPLAYS = 64
-ROWS = ("pipeline", "bench", "bench, pipeline's weight arrays", "bench, copies of the pipeline's weights",
-        "bench, pipeline's weights and caches", "bench, the pipeline's arena layout",
-        "bench, buffers before the caches")
+ROWS = ("pipeline", "pipeline, buffers_first", "bench", "bench, pipeline's weight arrays",
+        "bench, copies of the pipeline's weights", "bench, pipeline's weights and caches",
+        "bench, the pipeline's arena layout", "bench, buffers before the caches")
 LAYOUTS = {"bench, the pipeline's arena layout": False, "bench, buffers before the caches": True}
 
 
@@ -114,12 +116,15 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
     """The preset's rows, and the device it ran on."""
     session = Session(name, "cuda", seed=0)
     cp, dev, p = session.device.cp, session.device, session.preset
-    pipe, _ = session.pipeline(cfg.parse_side("optimized"), "tokens")
-    generate(pipe, session.prompt(32), 8)  # compile, fill the cache from 0, warm up
-    with dev.use(pipe.main):
-        pipe.d_pos.fill(FIXED)
-        pipe.d_slot.fill(FIXED)
-    graphs = {"pipeline": _graph(cp, pipe.main, pipe.own, pipe.layers, pipe.w)}
+    graphs, pipes = {}, {}
+    for row, side in (("pipeline", "optimized"), ("pipeline, buffers_first", "optimized,buffers_first=on")):
+        pipe, _ = session.pipeline(cfg.parse_side(side), "tokens")
+        generate(pipe, session.prompt(32), 8)  # compile, fill the cache from 0, warm up
+        with dev.use(pipe.main):
+            pipe.d_pos.fill(FIXED)
+            pipe.d_slot.fill(FIXED)
+        graphs[row], pipes[row] = _graph(cp, pipe.main, pipe.own, pipe.layers, pipe.w), pipe
+    pipe = pipes["pipeline"]
     stream = cp.cuda.Stream(non_blocking=True)
     bw, blayers, _ = weights(cp, p)
     ck, cv, inv, d_tok, d_pos, d_slot = token_inputs(cp, p, FIXED)
@@ -144,7 +149,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
         owners.append(own)  # its arena lives as long as its buffers (views of it)
         cp.cuda.Device().synchronize()
         graphs[label] = _graph(cp, stream, own, blayers, bw)
-    same_build = all(o.defines == pipe.own.defines for o in owners)
+    same_build = all(o.defines == pipe.own.defines for o in [*owners, pipes["pipeline, buffers_first"].own])
     us: dict[str, list[float]] = {r: [] for r in ROWS}
     host: dict[str, list[float]] = {r: [] for r in ROWS}
     watts: dict[str, list[float]] = {r: [] for r in ROWS}
@@ -153,7 +158,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
     for _ in range(rounds + 1):  # the first round warms every row up and is dropped
         for i in order.permutation(len(ROWS)):
             row = ROWS[int(i)]
-            g_us, h_us, w_, mhz = _timed(cp, dev, graphs[row], pipe.main if row == "pipeline" else stream)
+            g_us, h_us, w_, mhz = _timed(cp, dev, graphs[row], pipes[row].main if row in pipes else stream)
             us[row].append(g_us)
             host[row].append(h_us)
             watts[row].append(w_ if w_ is not None else float("nan"))
@@ -166,7 +171,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
     out = {"position": FIXED, "rounds": rounds, "replays": REPLAYS, "same_build": same_build,
            "defines": list(pipe.own.defines), "weights_mb": p.weight_bytes_per_token() / 1e6,
            "kv_mb": kv_bytes / 1e6, "rows": table}
-    del graphs, owners
+    del graphs, owners, pipes
     return out, dev.info()
 
 
