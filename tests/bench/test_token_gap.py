@@ -32,7 +32,7 @@ def test_the_table_names_every_row_with_its_power_and_clock():
                                  "kv_mb": 3.18, "rows": rows}}}
     text = render.render("token_gap.md.j2", r=report)
     for r in ROWS:
-        assert f"| {r} |" in text
+        assert f"| {r.replace('_', chr(92) + '_')} |" in text  # the table escapes markdown's emphasis
     assert "| 400 | 1980 |" in text and "| - | 1980 |" in text and "one build: yes" in text
     assert rows["bench"]["vs_first"]["ci95"][1] < 1  # 24 µs faster than the pipeline row, decided
 
