@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from bench.pdl_variants import OPTIMIZED_DEFINES, token, token_inputs, weights  # noqa: E402
-from bench.token_marks import FIXED, summarize  # noqa: E402
+from bench.token_marks import FIXED, in_rounds, summarize  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.arena import ALIGN, Arena, token_buffers_capacity  # noqa: E402
@@ -150,28 +150,18 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
         cp.cuda.Device().synchronize()
         graphs[label] = _graph(cp, stream, own, blayers, bw)
     same_build = all(o.defines == pipe.own.defines for o in [*owners, pipes["pipeline, buffers_first"].own])
-    us: dict[str, list[float]] = {r: [] for r in ROWS}
-    host: dict[str, list[float]] = {r: [] for r in ROWS}
-    watts: dict[str, list[float]] = {r: [] for r in ROWS}
-    clock: dict[str, list[int]] = {r: [] for r in ROWS}
-    order = np.random.default_rng(0)
-    for _ in range(rounds + 1):  # the first round warms every row up and is dropped
-        for i in order.permutation(len(ROWS)):
-            row = ROWS[int(i)]
-            g_us, h_us, w_, mhz = _timed(cp, dev, graphs[row], pipes[row].main if row in pipes else stream)
-            us[row].append(g_us)
-            host[row].append(h_us)
-            watts[row].append(w_ if w_ is not None else float("nan"))
-            clock[row].append(mhz if mhz is not None else 0)
-    table = summarize({r: x[1:] for r, x in us.items()}, {r: x[1:] for r, x in host.items()})
-    for r in ROWS:
-        table[r]["watts"] = float(np.nanmedian(watts[r][1:])) if not np.all(np.isnan(watts[r][1:])) else None
-        table[r]["sm_clock_mhz"] = float(np.median(clock[r][1:]))
+    res = in_rounds(ROWS, rounds,
+                    lambda row: _timed(cp, dev, graphs[row], pipes[row].main if row in pipes else stream))
+    table = summarize({r: [x[0] for x in v] for r, v in res.items()},
+                      {r: [x[1] for x in v] for r, v in res.items()})
+    for r, v in res.items():
+        watts = [x[2] for x in v if x[2] is not None]
+        table[r]["watts"] = float(np.median(watts)) if watts else None
+        table[r]["sm_clock_mhz"] = float(np.median([x[3] or 0 for x in v]))
     kv_bytes = 2 * p.n_layers * p.n_kv_heads * (FIXED + 1) * p.head_dim * 2
     out = {"position": FIXED, "rounds": rounds, "replays": REPLAYS, "same_build": same_build,
            "defines": list(pipe.own.defines), "weights_mb": p.weight_bytes_per_token() / 1e6,
            "kv_mb": kv_bytes / 1e6, "rows": table}
-    del graphs, owners, pipes
     return out, dev.info()
 
 

@@ -24,7 +24,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -94,6 +94,19 @@ def _marks(rec: Any, variant: str) -> Callable[[str, Any], None]:
     return shipped
 
 
+def in_rounds(names: Sequence[str], rounds: int, measure: Callable[[str], Any]) -> dict[str, list[Any]]:
+    """``measure(name)`` for every name once a round, in a random order each round (seeded), for ``rounds`` rounds
+    after one that warms every name up and is dropped: name -> its results, round by round."""
+    out: dict[str, list[Any]] = {n: [] for n in names}
+    order = np.random.default_rng(0)
+    for r in range(rounds + 1):
+        for i in order.permutation(len(names)):
+            result = measure(names[int(i)])
+            if r:
+                out[names[int(i)]].append(result)
+    return out
+
+
 def summarize(us: dict[str, list[float]], host_us: dict[str, list[float]]) -> dict[str, dict]:
     """Per variant: median µs a token [95% CI] (GPU events, host clock) and against the first variant
     the paired ratio [95% CI] of the GPU times (rounds as units, the review's statistics)."""
@@ -120,33 +133,31 @@ def run_preset(name: str, rounds: int, tokens: int) -> tuple[dict, dict]:
     prompt = session.prompt(PROMPT)
     generate(pipe, prompt[:16], 16)  # compile, capture the graph, warm up
     fixed = _fixed_token_graph(pipe)
-    us: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    host: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    order = np.random.default_rng(0)
-    for _ in range(rounds + 1):  # the first round warms every variant up and is dropped
-        for i in order.permutation(len(VARIANTS)):
-            variant = VARIANTS[int(i)]
-            rec.start_repeat()
-            generate(pipe, prompt, 0)  # the prompt again: the cache from position 0, inputs for the queue
-            rec.mark = _marks(rec, variant)
-            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-            e0.record(pipe.main)
-            t0 = time.perf_counter_ns()
-            if variant == "launches alone":
-                _replay(pipe, pipe.graph, tokens)
-            elif variant == "one token at 96 again":
-                _at_fixed_position(pipe)
-                _replay(pipe, fixed, tokens)
-            else:
-                _queue_tokens(pipe, rec, tokens)
-            e1.record(pipe.main)
-            e1.synchronize()
-            t1 = time.perf_counter_ns()
-            del rec.mark  # the class's mark again
-            us[variant].append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / tokens)
-            host[variant].append((t1 - t0) / 1e3 / tokens)
-    for v in VARIANTS:
-        us[v], host[v] = us[v][1:], host[v][1:]
+
+    def one(variant: str) -> tuple[float, float]:
+        """GPU and host µs a token of one repeat of ``variant``."""
+        rec.start_repeat()
+        generate(pipe, prompt, 0)  # the prompt again: the cache from position 0, inputs for the queue
+        rec.mark = _marks(rec, variant)
+        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+        e0.record(pipe.main)
+        t0 = time.perf_counter_ns()
+        if variant == "launches alone":
+            _replay(pipe, pipe.graph, tokens)
+        elif variant == "one token at 96 again":
+            _at_fixed_position(pipe)
+            _replay(pipe, fixed, tokens)
+        else:
+            _queue_tokens(pipe, rec, tokens)
+        e1.record(pipe.main)
+        e1.synchronize()
+        t1 = time.perf_counter_ns()
+        del rec.mark  # the class's mark again
+        return cp.cuda.get_elapsed_time(e0, e1) * 1e3 / tokens, (t1 - t0) / 1e3 / tokens
+
+    res = in_rounds(VARIANTS, rounds, one)
+    us = {v: [x[0] for x in r] for v, r in res.items()}
+    host = {v: [x[1] for x in r] for v, r in res.items()}
     return ({"tokens": tokens, "prompt": PROMPT, "rounds": rounds, "variants": summarize(us, host)},
             session.device.info())
 
