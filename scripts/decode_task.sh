@@ -18,6 +18,9 @@
 #       DECODE_CONFIGS=optimized+attn_merge_ahead scripts/decode_task.sh decode   its latency by position
 #   scripts/decode_task.sh marks          what the run-ahead loop's CUDA events between token launches cost
 #                                         (bench/token_marks.py, about a minute)
+#   scripts/decode_task.sh gap            which memory makes one token on the pipeline 22 µs slower than pdl_variants'
+#                                         (bench/token_gap.py, with the buffers_first pipeline as a row), then
+#   CANDIDATE=buffers_first scripts/decode_task.sh candidate   if that row closes the gap
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -88,6 +91,9 @@ for s in "${stages[@]}"; do
     marks)  # the events around each queued token's launch against none, one, and bare launches
         python3 bench/token_marks.py --out "$OUT/m" | grep -v -E "Deprecation" | tail -20
         stamp marks;;
+    gap)  # one token at 96 on the pipeline's memory against pdl_variants' (weights, caches, small buffers)
+        python3 bench/token_gap.py --presets 1b,8b --out "$OUT/g" | grep -E "^###|^\| (pipeline|bench)"
+        stamp gap;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
