@@ -50,3 +50,19 @@ def test_the_variants_marks_skip_what_they_say():
         mark("token_start", None)
         mark("token_end", None)
     assert rec.seen == ["token_start", "token_end", "token_end"]
+
+
+def test_in_rounds_measures_each_name_once_a_round_and_drops_the_warm_up_round():
+    from bench.token_marks import in_rounds
+
+    calls: list[str] = []
+
+    def measure(name: str) -> tuple[str, int]:
+        calls.append(name)
+        return name, len(calls)
+
+    out = in_rounds(("a", "b", "c"), 4, measure)
+    assert len(calls) == 15 and {n: len(v) for n, v in out.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(x[0] == n for n, v in out.items() for x in v)
+    assert sorted(calls[:3]) == ["a", "b", "c"] and all(x[1] > 3 for v in out.values() for x in v)  # round 0 dropped
+    assert calls != ["a", "b", "c"] * 5  # a random order, not the given one
