@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
-from bench.pdl_variants import OPTIMIZED_DEFINES, token, token_inputs, weights  # noqa: E402
-from bench.token_marks import FIXED, in_rounds, summarize  # noqa: E402
+from bench.pdl_variants import OPTIMIZED_DEFINES, graph_replay_us, token_inputs, weights  # noqa: E402
+from bench.token_marks import FIXED, in_rounds, summarize, token_graph  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.arena import ALIGN, Arena, token_buffers_capacity  # noqa: E402
+from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.arena import capacity as arena_capacity  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
 from runner.own_kernels import OwnForward  # noqa: E402
@@ -53,16 +53,10 @@ ROWS = ("pipeline", "pipeline, buffers_first", "bench", "bench, pipeline's weigh
 LAYOUTS = {"bench, the pipeline's arena layout": False, "bench, buffers before the caches": True}
 
 
-def _graph(cp: Any, stream: Any, own: Any, layers: list, w: dict) -> Any:
+def _graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
     """One token of ``own`` (pdl_variants' launches) captured on ``stream`` and run once."""
-    with stream:
-        stream.begin_capture()
-        try:
-            token(own, layers, w)
-        finally:
-            graph = stream.end_capture()
-        graph.upload(stream)
-        graph.launch(stream)
+    graph = token_graph(stream, own, layers, w)
+    graph.launch(stream)
     stream.synchronize()
     return graph
 
@@ -75,13 +69,13 @@ def _copies(cp: Any, w: dict, layers: list) -> tuple[dict, list]:
 
 
 def _arena_inputs(cp: Any, p: Any, ck: Any, cv: Any, buffers_first: bool) -> tuple[Arena, tuple]:
-    """One allocation as the pipeline's (its capacity): the caches (``ck``, ``cv`` copied in) first and then the
-    token's inputs and mask, or the caches at its end past every buffer the forward will carve from the start."""
+    """One allocation as the pipeline's (its capacity), carved as runner/pipeline.py carves it without and with
+    buffers_first: the caches (``ck``, ``cv`` copied in) first and then the token's inputs and mask, or the caches
+    at its end and every buffer of the token from its start."""
     mem = Arena(cp, arena_capacity(p))
     if buffers_first:
-        at = token_buffers_capacity(p) // ALIGN * ALIGN  # the forward's buffers fit below (the arena's own room)
-        k = mem.buf[at: at + ck.nbytes].view(ck.dtype).reshape(ck.shape)
-        v = mem.buf[at + ck.nbytes: at + 2 * ck.nbytes].view(cv.dtype).reshape(cv.shape)
+        v = mem.zeros_at_end(cv.shape, cv.dtype)
+        k = mem.zeros_at_end(ck.shape, ck.dtype)
     else:
         k, v = mem.zeros(ck.shape, ck.dtype), mem.zeros(cv.shape, cv.dtype)
     k[...], v[...] = ck, cv
@@ -94,22 +88,16 @@ def _arena_inputs(cp: Any, p: Any, ck: Any, cv: Any, buffers_first: bool) -> tup
 
 
 def _timed(cp: Any, dev: Any, graph: Any, stream: Any) -> tuple[float, float, float | None, int | None]:
-    """GPU µs a token, host µs a token, mean board watts and the SM clock (MHz) after, over REPLAYS launches."""
-    with stream:
-        for _ in range(5):
-            graph.launch(stream)
-        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-        stream.synchronize()
-        mj0, t0 = dev.energy_mj(), time.perf_counter_ns()
-        e0.record(stream)
-        for _ in range(REPLAYS):
-            graph.launch(stream)
-        e1.record(stream)
-        e1.synchronize()
-        t1, mj1 = time.perf_counter_ns(), dev.energy_mj()
+    """GPU µs a token, host µs a token, mean board watts and the SM clock (MHz) after, over REPLAYS launches
+    (5 before them, waited for, so that neither the energy nor the host clock holds them)."""
+    for _ in range(5):
+        graph.launch(stream)
+    stream.synchronize()
+    mj0, t0 = dev.energy_mj(), time.perf_counter_ns()
+    gpu_us = graph_replay_us(cp, graph, stream, REPLAYS, warmup=0)
+    t1, mj1 = time.perf_counter_ns(), dev.energy_mj()
     watts = (mj1 - mj0) / 1e3 / ((t1 - t0) / 1e9) if mj0 is not None and mj1 is not None else None
-    return (cp.cuda.get_elapsed_time(e0, e1) * 1e3 / REPLAYS, (t1 - t0) / 1e3 / REPLAYS, watts,
-            dev.clocks().get("sm_clock_mhz"))
+    return gpu_us, (t1 - t0) / 1e3 / REPLAYS, watts, dev.clocks().get("sm_clock_mhz")
 
 
 def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
@@ -123,7 +111,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
         with dev.use(pipe.main):
             pipe.d_pos.fill(FIXED)
             pipe.d_slot.fill(FIXED)
-        graphs[row], pipes[row] = _graph(cp, pipe.main, pipe.own, pipe.layers, pipe.w), pipe
+        graphs[row], pipes[row] = _graph(pipe.main, pipe.own, pipe.layers, pipe.w), pipe
     pipe = pipes["pipeline"]
     stream = cp.cuda.Stream(non_blocking=True)
     bw, blayers, _ = weights(cp, p)
@@ -139,7 +127,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
         own = OwnForward(cp, p, w, layers, lm_scale, inv, k, v, d_tok, d_pos, d_slot, pdl=True,
                          defines=OPTIMIZED_DEFINES, zeros=Arena(cp, token_buffers_capacity(p)).zeros)
         owners.append(own)
-        graphs[label] = _graph(cp, stream, own, layers, w)
+        graphs[label] = _graph(stream, own, layers, w)
     for label, buffers_first in LAYOUTS.items():
         mem, (k, v, tok, pos, slot) = _arena_inputs(cp, p, ck, cv, buffers_first)
         own = OwnForward(cp, p, bw, blayers, None, inv, k, v, tok, pos, slot, pdl=True, defines=OPTIMIZED_DEFINES,
@@ -148,7 +136,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
             raise SystemExit(f"token_gap: {label}: the forward's buffers did not fit the arena")
         owners.append(own)  # its arena lives as long as its buffers (views of it)
         cp.cuda.Device().synchronize()
-        graphs[label] = _graph(cp, stream, own, blayers, bw)
+        graphs[label] = _graph(stream, own, blayers, bw)
     same_build = all(o.defines == pipe.own.defines for o in [*owners, pipes["pipeline, buffers_first"].own])
     res = in_rounds(ROWS, rounds,
                     lambda row: _timed(cp, dev, graphs[row], pipes[row].main if row in pipes else stream))

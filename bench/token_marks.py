@@ -61,20 +61,24 @@ def _replay(pipe: Any, graph: Any, tokens: int) -> None:
     pipe.dev.synchronize(s)
 
 
-def _fixed_token_graph(pipe: Any) -> Any:
-    """pdl_variants' token on the pipeline's own kernels and buffers, as one graph (no advance: its
-    position stays where the inputs put it)."""
+def token_graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
+    """pdl_variants' token of ``own`` (its kernels and buffers, these weights) captured on ``stream`` as one graph,
+    uploaded (no advance: its position stays where the inputs put it)."""
     from bench.pdl_variants import token
 
-    s = pipe.main
-    with pipe.dev.use(s):
-        s.begin_capture()
+    with stream:
+        stream.begin_capture()
         try:
-            token(pipe.own, pipe.layers, pipe.w)
+            token(own, layers, w)
         finally:
-            graph = s.end_capture()
-        graph.upload(s)
+            graph = stream.end_capture()
+        graph.upload(stream)
     return graph
+
+
+def _fixed_token_graph(pipe: Any) -> Any:
+    """pdl_variants' token on the pipeline's own kernels and buffers, as one graph."""
+    return token_graph(pipe.dev.use(pipe.main), pipe.own, pipe.layers, pipe.w)
 
 
 def _at_fixed_position(pipe: Any) -> None:
