@@ -18,9 +18,9 @@ So ``bench`` against ``copies`` is the weights' values (where they lie changes t
 ``pipeline's weight arrays`` where the same values lie, ``pipeline's weights and caches`` the caches, and the last
 two where the token's small buffers lie (an A/A pair from CuPy's pool once sat 18.7 µs apart, b266cd2).
 Each round every row once, in a random order: REPLAYS graph launches back to back between two events (5
-before them, not timed), with the board's mean power over them from NVML's energy counter and the SM clock read
-after. Median µs a token [95% CI] and the paired ratio against the first row, rounds as units. Writes
-token_gap.json/.md under --out.
+before them, not timed), with the board's mean power over a row's rounds from NVML's energy counter (where
+they span a second or more) and the SM clock read after. Median µs a token [95% CI] and the paired ratio
+against the first row, rounds as units. Writes token_gap.json/.md under --out.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ REPLAYS = 64
 ROWS = ("pipeline", "pipeline, buffers_first", "bench", "bench, pipeline's weight arrays",
         "bench, copies of the pipeline's weights", "bench, pipeline's weights and caches",
         "bench, the pipeline's arena layout", "bench, buffers before the caches")
+MIN_ENERGY_S = 1.0  # the least time a row's watts are read over (all its rounds together)
 LAYOUTS = {"bench, the pipeline's arena layout": False, "bench, buffers before the caches": True}
 
 
@@ -87,17 +88,29 @@ def _arena_inputs(cp: Any, p: Any, ck: Any, cv: Any, buffers_first: bool) -> tup
     return mem, (k, v, d_tok, d_pos, d_slot)
 
 
-def _timed(cp: Any, dev: Any, graph: Any, stream: Any) -> tuple[float, float, float | None, int | None]:
-    """GPU µs a token, host µs a token, mean board watts and the SM clock (MHz) after, over REPLAYS launches
-    (5 before them, waited for, so that neither the energy nor the host clock holds them)."""
+def _timed(cp: Any, dev: Any, graph: Any, stream: Any) -> tuple[float, float, float | None, float, int | None]:
+    """GPU µs a token, host µs a token, the energy counter's rise (mJ; None without one) and the seconds it spans,
+    and the SM clock (MHz) after, over REPLAYS launches (5 before them, waited for, so that neither the energy nor
+    the host clock holds them)."""
     for _ in range(5):
         graph.launch(stream)
     stream.synchronize()
     mj0, t0 = dev.energy_mj(), time.perf_counter_ns()
     gpu_us = graph_replay_us(cp, graph, stream, REPLAYS, warmup=0)
     t1, mj1 = time.perf_counter_ns(), dev.energy_mj()
-    watts = (mj1 - mj0) / 1e3 / ((t1 - t0) / 1e9) if mj0 is not None and mj1 is not None else None
-    return gpu_us, (t1 - t0) / 1e3 / REPLAYS, watts, dev.clocks().get("sm_clock_mhz")
+    mj = float(mj1 - mj0) if mj0 is not None and mj1 is not None else None
+    return gpu_us, (t1 - t0) / 1e3 / REPLAYS, mj, (t1 - t0) / 1e9, dev.clocks().get("sm_clock_mhz")
+
+
+def mean_watts(windows: list[tuple[float | None, float]], least_s: float = MIN_ENERGY_S) -> float | None:
+    """Board watts over a row's rounds: the energy counter's summed rise over their summed seconds. None where
+    there is no counter or the rounds span under ``least_s``: NVML's counter moves in steps (on the H100 a 64 ms
+    window read 0 or 777 W while 330 ms ones agreed at 509-519 W, token_gap_h100_cc618b3), so short windows
+    say nothing."""
+    if not windows or any(mj is None for mj, _ in windows):
+        return None
+    seconds = sum(s for _, s in windows)
+    return sum(mj for mj, _ in windows) / 1e3 / seconds if seconds >= least_s else None
 
 
 def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
@@ -143,9 +156,8 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
     table = summarize({r: [x[0] for x in v] for r, v in res.items()},
                       {r: [x[1] for x in v] for r, v in res.items()})
     for r, v in res.items():
-        watts = [x[2] for x in v if x[2] is not None]
-        table[r]["watts"] = float(np.median(watts)) if watts else None
-        table[r]["sm_clock_mhz"] = float(np.median([x[3] or 0 for x in v]))
+        table[r]["watts"] = mean_watts([(x[2], x[3]) for x in v])
+        table[r]["sm_clock_mhz"] = float(np.median([x[4] or 0 for x in v]))
     kv_bytes = 2 * p.n_layers * p.n_kv_heads * (FIXED + 1) * p.head_dim * 2
     out = {"position": FIXED, "rounds": rounds, "replays": REPLAYS, "same_build": same_build,
            "defines": list(pipe.own.defines), "weights_mb": p.weight_bytes_per_token() / 1e6,

@@ -21,6 +21,8 @@
 #   scripts/decode_task.sh gap            which memory makes one token on the pipeline 22 µs slower than pdl_variants'
 #                                         (bench/token_gap.py, with the buffers_first pipeline as a row), then
 #   CANDIDATE=buffers_first scripts/decode_task.sh candidate   if that row closes the gap
+#   scripts/decode_task.sh footprint      the same 1b token (and tg128) in one process holding nothing else, a
+#                                         session, an extra 40 GB, each freed again (bench/footprint.py, ~1 min)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -37,7 +39,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -94,6 +96,9 @@ for s in "${stages[@]}"; do
     gap)  # one token at 96 on the pipeline's memory against pdl_variants' (weights, caches, small buffers)
         python3 bench/token_gap.py --presets 1b,8b --out "$OUT/g" | grep -E "^###|^\| (pipeline|bench)"
         stamp gap;;
+    footprint)  # whether what else the process holds on the GPU slows the token (the 1b only: 40 GB more fits)
+        python3 bench/footprint.py --presets 1b --out "$OUT/f" | grep -E "^###|^\| [a-z]"
+        stamp footprint;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.token_gap import ROWS, _copies
 from bench.token_marks import summarize
@@ -57,3 +58,13 @@ def test_the_two_arena_layouts_put_the_caches_first_or_past_the_buffers():
     last = mem.zeros((token_buffers_capacity(p) // 2,), np.uint8)  # the forward's buffers fill from the start
     assert _offset(mem, last) + last.nbytes <= _offset(mem, k) and _offset(mem, v) == _offset(mem, k) + ck.nbytes
     assert np.array_equal(k, ck) and np.array_equal(v, cv) and _offset(mem, v) + cv.nbytes <= mem.buf.size
+
+
+
+def test_watts_come_from_a_rows_rounds_together_and_not_from_short_windows():
+    from bench.token_gap import mean_watts
+
+    steps = [(0.0, 0.064), (66_000.0, 0.064)]  # a counter that moved in one window of two
+    assert mean_watts(steps * 5) is None  # 0.64 s in all: under the second its steps need
+    assert mean_watts(steps * 8) == pytest.approx(515.625)  # 1.02 s: 528 J over it
+    assert mean_watts([(None, 2.0)]) is None and mean_watts([]) is None  # no counter
