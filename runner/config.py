@@ -185,8 +185,9 @@ SWITCHES: dict[str, Switch] = {
                             "inputs, the mask, our kernels' activations and attention partials) from its start and "
                             "the KV caches at its end, not the caches first. Written for the gap between one "
                             "token's graph on the pipeline's memory (991 µs, H100 1b at 96, 774b7b8) and the same "
-                            "token in bench/pdl_variants.py (967); bench/token_gap.py says which memory it is. "
-                            "Not yet measured (implies own_kernels)"),
+                            "token in bench/pdl_variants.py (967). No gain: H100 one token at 96, 1b 979.3 against "
+                            "978.6 µs, 8b 5164.6 against 5147.0, and in one process no memory the token reads "
+                            "separates the two (reports/bench/token_gap_h100_cc618b3; implies own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
