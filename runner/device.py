@@ -256,6 +256,9 @@ class CudaDevice:
     def clocks(self) -> dict[str, Any]:
         return self._nvml.clocks()
 
+    def power_state(self) -> dict[str, Any]:
+        return self._nvml.power_state()
+
     def info(self) -> dict[str, Any]:
         cp = self.cp
         props = cp.cuda.runtime.getDeviceProperties(self.device_id)
@@ -324,6 +327,22 @@ class _Nvml:
             }
         except Exception:
             return {}
+
+    def power_state(self) -> dict[str, Any]:
+        """The board's power now and why its clocks are held down (NVML's bit mask of clock event reasons, 0 when
+        none): what a drift of the GPU over a run is read against."""
+        if self.handle is None:
+            return {}
+        n = self.nvml
+        out: dict[str, Any] = {}
+        try:
+            out["power_w"] = n.nvmlDeviceGetPowerUsage(self.handle) / 1000
+            reasons = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+                n.nvmlDeviceGetCurrentClocksThrottleReasons
+            out["clock_event_reasons"] = int(reasons(self.handle))
+        except Exception:
+            pass
+        return out
 
 
 def _text(value: Any) -> str:

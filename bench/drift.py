@@ -1,0 +1,119 @@
+"""GPU task (issue 12), one device call: whether the token and the device copy slow down together under load.
+
+bench/footprint.py (footprint_h100_7437051) saw the 1b token at 96 take 969-970 µs for the first seconds of a
+process and 984 from then on, every row at once (the pipeline's tg128 976.6 -> 992.2), whatever the process then
+held or freed; a new process started fast again. The fraction of the copy bandwidth that issue 12 asks for is
+read against one copy measured at a process's start. Here, in one process: rounds of the bench's token (REPLAYS
+graph launches back to back), a device copy (COPY_MB read and written, COPY_REPS times) and NVML's SM and memory
+clocks, temperature, power and clock event reasons, for LOAD_S seconds; then IDLE_S seconds of nothing; then
+AGAIN_S seconds of rounds again. Per second of the run: median token µs, copy GB/s, their ratio as a fraction of
+the copy bandwidth, and the NVML reads. Writes drift.json/.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.footprint import _bench  # noqa: E402
+from bench.outputs import save  # noqa: E402
+from bench.pdl_variants import graph_replay_us  # noqa: E402
+from perfreview.trace.meta import git_info  # noqa: E402
+from runner.device import CudaDevice  # noqa: E402
+from runner.presets import get_preset  # noqa: E402
+
+REPLAYS = 64
+COPY_MB = 1024
+COPY_REPS = 5
+
+
+class Copier:
+    """A device-to-device copy of COPY_MB, timed by events (bytes read + written over the median time)."""
+
+    def __init__(self, cp: Any, stream: Any) -> None:
+        self.cp, self.stream = cp, stream
+        self.a = cp.ones(COPY_MB * 2 ** 20 // 2, cp.float16)
+        self.b = cp.empty_like(self.a)
+
+    def gbs(self) -> float:
+        times = []
+        with self.stream:
+            for _ in range(COPY_REPS):
+                e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
+                e0.record()
+                self.b[...] = self.a
+                e1.record()
+                e1.synchronize()
+                times.append(self.cp.cuda.get_elapsed_time(e0, e1) / 1e3)
+        return 2 * self.a.nbytes / float(np.median(times)) / 1e9
+
+
+def rounds_for(seconds: float, t_start: float, one_round: Any) -> list[dict]:
+    """``one_round()`` until ``seconds`` pass; each result stamped with its time since ``t_start``."""
+    out = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        row = one_round()
+        row["t_s"] = time.perf_counter() - t_start
+        out.append(row)
+    return out
+
+
+def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
+    """Rows binned by whole seconds of the run: medians of each read, and the token's bytes over its time as a
+    fraction of the copy bandwidth of the same second."""
+    bins: dict[int, list[dict]] = {}
+    for r in rows:
+        bins.setdefault(int(r["t_s"]), []).append(r)
+    out = []
+    for sec, rs in sorted(bins.items()):
+        med = {k: float(np.median([r[k] for r in rs if r.get(k) is not None]))
+               for k in rs[0] if k != "t_s" and any(r.get(k) is not None for r in rs)}
+        med["reasons"] = sorted({int(r["clock_event_reasons"]) for r in rs if r.get("clock_event_reasons") is not None})
+        med.pop("clock_event_reasons", None)
+        med["second"], med["rounds"] = sec, len(rs)
+        med["fraction"] = weights_mb / med["token_us"] / med["copy_gbs"] * 1e3
+        out.append(med)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--load-s", type=float, default=20.0)
+    ap.add_argument("--idle-s", type=float, default=5.0)
+    ap.add_argument("--again-s", type=float, default=8.0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    dev = CudaDevice()
+    cp = dev.cp
+    graph, stream, keep = _bench(cp, args.preset)
+    copier = Copier(cp, stream)
+    weights_mb = get_preset(args.preset).weight_bytes_per_token() / 1e6
+
+    def one_round() -> dict:
+        row = {"token_us": graph_replay_us(cp, graph, stream, REPLAYS, warmup=5), "copy_gbs": copier.gbs()}
+        return {**row, **dev.clocks(), **dev.power_state()}
+
+    t0 = time.perf_counter()
+    rows = rounds_for(args.load_s, t0, one_round)
+    time.sleep(args.idle_s)
+    rows += rounds_for(args.again_s, t0, one_round)
+    report = {"git": git_info(), "device": dev.info(), "preset": args.preset, "weights_mb": weights_mb,
+              "replays": REPLAYS, "copy_mb": COPY_MB, "load_s": args.load_s, "idle_s": args.idle_s,
+              "again_s": args.again_s, "seconds": by_second(rows, weights_mb), "rounds": rows}
+    del keep
+    save(args.out, "drift", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

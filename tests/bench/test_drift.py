@@ -1,0 +1,20 @@
+"""bench/drift.py's binning and table, on made-up rounds (no GPU)."""
+
+from __future__ import annotations
+
+from bench.drift import by_second
+from perfreview.report import render
+
+
+def test_rounds_are_binned_by_second_with_the_fraction_of_that_seconds_copy():
+    rows = [{"t_s": 0.2, "token_us": 969.0, "copy_gbs": 3000.0, "sm_clock_mhz": 1980, "clock_event_reasons": 0},
+            {"t_s": 0.9, "token_us": 971.0, "copy_gbs": 3000.0, "sm_clock_mhz": 1980, "clock_event_reasons": 0},
+            {"t_s": 1.5, "token_us": 984.0, "copy_gbs": 2960.0, "sm_clock_mhz": 1980, "clock_event_reasons": 4}]
+    sec = by_second(rows, weights_mb=2471.6)
+    assert [s["second"] for s in sec] == [0, 1] and [s["rounds"] for s in sec] == [2, 1]
+    assert sec[0]["token_us"] == 970.0 and sec[0]["reasons"] == [0] and sec[1]["reasons"] == [4]
+    assert abs(sec[0]["fraction"] - 2471.6 / 970.0 / 3000.0 * 1e3) < 1e-12
+    report = {"git": {"commit": "abc"}, "device": {"name": "H100"}, "preset": "1b", "replays": 64, "copy_mb": 1024,
+              "load_s": 20.0, "idle_s": 5.0, "again_s": 8.0, "weights_mb": 2471.6, "seconds": sec}
+    text = render.render("drift.md.j2", r=report)
+    assert "| 0 | 2 | 970.0 | 3000 | 84.9% | 1980 | - | - | - | 0 |" in text and "| 4 |" in text
