@@ -216,7 +216,11 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     p = session.preset
     gpu = session.device.is_gpu  # cpu: a dry run of this script (no bandwidth, PyTorch or latency)
     cp = session.device.cp if gpu else None
-    bw = copy_bandwidth_gbs(cp) if gpu else float("nan")
+    # the copy bandwidth at the start, and once after every round beside the configs: the token is read against the
+    # copy measured in the same state of the card (a 1b token stepped from 969 to 984 µs a few seconds into a
+    # process under load: footprint_h100_7437051), not against one read while it was fresh
+    bw_start = copy_bandwidth_gbs(cp) if gpu else float("nan")
+    bw_rounds: list[float] = []
     torch_ok = torch_ok and gpu
     n_ctx_mean = 32 + tokens // 2
     bytes_per_token = p.weight_bytes_per_token() + p.kv_bytes_per_token(n_ctx_mean)
@@ -239,6 +243,8 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
         tps.update(torch_eager=[], torch_graph=[])
     for _ in range(rounds_n):
         ours.run(1)
+        if gpu:
+            bw_rounds.append(copy_bandwidth_gbs(cp, nbytes=1 << 30, reps=5))
         if model is not None:
             for graph, key in ((False, "torch_eager"), (True, "torch_graph")):
                 rate, gen[key] = torch_repeat(model, prompt, tokens, graph)
@@ -248,6 +254,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
         label = next(k for k, v in ours_specs.items() if cfg.parse_side(v).label == res.meta.config_label)
         tps[label] = [h["tokens_per_s"] for h in headline.records(events, res.meta)]
         gen[label] = list(res.meta.generated or [])
+    bw = float(np.median(bw_rounds)) if bw_rounds else bw_start
     configs = {}
     for key, values in tps.items():
         med, lo, hi = median_ci(values)
@@ -280,7 +287,8 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     agree = {k: float(np.mean([a == b for a, b in zip(first, v)])) if first and v else None for k, v in gen.items()}
     out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
            "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
-           "copy_bw_gbs": bw, "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
+           "copy_bw_gbs": bw, "copy_bw_gbs_at_start": bw_start, "copy_bw_gbs_rounds": bw_rounds,
+           "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
            "latency_samples_ms": samples, "latency_rounds": lat_rounds,
            "token_agreement_with_baseline": agree}
     return out

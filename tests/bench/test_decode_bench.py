@@ -227,3 +227,18 @@ def test_traced_tables_are_wired_from_both_ends(tmp_path, monkeypatch):
     p = get_preset("1b")
     assert abs(top["floor_delta_us"] - p.kv_bytes_per_token(1) * (528 - 48) / 3e6) < 1e-6  # the extra KV reads
     assert "| rope\\_kv\\_attention: attn\\_split | 70.0 | 110.0 | +40.0 |" in (tmp_path / "decode.md").read_text()
+
+
+def test_the_table_says_the_copy_was_read_after_every_round_where_it_was():
+    """A decode.json of the H100 (14b1eeb, one copy at the start) renders as it did; with the copy read after each
+    round, the header gives their median, how many, and the one at the start."""
+    from bench.decode import POSITIONS
+    from perfreview.report import render
+
+    path = Path(__file__).resolve().parents[2] / "reports" / "bench" / "decode_h100_14b1eeb.json"
+    report = json.loads(path.read_text())
+    before = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    assert "device copy 3009 GB/s\n" in before and "at the start" not in before
+    report["presets"]["1b"].update(copy_bw_gbs=2950.0, copy_bw_gbs_at_start=3009.4, copy_bw_gbs_rounds=[2950.0] * 7)
+    after = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    assert "device copy 2950 GB/s (median of 7, one after each round; 3009 at the start)" in after
