@@ -2,12 +2,12 @@
 
 bench/footprint.py (footprint_h100_7437051) saw the 1b token at 96 take 969-970 µs for the first seconds of a
 process and 984 from then on, every row at once (the pipeline's tg128 976.6 -> 992.2), whatever the process then
-held or freed; a new process started fast again. The fraction of the copy bandwidth that issue 12 asks for is
-read against one copy measured at a process's start. Here, in one process: rounds of the bench's token (REPLAYS
-graph launches back to back), a device copy (COPY_MB read and written, COPY_REPS times) and NVML's SM and memory
-clocks, temperature, power and clock event reasons, for LOAD_S seconds; then IDLE_S seconds of nothing; then
-AGAIN_S seconds of rounds again. Per second of the run: median token µs, copy GB/s, their ratio as a fraction of
-the copy bandwidth, and the NVML reads. Writes drift.json/.md under --out.
+held or freed; a new process started fast again. The fraction of the copy bandwidth that issue 12 asks for is read
+against one copy measured at a process's start. Here, in one process: rounds of the bench's token (REPLAYS graph
+launches back to back), a device copy (COPY_MB, the median of COPY_REPS as bench/decode.py reads it after each
+round) and NVML's SM and memory clocks, temperature, power and clock event reasons, for LOAD_S seconds; then IDLE_S
+seconds of nothing; then AGAIN_S seconds of rounds again. Per second of the run: median token µs, copy GB/s, their
+ratio as a fraction of the copy bandwidth, and the NVML reads. Writes drift.json/.md under --out.
 """
 
 from __future__ import annotations
@@ -29,31 +29,11 @@ from bench.pdl_variants import graph_replay_us  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner.device import CudaDevice  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
+from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 REPLAYS = 64
 COPY_MB = 1024
 COPY_REPS = 5
-
-
-class Copier:
-    """A device-to-device copy of COPY_MB, timed by events (bytes read + written over the median time)."""
-
-    def __init__(self, cp: Any, stream: Any) -> None:
-        self.cp, self.stream = cp, stream
-        self.a = cp.ones(COPY_MB * 2 ** 20 // 2, cp.float16)
-        self.b = cp.empty_like(self.a)
-
-    def gbs(self) -> float:
-        times = []
-        with self.stream:
-            for _ in range(COPY_REPS):
-                e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
-                e0.record()
-                self.b[...] = self.a
-                e1.record()
-                e1.synchronize()
-                times.append(self.cp.cuda.get_elapsed_time(e0, e1) / 1e3)
-        return 2 * self.a.nbytes / float(np.median(times)) / 1e9
 
 
 def rounds_for(seconds: float, t_start: float, one_round: Any) -> list[dict]:
@@ -96,11 +76,11 @@ def main() -> int:
     dev = CudaDevice()
     cp = dev.cp
     graph, stream, keep = _bench(cp, args.preset)
-    copier = Copier(cp, stream)
     weights_mb = get_preset(args.preset).weight_bytes_per_token() / 1e6
 
     def one_round() -> dict:
-        row = {"token_us": graph_replay_us(cp, graph, stream, REPLAYS, warmup=5), "copy_gbs": copier.gbs()}
+        row = {"token_us": graph_replay_us(cp, graph, stream, REPLAYS, warmup=5),
+               "copy_gbs": copy_bandwidth_gbs(cp, nbytes=COPY_MB << 20, reps=COPY_REPS)}
         return {**row, **dev.clocks(), **dev.power_state()}
 
     t0 = time.perf_counter()
