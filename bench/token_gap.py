@@ -1,7 +1,9 @@
-"""GPU task (issue 12), one device call: why one token's graph at position 96 takes ~991 µs on the pipeline's
-memory and ~967 µs in bench/pdl_variants.py (H100, 1b, 774b7b8: token_marks_h100_774b7b8 "one token at 96
-again" against pdl_variants_merge_ahead_pos96_h100_774b7b8 "optimized"). Same kernels (optimized's build), same
-launches (pdl_variants.token), same position; the rows differ only in what the token reads:
+"""GPU task (issue 12), one device call: whether one token's graph at position 96 is slower on the pipeline's memory
+than in bench/pdl_variants.py (~991 against ~967 µs, H100, 1b, 774b7b8, in two processes: token_marks_h100_774b7b8
+"one token at 96 again" against pdl_variants_merge_ahead_pos96_h100_774b7b8 "optimized"). It is not: in one
+process every row below is within 0.2% of the pipeline's (token_gap_h100_cc618b3, _7437051); the two processes
+differed in how long they had run (bench/footprint.py). Same kernels (optimized's build), same launches
+(pdl_variants.token), same position; the rows differ only in what the token reads:
 - ``pipeline``: the pipeline's own forward (runner Session, optimized) on its weights, arena and KV caches;
 - ``pipeline, buffers_first``: another pipeline of the session, optimized with the buffers_first switch (its small
   buffers at its arena's start, the caches at its end);

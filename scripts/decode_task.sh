@@ -18,11 +18,13 @@
 #       DECODE_CONFIGS=optimized+attn_merge_ahead scripts/decode_task.sh decode   its latency by position
 #   scripts/decode_task.sh marks          what the run-ahead loop's CUDA events between token launches cost
 #                                         (bench/token_marks.py, about a minute)
-#   scripts/decode_task.sh gap            which memory makes one token on the pipeline 22 µs slower than pdl_variants'
-#                                         (bench/token_gap.py, with the buffers_first pipeline as a row), then
-#   CANDIDATE=buffers_first scripts/decode_task.sh candidate   if that row closes the gap
+#   scripts/decode_task.sh gap            one token at 96 on the pipeline's memory and on pdl_variants' (weights,
+#                                         caches, small buffers' places; bench/token_gap.py): no row apart (cc618b3)
 #   scripts/decode_task.sh footprint      the same 1b token (and tg128) in one process holding nothing else, a
-#                                         session, an extra 40 GB, each freed again (bench/footprint.py, ~1 min)
+#                                         session, an extra 40 GB, each freed again (bench/footprint.py, ~1 min):
+#                                         every row stepped 1.5% slower a few seconds in (7437051)
+#   scripts/decode_task.sh drift          the 1b token and a device copy round after round for 30 s, 8 s idle, 10 s
+#                                         more, with NVML's clocks, power and clock event reasons (bench/drift.py)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -39,7 +41,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -99,6 +101,9 @@ for s in "${stages[@]}"; do
     footprint)  # whether what else the process holds on the GPU slows the token (the 1b only: 40 GB more fits)
         python3 bench/footprint.py --presets 1b --out "$OUT/f" | grep -E "^###|^\| [a-z]"
         stamp footprint;;
+    drift)  # whether the token and the copy step down together under load, and whether idle undoes it
+        python3 bench/drift.py --load-s 30 --idle-s 8 --again-s 10 --out "$OUT/dr" | grep -E "^\|"
+        stamp drift;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
