@@ -14,17 +14,18 @@ FUNCS = {"embedding": 20_000, "attention": 300_000, "ffn": 250_000, "lm_head": 8
 
 def make_run(root: Path, run_id: str, repeats: int = 20, tokens: int = 32, scale: dict | None = None,
              cv: float = 0.02, seed: int = 0, names: dict | None = None, meta_extra: dict | None = None,
-             sync_ns: int = 2_000, partners: tuple[str, ...] = ()) -> Path:
+             sync_ns: int = 2_000, partners: tuple[str, ...] = (), step: tuple[int, float] = (0, 1.0)) -> Path:
     """Per token: token > input_copy, functions..., output_copy, sync. ``scale`` multiplies a
     function's duration (the injected effect); noise is lognormal with coefficient ``cv`` per call
     plus a per-repeat drift of cv/2 (repeats are the independent samples). ``partners``: the runs this
-    one was interleaved with (round i of each pairs up), as ``ab`` records it."""
+    one was interleaved with (round i of each pairs up), as ``ab`` records it. ``step``: (repeat, factor), every
+    duration from that repeat on times the factor (the machine slowing down part way through)."""
     rng = np.random.default_rng(seed)
     scale = scale or {}
     names = names or {}
     rows = []
     for r in range(repeats):
-        drift = rng.lognormal(0, cv / 2)
+        drift = rng.lognormal(0, cv / 2) * (step[1] if r >= step[0] else 1.0)
         t = 1_000_000 * (r + 1) * 100
         for k in range(tokens):
             tok_start = t

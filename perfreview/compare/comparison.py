@@ -191,7 +191,7 @@ def compare(a: list[Run], b: list[Run], threshold: float = stats.DEFAULT_THRESHO
     ua, ub = unit_values(fa, unit).sort_index(), unit_values(fb, unit).sort_index()
     info = pd.concat([fa, fb]).drop_duplicates(["name", "kind", "metric"]).set_index(["name", "kind", "metric"])
     design = Design(unit, threshold, alpha_primary, look=look, seconds_per_unit=seconds_per_round(a + b, unit))
-    rows = []
+    rows, machine = [], None
     for key in info.index:
         if key not in ua.index.droplevel(-1) or key not in ub.index.droplevel(-1):
             continue
@@ -203,9 +203,13 @@ def compare(a: list[Run], b: list[Run], threshold: float = stats.DEFAULT_THRESHO
         if len(va) == 0 or len(vb) == 0 or np.median(va) <= 0 or np.any(va <= 0) or np.any(vb <= 0):
             continue
         rows.append(_row(key, info.loc[key], va, vb, design))
+        if unit == ROUNDS and rows[-1].role == "primary":  # both sides' round by round: the machine's speed
+            machine = (np.sqrt(va * vb), figures.HEADLINES[key[0]])
     decide(rows, design)
     n = max((r.n for r in rows), default=0)
     notes += design_notes(a, b, design, n)
+    if machine is not None:
+        notes += step_notes(*machine)
 
     def only(mine: pd.Series, other: pd.Series) -> list[OneSided]:
         theirs = set(other.index.droplevel(-1))
@@ -288,6 +292,20 @@ def design_notes(a: list[Run], b: list[Run], design: Design, n: int) -> list[str
             notes.append(f"side {side}: switch(es) {', '.join(ignored)} have no effect on the {backend} backend "
                          "(GPU-only); they were recorded, not run")
     return notes
+
+
+def step_notes(both: np.ndarray, figure: figures.Figure) -> list[str]:
+    """A note where the primary figure of both sides together (the geometric mean of a round's two values) stepped
+    once over the rounds: the card's state changed during the run (an H100 1b token went 1.5% slower a few seconds
+    into a process's load, reports/bench/footprint_h100_7437051)."""
+    step = stats.named_step(both)
+    if step is None:
+        return []
+    return [f"the machine's speed stepped during the run: {figure.title} of both sides together "
+            f"{100 * (step.ratio - 1):+.1f}% from round {step.at + 1} of {step.n} on "
+            f"({step.before:.4g} -> {step.after:.4g} {figure.unit}; permutation test of the round order, p = "
+            f"{step.p:.3f}). The rounds pair the sides, so the comparison holds; a measurement of one side at a time "
+            "(or a short probe) sees whichever state it ran in"]
 
 
 def clock_notes(a: list[Run], b: list[Run]) -> list[str]:

@@ -13,6 +13,9 @@
    shown, not tested; every other figure is one Benjamini-Hochberg family at α = 0.01.
 5. Sequential looks at 10, 20, 40, 80, 160, 320 rounds with a Pocock boundary (α' = 0.0085 per
    look for 0.04 overall).
+6. Not a verdict, a note on the design: one step in the machine's speed over the rounds (both sides
+   together), found by the largest CUSUM excursion of the per-round logs and a permutation test of
+   the round order (step_change). Pairing cancels it; a measurement that is not interleaved would not.
 """
 
 from __future__ import annotations
@@ -248,3 +251,54 @@ def stop_reason(verdict: str, n: int, seconds_per_unit: float, budget_s: float) 
         return (f"the next look ({nxt} rounds, about {seconds_per_unit * nxt:.0f} s) would pass the budget "
                 f"of {budget_s:.0f} s")
     return ""
+
+
+STEP_ALPHA = 0.01  # a step is named only when the round order explains it this surely (a note, not a verdict) ...
+STEP_MIN = 0.005  # ... and it moved the machine at least Δ
+STEP_PERMUTATIONS = 999
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step in a series over time: ``at`` is the first unit after it; ``ratio`` the geometric mean after it over
+    the one before; ``p`` the share of shuffled orders whose largest CUSUM excursion reached the series' own."""
+
+    at: int
+    n: int
+    before: float
+    after: float
+    ratio: float
+    p: float
+
+
+def _cusum_peak(logs: np.ndarray, min_segment: int) -> tuple[int, float]:
+    """Where the cumulative sum of deviations from the mean peaks (the best single split) and how far, in units of
+    the series' SD times sqrt(n) (the standard CUSUM statistic)."""
+    n = len(logs)
+    dev = np.cumsum(logs - logs.mean())[min_segment - 1:n - min_segment]
+    i = int(np.argmax(np.abs(dev)))
+    sd = float(np.std(logs, ddof=1)) or 1e-300
+    return i + min_segment, float(abs(dev[i]) / (sd * math.sqrt(n)))
+
+
+def step_change(x: np.ndarray, min_segment: int = 3, permutations: int = STEP_PERMUTATIONS,
+                seed: int = 0) -> Step | None:
+    """The one step that best splits the positive series ``x`` (in time order), with its permutation p-value; None
+    below 2 * ``min_segment`` values or when the series does not vary."""
+    logs = _logs(x)
+    n = len(logs)
+    if n < 2 * min_segment or np.ptp(logs) == 0:
+        return None
+    at, peak = _cusum_peak(logs, min_segment)
+    rng = np.random.default_rng(seed)
+    reached = sum(_cusum_peak(rng.permutation(logs), min_segment)[1] >= peak for _ in range(permutations))
+    before, after = float(np.exp(logs[:at].mean())), float(np.exp(logs[at:].mean()))
+    return Step(at, n, before, after, after / before, (reached + 1) / (permutations + 1))
+
+
+def named_step(x: np.ndarray) -> Step | None:
+    """step_change's step where it is sure (p <= STEP_ALPHA) and at least STEP_MIN in size, else None."""
+    step = step_change(x)
+    if step is None or step.p > STEP_ALPHA or abs(math.log(step.ratio)) < math.log1p(STEP_MIN):
+        return None
+    return step

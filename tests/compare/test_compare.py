@@ -118,3 +118,18 @@ def test_family_figures_go_through_benjamini_hochberg(tmp_path):
     a, b = read(*make_pair(tmp_path, b={"scale": {"ffn": 1.05}}))
     family = [r for r in compare([a], [b]).rows if r.role == "family"]
     assert family and all(0 <= r.q <= 1 and r.q >= r.p for r in family)
+
+
+def test_a_step_of_the_machine_under_both_sides_is_named_and_cancels_in_the_pairs(tmp_path):
+    """Both sides 3% slower from round 6 of 30 on (as the H100 stepped a few seconds into a process's load): a
+    note names the step and where; the paired verdict is unmoved by it."""
+    a, b = read(*make_pair(tmp_path, repeats=30, cv=0.004, step=(5, 1.03)))
+    cmp = compare([a], [b])
+    notes = [w for w in cmp.warnings if "stepped" in w]
+    assert len(notes) == 1 and "-2.9% from round 6 of 30 on" in notes[0] and "decode throughput" in notes[0]
+    assert cmp.primary.verdict == stats.NO_CHANGE
+
+
+def test_no_step_is_named_in_a_steady_run(tmp_path):
+    a, b = read(*make_pair(tmp_path, repeats=30, cv=0.004))
+    assert not [w for w in compare([a], [b]).warnings if "stepped" in w]

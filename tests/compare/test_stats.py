@@ -150,3 +150,20 @@ def test_rounds_needed_use_the_interval_when_outliers_inflate_the_sd():
     wide_sd = stats.units_needed(stats.Estimate(1.001, math.nan, math.nan, 0.5, 320, 0.12, "x", 0.99), 0.005,
                                  stats.ALPHA_POCOCK)
     assert wide_sd > 10 * n  # without an interval only the SD is there
+
+
+def test_step_change_finds_one_step_where_it_is():
+    rng = np.random.default_rng(1)
+    x = np.r_[np.full(3, 1000.0), np.full(20, 985.0)] * np.exp(rng.normal(0, 0.0005, 23))
+    step = stats.step_change(x)
+    assert step.at == 3 and step.n == 23 and step.p <= stats.STEP_ALPHA
+    assert step.ratio == pytest.approx(0.985, abs=1e-3) and stats.named_step(x) == step
+
+
+def test_step_change_calls_noise_noise_and_names_no_small_or_short_step():
+    rng = np.random.default_rng(2)
+    assert stats.step_change(1000 * np.exp(rng.normal(0, 0.01, 320))).p > 0.05  # no step in i.i.d. noise
+    small = np.r_[np.full(10, 1000.0), np.full(10, 998.0)] * np.exp(rng.normal(0, 1e-5, 20))
+    assert stats.step_change(small).p <= stats.STEP_ALPHA and stats.named_step(small) is None  # sure, but 0.2%
+    assert stats.step_change(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) is None  # under two segments of 3
+    assert stats.step_change(np.full(12, 7.0)) is None  # nothing varies
