@@ -5,9 +5,11 @@ process and 984 from then on, every row at once (the pipeline's tg128 976.6 -> 9
 held or freed; a new process started fast again. The fraction of the copy bandwidth that issue 12 asks for is read
 against one copy measured at a process's start. Here, in one process: rounds of the bench's token (REPLAYS graph
 launches back to back), a device copy (COPY_MB, the median of COPY_REPS as bench/decode.py reads it after each
-round) and NVML's SM and memory clocks, temperature, power and clock event reasons, for LOAD_S seconds; then IDLE_S
-seconds of nothing; then AGAIN_S seconds of rounds again. Per second of the run: median token µs, copy GB/s, their
-ratio as a fraction of the copy bandwidth, and the NVML reads. Writes drift.json/.md under --out.
+round) and NVML's SM and memory clocks, GPU and memory temperatures, power and clock event reasons, for LOAD_S
+seconds; then IDLE_S seconds of nothing; then AGAIN_S seconds of rounds again. Per second of the run: median token
+µs, copy GB/s, their ratio as a fraction of the copy bandwidth, and the NVML reads. One guess it can test, not a
+finding: the HBM's temperature (DRAM refreshes more often when hot, which costs bandwidth). Writes drift.json/.md
+under --out.
 """
 
 from __future__ import annotations

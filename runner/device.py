@@ -342,6 +342,12 @@ class _Nvml:
             out["clock_event_reasons"] = int(reasons(self.handle))
         except Exception:
             pass
+        try:  # the HBM's own temperature (a field of its own; the GPU's is in clocks())
+            field = n.nvmlDeviceGetFieldValues(self.handle, [n.NVML_FI_DEV_MEMORY_TEMP])[0]
+            if field.nvmlReturn == 0:
+                out["memory_temperature_c"] = int(field.value.uiVal)
+        except Exception:
+            pass
         return out
 
 

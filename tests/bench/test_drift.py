@@ -17,4 +17,22 @@ def test_rounds_are_binned_by_second_with_the_fraction_of_that_seconds_copy():
     report = {"git": {"commit": "abc"}, "device": {"name": "H100"}, "preset": "1b", "replays": 64, "copy_mb": 1024,
               "load_s": 20.0, "idle_s": 5.0, "again_s": 8.0, "weights_mb": 2471.6, "seconds": sec}
     text = render.render("drift.md.j2", r=report)
-    assert "| 0 | 2 | 970.0 | 3000 | 84.9% | 1980 | - | - | - | 0 |" in text and "| 4 |" in text
+    assert "| 0 | 2 | 970.0 | 3000 | 84.9% | 1980 | - | - | - | - | 0 |" in text and "| 4 |" in text
+
+
+def test_power_state_reads_power_reasons_and_the_memorys_temperature_and_skips_what_fails():
+    from types import SimpleNamespace
+
+    from runner.device import _Nvml
+
+    field = SimpleNamespace(nvmlReturn=0, value=SimpleNamespace(uiVal=87))
+    fake = SimpleNamespace(nvmlDeviceGetPowerUsage=lambda h: 512_345, NVML_FI_DEV_MEMORY_TEMP=82,
+                           nvmlDeviceGetCurrentClocksEventReasons=lambda h: 4,
+                           nvmlDeviceGetFieldValues=lambda h, ids: [field] if ids == [82] else [])
+    nvml = _Nvml.__new__(_Nvml)
+    nvml.handle, nvml.nvml = object(), fake
+    assert nvml.power_state() == {"power_w": 512.345, "clock_event_reasons": 4, "memory_temperature_c": 87}
+    field.nvmlReturn = 3  # not supported on this board: left out, not 0
+    assert "memory_temperature_c" not in nvml.power_state()
+    nvml.handle = None
+    assert nvml.power_state() == {}
