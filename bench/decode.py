@@ -221,6 +221,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     # process under load: footprint_h100_7437051), not against one read while it was fresh
     bw_start = copy_bandwidth_gbs(cp) if gpu else float("nan")
     bw_rounds: list[float] = []
+    card_rounds: list[dict] = []  # NVML after each round: clocks, temperatures (the HBM's too), power, reasons
     torch_ok = torch_ok and gpu
     n_ctx_mean = 32 + tokens // 2
     bytes_per_token = p.weight_bytes_per_token() + p.kv_bytes_per_token(n_ctx_mean)
@@ -245,6 +246,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
         ours.run(1)
         if gpu:
             bw_rounds.append(copy_bandwidth_gbs(cp, nbytes=1 << 30, reps=5))
+            card_rounds.append({**session.device.clocks(), **session.device.power_state()})
         if model is not None:
             for graph, key in ((False, "torch_eager"), (True, "torch_graph")):
                 rate, gen[key] = torch_repeat(model, prompt, tokens, graph)
@@ -288,6 +290,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
            "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
            "copy_bw_gbs": bw, "copy_bw_gbs_at_start": bw_start, "copy_bw_gbs_rounds": bw_rounds,
+           "card_rounds": card_rounds,
            "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
            "latency_samples_ms": samples, "latency_rounds": lat_rounds,
            "token_agreement_with_baseline": agree}
