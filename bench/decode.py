@@ -125,6 +125,25 @@ def latency_by_position(step, cp, stream_of, rounds: int, seed: int = 0) -> dict
     return out
 
 
+CARD_READS = (("sm_clock_mhz", "SM", "MHz"), ("mem_clock_mhz", "memory", "MHz"), ("temperature_c", "GPU", "°C"),
+              ("memory_temperature_c", "HBM", "°C"), ("power_w", "board", "W"))
+
+
+def card_ranges(rounds: list[dict]) -> list[str]:
+    """NVML's reads after each round as ranges ("HBM 81-88 °C"), and the clock event reasons seen: what state of
+    the card the table ran in. Reads no round had are left out."""
+    out = []
+    for key, name, unit in CARD_READS:
+        vals = [r[key] for r in rounds if r.get(key) is not None]
+        if vals:
+            lo, hi = min(vals), max(vals)
+            out.append(f"{name} {lo:.0f} {unit}" if round(lo) == round(hi) else f"{name} {lo:.0f}-{hi:.0f} {unit}")
+    reasons = sorted({int(r["clock_event_reasons"]) for r in rounds if r.get("clock_event_reasons") is not None})
+    if reasons:
+        out.append("clock event reasons " + ", ".join(f"{x:#x}" for x in reasons))
+    return out
+
+
 def flatness(samples: dict[int, list[float]], kv_bytes_per_pos: float, copy_bw_gbs: float,
              allowance: float = stats.DEFAULT_THRESHOLD) -> dict[int, dict]:
     """Is the token's latency flat in position up to the KV-cache bytes? Per position: the median [95%
@@ -290,7 +309,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
            "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
            "copy_bw_gbs": bw, "copy_bw_gbs_at_start": bw_start, "copy_bw_gbs_rounds": bw_rounds,
-           "card_rounds": card_rounds,
+           "card_rounds": card_rounds, "card_ranges": card_ranges(card_rounds),
            "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
            "latency_samples_ms": samples, "latency_rounds": lat_rounds,
            "token_agreement_with_baseline": agree}

@@ -238,7 +238,23 @@ def test_the_table_says_the_copy_was_read_after_every_round_where_it_was():
     path = Path(__file__).resolve().parents[2] / "reports" / "bench" / "decode_h100_14b1eeb.json"
     report = json.loads(path.read_text())
     before = render.render("decode.md.j2", r=report, positions=POSITIONS)
-    assert "device copy 3009 GB/s\n" in before and "at the start" not in before
+    assert "device copy 3009 GB/s\n\n| config |" in before and "at the start" not in before
     report["presets"]["1b"].update(copy_bw_gbs=2950.0, copy_bw_gbs_at_start=3009.4, copy_bw_gbs_rounds=[2950.0] * 7)
     after = render.render("decode.md.j2", r=report, positions=POSITIONS)
     assert "device copy 2950 GB/s (median of 7, one after each round; 3009 at the start)" in after
+    assert "The card after each round" not in after  # no NVML reads, no line
+    report["presets"]["1b"]["card_ranges"] = ["SM 1980 MHz", "HBM 80-86 °C"]
+    shown = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    assert "at the start)\n\nThe card after each round (NVML): SM 1980 MHz; HBM 80-86 °C\n\n| config |" in shown
+
+
+def test_the_cards_state_over_the_rounds_is_given_as_ranges():
+    from bench.decode import card_ranges
+
+    rounds = [{"sm_clock_mhz": 1980, "temperature_c": 61, "memory_temperature_c": 80, "power_w": 501.2,
+               "clock_event_reasons": 0},
+              {"sm_clock_mhz": 1980, "temperature_c": 66, "memory_temperature_c": 86.4, "power_w": 517.8,
+               "clock_event_reasons": 4}]
+    assert card_ranges(rounds) == ["SM 1980 MHz", "GPU 61-66 °C", "HBM 80-86 °C", "board 501-518 W",
+                                   "clock event reasons 0x0, 0x4"]
+    assert card_ranges([]) == [] and card_ranges([{"sm_clock_mhz": None}]) == []
