@@ -30,14 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.decode import median_ci  # noqa: E402
 from bench.outputs import save  # noqa: E402
-from bench.pdl_variants import OPTIMIZED_DEFINES, graph_replay_us, token_inputs, weights  # noqa: E402
+from bench.pdl_variants import graph_replay_us, token_inputs, weights  # noqa: E402
+from bench.token_gap import first_run_graph, optimized_forward  # noqa: E402
 from bench.token_marks import FIXED, PROMPT, in_rounds, token_graph  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.arena import Arena, token_buffers_capacity  # noqa: E402
 from runner.device import CudaDevice  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
-from runner.own_kernels import OwnForward  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -53,12 +52,8 @@ def _bench(cp: Any, name: str) -> tuple[Any, Any, list]:
     ck, cv, inv, d_tok, d_pos, d_slot = token_inputs(cp, p, FIXED)
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the inputs were written on the legacy stream
-    own = OwnForward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, pdl=True,
-                     defines=OPTIMIZED_DEFINES, zeros=Arena(cp, token_buffers_capacity(p)).zeros)
-    graph = token_graph(stream, own, layers, w)
-    graph.launch(stream)
-    stream.synchronize()
-    return graph, stream, [own, w, layers, ck, cv]
+    own = optimized_forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot)
+    return first_run_graph(stream, own, layers, w), stream, [own, w, layers, ck, cv]
 
 
 class _Pipeline:

@@ -43,7 +43,7 @@ from bench.pdl_variants import OPTIMIZED_DEFINES, graph_replay_us, token_inputs,
 from bench.token_marks import FIXED, in_rounds, summarize, token_graph  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
-from runner.arena import Arena, token_buffers_capacity  # noqa: E402
+from runner.arena import Arena, kv_caches, token_buffers_capacity  # noqa: E402
 from runner.arena import capacity as arena_capacity  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
 from runner.own_kernels import OwnForward  # noqa: E402
@@ -56,7 +56,15 @@ MIN_ENERGY_S = 1.0  # the least time a row's watts are read over (all its rounds
 LAYOUTS = {"bench, the pipeline's arena layout": False, "bench, buffers before the caches": True}
 
 
-def _graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
+def optimized_forward(cp: Any, p: Any, w: dict, layers: list, lm_scale: Any, inv: Any, k: Any, v: Any, tok: Any,
+                      pos: Any, slot: Any, zeros: Any = None) -> Any:
+    """pdl_variants' forward in optimized's build (PDL, OPTIMIZED_DEFINES) over these weights and inputs, its
+    buffers from ``zeros`` or from an arena of its own."""
+    return OwnForward(cp, p, w, layers, lm_scale, inv, k, v, tok, pos, slot, pdl=True, defines=OPTIMIZED_DEFINES,
+                      zeros=zeros or Arena(cp, token_buffers_capacity(p)).zeros)
+
+
+def first_run_graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
     """One token of ``own`` (pdl_variants' launches) captured on ``stream`` and run once."""
     graph = token_graph(stream, own, layers, w)
     graph.launch(stream)
@@ -76,11 +84,7 @@ def _arena_inputs(cp: Any, p: Any, ck: Any, cv: Any, buffers_first: bool) -> tup
     buffers_first: the caches (``ck``, ``cv`` copied in) first and then the token's inputs and mask, or the caches
     at its end and every buffer of the token from its start."""
     mem = Arena(cp, arena_capacity(p))
-    if buffers_first:
-        v = mem.zeros_at_end(cv.shape, cv.dtype)
-        k = mem.zeros_at_end(ck.shape, ck.dtype)
-    else:
-        k, v = mem.zeros(ck.shape, ck.dtype), mem.zeros(cv.shape, cv.dtype)
+    k, v = kv_caches(mem, ck.shape, ck.dtype, at_end=buffers_first)
     k[...], v[...] = ck, cv
     d_tok, d_pos, d_slot = (mem.zeros((1,), np.int32) for _ in range(3))
     mem.zeros((p.max_ctx,), np.float32)  # the pipeline's mask
@@ -126,7 +130,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
         with dev.use(pipe.main):
             pipe.d_pos.fill(FIXED)
             pipe.d_slot.fill(FIXED)
-        graphs[row], pipes[row] = _graph(pipe.main, pipe.own, pipe.layers, pipe.w), pipe
+        graphs[row], pipes[row] = first_run_graph(pipe.main, pipe.own, pipe.layers, pipe.w), pipe
     pipe = pipes["pipeline"]
     stream = cp.cuda.Stream(non_blocking=True)
     bw, blayers, _ = weights(cp, p)
@@ -139,19 +143,17 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
              "bench, copies of the pipeline's weights": (cw, clayers, pipe.lm_scale, ck, cv),
              "bench, pipeline's weights and caches": (pipe.w, pipe.layers, pipe.lm_scale, pipe.cache_k, pipe.cache_v)}
     for label, (w, layers, lm_scale, k, v) in reads.items():
-        own = OwnForward(cp, p, w, layers, lm_scale, inv, k, v, d_tok, d_pos, d_slot, pdl=True,
-                         defines=OPTIMIZED_DEFINES, zeros=Arena(cp, token_buffers_capacity(p)).zeros)
+        own = optimized_forward(cp, p, w, layers, lm_scale, inv, k, v, d_tok, d_pos, d_slot)
         owners.append(own)
-        graphs[label] = _graph(stream, own, layers, w)
+        graphs[label] = first_run_graph(stream, own, layers, w)
     for label, buffers_first in LAYOUTS.items():
         mem, (k, v, tok, pos, slot) = _arena_inputs(cp, p, ck, cv, buffers_first)
-        own = OwnForward(cp, p, bw, blayers, None, inv, k, v, tok, pos, slot, pdl=True, defines=OPTIMIZED_DEFINES,
-                         zeros=mem.zeros)
+        own = optimized_forward(cp, p, bw, blayers, None, inv, k, v, tok, pos, slot, zeros=mem.zeros)
         if mem.fallbacks:
             raise SystemExit(f"token_gap: {label}: the forward's buffers did not fit the arena")
         owners.append(own)  # its arena lives as long as its buffers (views of it)
         cp.cuda.Device().synchronize()
-        graphs[label] = _graph(stream, own, blayers, bw)
+        graphs[label] = first_run_graph(stream, own, blayers, bw)
     same_build = all(o.defines == pipe.own.defines for o in [*owners, pipes["pipeline, buffers_first"].own])
     res = in_rounds(ROWS, rounds,
                     lambda row: _timed(cp, dev, graphs[row], pipes[row].main if row in pipes else stream))

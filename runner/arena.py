@@ -49,6 +49,16 @@ class Arena:
         return self.buf[at: at + nbytes].view(dt).reshape(shape)
 
 
+def kv_caches(mem: Arena, shape: Any, dtype: Any, at_end: bool = False) -> tuple[Any, Any]:
+    """One instance's K and V caches: the first buffers from the arena's start, or (the buffers_first switch) the
+    last ones at its end, V above K, so that every buffer carved after them starts where it would without them."""
+    if at_end:
+        v = mem.zeros_at_end(shape, dtype)
+        return mem.zeros_at_end(shape, dtype), v
+    k = mem.zeros(shape, dtype)
+    return k, mem.zeros(shape, dtype)
+
+
 def _layout(shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype, int]:
     dt = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from perfreview.trace.schema import Kind
-from runner.arena import Arena
+from runner.arena import Arena, kv_caches
 from runner.arena import capacity as arena_capacity
 from runner.config import kernel_defines
 from runner.model import rope_inv_freq
@@ -59,12 +59,8 @@ class Pipeline:
         p = preset
         shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
         self.arena = mem = Arena(xp, arena_capacity(p))  # one allocation: the same layout in every instance
-        if switches.get("buffers_first"):  # the caches at its end: the token's small buffers from its start
-            self.cache_v = mem.zeros_at_end(shape, self.act)
-            self.cache_k = mem.zeros_at_end(shape, self.act)
-        else:
-            self.cache_k = mem.zeros(shape, self.act)
-            self.cache_v = mem.zeros(shape, self.act)
+        # buffers_first: the caches at its end, the token's small buffers from its start
+        self.cache_k, self.cache_v = kv_caches(mem, shape, self.act, at_end=bool(switches.get("buffers_first")))
         pinned = bool(switches.get("async_copies"))
         self.mem_kind = "pinned->device" if pinned else "pageable->device"
         self.out_kind = "device->pinned" if pinned else "device->pageable"

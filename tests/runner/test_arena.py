@@ -79,3 +79,14 @@ def test_buffers_first_puts_the_caches_at_the_end_and_changes_no_token():
         else:
             assert _at(mem, pipe.cache_k) == 0
     assert tokens["baseline"] == tokens["baseline,buffers_first=on"]
+
+
+def test_kv_caches_are_the_first_buffers_or_the_last_with_v_above_k():
+    from runner.arena import kv_caches
+
+    mem = Arena(np, 8192)
+    k, v = kv_caches(mem, (2, 100), np.float16)
+    assert _at(mem, k) == 0 and _at(mem, v) == -(-k.nbytes // ALIGN) * ALIGN and k.shape == v.shape == (2, 100)
+    end = Arena(np, 8192)
+    k, v = kv_caches(end, (2, 100), np.float16, at_end=True)
+    assert _at(end, v) + v.nbytes <= 8192 and _at(end, k) + k.nbytes <= _at(end, v) and end.used == 0
