@@ -10,6 +10,11 @@ seconds; then IDLE_S seconds of nothing; then AGAIN_S seconds of rounds again. P
 µs, copy GB/s, their ratio as a fraction of the copy bandwidth, and the NVML reads. One guess it can test, not a
 finding: the HBM's temperature (DRAM refreshes more often when hot, which costs bandwidth). Writes drift.json/.md
 under --out.
+
+--steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS: a runner Session,
+its optimized pipeline, generate(), the pipeline's tg128, freeing them, a cuBLAS matmul, torch on the GPU), to find
+which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
+the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     out = []
     for sec, rs in sorted(bins.items()):
         med = {k: float(np.median([r[k] for r in rs if r.get(k) is not None]))
-               for k in rs[0] if k != "t_s" and any(r.get(k) is not None for r in rs)}
+               for k in rs[0] if k not in ("t_s", "step") and any(r.get(k) is not None for r in rs)}
+        med["step"] = "+".join(dict.fromkeys(r["step"] for r in rs if "step" in r))
         med["reasons"] = sorted({int(r["clock_event_reasons"]) for r in rs if r.get("clock_event_reasons") is not None})
         med.pop("clock_event_reasons", None)
         med["second"], med["rounds"] = sec, len(rs)
@@ -67,14 +73,65 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     return out
 
 
+class Actions:
+    """What bench/footprint.py's process does before its token steps up, one action at a time; each keeps what
+    it made alive (the next needs it) until ``free``."""
+
+    def __init__(self, cp: Any, preset: str) -> None:
+        self.cp, self.preset = cp, preset
+        self.held: dict[str, Any] = {}
+
+    def alone(self) -> None:
+        pass
+
+    def session(self) -> None:
+        from runner.loop import Session
+        self.held["session"] = Session(self.preset, "cuda", seed=0)
+
+    def pipeline(self) -> None:
+        from runner import config as cfg
+        self.held["pipe"], _ = self.held["session"].pipeline(cfg.parse_side("optimized"), "tokens")
+
+    def generate(self) -> None:
+        from runner.loop import generate
+        generate(self.held["pipe"], self.held["session"].prompt(32), 16)
+
+    def tg128(self) -> None:
+        from runner.loop import generate
+        for _ in range(3):
+            generate(self.held["pipe"], self.held["session"].prompt(32), 128)
+
+    def free(self) -> None:
+        self.held.clear()
+        self.cp.get_default_memory_pool().free_all_blocks()
+
+    def cublas(self) -> None:
+        a = self.cp.ones((4096, 4096), self.cp.float16)
+        (a @ a).sum().item()
+
+    def torch(self) -> None:
+        import torch
+        a = torch.ones((4096, 4096), dtype=torch.float16, device="cuda")
+        (a @ a).sum().item()
+
+
+ACTIONS = ("alone", "session", "pipeline", "generate", "tg128", "free", "cublas", "torch")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="1b")
     ap.add_argument("--load-s", type=float, default=20.0)
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--again-s", type=float, default=8.0)
+    ap.add_argument("--steps", help=f"comma-separated actions in order, each followed by --step-s of rounds "
+                    f"(of {', '.join(ACTIONS)}) in place of load, idle and again")
+    ap.add_argument("--step-s", type=float, default=6.0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    steps = args.steps.split(",") if args.steps else []
+    if any(a not in ACTIONS for a in steps):
+        ap.error(f"--steps: each of {', '.join(ACTIONS)}")
     dev = CudaDevice()
     cp = dev.cp
     graph, stream, keep = _bench(cp, args.preset)
@@ -86,12 +143,24 @@ def main() -> int:
         return {**row, **dev.clocks(), **dev.power_state()}
 
     t0 = time.perf_counter()
-    rows = rounds_for(args.load_s, t0, one_round)
-    time.sleep(args.idle_s)
-    rows += rounds_for(args.again_s, t0, one_round)
+    if steps:
+        rows, actions, took = [], Actions(cp, args.preset), []
+        for a in steps:
+            t = time.perf_counter()
+            getattr(actions, a)()
+            cp.cuda.Device().synchronize()
+            took.append({"action": a, "at_s": t - t0, "took_s": time.perf_counter() - t})
+            rows += [{**r, "step": a} for r in rounds_for(args.step_s, t0, one_round)]
+        actions.free()
+    else:
+        rows = rounds_for(args.load_s, t0, one_round)
+        time.sleep(args.idle_s)
+        rows += rounds_for(args.again_s, t0, one_round)
+        took = []
     report = {"git": git_info(), "device": dev.info(), "preset": args.preset, "weights_mb": weights_mb,
               "replays": REPLAYS, "copy_mb": COPY_MB, "load_s": args.load_s, "idle_s": args.idle_s,
-              "again_s": args.again_s, "seconds": by_second(rows, weights_mb), "rounds": rows}
+              "again_s": args.again_s, "step_s": args.step_s, "steps": took,
+              "seconds": by_second(rows, weights_mb), "rounds": rows}
     del keep
     save(args.out, "drift", report)
     return 0

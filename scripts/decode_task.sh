@@ -25,6 +25,8 @@
 #                                         every row stepped 1.5% slower a few seconds in (7437051)
 #   scripts/decode_task.sh drift          the 1b token and a device copy round after round for 30 s, 8 s idle, 10 s
 #                                         more, with NVML's clocks, power and clock event reasons (bench/drift.py)
+#   scripts/decode_task.sh steps          the same rounds after each of what footprint's process does in turn (a
+#                                         session, its pipeline, generate, tg128, free, cuBLAS, torch), in two orders
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -41,7 +43,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -104,6 +106,10 @@ for s in "${stages[@]}"; do
     drift)  # whether the token and the copy step down together under load, and whether idle undoes it
         python3 bench/drift.py --load-s 30 --idle-s 8 --again-s 10 --out "$OUT/dr" | grep -E "^\|"
         stamp drift;;
+    steps)  # which action moves the token up for the rest of the process: footprint's order, then cuBLAS and torch first
+        python3 bench/drift.py --steps alone,session,pipeline,generate,tg128,free,cublas,torch --out "$OUT/s1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,cublas,torch,session,pipeline,generate,tg128 --out "$OUT/s2" | grep -E "^\|"
+        stamp steps;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

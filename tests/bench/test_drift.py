@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench.drift import by_second
+import sys
+
+import pytest
+
+from bench.drift import ACTIONS, Actions, by_second, main
 from perfreview.report import render
 
 
@@ -36,3 +40,30 @@ def test_power_state_reads_power_reasons_and_the_memorys_temperature_and_skips_w
     assert "memory_temperature_c" not in nvml.power_state()
     nvml.handle = None
     assert nvml.power_state() == {}
+
+
+def test_rounds_after_actions_name_the_action_of_their_second_and_the_table_gains_its_column():
+    rows = [{"t_s": 0.5, "token_us": 970.0, "copy_gbs": 3000.0, "step": "alone"},
+            {"t_s": 1.2, "token_us": 970.0, "copy_gbs": 3000.0, "step": "alone"},
+            {"t_s": 1.8, "token_us": 990.0, "copy_gbs": 3000.0, "step": "session"}]
+    sec = by_second(rows, weights_mb=2471.6)
+    assert [s["step"] for s in sec] == ["alone", "alone+session"] and "step" not in sec[0]["reasons"]
+    report = {"git": {"commit": "abc"}, "device": {"name": "H100"}, "preset": "1b", "replays": 64, "copy_mb": 1024,
+              "load_s": 20.0, "idle_s": 5.0, "again_s": 8.0, "weights_mb": 2471.6, "step_s": 6.0, "seconds": sec,
+              "steps": [{"action": "alone", "at_s": 0.0, "took_s": 0.0},
+                        {"action": "session", "at_s": 1.3, "took_s": 0.4}]}
+    text = render.render("drift.md.j2", r=report)
+    assert "after each action in turn (alone at 0.0 s, took 0.0 s; session at 1.3 s, took 0.4 s)" in text
+    assert "| second | after | rounds |" in text and "| 1 | alone+session | 2 | 980.0 |" in text
+
+
+def test_only_known_actions_are_taken():
+    assert all(callable(getattr(Actions, a)) for a in ACTIONS)
+    old = sys.argv
+    sys.argv = ["drift.py", "--steps", "alone,reboot", "--out", "/nonexistent"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = old
+    assert e.value.code == 2
