@@ -12,7 +12,8 @@ finding: the HBM's temperature (DRAM refreshes more often when hot, which costs 
 under --out.
 
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS: a runner Session,
-its optimized pipeline, generate(), the pipeline's tg128, freeing them, a cuBLAS matmul, torch on the GPU), to find
+its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt alone, freeing
+them, a cuBLAS matmul, torch on the GPU), to find
 which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
 the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
 """
@@ -20,6 +21,7 @@ the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 4
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,14 +94,17 @@ class Actions:
         from runner import config as cfg
         self.held["pipe"], _ = self.held["session"].pipeline(cfg.parse_side("optimized"), "tokens")
 
-    def generate(self) -> None:
+    def tokens(self, n: int, times: int = 1) -> None:
+        """``tg<n>x<times>``: generate ``n`` tokens after the 32-token prompt, ``times`` times (run ahead, one
+        graph launch a token, as bench/decode.py's tg128)."""
         from runner.loop import generate
-        generate(self.held["pipe"], self.held["session"].prompt(32), 16)
+        for _ in range(times):
+            generate(self.held["pipe"], self.held["session"].prompt(32), n)
 
-    def tg128(self) -> None:
+    def prefill(self, n: int) -> None:
+        """``pf<n>``: an ``n``-token prompt alone, one step() a position (the KV cache written to ``n``)."""
         from runner.loop import generate
-        for _ in range(3):
-            generate(self.held["pipe"], self.held["session"].prompt(32), 128)
+        generate(self.held["pipe"], self.held["session"].prompt(n), 0)
 
     def free(self) -> None:
         self.held.clear()
@@ -115,7 +120,24 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "generate", "tg128", "free", "cublas", "torch")
+ACTIONS = ("alone", "session", "pipeline", "tg<N>[x<K>]", "pf<N>", "free", "cublas", "torch")
+_COUNTED = re.compile(r"(tg|pf)(\d+)(?:x(\d+))?$")
+
+
+def take(actions: Actions, name: str) -> None:
+    """Run the action ``name`` (one of ACTIONS; tg and pf with their counts)."""
+    m = _COUNTED.match(name)
+    if m and m[1] == "tg":
+        actions.tokens(int(m[2]), int(m[3] or 1))
+    elif m and m[1] == "pf" and not m[3]:
+        actions.prefill(int(m[2]))
+    else:
+        getattr(actions, name)()
+
+
+def known(name: str) -> bool:
+    m = _COUNTED.match(name)
+    return bool(m and not (m[1] == "pf" and m[3])) or name in ACTIONS[:3] + ACTIONS[5:]
 
 
 def main() -> int:
@@ -130,7 +152,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     steps = args.steps.split(",") if args.steps else []
-    if any(a not in ACTIONS for a in steps):
+    if not all(known(a) for a in steps):
         ap.error(f"--steps: each of {', '.join(ACTIONS)}")
     dev = CudaDevice()
     cp = dev.cp
@@ -147,7 +169,7 @@ def main() -> int:
         rows, actions, took = [], Actions(cp, args.preset), []
         for a in steps:
             t = time.perf_counter()
-            getattr(actions, a)()
+            take(actions, a)
             cp.cuda.Device().synchronize()
             took.append({"action": a, "at_s": t - t0, "took_s": time.perf_counter() - t})
             rows += [{**r, "step": a} for r in rounds_for(args.step_s, t0, one_round)]

@@ -27,6 +27,8 @@
 #                                         more, with NVML's clocks, power and clock event reasons (bench/drift.py)
 #   scripts/decode_task.sh steps          the same rounds after each of what footprint's process does in turn (a
 #                                         session, its pipeline, generate, tg128, free, cuBLAS, torch), in two orders
+#   scripts/decode_task.sh bisect         the same after 32, 64, 96, 128 tokens in turn; after 24 x 16 tokens, a 160-token
+#                                         prompt, then 128 tokens
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -43,7 +45,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -107,8 +109,12 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --load-s 30 --idle-s 8 --again-s 10 --out "$OUT/dr" | grep -E "^\|"
         stamp drift;;
     steps)  # which action moves the token up for the rest of the process: footprint's order, then cuBLAS and torch first
-        python3 bench/drift.py --steps alone,session,pipeline,generate,tg128,free,cublas,torch --out "$OUT/s1" | grep -E "^\|"
-        python3 bench/drift.py --steps alone,cublas,torch,session,pipeline,generate,tg128 --out "$OUT/s2" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16,tg128x3,free,cublas,torch --out "$OUT/s1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,cublas,torch,session,pipeline,tg16,tg128x3 --out "$OUT/s2" | grep -E "^\|"
+        stamp steps;;
+    bisect)  # which part of tg128 moves the token: the positions reached (tg32..tg128, pf160) or the launches (tg16x24)
+        python3 bench/drift.py --steps alone,session,pipeline,tg32,tg64,tg96,tg128 --step-s 4 --out "$OUT/b1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16x24,pf160,tg128 --step-s 4 --out "$OUT/b2" | grep -E "^\|"
         stamp steps;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
