@@ -27,8 +27,8 @@
 #                                         more, with NVML's clocks, power and clock event reasons (bench/drift.py)
 #   scripts/decode_task.sh steps          the same rounds after each of what footprint's process does in turn (a
 #                                         session, its pipeline, generate, tg128, free, cuBLAS, torch), in two orders
-#   scripts/decode_task.sh bisect         the same after 32, 64, 96, 128 tokens in turn; after 24 x 16 tokens, a 160-token
-#                                         prompt, then 128 tokens
+#   scripts/decode_task.sh bisect         the same after 24 x 16 tokens, then 32, 64, 96, 128 tokens in turn; in a second
+#                                         process after a 160-token prompt, then 128 tokens
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -113,8 +113,8 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,cublas,torch,session,pipeline,tg16,tg128x3 --out "$OUT/s2" | grep -E "^\|"
         stamp steps;;
     bisect)  # which part of tg128 moves the token: the positions reached (tg32..tg128, pf160) or the launches (tg16x24)
-        python3 bench/drift.py --steps alone,session,pipeline,tg32,tg64,tg96,tg128 --step-s 4 --out "$OUT/b1" | grep -E "^\|"
-        python3 bench/drift.py --steps alone,session,pipeline,tg16x24,pf160,tg128 --step-s 4 --out "$OUT/b2" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16x24,tg32,tg64,tg96,tg128 --step-s 4 --out "$OUT/b1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,pf160,tg128 --step-s 4 --out "$OUT/b2" | grep -E "^\|"
         stamp steps;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
