@@ -11,9 +11,9 @@ seconds; then IDLE_S seconds of nothing; then AGAIN_S seconds of rounds again. P
 finding: the HBM's temperature (DRAM refreshes more often when hot, which costs bandwidth). Writes drift.json/.md
 under --out.
 
---steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS: a runner Session,
-its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt alone, freeing
-them, a cuBLAS matmul, torch on the GPU), to find
+--steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
+Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
+alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, freeing them, a cuBLAS matmul, torch), to find
 which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
 the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
 """
@@ -79,8 +79,8 @@ class Actions:
     """What bench/footprint.py's process does before its token steps up, one action at a time; each keeps what
     it made alive (the next needs it) until ``free``."""
 
-    def __init__(self, cp: Any, preset: str) -> None:
-        self.cp, self.preset = cp, preset
+    def __init__(self, cp: Any, preset: str, device: str = "cuda") -> None:
+        self.cp, self.preset, self.device = cp, preset, device  # device: "cpu" in the tests
         self.held: dict[str, Any] = {}
 
     def alone(self) -> None:
@@ -88,23 +88,49 @@ class Actions:
 
     def session(self) -> None:
         from runner.loop import Session
-        self.held["session"] = Session(self.preset, "cuda", seed=0)
+        self.held["session"] = Session(self.preset, self.device, seed=0)
 
     def pipeline(self) -> None:
         from runner import config as cfg
-        self.held["pipe"], _ = self.held["session"].pipeline(cfg.parse_side("optimized"), "tokens")
+        self.held["pipe"], self.held["rec"] = self.held["session"].pipeline(cfg.parse_side("optimized"), "tokens")
 
-    def tokens(self, n: int, times: int = 1) -> None:
+    def tokens(self, n: int, times: int = 1, bounded: bool = False) -> None:
         """``tg<n>x<times>``: generate ``n`` tokens after the 32-token prompt, ``times`` times (run ahead, one
-        graph launch a token, as bench/decode.py's tg128)."""
+        graph launch a token, as bench/decode.py's tg128). Each token's marks take new CUDA events from the
+        recorder's pool, which only a repeat's start returns: ``tgb`` (``bounded``) starts a repeat before each
+        run, as bench/decode.py's rounds do, so the events in use stay one run's."""
         from runner.loop import generate
         for _ in range(times):
+            if bounded:
+                self.held["rec"].start_repeat()
             generate(self.held["pipe"], self.held["session"].prompt(32), n)
 
     def prefill(self, n: int) -> None:
         """``pf<n>``: an ``n``-token prompt alone, one step() a position (the KV cache written to ``n``)."""
         from runner.loop import generate
         generate(self.held["pipe"], self.held["session"].prompt(n), 0)
+
+    def events(self, n: int) -> None:
+        """``ev<n>``: ``n`` CUDA events made, each recorded once on a stream of their own, and kept alive."""
+        stream = self.cp.cuda.Stream(non_blocking=True)
+        evs = [self.cp.cuda.Event() for _ in range(n)]
+        for e in evs:
+            e.record(stream)
+        stream.synchronize()
+        self.held.setdefault("events", []).extend(evs)
+
+    def launches(self, n: int) -> None:
+        """``gl<n>``: the pipeline's token graph launched ``n`` times, 16 back to back then a wait, no events
+        (the graph is captured by a first token if no token ran yet)."""
+        from runner.loop import generate
+        pipe = self.held["pipe"]
+        if pipe.graph is None:
+            generate(pipe, self.held["session"].prompt(32), 1)
+        for i in range(n):
+            pipe.graph.launch(pipe.main)
+            if i % 16 == 15:
+                pipe.main.synchronize()
+        pipe.main.synchronize()
 
     def free(self) -> None:
         self.held.clear()
@@ -120,24 +146,29 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "tg<N>[x<K>]", "pf<N>", "free", "cublas", "torch")
-_COUNTED = re.compile(r"(tg|pf)(\d+)(?:x(\d+))?$")
+ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
+# Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
+# events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N graph launches
+COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:
-    """Run the action ``name`` (one of ACTIONS; tg and pf with their counts)."""
+    """Run the action ``name`` (one of ACTIONS, or a counted one of COUNTED)."""
     m = _COUNTED.match(name)
-    if m and m[1] == "tg":
-        actions.tokens(int(m[2]), int(m[3] or 1))
-    elif m and m[1] == "pf" and not m[3]:
-        actions.prefill(int(m[2]))
-    else:
+    if not m:
         getattr(actions, name)()
+    elif m[1] in ("tg", "tgb"):
+        actions.tokens(int(m[2]), int(m[3] or 1), bounded=m[1] == "tgb")
+    else:
+        getattr(actions, COUNTED[m[1]])(int(m[2]))
 
 
 def known(name: str) -> bool:
     m = _COUNTED.match(name)
-    return bool(m and not (m[1] == "pf" and m[3])) or name in ACTIONS[:3] + ACTIONS[5:]
+    if m:  # only tokens take a repeat count
+        return m[1] in ("tg", "tgb") or not m[3]
+    return name in ACTIONS
 
 
 def main() -> int:
@@ -147,13 +178,13 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--again-s", type=float, default=8.0)
     ap.add_argument("--steps", help=f"comma-separated actions in order, each followed by --step-s of rounds "
-                    f"(of {', '.join(ACTIONS)}) in place of load, idle and again")
+                    f"(of {', '.join(ACTIONS)}, or {', '.join(COUNTED)} with a count) in place of load, idle and again")
     ap.add_argument("--step-s", type=float, default=6.0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     steps = args.steps.split(",") if args.steps else []
     if not all(known(a) for a in steps):
-        ap.error(f"--steps: each of {', '.join(ACTIONS)}")
+        ap.error(f"--steps: each of {', '.join(ACTIONS)}, or {', '.join(COUNTED)} with a count")
     dev = CudaDevice()
     cp = dev.cp
     graph, stream, keep = _bench(cp, args.preset)

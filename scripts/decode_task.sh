@@ -29,6 +29,8 @@
 #                                         session, its pipeline, generate, tg128, free, cuBLAS, torch), in two orders
 #   scripts/decode_task.sh bisect         the same after 24 x 16 tokens, then 32, 64, 96, 128 tokens in turn; in a second
 #                                         process after a 160-token prompt, then 128 tokens
+#   scripts/decode_task.sh cause          the same after tokens whose events go back to the recorder each run; after
+#                                         512, 1024, 2048 CUDA events alone; after 1024 launches of the graph alone
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -45,7 +47,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -115,7 +117,12 @@ for s in "${stages[@]}"; do
     bisect)  # which part of tg128 moves the token: the positions reached (tg32..tg128, pf160) or the launches (tg16x24)
         python3 bench/drift.py --steps alone,session,pipeline,tg16x24,tg32,tg64,tg96,tg128 --step-s 4 --out "$OUT/b1" | grep -E "^\|"
         python3 bench/drift.py --steps alone,session,pipeline,pf160,tg128 --step-s 4 --out "$OUT/b2" | grep -E "^\|"
-        stamp steps;;
+        stamp bisect;;
+    cause)  # the recorder's events kept alive (tgb: returned each run; ev: events alone) or the launches (gl: no events)
+        python3 bench/drift.py --steps alone,session,pipeline,tgb16x24,tgb128x3 --step-s 4 --out "$OUT/c1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,ev512,ev1024,ev2048 --step-s 4 --out "$OUT/c2" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16,gl1024 --step-s 4 --out "$OUT/c3" | grep -E "^\|"
+        stamp cause;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,8 +26,6 @@ def test_rounds_are_binned_by_second_with_the_fraction_of_that_seconds_copy():
 
 
 def test_power_state_reads_power_reasons_and_the_memorys_temperature_and_skips_what_fails():
-    from types import SimpleNamespace
-
     from runner.device import _Nvml
 
     field = SimpleNamespace(nvmlReturn=0, value=SimpleNamespace(uiVal=87))
@@ -58,15 +57,19 @@ def test_rounds_after_actions_name_the_action_of_their_second_and_the_table_gain
 
 
 def test_only_known_actions_are_taken():
-    assert all(known(a) for a in ("alone", "session", "pipeline", "tg16", "tg128x3", "pf160", "free", "torch"))
-    assert not any(known(a) for a in ("reboot", "tg", "pf160x2", "tg12y", "tokens"))
+    assert all(known(a) for a in ("alone", "session", "pipeline", "tg16", "tg128x3", "tgb16x24", "pf160", "ev2048",
+                                  "gl1024", "free", "torch"))
+    assert not any(known(a) for a in ("reboot", "tg", "pf160x2", "ev4x2", "tg12y", "tokens", "events"))
     done = []
     fake = Actions.__new__(Actions)
-    fake.tokens = lambda n, times=1: done.append(("tg", n, times))
+    fake.tokens = lambda n, times=1, bounded=False: done.append(("tg", n, times, bounded))
     fake.prefill = lambda n: done.append(("pf", n))
-    for a in ("tg16", "tg128x3", "pf160"):
+    fake.events = lambda n: done.append(("ev", n))
+    fake.launches = lambda n: done.append(("gl", n))
+    for a in ("tg16", "tg128x3", "tgb16x24", "pf160", "ev2048", "gl1024"):
         take(fake, a)
-    assert done == [("tg", 16, 1), ("tg", 128, 3), ("pf", 160)]
+    assert done == [("tg", 16, 1, False), ("tg", 128, 3, False), ("tg", 16, 24, True), ("pf", 160), ("ev", 2048),
+                    ("gl", 1024)]
     old = sys.argv
     sys.argv = ["drift.py", "--steps", "alone,reboot", "--out", "/nonexistent"]
     try:
@@ -75,3 +78,20 @@ def test_only_known_actions_are_taken():
     finally:
         sys.argv = old
     assert e.value.code == 2
+
+
+def test_the_token_actions_run_the_pipeline_and_only_bounded_runs_return_the_recorders_events():
+    acts = Actions(None, "tiny", device="cpu")
+    take(acts, "session")
+    take(acts, "pipeline")
+    rec, starts = acts.held["rec"], []
+    real_start = rec.start_repeat
+    rec.start_repeat = lambda: (starts.append(1), real_start())
+    for a in ("tg4x2", "pf6"):
+        take(acts, a)
+    assert starts == []
+    take(acts, "tgb3x2")
+    assert starts == [1, 1]
+    acts.cp = SimpleNamespace(get_default_memory_pool=lambda: SimpleNamespace(free_all_blocks=lambda: None))
+    take(acts, "free")
+    assert acts.held == {}
