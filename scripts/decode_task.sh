@@ -26,7 +26,7 @@
 #   scripts/decode_task.sh drift          the 1b token and a device copy round after round for 30 s, 8 s idle, 10 s
 #                                         more, with NVML's clocks, power and clock event reasons (bench/drift.py)
 #   scripts/decode_task.sh steps          the same rounds after each of what footprint's process does in turn (a
-#                                         session, its pipeline, generate, tg128, free, cuBLAS, torch), in two orders
+#                                         session, its pipeline, 16 tokens, 3 x 128, free, cuBLAS, torch), in two orders
 #   scripts/decode_task.sh bisect         the same after 24 x 16 tokens, then 32, 64, 96, 128 tokens in turn; in a second
 #                                         process after a 160-token prompt, then 128 tokens
 #   scripts/decode_task.sh cause          the same after tokens whose events go back to the recorder each run; after
