@@ -120,17 +120,22 @@ class Actions:
         self.held.setdefault("events", []).extend(evs)
 
     def launches(self, n: int) -> None:
-        """``gl<n>``: the pipeline's token graph launched ``n`` times, 16 back to back then a wait, no events
-        (the graph is captured by a first token if no token ran yet)."""
+        """``gl<n>``: the pipeline's token graph launched ``n`` times, no events: 16 back to back from position 32
+        (its advance kernel moves the position and slot on; set back before each 16, so that the KV cache is never
+        written past its end), then a wait. The graph is captured by a first token if no token ran yet."""
         from runner.loop import generate
         pipe = self.held["pipe"]
         if pipe.graph is None:
             generate(pipe, self.held["session"].prompt(32), 1)
         for i in range(n):
+            if i % 16 == 0:
+                with pipe.dev.use(pipe.main):
+                    pipe.d_pos.fill(32)
+                    pipe.d_slot.fill(32)
             pipe.graph.launch(pipe.main)
             if i % 16 == 15:
-                pipe.main.synchronize()
-        pipe.main.synchronize()
+                pipe.dev.synchronize(pipe.main)
+        pipe.dev.synchronize(pipe.main)
 
     def free(self) -> None:
         self.held.clear()

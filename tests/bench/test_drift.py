@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from bench.drift import Actions, by_second, known, main, take
@@ -95,3 +97,22 @@ def test_the_token_actions_run_the_pipeline_and_only_bounded_runs_return_the_rec
     acts.cp = SimpleNamespace(get_default_memory_pool=lambda: SimpleNamespace(free_all_blocks=lambda: None))
     take(acts, "free")
     assert acts.held == {}
+
+
+def test_graph_launches_set_the_position_back_every_16_so_the_cache_is_never_written_past_48():
+    pos, slot, seen, waits = np.zeros(1, np.int32), np.zeros(1, np.int32), [], []
+
+    def launch(stream):  # the graph's advance kernel: position and slot one on
+        seen.append(int(pos[0]))
+        pos[0] += 1
+        slot[0] += 1
+
+    pipe = SimpleNamespace(graph=SimpleNamespace(launch=launch), main="s", d_pos=pos, d_slot=slot,
+                           dev=SimpleNamespace(use=lambda s: contextlib.nullcontext(),
+                                               synchronize=lambda s: waits.append(len(seen))))
+    acts = Actions(None, "1b")
+    acts.held["pipe"] = pipe
+    take(acts, "gl40")
+    assert len(seen) == 40 and min(seen) == 32 and max(seen) == 47
+    assert seen[:17] == list(range(32, 48)) + [32]
+    assert waits == [16, 32, 40]
