@@ -13,7 +13,8 @@ under --out.
 
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
-alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, freeing them, a cuBLAS matmul, torch), to find
+alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
+advance, freeing them, a cuBLAS matmul, torch), to find
 which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
 the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
 """
@@ -137,6 +138,23 @@ class Actions:
                 pipe.dev.synchronize(pipe.main)
         pipe.dev.synchronize(pipe.main)
 
+    def fixed_launches(self, n: int) -> None:
+        """``gt<n>``: pdl_variants' token on the pipeline's kernels and buffers (bench/token_marks.token_graph: no
+        sampling's advance, the position fixed at 96, as footprint's "pipeline token at 96" row) launched ``n``
+        times, 16 back to back then a wait."""
+        from bench.token_marks import FIXED, token_graph
+        pipe = self.held["pipe"]
+        if "fixed" not in self.held:
+            self.held["fixed"] = token_graph(pipe.main, pipe.own, pipe.layers, pipe.w)
+        with pipe.dev.use(pipe.main):
+            pipe.d_pos.fill(FIXED)
+            pipe.d_slot.fill(FIXED)
+        for i in range(n):
+            self.held["fixed"].launch(pipe.main)
+            if i % 16 == 15:
+                pipe.dev.synchronize(pipe.main)
+        pipe.dev.synchronize(pipe.main)
+
     def free(self) -> None:
         self.held.clear()
         self.cp.get_default_memory_pool().free_all_blocks()
@@ -153,9 +171,11 @@ class Actions:
 
 ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
-# events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N graph launches
-COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl)(\d+)(?:x(\d+))?$")
+# events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
+# graph, gt<N> N launches of its token at a fixed position
+COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
+           "gt": "fixed_launches"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:

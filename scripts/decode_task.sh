@@ -30,7 +30,8 @@
 #   scripts/decode_task.sh bisect         the same after 24 x 16 tokens, then 32, 64, 96, 128 tokens in turn; in a second
 #                                         process after a 160-token prompt, then 128 tokens
 #   scripts/decode_task.sh cause          the same after tokens whose events go back to the recorder each run; after
-#                                         512, 1024, 2048 CUDA events alone; after 1024 launches of the graph alone
+#                                         512, 1024, 2048 CUDA events alone; after 1024 launches of the graph alone; after
+#                                         1024 of the token at 96 without the advance (footprint's at-96 row)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -122,6 +123,7 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tgb16x24,tgb128x3 --step-s 4 --out "$OUT/c1" | grep -E "^\|"
         python3 bench/drift.py --steps alone,ev512,ev1024,ev2048 --step-s 4 --out "$OUT/c2" | grep -E "^\|"
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl1024 --step-s 4 --out "$OUT/c3" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16,gt1024 --step-s 4 --out "$OUT/c4" | grep -E "^\|"
         stamp cause;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80

@@ -60,7 +60,7 @@ def test_rounds_after_actions_name_the_action_of_their_second_and_the_table_gain
 
 def test_only_known_actions_are_taken():
     assert all(known(a) for a in ("alone", "session", "pipeline", "tg16", "tg128x3", "tgb16x24", "pf160", "ev2048",
-                                  "gl1024", "free", "torch"))
+                                  "gl1024", "gt64", "free", "torch"))
     assert not any(known(a) for a in ("reboot", "tg", "pf160x2", "ev4x2", "tg12y", "tokens", "events"))
     done = []
     fake = Actions.__new__(Actions)
@@ -68,10 +68,11 @@ def test_only_known_actions_are_taken():
     fake.prefill = lambda n: done.append(("pf", n))
     fake.events = lambda n: done.append(("ev", n))
     fake.launches = lambda n: done.append(("gl", n))
-    for a in ("tg16", "tg128x3", "tgb16x24", "pf160", "ev2048", "gl1024"):
+    fake.fixed_launches = lambda n: done.append(("gt", n))
+    for a in ("tg16", "tg128x3", "tgb16x24", "pf160", "ev2048", "gl1024", "gt64"):
         take(fake, a)
     assert done == [("tg", 16, 1, False), ("tg", 128, 3, False), ("tg", 16, 24, True), ("pf", 160), ("ev", 2048),
-                    ("gl", 1024)]
+                    ("gl", 1024), ("gt", 64)]
     old = sys.argv
     sys.argv = ["drift.py", "--steps", "alone,reboot", "--out", "/nonexistent"]
     try:
@@ -116,3 +117,21 @@ def test_graph_launches_set_the_position_back_every_16_so_the_cache_is_never_wri
     assert len(seen) == 40 and min(seen) == 32 and max(seen) == 47
     assert seen[:17] == list(range(32, 48)) + [32]
     assert waits == [16, 32, 40]
+
+
+def test_fixed_launches_capture_the_token_once_and_launch_it_at_96(monkeypatch):
+    import bench.token_marks
+
+    made, launched, waits = [], [], []
+    graph = SimpleNamespace(launch=lambda s: launched.append(int(pipe.d_pos[0])))
+    monkeypatch.setattr(bench.token_marks, "token_graph", lambda *a: made.append(a) or graph)
+    pipe = SimpleNamespace(main="s", own="own", layers=[], w={}, d_pos=np.zeros(1, np.int32),
+                           d_slot=np.zeros(1, np.int32),
+                           dev=SimpleNamespace(use=lambda s: contextlib.nullcontext(),
+                                               synchronize=lambda s: waits.append(len(launched))))
+    acts = Actions(None, "1b")
+    acts.held["pipe"] = pipe
+    take(acts, "gt20")
+    take(acts, "gt4")
+    assert len(made) == 1 and launched == [96] * 24 and int(pipe.d_slot[0]) == 96
+    assert waits == [16, 20, 24]
