@@ -125,6 +125,8 @@ def latency_by_position(step, cp, stream_of, rounds: int, seed: int = 0) -> dict
     return out
 
 
+# the device copy read after every round (bench/drift.py reads the same beside its token)
+ROUND_COPY_BYTES, ROUND_COPY_REPS = 1 << 30, 5
 CARD_READS = (("sm_clock_mhz", "SM", "MHz"), ("mem_clock_mhz", "memory", "MHz"), ("temperature_c", "GPU", "°C"),
               ("memory_temperature_c", "HBM", "°C"), ("power_w", "board", "W"))
 
@@ -264,7 +266,7 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     for _ in range(rounds_n):
         ours.run(1)
         if gpu:
-            bw_rounds.append(copy_bandwidth_gbs(cp, nbytes=1 << 30, reps=5))
+            bw_rounds.append(copy_bandwidth_gbs(cp, nbytes=ROUND_COPY_BYTES, reps=ROUND_COPY_REPS))
             card_rounds.append({**session.device.clocks(), **session.device.power_state()})
         if model is not None:
             for graph, key in ((False, "torch_eager"), (True, "torch_graph")):

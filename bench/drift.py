@@ -4,10 +4,10 @@ bench/footprint.py (footprint_h100_7437051) saw the 1b token at 96 take 969-970 
 process and 984 from then on, every row at once (the pipeline's tg128 976.6 -> 992.2), whatever the process then
 held or freed; a new process started fast again. The fraction of the copy bandwidth that issue 12 asks for is read
 against one copy measured at a process's start. Here, in one process: rounds of the bench's token (REPLAYS graph
-launches back to back), a device copy (COPY_MB, the median of COPY_REPS as bench/decode.py reads it after each
-round) and NVML's SM and memory clocks, GPU and memory temperatures, power and clock event reasons, for LOAD_S
-seconds; then IDLE_S seconds of nothing; then AGAIN_S seconds of rounds again. Per second of the run: median token
-µs, copy GB/s, their ratio as a fraction of the copy bandwidth, and the NVML reads. One guess it can test, not a
+launches back to back), a device copy (ROUND_COPY_BYTES, the median of ROUND_COPY_REPS, as bench/decode.py reads it
+after each round) and NVML's SM and memory clocks, GPU and memory temperatures, power and clock event reasons, for
+LOAD_S seconds; then IDLE_S seconds of nothing; then AGAIN_S seconds of rounds again. Per second of the run: median
+token µs, copy GB/s, their ratio as a fraction of the copy bandwidth, and the NVML reads. One guess it can test, not a
 finding: the HBM's temperature (DRAM refreshes more often when hot, which costs bandwidth). Writes drift.json/.md
 under --out.
 
@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.decode import ROUND_COPY_BYTES, ROUND_COPY_REPS  # noqa: E402
 from bench.footprint import _bench  # noqa: E402
 from bench.outputs import save  # noqa: E402
 from bench.pdl_variants import graph_replay_us  # noqa: E402
@@ -42,8 +43,6 @@ from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 REPLAYS = 64
-COPY_MB = 1024
-COPY_REPS = 5
 
 
 def rounds_for(seconds: float, t_start: float, one_round: Any) -> list[dict]:
@@ -74,6 +73,19 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
         med["fraction"] = weights_mb / med["token_us"] / med["copy_gbs"] * 1e3
         out.append(med)
     return out
+
+
+def _in_sixteens(pipe: Any, graph: Any, n: int, pos: int) -> None:
+    """``graph`` launched ``n`` times on the pipeline's stream, 16 back to back from position ``pos`` (set before
+    each 16), then a wait, and a wait at the end."""
+    from bench.token_marks import at_position
+    for i in range(n):
+        if i % 16 == 0:
+            at_position(pipe, pos)
+        graph.launch(pipe.main)
+        if i % 16 == 15:
+            pipe.dev.synchronize(pipe.main)
+    pipe.dev.synchronize(pipe.main)
 
 
 class Actions:
@@ -128,32 +140,17 @@ class Actions:
         pipe = self.held["pipe"]
         if pipe.graph is None:
             generate(pipe, self.held["session"].prompt(32), 1)
-        for i in range(n):
-            if i % 16 == 0:
-                with pipe.dev.use(pipe.main):
-                    pipe.d_pos.fill(32)
-                    pipe.d_slot.fill(32)
-            pipe.graph.launch(pipe.main)
-            if i % 16 == 15:
-                pipe.dev.synchronize(pipe.main)
-        pipe.dev.synchronize(pipe.main)
+        _in_sixteens(pipe, pipe.graph, n, 32)
 
     def fixed_launches(self, n: int) -> None:
-        """``gt<n>``: pdl_variants' token on the pipeline's kernels and buffers (bench/token_marks.token_graph: no
-        sampling's advance, the position fixed at 96, as footprint's "pipeline token at 96" row) launched ``n``
+        """``gt<n>``: pdl_variants' token on the pipeline's kernels and buffers (bench/token_marks.fixed_token_graph:
+        no sampling's advance, the position fixed at 96, as footprint's "pipeline token at 96" row) launched ``n``
         times, 16 back to back then a wait."""
-        from bench.token_marks import FIXED, token_graph
+        from bench.token_marks import FIXED, fixed_token_graph
         pipe = self.held["pipe"]
         if "fixed" not in self.held:
-            self.held["fixed"] = token_graph(pipe.main, pipe.own, pipe.layers, pipe.w)
-        with pipe.dev.use(pipe.main):
-            pipe.d_pos.fill(FIXED)
-            pipe.d_slot.fill(FIXED)
-        for i in range(n):
-            self.held["fixed"].launch(pipe.main)
-            if i % 16 == 15:
-                pipe.dev.synchronize(pipe.main)
-        pipe.dev.synchronize(pipe.main)
+            self.held["fixed"] = fixed_token_graph(pipe)
+        _in_sixteens(pipe, self.held["fixed"], n, FIXED)
 
     def free(self) -> None:
         self.held.clear()
@@ -217,7 +214,7 @@ def main() -> int:
 
     def one_round() -> dict:
         row = {"token_us": graph_replay_us(cp, graph, stream, REPLAYS, warmup=5),
-               "copy_gbs": copy_bandwidth_gbs(cp, nbytes=COPY_MB << 20, reps=COPY_REPS)}
+               "copy_gbs": copy_bandwidth_gbs(cp, nbytes=ROUND_COPY_BYTES, reps=ROUND_COPY_REPS)}
         return {**row, **dev.clocks(), **dev.power_state()}
 
     t0 = time.perf_counter()
@@ -236,7 +233,7 @@ def main() -> int:
         rows += rounds_for(args.again_s, t0, one_round)
         took = []
     report = {"git": git_info(), "device": dev.info(), "preset": args.preset, "weights_mb": weights_mb,
-              "replays": REPLAYS, "copy_mb": COPY_MB, "load_s": args.load_s, "idle_s": args.idle_s,
+              "replays": REPLAYS, "copy_mb": ROUND_COPY_BYTES >> 20, "load_s": args.load_s, "idle_s": args.idle_s,
               "again_s": args.again_s, "step_s": args.step_s, "steps": took,
               "seconds": by_second(rows, weights_mb), "rounds": rows}
     del keep

@@ -32,7 +32,7 @@ from bench.decode import median_ci  # noqa: E402
 from bench.outputs import save  # noqa: E402
 from bench.pdl_variants import graph_replay_us, token_inputs, weights  # noqa: E402
 from bench.token_gap import first_run_graph, optimized_forward  # noqa: E402
-from bench.token_marks import FIXED, PROMPT, in_rounds, token_graph  # noqa: E402
+from bench.token_marks import FIXED, PROMPT, at_position, fixed_token_graph, in_rounds  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.device import CudaDevice  # noqa: E402
@@ -66,12 +66,10 @@ class _Pipeline:
             raise SystemExit("footprint: optimized does not run ahead on this device")
         self.prompt = self.session.prompt(PROMPT)
         generate(self.pipe, self.prompt, 16)  # compile, capture the graph, warm up
-        self.fixed = token_graph(self.pipe.main, self.pipe.own, self.pipe.layers, self.pipe.w)
+        self.fixed = fixed_token_graph(self.pipe)
 
     def at_96(self, cp: Any) -> float:
-        with self.pipe.dev.use(self.pipe.main):
-            self.pipe.d_pos.fill(FIXED)
-            self.pipe.d_slot.fill(FIXED)
+        at_position(self.pipe)
         return graph_replay_us(cp, self.fixed, self.pipe.main, REPLAYS, warmup=5)
 
     def tg128(self, cp: Any) -> float:

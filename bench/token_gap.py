@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.outputs import save  # noqa: E402
 from bench.pdl_variants import OPTIMIZED_DEFINES, graph_replay_us, token_inputs, weights  # noqa: E402
-from bench.token_marks import FIXED, in_rounds, summarize, token_graph  # noqa: E402
+from bench.token_marks import FIXED, at_position, in_rounds, summarize, token_graph  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, kv_caches, token_buffers_capacity  # noqa: E402
@@ -127,9 +127,7 @@ def run_preset(name: str, rounds: int) -> tuple[dict, dict]:
     for row, side in (("pipeline", "optimized"), ("pipeline, buffers_first", "optimized,buffers_first=on")):
         pipe, _ = session.pipeline(cfg.parse_side(side), "tokens")
         generate(pipe, session.prompt(32), 8)  # compile, fill the cache from 0, warm up
-        with dev.use(pipe.main):
-            pipe.d_pos.fill(FIXED)
-            pipe.d_slot.fill(FIXED)
+        at_position(pipe)
         graphs[row], pipes[row] = first_run_graph(pipe.main, pipe.own, pipe.layers, pipe.w), pipe
     pipe = pipes["pipeline"]
     stream = cp.cuda.Stream(non_blocking=True)

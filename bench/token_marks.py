@@ -76,16 +76,16 @@ def token_graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
     return graph
 
 
-def _fixed_token_graph(pipe: Any) -> Any:
+def fixed_token_graph(pipe: Any) -> Any:
     """pdl_variants' token on the pipeline's own kernels and buffers, as one graph."""
     return token_graph(pipe.dev.use(pipe.main), pipe.own, pipe.layers, pipe.w)
 
 
-def _at_fixed_position(pipe: Any) -> None:
-    """The token's position and cache slot set to FIXED, on the pipeline's stream (ordered before the launches)."""
+def at_position(pipe: Any, pos: int = FIXED) -> None:
+    """The token's position and cache slot set to ``pos``, on the pipeline's stream (ordered before the launches)."""
     with pipe.dev.use(pipe.main):
-        pipe.d_pos.fill(FIXED)
-        pipe.d_slot.fill(FIXED)
+        pipe.d_pos.fill(pos)
+        pipe.d_slot.fill(pos)
 
 
 def _marks(rec: Any, variant: str) -> Callable[[str, Any], None]:
@@ -136,7 +136,7 @@ def run_preset(name: str, rounds: int, tokens: int) -> tuple[dict, dict]:
         raise SystemExit("token_marks: optimized does not run ahead on this device")
     prompt = session.prompt(PROMPT)
     generate(pipe, prompt[:16], 16)  # compile, capture the graph, warm up
-    fixed = _fixed_token_graph(pipe)
+    fixed = fixed_token_graph(pipe)
 
     def one(variant: str) -> tuple[float, float]:
         """GPU and host µs a token of one repeat of ``variant``."""
@@ -149,7 +149,7 @@ def run_preset(name: str, rounds: int, tokens: int) -> tuple[dict, dict]:
         if variant == "launches alone":
             _replay(pipe, pipe.graph, tokens)
         elif variant == "one token at 96 again":
-            _at_fixed_position(pipe)
+            at_position(pipe)
             _replay(pipe, fixed, tokens)
         else:
             _queue_tokens(pipe, rec, tokens)

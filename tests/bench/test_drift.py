@@ -124,7 +124,7 @@ def test_fixed_launches_capture_the_token_once_and_launch_it_at_96(monkeypatch):
 
     made, launched, waits = [], [], []
     graph = SimpleNamespace(launch=lambda s: launched.append(int(pipe.d_pos[0])))
-    monkeypatch.setattr(bench.token_marks, "token_graph", lambda *a: made.append(a) or graph)
+    monkeypatch.setattr(bench.token_marks, "fixed_token_graph", lambda *a: made.append(a) or graph)
     pipe = SimpleNamespace(main="s", own="own", layers=[], w={}, d_pos=np.zeros(1, np.int32),
                            d_slot=np.zeros(1, np.int32),
                            dev=SimpleNamespace(use=lambda s: contextlib.nullcontext(),
