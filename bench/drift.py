@@ -14,7 +14,7 @@ under --out.
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
-advance, freeing them, a cuBLAS matmul, torch), to find
+advance, bt<N>: of a second bench token, freeing them, a cuBLAS matmul, torch), to find
 which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
 the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
 """
@@ -152,6 +152,20 @@ class Actions:
             self.held["fixed"] = fixed_token_graph(pipe)
         _in_sixteens(pipe, self.held["fixed"], n, FIXED)
 
+    def second_bench(self, n: int) -> None:
+        """``bt<n>``: a second bench token (pdl_variants' forward as one graph on weights, caches and a stream of
+        its own, built as the measured one is) launched ``n`` times, 16 back to back then a wait. The pipeline's
+        token launched 1024 times steps the bench's (drift_cause_*_h100_3ea05f0) where the bench's own thousands
+        never do: this says whether any second token's launches do, or only the pipeline's."""
+        if "bench" not in self.held:
+            self.held["bench"] = _bench(self.cp, self.preset)
+        graph, stream, _ = self.held["bench"]
+        for i in range(n):
+            graph.launch(stream)
+            if i % 16 == 15:
+                stream.synchronize()
+        stream.synchronize()
+
     def free(self) -> None:
         self.held.clear()
         self.cp.get_default_memory_pool().free_all_blocks()
@@ -169,10 +183,10 @@ class Actions:
 ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
-# graph, gt<N> N launches of its token at a fixed position
+# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
-           "gt": "fixed_launches"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt)(\d+)(?:x(\d+))?$")
+           "gt": "fixed_launches", "bt": "second_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:

@@ -31,7 +31,11 @@
 #                                         process after a 160-token prompt, then 128 tokens
 #   scripts/decode_task.sh cause          the same after tokens whose events go back to the recorder each run; after
 #                                         512, 1024, 2048 CUDA events alone; after 1024 launches of the graph alone; after
-#                                         1024 of the token at 96 without the advance (footprint's at-96 row)
+#                                         1024 of the token at 96 without the advance (footprint's at-96 row). At
+#                                         3ea05f0 (drift_cause_*): not the events; either 1024 launches step it
+#   scripts/decode_task.sh which          the same after 1024 launches of a second bench token (weights, caches and
+#                                         stream of its own); in a second process after 128, 256, 512 more launches
+#                                         of the pipeline's graph in turn (how many step it)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -48,7 +52,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|which|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -125,6 +129,11 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl1024 --step-s 4 --out "$OUT/c3" | grep -E "^\|"
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gt1024 --step-s 4 --out "$OUT/c4" | grep -E "^\|"
         stamp cause;;
+    which)  # any second token's launches, or only the pipeline's; and how many of the pipeline's
+        python3 bench/drift.py --steps alone,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,tg16,gl128,gl128,gl256,gl512 --step-s 3 --out "$OUT/w2" \
+            | grep -E "^\|"
+        stamp which;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;

@@ -135,3 +135,29 @@ def test_fixed_launches_capture_the_token_once_and_launch_it_at_96(monkeypatch):
     take(acts, "gt4")
     assert len(made) == 1 and launched == [96] * 24 and int(pipe.d_slot[0]) == 96
     assert waits == [16, 20, 24]
+
+
+def test_a_second_bench_token_is_built_once_and_launched_in_sixteens(monkeypatch):
+    import bench.drift
+
+    built, launched, waits = [], [], []
+    stream = SimpleNamespace(synchronize=lambda: waits.append(len(launched)))
+    graph = SimpleNamespace(launch=lambda s: launched.append(s))
+    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: built.append(preset) or (graph, stream, []))
+    acts = Actions(None, "1b")
+    assert known("bt1024") and not known("bt16x2")
+    take(acts, "bt20")
+    take(acts, "bt12")
+    assert built == ["1b"] and launched == [stream] * 32
+    assert waits == [16, 20, 32]  # each run counts its own sixteens
+
+
+def test_decode_task_asks_drift_only_for_actions_it_knows():
+    """A typo in scripts/decode_task.sh's --steps lists would cost a device call: every action is known."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "scripts" / "decode_task.sh").read_text()
+    lists = re.findall(r"bench/drift\.py --steps (\S+)", text)
+    assert len(lists) >= 9
+    assert all(known(a) for steps in lists for a in steps.split(","))
