@@ -34,8 +34,8 @@
 #                                         1024 of the token at 96 without the advance (footprint's at-96 row). At
 #                                         3ea05f0 (drift_cause_*): not the events; either 1024 launches step it
 #   scripts/decode_task.sh which          the same after 1024 launches of a second bench token (weights, caches and
-#                                         stream of its own); in a second process after 128, 256, 512 more launches
-#                                         of the pipeline's graph in turn (how many step it)
+#                                         stream of its own); in a second process after 128, 256, 512 and 1024
+#                                         launches in all of the pipeline's graph (how many step it)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
