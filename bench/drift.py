@@ -14,9 +14,10 @@ under --out.
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
-advance, bt<N>: of a second bench token, freeing them, a cuBLAS matmul, torch), to find
-which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of
-the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load).
+advance, bt<N>: of a second bench token, bo<N>: of the measured one 16 at a time, freeing them, a cuBLAS matmul,
+torch), to find which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs
+for the rest of the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load;
+drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     return out
 
 
+def _sixteens(graph: Any, stream: Any, n: int) -> None:
+    """``graph`` launched ``n`` times on ``stream``, 16 back to back then a wait, and a wait at the end."""
+    for i in range(n):
+        graph.launch(stream)
+        if i % 16 == 15:
+            stream.synchronize()
+    stream.synchronize()
+
+
 def _in_sixteens(pipe: Any, graph: Any, n: int, pos: int) -> None:
     """``graph`` launched ``n`` times on the pipeline's stream, 16 back to back from position ``pos`` (set before
     each 16), then a wait, and a wait at the end."""
@@ -92,8 +102,9 @@ class Actions:
     """What bench/footprint.py's process does before its token steps up, one action at a time; each keeps what
     it made alive (the next needs it) until ``free``."""
 
-    def __init__(self, cp: Any, preset: str, device: str = "cuda") -> None:
+    def __init__(self, cp: Any, preset: str, device: str = "cuda", measured: tuple[Any, Any] | None = None) -> None:
         self.cp, self.preset, self.device = cp, preset, device  # device: "cpu" in the tests
+        self.measured = measured  # the bench's (graph, stream) that the rounds time
         self.held: dict[str, Any] = {}
 
     def alone(self) -> None:
@@ -160,11 +171,14 @@ class Actions:
         if "bench" not in self.held:
             self.held["bench"] = _bench(self.cp, self.preset)
         graph, stream, _ = self.held["bench"]
-        for i in range(n):
-            graph.launch(stream)
-            if i % 16 == 15:
-                stream.synchronize()
-        stream.synchronize()
+        _sixteens(graph, stream, n)
+
+    def own_bench(self, n: int) -> None:
+        """``bo<n>``: the measured bench token itself launched ``n`` times as bt<n> launches the second one (16 back
+        to back then a wait, where the rounds launch it REPLAYS back to back): whether that pattern, not a second
+        token, is what steps it."""
+        graph, stream = self.measured
+        _sixteens(graph, stream, n)
 
     def free(self) -> None:
         self.held.clear()
@@ -183,10 +197,11 @@ class Actions:
 ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
-# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token
+# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bo<N> N of
+# the measured one in the same pattern
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
-           "gt": "fixed_launches", "bt": "second_bench"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt)(\d+)(?:x(\d+))?$")
+           "gt": "fixed_launches", "bt": "second_bench", "bo": "own_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bo)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:
@@ -233,7 +248,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if steps:
-        rows, actions, took = [], Actions(cp, args.preset), []
+        rows, actions, took = [], Actions(cp, args.preset, measured=(graph, stream)), []
         for a in steps:
             t = time.perf_counter()
             take(actions, a)

@@ -33,8 +33,9 @@
 #                                         512, 1024, 2048 CUDA events alone; after 1024 launches of the graph alone; after
 #                                         1024 of the token at 96 without the advance (footprint's at-96 row). At
 #                                         3ea05f0 (drift_cause_*): not the events; either 1024 launches step it
-#   scripts/decode_task.sh which          the same after 1024 launches of a second bench token (weights, caches and
-#                                         stream of its own); in a second process after 128, 256, 512 and 1024
+#   scripts/decode_task.sh which          the same after 1024 launches of the bench's token 16 at a time (as the
+#                                         pipeline's were), then of a second bench token (weights, caches and stream
+#                                         of its own); in a second process after 128, 256, 512 and 1024
 #                                         launches in all of the pipeline's graph (how many step it)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
@@ -130,7 +131,7 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gt1024 --step-s 4 --out "$OUT/c4" | grep -E "^\|"
         stamp cause;;
     which)  # any second token's launches, or only the pipeline's; and how many of the pipeline's
-        python3 bench/drift.py --steps alone,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,bo1024,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | grep -E "^\|"
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl128,gl128,gl256,gl512 --step-s 3 --out "$OUT/w2" \
             | grep -E "^\|"
         stamp which;;

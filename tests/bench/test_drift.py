@@ -150,6 +150,11 @@ def test_a_second_bench_token_is_built_once_and_launched_in_sixteens(monkeypatch
     take(acts, "bt12")
     assert built == ["1b"] and launched == [stream] * 32
     assert waits == [16, 20, 32]  # each run counts its own sixteens
+    own, own_waits = [], []
+    acts.measured = (SimpleNamespace(launch=lambda s: own.append(s)),
+                     SimpleNamespace(synchronize=lambda: own_waits.append(len(own))))
+    take(acts, "bo17")
+    assert len(own) == 17 and own_waits == [16, 17] and built == ["1b"]
 
 
 def test_decode_task_asks_drift_only_for_actions_it_knows():
