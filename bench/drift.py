@@ -76,26 +76,22 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     return out
 
 
-def _sixteens(graph: Any, stream: Any, n: int) -> None:
-    """``graph`` launched ``n`` times on ``stream``, 16 back to back then a wait, and a wait at the end."""
+def _sixteens(graph: Any, stream: Any, n: int, wait: Any, before: Any = None) -> None:
+    """``graph`` launched ``n`` times on ``stream``, 16 back to back (``before()`` ahead of each 16) then
+    ``wait()``, and a wait at the end."""
     for i in range(n):
+        if before is not None and i % 16 == 0:
+            before()
         graph.launch(stream)
         if i % 16 == 15:
-            stream.synchronize()
-    stream.synchronize()
+            wait()
+    wait()
 
 
 def _in_sixteens(pipe: Any, graph: Any, n: int, pos: int) -> None:
-    """``graph`` launched ``n`` times on the pipeline's stream, 16 back to back from position ``pos`` (set before
-    each 16), then a wait, and a wait at the end."""
+    """``_sixteens`` on the pipeline's stream, from position ``pos`` (set before each 16), waiting as it waits."""
     from bench.token_marks import at_position
-    for i in range(n):
-        if i % 16 == 0:
-            at_position(pipe, pos)
-        graph.launch(pipe.main)
-        if i % 16 == 15:
-            pipe.dev.synchronize(pipe.main)
-    pipe.dev.synchronize(pipe.main)
+    _sixteens(graph, pipe.main, n, lambda: pipe.dev.synchronize(pipe.main), lambda: at_position(pipe, pos))
 
 
 class Actions:
@@ -171,14 +167,14 @@ class Actions:
         if "bench" not in self.held:
             self.held["bench"] = _bench(self.cp, self.preset)
         graph, stream, _ = self.held["bench"]
-        _sixteens(graph, stream, n)
+        _sixteens(graph, stream, n, stream.synchronize)
 
     def own_bench(self, n: int) -> None:
         """``bo<n>``: the measured bench token itself launched ``n`` times as bt<n> launches the second one (16 back
         to back then a wait, where the rounds launch it REPLAYS back to back): whether that pattern, not a second
         token, is what steps it."""
         graph, stream = self.measured
-        _sixteens(graph, stream, n)
+        _sixteens(graph, stream, n, stream.synchronize)
 
     def free(self) -> None:
         self.held.clear()
