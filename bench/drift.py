@@ -14,7 +14,8 @@ under --out.
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
-advance, bt<N>: of a second bench token, bo<N>: of the measured one 16 at a time, freeing them, a cuBLAS matmul,
+advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one
+16 at a time, freeing them, a cuBLAS matmul,
 torch), to find which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs
 for the rest of the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load;
 drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
@@ -169,6 +170,23 @@ class Actions:
         graph, stream, _ = self.held["bench"]
         _sixteens(graph, stream, n, stream.synchronize)
 
+    def filled_bench(self, n: int) -> None:
+        """``bf<n>``: the second bench token launched as ``bt<n>`` launches it, with its position and slot filled
+        (CuPy fill kernels, no carveout of ours) before each 16 as gl<n> and gt<n> fill the pipeline's: the one
+        thing those two launch that bt<n> does not. Our kernels prefer 75% of L1 as shared memory (smem_carveout),
+        CuPy's take the driver's choice, so each fill may reconfigure the SMs it runs on."""
+        from bench.token_marks import FIXED
+        if "bench" not in self.held:
+            self.held["bench"] = _bench(self.cp, self.preset)
+        graph, stream, keep = self.held["bench"]
+        own = keep[0]
+
+        def at_fixed() -> None:
+            with stream:
+                own.d_pos.fill(FIXED)
+                own.d_slot.fill(FIXED)
+        _sixteens(graph, stream, n, stream.synchronize, at_fixed)
+
     def own_bench(self, n: int) -> None:
         """``bo<n>``: the measured bench token itself launched ``n`` times as bt<n> launches the second one (16 back
         to back then a wait, where the rounds launch it REPLAYS back to back): whether that pattern, not a second
@@ -193,11 +211,12 @@ class Actions:
 ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
-# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bo<N> N of
-# the measured one in the same pattern
+# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the
+# same with its position filled by CuPy before each 16 (as gl and gt fill theirs), bo<N> N of the measured one in
+# the same pattern
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
-           "gt": "fixed_launches", "bt": "second_bench", "bo": "own_bench"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bo)(\d+)(?:x(\d+))?$")
+           "gt": "fixed_launches", "bt": "second_bench", "bf": "filled_bench", "bo": "own_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bo)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:

@@ -166,3 +166,23 @@ def test_decode_task_asks_drift_only_for_actions_it_knows():
     lists = re.findall(r"bench/drift\.py --steps (\S+)", text)
     assert len(lists) >= 9
     assert all(known(a) for steps in lists for a in steps.split(","))
+
+
+def test_a_filled_bench_token_fills_its_position_and_slot_before_each_16(monkeypatch):
+    import bench.drift
+
+    launched, waits = [], []
+    own = SimpleNamespace(d_pos=np.zeros(1, np.int32), d_slot=np.zeros(1, np.int32))
+    stream = type("S", (), {"synchronize": lambda self: waits.append(len(launched)),
+                            "__enter__": lambda self: self, "__exit__": lambda self, *a: None})()
+
+    def launch(s):  # a token that moves its position on, so that only the fills bring it back to 96
+        launched.append(int(own.d_pos[0]))
+        own.d_pos[0] += 1
+    graph = SimpleNamespace(launch=launch)
+    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: (graph, stream, [own]))
+    acts = Actions(None, "1b")
+    assert known("bf1024") and not known("bf16x2")
+    take(acts, "bf20")
+    assert launched == list(range(96, 112)) + list(range(96, 100)) and int(own.d_slot[0]) == 96
+    assert waits == [16, 20]
