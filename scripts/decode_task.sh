@@ -37,7 +37,9 @@
 #                                         pipeline's were), then of a second bench token (weights, caches and stream
 #                                         of its own); in a second process after 128, 256, 512 and 1024
 #                                         launches in all of the pipeline's graph (how many step it); in a third
-#                                         after 1024 of a second bench token with CuPy's position fills each 16
+#                                         after 1024 of a second bench token with CuPy's position fills each 16;
+#                                         in a fourth after 1024 of a second bench token beside a session and its
+#                                         pipeline (made, not launched)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -137,6 +139,8 @@ for s in "${stages[@]}"; do
             | grep -E "^\|"
         # a second bench token with CuPy's fills of its position before each 16, as gl and gt fill the pipeline's
         python3 bench/drift.py --steps alone,bf1024 --step-s 4 --out "$OUT/w3" | grep -E "^\|"
+        # the second bench token's launches with a session and its pipeline alive (made, never launched)
+        python3 bench/drift.py --steps alone,session,pipeline,bt1024 --step-s 4 --out "$OUT/w4" | grep -E "^\|"
         stamp which;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
