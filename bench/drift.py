@@ -19,6 +19,8 @@ advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fi
 torch), to find which of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs
 for the rest of the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load;
 drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
+With --steps the report opens with a table by action: the token's rounds after each one and their change from
+the action before, with an interval (by_action).
 """
 
 from __future__ import annotations
@@ -58,6 +60,29 @@ def rounds_for(seconds: float, t_start: float, one_round: Any) -> list[dict]:
     return out
 
 
+def by_action(rows: list[dict], alpha: float = 0.01) -> list[dict]:
+    """The rounds after each action (``step_index`` in order): the token's median µs, its range, and its change
+    from the rounds after the action before, as a ratio with a (1 - ``alpha``) interval (Welch t on the logs, the
+    statistics module's test for sides that were not interleaved). Descriptive: the rounds of one action follow
+    each other in time, so the interval says how far the two stretches differ, not why."""
+    from perfreview.compare.stats import unpaired
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(int(r["step_index"]), []).append(r)
+    out, before = [], None
+    for i, rs in sorted(groups.items()):
+        us = np.array([r["token_us"] for r in rs], dtype=float)
+        row = {"index": i, "action": rs[0]["step"], "rounds": len(us), "token_us": float(np.median(us)),
+               "min_us": float(us.min()), "max_us": float(us.max())}
+        if before is not None:
+            est = unpaired(before, us, alpha)
+            row.update(change_pct=100 * (est.ratio - 1), ci_low_pct=100 * (est.ci_low - 1),
+                       ci_high_pct=100 * (est.ci_high - 1), change_us=row["token_us"] - float(np.median(before)))
+        out.append(row)
+        before = us
+    return out
+
+
 def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     """Rows binned by whole seconds of the run: medians of each read, and the token's bytes over its time as a
     fraction of the copy bandwidth of the same second."""
@@ -67,7 +92,7 @@ def by_second(rows: list[dict], weights_mb: float) -> list[dict]:
     out = []
     for sec, rs in sorted(bins.items()):
         med = {k: float(np.median([r[k] for r in rs if r.get(k) is not None]))
-               for k in rs[0] if k not in ("t_s", "step") and any(r.get(k) is not None for r in rs)}
+               for k in rs[0] if k not in ("t_s", "step", "step_index") and any(r.get(k) is not None for r in rs)}
         med["step"] = "+".join(dict.fromkeys(r["step"] for r in rs if "step" in r))
         med["reasons"] = sorted({int(r["clock_event_reasons"]) for r in rs if r.get("clock_event_reasons") is not None})
         med.pop("clock_event_reasons", None)
@@ -264,12 +289,12 @@ def main() -> int:
     t0 = time.perf_counter()
     if steps:
         rows, actions, took = [], Actions(cp, args.preset, measured=(graph, stream)), []
-        for a in steps:
+        for i, a in enumerate(steps):
             t = time.perf_counter()
             take(actions, a)
             cp.cuda.Device().synchronize()
             took.append({"action": a, "at_s": t - t0, "took_s": time.perf_counter() - t})
-            rows += [{**r, "step": a} for r in rounds_for(args.step_s, t0, one_round)]
+            rows += [{**r, "step": a, "step_index": i} for r in rounds_for(args.step_s, t0, one_round)]
         actions.free()
     else:
         rows = rounds_for(args.load_s, t0, one_round)
@@ -279,7 +304,7 @@ def main() -> int:
     report = {"git": git_info(), "device": dev.info(), "preset": args.preset, "weights_mb": weights_mb,
               "replays": REPLAYS, "copy_mb": ROUND_COPY_BYTES >> 20, "load_s": args.load_s, "idle_s": args.idle_s,
               "again_s": args.again_s, "step_s": args.step_s, "steps": took,
-              "seconds": by_second(rows, weights_mb), "rounds": rows}
+              "seconds": by_second(rows, weights_mb), "actions": by_action(rows) if steps else [], "rounds": rows}
     del keep
     save(args.out, "drift", report)
     return 0

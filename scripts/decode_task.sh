@@ -60,6 +60,7 @@ for s in "${stages[@]}"; do
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+by_action() { awk '/^By action/{f=1} /^\| second/{f=0} f && /^\|/'; }  # drift.md's by-action table alone
 one_token() {  # the pdl_variants rows named in $1 (';'-separated), one token at positions 96 and 512, $2 rounds (7)
     for pos in 96 512; do
         python3 bench/pdl_variants.py --variants "$1" --rounds "${2:-7}" --position "$pos" --out "$OUT/p$pos" \
@@ -134,13 +135,13 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gt1024 --step-s 4 --out "$OUT/c4" | grep -E "^\|"
         stamp cause;;
     which)  # any second token's launches, or only the pipeline's; and how many of the pipeline's
-        python3 bench/drift.py --steps alone,bo1024,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,bo1024,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | by_action
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl128,gl128,gl256,gl512 --step-s 3 --out "$OUT/w2" \
-            | grep -E "^\|"
+            | by_action
         # a second bench token with CuPy's fills of its position before each 16, as gl and gt fill the pipeline's
-        python3 bench/drift.py --steps alone,bf1024 --step-s 4 --out "$OUT/w3" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,bf1024 --step-s 4 --out "$OUT/w3" | by_action
         # the second bench token's launches with a session and its pipeline alive (made, never launched)
-        python3 bench/drift.py --steps alone,session,pipeline,bt1024 --step-s 4 --out "$OUT/w4" | grep -E "^\|"
+        python3 bench/drift.py --steps alone,session,pipeline,bt1024 --step-s 4 --out "$OUT/w4" | by_action
         stamp which;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80

@@ -186,3 +186,65 @@ def test_a_filled_bench_token_fills_its_position_and_slot_before_each_16(monkeyp
     take(acts, "bf20")
     assert launched == list(range(96, 112)) + list(range(96, 100)) and int(own.d_slot[0]) == 96
     assert waits == [16, 20]
+
+
+def _step_rows():
+    """Rounds after three actions: alone at ~961.8 µs, bt1024 the same, gl1024 stepped to ~976.6."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (action, us) in enumerate([("alone", 961.8), ("bt1024", 961.8), ("gl1024", 976.6)]):
+        for k in range(12):
+            rows.append({"t_s": 4.0 * i + k / 3, "token_us": us + rng.normal(0, 0.1), "copy_gbs": 2990.0,
+                         "step": action, "step_index": i})
+    return rows
+
+
+def test_by_action_says_which_action_the_token_stepped_after():
+    from bench.drift import by_action
+
+    acts = by_action(_step_rows())
+    assert [a["action"] for a in acts] == ["alone", "bt1024", "gl1024"] and [a["rounds"] for a in acts] == [12] * 3
+    assert "change_pct" not in acts[0]
+    assert acts[1]["ci_low_pct"] < 0 < acts[1]["ci_high_pct"]  # no step after bt1024
+    assert 1.4 < acts[2]["ci_low_pct"] < acts[2]["change_pct"] < acts[2]["ci_high_pct"] < 1.7
+    assert abs(acts[2]["change_us"] - 14.8) < 0.3
+
+
+def test_the_same_action_twice_is_two_rows_and_the_table_renders_before_the_seconds():
+    from bench.drift import by_action
+
+    rows = _step_rows()
+    for r in rows:
+        if r["step"] == "bt1024":
+            r["step"] = "alone"  # alone, alone, gl1024: two stretches of one name stay apart
+    acts = by_action(rows)
+    assert [(a["index"], a["action"]) for a in acts] == [(0, "alone"), (1, "alone"), (2, "gl1024")]
+    report = {"git": {"commit": "abc"}, "device": {"name": "H100"}, "preset": "1b", "replays": 64, "copy_mb": 1024,
+              "load_s": 20.0, "idle_s": 5.0, "again_s": 8.0, "step_s": 4.0, "weights_mb": 2471.6,
+              "steps": [{"action": a["action"], "at_s": 4.0 * a["index"], "took_s": 0.1} for a in acts],
+              "seconds": by_second(rows, 2471.6), "actions": acts}
+    text = render.render("drift.md.j2", r=report)
+    assert text.index("By action") < text.index("| second |")
+    line = next(t for t in text.splitlines() if t.startswith("| 3 | gl1024 | 12 |"))
+    assert "+1.5" in line and line.count("|") == 9
+    assert "| 1 | alone | 12 |" in text and "| - | - |" in text
+
+
+def test_decode_task_prints_the_by_action_table_alone():
+    """scripts/decode_task.sh's by_action filter keeps the by-action rows, not the seconds' (output is short)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from bench.drift import by_action
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "decode_task.sh").read_text()
+    awk = re.search(r"by_action\(\) \{ (awk .*); \}", script)[1]
+    rows = _step_rows()
+    report = {"git": {"commit": "abc"}, "device": {"name": "H100"}, "preset": "1b", "replays": 64, "copy_mb": 1024,
+              "load_s": 20.0, "idle_s": 5.0, "again_s": 8.0, "step_s": 4.0, "weights_mb": 2471.6, "steps": [],
+              "seconds": by_second(rows, 2471.6), "actions": by_action(rows)}
+    text = render.render("drift.md.j2", r=report)
+    out = subprocess.run(["bash", "-c", awk], input=text, capture_output=True, text=True, check=True).stdout
+    kept = out.splitlines()
+    assert len(kept) == 2 + 3 and kept[0].startswith("| # |") and kept[-1].startswith("| 3 | gl1024")
