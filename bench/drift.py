@@ -16,8 +16,9 @@ Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K t
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
 advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one
 16 at a time, freeing them, a cuBLAS matmul, torch), to find which of what bench/decode.py and bench/footprint.py
-do first moves the token from ~970 to ~990 µs for the rest of the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load;
-drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
+do first moves the token from ~970 to ~990 µs for the rest of the process (drift_h100_4be043e: the bench's token
+alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step
+it, 2048 CUDA events alive do not).
 With --steps the report opens with a table by action: the token's rounds after each one and their change from
 the action before, with an interval (by_action).
 """
