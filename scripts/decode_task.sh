@@ -134,14 +134,15 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl1024 --step-s 4 --out "$OUT/c3" | grep -E "^\|"
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gt1024 --step-s 4 --out "$OUT/c4" | grep -E "^\|"
         stamp cause;;
-    which)  # any second token's launches, or only the pipeline's; and how many of the pipeline's
-        python3 bench/drift.py --steps alone,bo1024,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | by_action
+    which)  # any second token's launches, or only the pipeline's; and how many of the pipeline's (w2, run last)
+        python3 bench/drift.py --steps alone,bo1024,bt1024,bt1024 --step-s 4 --out "$OUT/w1" | by_action; stamp w1
+        # a second bench token with CuPy's fills of its position before each 16, as gl and gt fill the pipeline's
+        python3 bench/drift.py --steps alone,bf1024 --step-s 4 --out "$OUT/w3" | by_action; stamp w3
+        # the second bench token's launches with a session and its pipeline alive (made, never launched)
+        python3 bench/drift.py --steps alone,session,pipeline,bt1024 --step-s 4 --out "$OUT/w4" | by_action; stamp w4
+        # last (the longest): after how many of the pipeline's launches
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl128,gl128,gl256,gl512 --step-s 3 --out "$OUT/w2" \
             | by_action
-        # a second bench token with CuPy's fills of its position before each 16, as gl and gt fill the pipeline's
-        python3 bench/drift.py --steps alone,bf1024 --step-s 4 --out "$OUT/w3" | by_action
-        # the second bench token's launches with a session and its pipeline alive (made, never launched)
-        python3 bench/drift.py --steps alone,session,pipeline,bt1024 --step-s 4 --out "$OUT/w4" | by_action
         stamp which;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
