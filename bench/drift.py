@@ -14,11 +14,12 @@ under --out.
 --steps a,b,...: the same rounds, STEP_S seconds after each of these actions in turn (ACTIONS and COUNTED: a runner
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
-advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one
-16 at a time, freeing them, a cuBLAS matmul, torch), to find which of what bench/decode.py and bench/footprint.py
+advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one 16
+at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, rc: every SM given blocks
+that prefer it, freeing them, a cuBLAS matmul, torch), to find which of what bench/decode.py and bench/footprint.py
 do first moves the token from ~970 to ~990 µs for the rest of the process (drift_h100_4be043e: the bench's token
-alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step
-it, 2048 CUDA events alive do not).
+alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it,
+2048 CUDA events alive do not).
 With --steps the report opens with a table by action: the token's rounds after each one and their change from
 the action before, with an interval (by_action).
 """
@@ -47,6 +48,38 @@ from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 REPLAYS = 64
+# Kernels of the carveout probes (bn, bk, rc): two identical fills, one of them given our kernels' shared-memory
+# carveout preference, and a kernel whose blocks take RECONFIG_SMEM of shared memory each and leave.
+PROBE_SOURCE = r"""
+extern "C" __global__ void fill_plain(int* p, int v, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = v;
+}
+extern "C" __global__ void fill_pref(int* p, int v, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = v;
+}
+extern "C" __global__ void hold_smem(int* sink) {
+    extern __shared__ int s[];
+    s[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    if (s[(threadIdx.x + 1) % blockDim.x] < 0) sink[0] = 1;
+}
+"""
+RECONFIG_SMEM = 64 * 1024
+
+
+def probe_kernels(cp: Any) -> dict[str, Any]:
+    """PROBE_SOURCE's kernels; fill_pref and hold_smem prefer the carveout optimized's kernels prefer."""
+    from runner.config import KERNEL_DEFINES
+    from runner.own_kernels import define_value
+    mod = cp.RawModule(code=PROBE_SOURCE)
+    k = {n: mod.get_function(n) for n in ("fill_plain", "fill_pref", "hold_smem")}
+    carveout = define_value(KERNEL_DEFINES["smem_carveout"], "SMEM_CARVEOUT", -1)
+    k["hold_smem"].max_dynamic_shared_size_bytes = RECONFIG_SMEM
+    for n in ("fill_pref", "hold_smem"):
+        k[n].preferred_shared_memory_carveout = carveout
+    return k
 
 
 def rounds_for(seconds: float, t_start: float, one_round: Any) -> list[dict]:
@@ -199,7 +232,45 @@ class Actions:
         """``bf<n>``: the second bench token launched as ``bt<n>`` launches it, with its position and slot filled
         (CuPy fill kernels, no carveout of ours) before each 16 as gl<n> and gt<n> fill the pipeline's: the one
         thing those two launch that bt<n> does not. Our kernels prefer 75% of L1 as shared memory (smem_carveout),
-        CuPy's take the driver's choice, so each fill may reconfigure the SMs it runs on."""
+        CuPy's take the driver's choice, so each fill may reconfigure the SMs it runs on. The H100 (drift_which_
+        fills_h100_b5e2899): this steps the token +1.51%; bt<n> alone does not."""
+        def cupy_fill(arr: Any, v: int) -> None:
+            arr.fill(v)
+        self._filled(n, cupy_fill)
+
+    def plain_filled_bench(self, n: int) -> None:
+        """``bn<n>``: as ``bf<n>`` with the fills made by a kernel of our own that has no carveout preference
+        (PROBE_SOURCE's fill_plain): whether any kernel without our preference steps the token, or CuPy's."""
+        k = self._probe()["fill_plain"]
+        self._filled(n, lambda arr, v: k((1,), (32,), (arr, np.int32(v), np.int32(arr.size))))
+
+    def pref_filled_bench(self, n: int) -> None:
+        """``bk<n>``: as ``bn<n>`` with the fill kernel preferring our kernels' carveout (fill_pref): if the
+        step is the SMs' shared-memory configuration, these fills leave the token as it was."""
+        k = self._probe()["fill_pref"]
+        self._filled(n, lambda arr, v: k((1,), (32,), (arr, np.int32(v), np.int32(arr.size))))
+
+    def reconfigure(self) -> None:
+        """``rc``: every SM given blocks that need RECONFIG_SMEM of shared memory and prefer our carveout (two a
+        SM, on the measured token's stream, then a wait): whether that sets a stepped token back."""
+        k = self._probe()["hold_smem"]
+        _, stream = self.measured
+        sms = self.cp.cuda.Device().attributes["MultiProcessorCount"]
+        sink = self.held.setdefault("sink", self.cp.zeros(1, self.cp.int32))
+        with stream:
+            k((2 * sms,), (256,), (sink,), shared_mem=RECONFIG_SMEM)
+        stream.synchronize()
+
+    rc = reconfigure  # the action's name in --steps
+
+    def _probe(self) -> dict[str, Any]:
+        if "probe" not in self.held:
+            self.held["probe"] = probe_kernels(self.cp)
+        return self.held["probe"]
+
+    def _filled(self, n: int, fill: Any) -> None:
+        """The second bench token launched ``n`` times, 16 back to back, ``fill(array, value)`` setting its
+        position and slot to FIXED on its stream before each 16, then a wait."""
         from bench.token_marks import FIXED
         if "bench" not in self.held:
             self.held["bench"] = _bench(self.cp, self.preset)
@@ -208,8 +279,8 @@ class Actions:
 
         def at_fixed() -> None:
             with stream:
-                own.d_pos.fill(FIXED)
-                own.d_slot.fill(FIXED)
+                fill(own.d_pos, FIXED)
+                fill(own.d_slot, FIXED)
         _sixteens(graph, stream, n, stream.synchronize, at_fixed)
 
     def own_bench(self, n: int) -> None:
@@ -233,15 +304,16 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch")
+ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch", "rc")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
 # graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the
-# same with its position filled by CuPy before each 16 (as gl and gt fill theirs), bo<N> N of the measured one in
-# the same pattern
+# same with its position filled by CuPy before each 16 (as gl and gt fill theirs), bn<N> and bk<N> the same with
+# a fill of our own without and with our carveout preference, bo<N> N of the measured one in the same pattern
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
-           "gt": "fixed_launches", "bt": "second_bench", "bf": "filled_bench", "bo": "own_bench"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bo)(\d+)(?:x(\d+))?$")
+           "gt": "fixed_launches", "bt": "second_bench", "bf": "filled_bench", "bn": "plain_filled_bench",
+           "bk": "pref_filled_bench", "bo": "own_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bn|bk|bo)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:

@@ -39,7 +39,11 @@
 #                                         launches in all of the pipeline's graph (how many step it); in a third
 #                                         after 1024 of a second bench token with CuPy's position fills each 16;
 #                                         in a fourth after 1024 of a second bench token beside a session and its
-#                                         pipeline (made, not launched)
+#                                         pipeline (made, not launched). At b5e2899 (drift_which_*): CuPy's fills
+#                                         step it, the rest do not
+#   scripts/decode_task.sh carveout       the same after fills of our own without (bn) and with (bk) our kernels'
+#                                         carveout preference, and after a kernel that gives every SM blocks that
+#                                         prefer it (rc)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -56,7 +60,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|which|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|which|carveout|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -144,6 +148,11 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline,tg16,gl128,gl128,gl256,gl512 --step-s 3 --out "$OUT/w2" \
             | by_action
         stamp which;;
+    carveout)  # which's fills step the token: any kernel without our carveout preference, or CuPy's; and does
+        # a kernel that makes every SM take our preference set it back
+        python3 bench/drift.py --steps alone,bn1024,rc,bk1024 --step-s 4 --out "$OUT/v1" | by_action; stamp v1
+        python3 bench/drift.py --steps alone,bk1024,bf1024,rc --step-s 4 --out "$OUT/v2" | by_action; stamp v2
+        stamp carveout;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
