@@ -188,6 +188,14 @@ SWITCHES: dict[str, Switch] = {
                             "token in bench/pdl_variants.py (967). No gain: H100 one token at 96, 1b 979.3 against "
                             "978.6 µs, 8b 5164.6 against 5147.0, and in one process no memory the token reads "
                             "separates the two (reports/bench/token_gap_h100_cc618b3; implies own_kernels)"),
+    "sm_config_reset": Switch(bool, False, True, True,
+                              "at each sequence's start (after the KV cache is emptied), one launch of our "
+                              "configure_sms: two blocks an SM, each needing 64 KB of shared memory and preferring "
+                              "our kernels' carveout, so every SM is in the configuration they prefer whatever "
+                              "another library's kernel left. Written for the step drift_which_fills_h100_b5e2899 "
+                              "found (CuPy's fills between our tokens slow every later token of the process by "
+                              "1.5%); not measured yet (scripts/decode_task.sh carveout, then candidate; implies "
+                              "own_kernels; nothing without smem_carveout)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -202,7 +210,7 @@ OPTIMIZATIONS = ("async_copies", "qkv_streams", "own_kernels", "cuda_graph", "pd
 KERNEL_TUNING = ("attn_one_wave", "attn_group_heads", "attn_fill_split", "attn_fit_wave", "attn_merge_in_oproj",
                  "attn_merge_last", "attn_share_kv", "l2_ahead", "norm_in_proj", "norm_in_dot", "early_loads",
                  "overlap_tuning", "norm_in_residual", "smem_carveout", "norm_as_scale", "oproj_short_prefetch",
-                 "resid_short_prefetch", "attn_four_blocks", "attn_merge_ahead", "buffers_first")
+                 "resid_short_prefetch", "attn_four_blocks", "attn_merge_ahead", "buffers_first", "sm_config_reset")
 KERNEL_DEFINES: dict[str, tuple[str, ...]] = {  # decode.cu's compile-time tunables each switch sets
     "attn_one_wave": ("-DATT_MIN_BLOCKS=3",), "attn_group_heads": (ATT_GROUP_DEFINE,),
     "attn_fill_split": (ATT_FILL_DEFINE,), "attn_fit_wave": ATT_FIT_DEFINES, "attn_merge_in_oproj": (MERGE_DEFINE,),

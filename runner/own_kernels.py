@@ -79,6 +79,9 @@ MERGE_AHEAD_DEFINE = "-DCOMBINE_AHEAD=16"
 # 1004.8 (A/A), at 512 1022.9 against 1052.6 / 1049.3; the 8b 5216.4 against 5228.5 / 5228.7 and 5338.6 against
 # 5330.1 / 5330.4. 100% gives the 1b as much and costs the 8b 2% (an L1 of 28 KB); 25% and 50% give the 1b less.
 SMEM_CARVEOUT_DEFINE = "-DSMEM_CARVEOUT=75"
+# sm_config_reset: shared memory each block of configure_sms takes (two blocks an SM), more than a configuration the
+# driver picks for a kernel that needs none can hold, so every SM changes to the one our kernels prefer
+CONFIGURE_SMEM = 64 * 1024
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -145,7 +148,7 @@ class OwnForward:
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
                  "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final",
-                 "spin_ns", "advance", *(("attn_share",) if self.share else ()))
+                 "spin_ns", "advance", "configure_sms", *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
         # o_proj at a depth of its own (decode.cu's gemv_residual_short) where the build sets PRE_OPROJ
@@ -179,10 +182,15 @@ class OwnForward:
             for n, f in self.k.items():
                 if not carveout_kernels or n in carveout_kernels:
                     f.preferred_shared_memory_carveout = carveout
+        self.carveout = carveout
+        # sm_config_reset's kernel, launched as it is (not with PDL: nothing of ours runs beside it)
+        self.configure = self.k["configure_sms"]
+        self.configure.max_dynamic_shared_size_bytes = CONFIGURE_SMEM
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
+        self.sink = zeros((1,), np.int32)  # configure_sms's never-taken store
         # attn_share (ATT_FILL=4): ``att_slots`` is the splits a KV head gets, a block an SM (the SMs over
         # the KV heads); the partial buffers hold the most splits any context uses under that rule
         # (``att_slots`` sets another count: bench/pdl_variants.py compares them)
@@ -335,6 +343,14 @@ class OwnForward:
 
     def spin_ns(self, ns: int) -> None:
         self.k["spin_ns"]((1,), (1,), (np.uint64(ns),))
+
+    def configure_sms(self) -> None:
+        """sm_config_reset: two blocks an SM of configure_sms, each taking CONFIGURE_SMEM of shared memory with our
+        kernels' carveout preference, so every SM is in the configuration they prefer (decode.cu says why);
+        nothing where the build prefers none."""
+        if self.carveout < 0:
+            return
+        self.configure((2 * sm_count(self.cp),), (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
 
 
 class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute (cuda.h): id, pad to 8, a 64-byte union

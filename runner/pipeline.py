@@ -94,10 +94,13 @@ class Pipeline:
         self.delay_ns = int(ns)
 
     def reset(self) -> None:
-        """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens."""
+        """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens; with
+        sm_config_reset, then every SM set to our kernels' shared-memory configuration (CuPy's fills just ran)."""
         with self.dev.use(self.main):
             self.cache_k.fill(0)
             self.cache_v.fill(0)
+            if self.own is not None and self.sw.get("sm_config_reset"):
+                self.own.configure_sms()
 
     # --- the token -------------------------------------------------------------------------
     def step(self, token: int, pos: int, keep_logits: bool = False) -> int:

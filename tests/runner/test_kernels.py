@@ -20,7 +20,7 @@ def _source_define(name: str) -> int:
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
            "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns",
-           "advance")
+           "advance", "configure_sms")
 
 
 def _ptx_bodies(tmp_path, defines) -> dict[str, str]:
