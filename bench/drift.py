@@ -169,9 +169,14 @@ class Actions:
         from runner.loop import Session
         self.held["session"] = Session(self.preset, self.device, seed=0)
 
-    def pipeline(self) -> None:
+    def pipeline(self, side: str = "optimized") -> None:
         from runner import config as cfg
-        self.held["pipe"], self.held["rec"] = self.held["session"].pipeline(cfg.parse_side("optimized"), "tokens")
+        self.held["pipe"], self.held["rec"] = self.held["session"].pipeline(cfg.parse_side(side), "tokens")
+
+    def pipeline_reset(self) -> None:
+        """The optimized pipeline with sm_config_reset: each run's reset sets every SM to our kernels'
+        shared-memory configuration after CuPy's fills (whether a tg<N> after bf<N> sets the token back)."""
+        self.pipeline("optimized,sm_config_reset=on")
 
     def tokens(self, n: int, times: int = 1, bounded: bool = False) -> None:
         """``tg<n>x<times>``: generate ``n`` tokens after the 32-token prompt, ``times`` times (run ahead, one
@@ -304,7 +309,7 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "free", "cublas", "torch", "rc")
+ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "free", "cublas", "torch", "rc")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
 # graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the

@@ -43,7 +43,8 @@
 #                                         step it, the rest do not
 #   scripts/decode_task.sh carveout       the same after fills of our own without (bn) and with (bk) our kernels'
 #                                         carveout preference, and after a kernel that gives every SM blocks that
-#                                         prefer it (rc)
+#                                         prefer it (rc); in a third, the pipeline with sm_config_reset after 24
+#                                         runs of 16 tokens, after CuPy's fills, after one run
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -152,6 +153,9 @@ for s in "${stages[@]}"; do
         # a kernel that makes every SM take our preference set it back
         python3 bench/drift.py --steps alone,bn1024,rc,bk1024 --step-s 4 --out "$OUT/v1" | by_action; stamp v1
         python3 bench/drift.py --steps alone,bk1024,bf1024,rc --step-s 4 --out "$OUT/v2" | by_action; stamp v2
+        # sm_config_reset in the pipeline: 24 runs of 16 tokens (which stepped it at 9f332de), CuPy's fills, one run
+        python3 bench/drift.py --steps alone,session,pipeline_reset,tg16x24,bf1024,tg16 --step-s 4 --out "$OUT/v3" \
+            | by_action; stamp v3
         stamp carveout;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80

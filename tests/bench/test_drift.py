@@ -297,3 +297,15 @@ def test_the_probe_kernels_compile_to_ptx_for_sm90(tmp_path):
     subprocess.run(["nvcc", "--ptx", "-arch=sm_90", str(src), "-o", str(tmp_path / "probe.ptx")], check=True)
     ptx = (tmp_path / "probe.ptx").read_text()
     assert all(f".entry {n}" in ptx for n in ("fill_plain", "fill_pref", "hold_smem"))
+
+
+def test_the_reset_pipeline_is_the_optimized_one_with_sm_config_reset():
+    made = []
+    acts = Actions(None, "1b")
+    acts.held["session"] = SimpleNamespace(pipeline=lambda config, timing: made.append((config, timing)) or ("p", "r"))
+    assert known("pipeline_reset")
+    take(acts, "pipeline_reset")
+    (config, timing), = made
+    assert config.switches.get("sm_config_reset") and timing == "tokens" and acts.held["pipe"] == "p"
+    take(acts, "pipeline")
+    assert not made[1][0].switches.get("sm_config_reset")
