@@ -1498,8 +1498,9 @@ extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int*
 // sm_config_reset: every SM given blocks that need CONFIGURE_SMEM bytes of shared memory (two an SM, launched
 // with our kernels' carveout preference), so that each SM takes the shared-memory configuration our kernels
 // prefer, whatever kernel of another library ran on it last. On the H100 (drift_which_fills_h100_b5e2899) CuPy's
-// fills between our tokens slow every later token of the process by 1.5%; a kernel of its own cannot leave that
-// configuration to the driver's choice. Its dependents start after its blocks have taken the memory.
+// fills between our tokens slow every later token of the process by 1.5%; that the SMs' configuration is why is
+// our guess (CuPy's kernels take the driver's choice), which scripts/decode_task.sh carveout tests. Its
+// dependents start after its blocks have taken the memory.
 extern "C" __global__ void configure_sms(int* __restrict__ sink) {
     extern __shared__ int held[];
     pdl_wait();
