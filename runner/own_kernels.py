@@ -190,7 +190,9 @@ class OwnForward:
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
         zeros = zeros or cp.zeros  # ``zeros``: the pipeline's arena (runner/arena.py)
-        self.sink = zeros((1,), np.int32)  # configure_sms's never-taken store
+        # configure_sms's never-taken store: made at its first launch, from CuPy's pool, not the arena, so that the
+        # buffers carved after it keep the offsets optimized was measured with
+        self.sink = None
         # attn_share (ATT_FILL=4): ``att_slots`` is the splits a KV head gets, a block an SM (the SMs over
         # the KV heads); the partial buffers hold the most splits any context uses under that rule
         # (``att_slots`` sets another count: bench/pdl_variants.py compares them)
@@ -350,6 +352,8 @@ class OwnForward:
         nothing where the build prefers none."""
         if self.carveout < 0:
             return
+        if self.sink is None:
+            self.sink = self.cp.zeros(1, self.cp.int32)
         self.configure((2 * sm_count(self.cp),), (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
 
 

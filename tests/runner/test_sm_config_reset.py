@@ -35,9 +35,9 @@ def test_reset_configures_the_sms_after_the_fills_only_with_the_switch():
 def test_configure_sms_launches_two_blocks_an_sm_where_the_build_prefers_a_carveout():
     launched = []
     own = OwnForward.__new__(OwnForward)
-    own.sink = np.zeros(1, np.int32)
+    own.sink = None
     own.configure = lambda grid, block, args, shared_mem=0: launched.append((grid, block, shared_mem))
-    own.cp = SimpleNamespace(cuda=SimpleNamespace(
+    own.cp = SimpleNamespace(int32=np.int32, zeros=lambda n, dt: np.zeros(n, dt), cuda=SimpleNamespace(
         Device=lambda: SimpleNamespace(id=0),
         runtime=SimpleNamespace(getDeviceProperties=lambda i: {"multiProcessorCount": 132})))
     own.carveout = -1
@@ -45,7 +45,10 @@ def test_configure_sms_launches_two_blocks_an_sm_where_the_build_prefers_a_carve
     assert launched == []
     own.carveout = 75
     own.configure_sms()
-    assert launched == [((264,), (256,), CONFIGURE_SMEM)]
+    assert launched == [((264,), (256,), CONFIGURE_SMEM)] and own.sink.shape == (1,)
+    sink = own.sink
+    own.configure_sms()
+    assert own.sink is sink and len(launched) == 2  # made once
 
 
 def test_the_switch_is_kernel_tuning_left_out_of_optimized_until_measured():
