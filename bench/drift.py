@@ -15,11 +15,11 @@ under --out.
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
 advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one 16
-at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, rc: every SM given blocks
-that prefer it, freeing them, a cuBLAS matmul, torch), to find which of what bench/decode.py and bench/footprint.py
-do first moves the token from ~970 to ~990 µs for the rest of the process (drift_h100_4be043e: the bench's token
-alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it,
-2048 CUDA events alive do not).
+at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, rc: sm_config_reset's
+kernel (every SM given blocks that prefer it), freeing them, a cuBLAS matmul, torch), to find which of what
+bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of the process
+(drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024
+launches of the pipeline's token step it, 2048 CUDA events alive do not).
 With --steps the report opens with a table by action: the token's rounds after each one and their change from
 the action before, with an interval (by_action).
 """
@@ -48,8 +48,8 @@ from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
 REPLAYS = 64
-# Kernels of the carveout probes (bn, bk, rc): two identical fills, one of them given our kernels' shared-memory
-# carveout preference, and a kernel whose blocks take RECONFIG_SMEM of shared memory each and leave.
+# The fills of the carveout probes (bn, bk): two identical kernels, since a carveout preference belongs to a kernel
+# function; fill_pref is given the one our kernels prefer.
 PROBE_SOURCE = r"""
 extern "C" __global__ void fill_plain(int* p, int v, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -59,26 +59,17 @@ extern "C" __global__ void fill_pref(int* p, int v, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) p[i] = v;
 }
-extern "C" __global__ void hold_smem(int* sink) {
-    extern __shared__ int s[];
-    s[threadIdx.x] = threadIdx.x;
-    __syncthreads();
-    if (s[(threadIdx.x + 1) % blockDim.x] < 0) sink[0] = 1;
-}
 """
-RECONFIG_SMEM = 64 * 1024
 
 
 def probe_kernels(cp: Any) -> dict[str, Any]:
-    """PROBE_SOURCE's kernels; fill_pref and hold_smem prefer the carveout optimized's kernels prefer."""
+    """PROBE_SOURCE's kernels; fill_pref prefers the carveout optimized's kernels prefer."""
     from runner.config import KERNEL_DEFINES
     from runner.own_kernels import define_value
     mod = cp.RawModule(code=PROBE_SOURCE)
-    k = {n: mod.get_function(n) for n in ("fill_plain", "fill_pref", "hold_smem")}
-    carveout = define_value(KERNEL_DEFINES["smem_carveout"], "SMEM_CARVEOUT", -1)
-    k["hold_smem"].max_dynamic_shared_size_bytes = RECONFIG_SMEM
-    for n in ("fill_pref", "hold_smem"):
-        k[n].preferred_shared_memory_carveout = carveout
+    k = {n: mod.get_function(n) for n in ("fill_plain", "fill_pref")}
+    k["fill_pref"].preferred_shared_memory_carveout = define_value(KERNEL_DEFINES["smem_carveout"], "SMEM_CARVEOUT",
+                                                                   -1)
     return k
 
 
@@ -228,10 +219,7 @@ class Actions:
         its own, built as the measured one is) launched ``n`` times, 16 back to back then a wait. The pipeline's
         token launched 1024 times steps the bench's (drift_cause_*_h100_3ea05f0) where the bench's own thousands
         never do: this says whether any second token's launches do, or only the pipeline's."""
-        if "bench" not in self.held:
-            self.held["bench"] = _bench(self.cp, self.preset)
-        graph, stream, _ = self.held["bench"]
-        _sixteens(graph, stream, n, stream.synchronize)
+        self._launch_second(n)
 
     def filled_bench(self, n: int) -> None:
         """``bf<n>``: the second bench token launched as ``bt<n>`` launches it, with its position and slot filled
@@ -241,52 +229,55 @@ class Actions:
         fills_h100_b5e2899): this steps the token +1.51%; bt<n> alone does not."""
         def cupy_fill(arr: Any, v: int) -> None:
             arr.fill(v)
-        self._filled(n, cupy_fill)
+        self._launch_second(n, cupy_fill)
 
     def plain_filled_bench(self, n: int) -> None:
         """``bn<n>``: as ``bf<n>`` with the fills made by a kernel of our own that has no carveout preference
         (PROBE_SOURCE's fill_plain): whether any kernel without our preference steps the token, or CuPy's."""
-        k = self._probe()["fill_plain"]
-        self._filled(n, lambda arr, v: k((1,), (32,), (arr, np.int32(v), np.int32(arr.size))))
+        self._launch_second(n, self._kernel_fill("fill_plain"))
 
     def pref_filled_bench(self, n: int) -> None:
         """``bk<n>``: as ``bn<n>`` with the fill kernel preferring our kernels' carveout (fill_pref): if the
         step is the SMs' shared-memory configuration, these fills leave the token as it was."""
-        k = self._probe()["fill_pref"]
-        self._filled(n, lambda arr, v: k((1,), (32,), (arr, np.int32(v), np.int32(arr.size))))
+        self._launch_second(n, self._kernel_fill("fill_pref"))
 
     def reconfigure(self) -> None:
-        """``rc``: every SM given blocks that need RECONFIG_SMEM of shared memory and prefer our carveout (two a
-        SM, on the measured token's stream, then a wait): whether that sets a stepped token back."""
-        k = self._probe()["hold_smem"]
+        """``rc``: sm_config_reset's own launch (OwnForward.configure_sms of the second bench token's build: every
+        SM given blocks that need shared memory and prefer our carveout) on the measured token's stream, then a
+        wait: whether the kernel the switch adds sets a stepped token back."""
+        _, _, keep = self._second()
         _, stream = self.measured
-        sms = self.cp.cuda.Device().attributes["MultiProcessorCount"]
-        sink = self.held.setdefault("sink", self.cp.zeros(1, self.cp.int32))
         with stream:
-            k((2 * sms,), (256,), (sink,), shared_mem=RECONFIG_SMEM)
+            keep[0].configure_sms()
         stream.synchronize()
 
     rc = reconfigure  # the action's name in --steps
 
-    def _probe(self) -> dict[str, Any]:
-        if "probe" not in self.held:
-            self.held["probe"] = probe_kernels(self.cp)
-        return self.held["probe"]
-
-    def _filled(self, n: int, fill: Any) -> None:
-        """The second bench token launched ``n`` times, 16 back to back, ``fill(array, value)`` setting its
-        position and slot to FIXED on its stream before each 16, then a wait."""
-        from bench.token_marks import FIXED
+    def _second(self) -> tuple[Any, Any, list]:
+        """The second bench token (graph, stream, what it needs alive), built at its first use."""
         if "bench" not in self.held:
             self.held["bench"] = _bench(self.cp, self.preset)
-        graph, stream, keep = self.held["bench"]
-        own = keep[0]
+        return self.held["bench"]
+
+    def _kernel_fill(self, name: str) -> Any:
+        """``fill(array, value)`` by PROBE_SOURCE's kernel ``name``, one block (the arrays hold one int)."""
+        if "probe" not in self.held:
+            self.held["probe"] = probe_kernels(self.cp)
+        k = self.held["probe"][name]
+        return lambda arr, v: k((1,), (32,), (arr, np.int32(v), np.int32(arr.size)))
+
+    def _launch_second(self, n: int, fill: Any = None) -> None:
+        """The second bench token launched ``n`` times, 16 back to back then a wait; with ``fill(array, value)``,
+        its position and slot set to FIXED by it on its stream before each 16."""
+        from bench.token_marks import FIXED
+        graph, stream, keep = self._second()
 
         def at_fixed() -> None:
+            own = keep[0]
             with stream:
                 fill(own.d_pos, FIXED)
                 fill(own.d_slot, FIXED)
-        _sixteens(graph, stream, n, stream.synchronize, at_fixed)
+        _sixteens(graph, stream, n, stream.synchronize, at_fixed if fill else None)
 
     def own_bench(self, n: int) -> None:
         """``bo<n>``: the measured bench token itself launched ``n`` times as bt<n> launches the second one (16 back

@@ -42,8 +42,8 @@
 #                                         pipeline (made, not launched). At b5e2899 (drift_which_*): CuPy's fills
 #                                         step it, the rest do not
 #   scripts/decode_task.sh carveout       the same after fills of our own without (bn) and with (bk) our kernels'
-#                                         carveout preference, and after a kernel that gives every SM blocks that
-#                                         prefer it (rc); in a third, the pipeline with sm_config_reset after 24
+#                                         carveout preference, and after sm_config_reset's kernel (rc: every SM
+#                                         given blocks that prefer it); in a third, the pipeline with sm_config_reset after 24
 #                                         runs of 16 tokens, after CuPy's fills, after one run
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and

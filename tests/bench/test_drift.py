@@ -253,34 +253,34 @@ def test_decode_task_prints_the_by_action_table_alone():
 def test_own_fills_and_the_reconfiguring_kernel_launch_as_written(monkeypatch):
     import bench.drift
 
-    calls, launched = [], []
-    own = SimpleNamespace(d_pos=np.zeros(1, np.int32), d_slot=np.zeros(1, np.int32))
+    calls, launched, built = [], [], []
+    own = SimpleNamespace(d_pos=np.zeros(1, np.int32), d_slot=np.zeros(1, np.int32),
+                          configure_sms=lambda: calls.append("configure"))
     stream = type("S", (), {"synchronize": lambda self: calls.append("wait"),
-                            "__enter__": lambda self: self, "__exit__": lambda self, *a: None})()
+                            "__enter__": lambda self: calls.append("on stream") or self,
+                            "__exit__": lambda self, *a: None})()
     graph = SimpleNamespace(launch=lambda s: launched.append(s))
 
     def kernel(name):
         def launch(grid, block, args, shared_mem=0):
             calls.append((name, grid, block, shared_mem))
-            if name.startswith("fill"):
-                args[0][:] = int(args[1])
+            args[0][:] = int(args[1])
         return launch
-    kernels = {n: kernel(n) for n in ("fill_plain", "fill_pref", "hold_smem")}
-    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: (graph, stream, [own]))
+    kernels = {n: kernel(n) for n in ("fill_plain", "fill_pref")}
+    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: built.append(preset) or (graph, stream, [own]))
     monkeypatch.setattr(bench.drift, "probe_kernels", lambda cp: kernels)
-    cp = SimpleNamespace(cuda=SimpleNamespace(Device=lambda: SimpleNamespace(attributes={"MultiProcessorCount": 132})),
-                         zeros=lambda n, dt: np.zeros(n, dt), int32=np.int32)
-    acts = Actions(cp, "1b", measured=(graph, stream))
+    acts = Actions(None, "1b", measured=(graph, stream))
     assert all(known(a) for a in ("bn1024", "bk1024", "rc")) and not known("rc16")
     take(acts, "bn20")
-    assert [c[0] for c in calls if c != "wait"] == ["fill_plain"] * 4 and len(launched) == 20
+    assert [c[0] for c in calls if isinstance(c, tuple)] == ["fill_plain"] * 4 and len(launched) == 20
+    assert all(c[1:] == ((1,), (32,), 0) for c in calls if isinstance(c, tuple))
     assert int(own.d_pos[0]) == 96 and int(own.d_slot[0]) == 96
     calls.clear()
     take(acts, "bk16")
-    assert [c[0] for c in calls if c != "wait"] == ["fill_pref"] * 2
+    assert [c[0] for c in calls if isinstance(c, tuple)] == ["fill_pref"] * 2
     calls.clear()
-    take(acts, "rc")
-    assert calls == [("hold_smem", (264,), (256,), bench.drift.RECONFIG_SMEM), "wait"]
+    take(acts, "rc")  # the switch's own kernel, on the measured token's stream, then a wait
+    assert calls == ["on stream", "configure", "wait"] and built == ["1b"]
 
 
 def test_the_probe_kernels_compile_to_ptx_for_sm90(tmp_path):
@@ -296,7 +296,7 @@ def test_the_probe_kernels_compile_to_ptx_for_sm90(tmp_path):
     src.write_text(PROBE_SOURCE)
     subprocess.run(["nvcc", "--ptx", "-arch=sm_90", str(src), "-o", str(tmp_path / "probe.ptx")], check=True)
     ptx = (tmp_path / "probe.ptx").read_text()
-    assert all(f".entry {n}" in ptx for n in ("fill_plain", "fill_pref", "hold_smem"))
+    assert all(f".entry {n}" in ptx for n in ("fill_plain", "fill_pref"))
 
 
 def test_the_reset_pipeline_is_the_optimized_one_with_sm_config_reset():
