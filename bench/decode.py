@@ -6,8 +6,8 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
   attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last, with
-  attn_four_blocks, with attn_merge_ahead and without early_loads, overlap_tuning, smem_carveout or
-  norm_as_scale (OURS: the runner's interleaved rounds; --configs picks some) and of PyTorch
+  attn_four_blocks, with attn_merge_ahead, with sm_config_reset and without early_loads, overlap_tuning,
+  smem_carveout or norm_as_scale (OURS: the runner's interleaved rounds; --configs picks some) and of PyTorch
   eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each per round:
   median [95% CI of the median, order statistics] over the rounds;
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
@@ -66,7 +66,11 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized+resid_short_prefetch": "optimized,resid_short_prefetch=on",
         "optimized+attn_four_blocks": "optimized,attn_four_blocks=on",
         "optimized+attn_four_blocks+attn_merge_last": "optimized,attn_four_blocks=on,attn_merge_last=on",
-        "optimized+attn_merge_ahead": "optimized,attn_merge_ahead=on"}
+        "optimized+attn_merge_ahead": "optimized,attn_merge_ahead=on",
+        # every sequence's start sets the SMs back after CuPy's fills (which step every later token of the
+        # process: drift_which_fills_h100_b5e2899); each row's own reset runs before its tokens, so beside
+        # optimized in one process this row's tokens follow configure_sms, optimized's follow CuPy's fills
+        "optimized+sm_config_reset": "optimized,sm_config_reset=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
                    "optimized-norm_as_scale", "optimized+attn_four_blocks",
