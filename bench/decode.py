@@ -74,7 +74,7 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
                    "optimized-norm_as_scale", "optimized+attn_four_blocks",
-                   "optimized+attn_merge_ahead")  # ours, by position
+                   "optimized+attn_merge_ahead", "optimized+sm_config_reset")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 GROWTH_TOKENS = 32  # traced tokens at each end of growth_by_kernel: positions 32-63 and 512-543
 

@@ -10,7 +10,7 @@
 #   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
 #   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] [AB_PRESETS="1b 8b"] scripts/decode_task.sh candidate
-#   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> scripts/decode_task.sh decode   (a subset)
+#   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> [DECODE_PRESETS=1b] scripts/decode_task.sh decode   (a subset)
 #   scripts/decode_task.sh growth         the CUPTI tables alone (bench/decode.py --traced-only): where the
 #                                         growth from position 32 to 512 goes, kernel by kernel (about a minute)
 #   CANDIDATE=attn_merge_ahead CANDIDATE_ROW="optimized, merge loads 16 ahead" AB_AT="32:128 448:64 512:128" \
@@ -158,7 +158,8 @@ for s in "${stages[@]}"; do
             | by_action; stamp v3
         stamp carveout;;
     decode)
-        python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} | grep -v -E "Deprecation|report\[" | tail -80
+        python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} \
+            ${DECODE_PRESETS:+--presets "$DECODE_PRESETS"} | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
     chain)  # a probe: if one of its experimental builds fails, the measurements above are already written
         python3 bench/persistent_chain.py --out "$OUT/c" | grep -E "^###|^\| (one|ring)" \
