@@ -194,8 +194,9 @@ SWITCHES: dict[str, Switch] = {
                               "our kernels' carveout, so every SM is in the configuration they prefer whatever "
                               "another library's kernel left. Written for the step drift_which_fills_h100_b5e2899 "
                               "found (CuPy's fills between our tokens slow every later token of the process by "
-                              "1.5%); not measured yet (scripts/decode_task.sh carveout, then candidate; implies "
-                              "own_kernels; nothing without smem_carveout)"),
+                              "1.5%). No gain: it does not set a stepped token back, and the 1b gives 1021.5 t/s "
+                              "with it, 1021.9 without (H100, drift_carveout_*_h100_0aa491b, "
+                              "decode_reset_h100_0aa491b; implies own_kernels; nothing without smem_carveout)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
