@@ -67,9 +67,9 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         "optimized+attn_four_blocks": "optimized,attn_four_blocks=on",
         "optimized+attn_four_blocks+attn_merge_last": "optimized,attn_four_blocks=on,attn_merge_last=on",
         "optimized+attn_merge_ahead": "optimized,attn_merge_ahead=on",
-        # every sequence's start sets the SMs back after CuPy's fills (which step every later token of the
+        # configure_sms at every sequence's start, after CuPy's fills (which step every later token of the
         # process: drift_which_fills_h100_b5e2899); each row's own reset runs before its tokens, so beside
-        # optimized in one process this row's tokens follow configure_sms, optimized's follow CuPy's fills
+        # optimized in one process it is a fair test of the switch. No gain: decode_reset_h100_0aa491b
         "optimized+sm_config_reset": "optimized,sm_config_reset=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
