@@ -352,9 +352,9 @@ class OwnForward:
         nothing where the build prefers none."""
         if self.carveout < 0:
             return
-        if self.sink is None:
-            self.sink = self.cp.zeros(1, self.cp.int32)
-        self.configure((2 * sm_count(self.cp),), (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
+        if self.sink is None:  # its first launch: the sink and the grid (the runtime asked once, not each sequence)
+            self.sink, self.configure_grid = self.cp.zeros(1, self.cp.int32), (2 * sm_count(self.cp),)
+        self.configure(self.configure_grid, (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
 
 
 class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute (cuda.h): id, pad to 8, a 64-byte union

@@ -1498,9 +1498,10 @@ extern "C" __global__ void argmax_final(const float* __restrict__ pv, const int*
 // sm_config_reset: every SM given blocks that need CONFIGURE_SMEM bytes of shared memory (two an SM, launched
 // with our kernels' carveout preference), so that each SM takes the shared-memory configuration our kernels
 // prefer, whatever kernel of another library ran on it last. On the H100 (drift_which_fills_h100_b5e2899) CuPy's
-// fills between our tokens slow every later token of the process by 1.5%; that the SMs' configuration is why is
-// our guess (CuPy's kernels take the driver's choice), which scripts/decode_task.sh carveout tests. Its
-// dependents start after its blocks have taken the memory.
+// fills between our tokens slow every later token of the process by 1.5%; the guess that the SMs' configuration
+// is why was wrong (drift_carveout_*_h100_0aa491b: a fill of ours preferring our carveout steps the token too,
+// and this kernel does not set it back), so the switch stays out of optimized. Its dependents start after its
+// blocks have taken the memory.
 extern "C" __global__ void configure_sms(int* __restrict__ sink) {
     extern __shared__ int held[];
     pdl_wait();
