@@ -7,9 +7,11 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
   attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last, with
   attn_four_blocks, with attn_merge_ahead, with sm_config_reset and without early_loads, overlap_tuning,
-  smem_carveout or norm_as_scale (OURS: the runner's interleaved rounds; --configs picks some) and of PyTorch
-  eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each per round:
-  median [95% CI of the median, order statistics] over the rounds;
+  smem_carveout, norm_as_scale or own_reset (OURS: the runner's interleaved rounds; --configs picks some) and of
+  PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each per round:
+  median [95% CI of the median, order statistics] over the rounds; with --isolate each row of ours in a worker
+  process of its own (PyTorch's in baseline's), its fraction of the copy bandwidth read against its own process's
+  copy (a kernel from outside our token's module slows every later token of a process by 1.5% on the H100);
 - bytes per token (weights + the KV cache read at the mean context) and the fraction of the copy
   bandwidth that reaches;
 - GPU time per token at positions 32, 96, 160 and 512 (CUDA events around the token), of optimized
@@ -27,6 +29,7 @@ Writes decode.json and decode.md under --out; prints the table. --traced-only: t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -70,11 +73,16 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         # configure_sms at every sequence's start, after CuPy's fills (which step every later token of the
         # process: drift_which_fills_h100_b5e2899); each row's own reset runs before its tokens, so beside
         # optimized in one process it is a fair test of the switch. No gain: decode_reset_h100_0aa491b
-        "optimized+sm_config_reset": "optimized,sm_config_reset=on"}
+        "optimized+sm_config_reset": "optimized,sm_config_reset=on",
+        # the KV cache emptied by CuPy's memset as before own_reset: whether optimized's own kernel for it keeps its
+        # tokens from the step a foreign operation brings (to read with --isolate: in one process baseline's and
+        # PyTorch's kernels bring it to every row)
+        "optimized-own_reset": "optimized,own_reset=off"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
                    "optimized-norm_as_scale", "optimized+attn_four_blocks",
-                   "optimized+attn_merge_ahead", "optimized+sm_config_reset")  # ours, by position
+                   "optimized+attn_merge_ahead", "optimized+sm_config_reset",
+                   "optimized-own_reset")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 GROWTH_TOKENS = 32  # traced tokens at each end of growth_by_kernel: positions 32-63 and 512-543
 
@@ -310,16 +318,74 @@ def run_preset(name: str, rounds_n: int, tokens: int, torch_ok: bool, device: st
     kv_per_pos = p.kv_bytes_per_token(1)
     flat = {k: flatness(v, kv_per_pos, bw) for k, v in samples.items()}
     lat = {k: {pos: r["median_ms"] for pos, r in v.items()} for k, v in flat.items()}
-    first = gen.get("baseline", [])
-    agree = {k: float(np.mean([a == b for a, b in zip(first, v)])) if first and v else None for k, v in gen.items()}
     out = {"bytes_per_token": bytes_per_token, "weight_bytes_per_token": p.weight_bytes_per_token(),
            "kv_bytes_per_token_at_mean_ctx": p.kv_bytes_per_token(n_ctx_mean), "mean_ctx": n_ctx_mean,
            "copy_bw_gbs": bw, "copy_bw_gbs_at_start": bw_start, "copy_bw_gbs_rounds": bw_rounds,
            "card_rounds": card_rounds, "card_ranges": card_ranges(card_rounds),
            "configs": configs, "latency_ms_by_position": lat, "latency_by_position": flat,
            "latency_samples_ms": samples, "latency_rounds": lat_rounds,
-           "token_agreement_with_baseline": agree}
+           "token_agreement_with_baseline": agreement(gen), "generated": gen}
     return out
+
+
+def agreement(gen: dict[str, list[int]]) -> dict[str, float | None]:
+    """Per row, the share of its greedy tokens that baseline's run picked too (None without both)."""
+    first = gen.get("baseline", [])
+    return {k: float(np.mean([a == b for a, b in zip(first, v)])) if first and v else None for k, v in gen.items()}
+
+
+# --isolate: each row of ours in a process of its own, PyTorch's rows in baseline's (they run other libraries'
+# kernels anyway). On the H100 a kernel from outside our token's module between its launches slows every later token
+# of the process by 1.5% (CuPy's fills, a fill of another module: drift_carveout_*_h100_0aa491b), so in one
+# process the rows run after baseline's and PyTorch's kernels all carry it.
+WORKER_FILE = "worker.json"
+MERGED_BY_KEY = ("configs", "latency_ms_by_position", "latency_by_position", "latency_samples_ms", "generated")
+
+
+def worker_argv(args: argparse.Namespace, preset: str, key: str, out: Path) -> list[str]:
+    """The command line of the worker that measures row ``key`` of ``preset`` alone (the one place it is built)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", key, "--presets", preset,
+            "--rounds", f"{preset}={args.rounds_of(preset)}", "--tokens", str(args.tokens),
+            "--fresh-every", str(args.fresh_every), "--latency-rounds", str(args.latency_rounds),
+            "--device", args.device, "--out", str(out)]
+
+
+def merge_isolated(parts: dict[str, dict]) -> dict:
+    """One preset's table from rows measured each in a worker process: each row keeps the fraction of the copy
+    bandwidth its own process measured (beside it as ``copy_bw_gbs``); the preset's copy is the median of the
+    processes'. ``parts``: worker outputs by row, baseline's (with PyTorch's rows) first."""
+    out = {k: v for k, v in next(iter(parts.values())).items() if k not in MERGED_BY_KEY}
+    for field in MERGED_BY_KEY:
+        out[field] = {}
+        for part in parts.values():
+            out[field].update(part.get(field, {}))
+    for key, part in parts.items():
+        for label in part["configs"]:
+            out["configs"][label]["copy_bw_gbs"] = part["copy_bw_gbs"]
+    ours = [k for k in out["configs"] if not k.startswith("torch_")]
+    out["configs"] = {k: out["configs"][k] for k in [*ours, *(k for k in out["configs"] if k not in ours)]}
+    out["copy_bw_gbs_by_process"] = {k: part["copy_bw_gbs"] for k, part in parts.items()}
+    out["copy_bw_gbs"] = float(np.median(list(out["copy_bw_gbs_by_process"].values())))
+    out["copy_bw_gbs_rounds"] = [bw for part in parts.values() for bw in part.get("copy_bw_gbs_rounds", [])]
+    out["card_rounds"] = [c for part in parts.values() for c in part.get("card_rounds", [])]
+    out["card_ranges"] = card_ranges(out["card_rounds"])
+    out["token_agreement_with_baseline"] = agreement(out["generated"])
+    out["isolated"] = True
+    return out
+
+
+def run_isolated(args: argparse.Namespace, preset: str, keys: tuple[str, ...]) -> dict:
+    """``preset``'s rows, each measured by a worker process of its own (worker_argv), merged."""
+    import subprocess
+    import tempfile
+
+    parts = {}
+    with tempfile.TemporaryDirectory(prefix="decode_worker_") as tmp:
+        for key in keys:
+            out = Path(tmp) / key
+            subprocess.run(worker_argv(args, preset, key, out), check=True)
+            parts[key] = json.loads((out / WORKER_FILE).read_text())
+    return merge_isolated(parts)
 
 
 class _RawStream:
@@ -352,11 +418,31 @@ def main() -> int:
                     "always run): a shorter call where device time is short")
     ap.add_argument("--traced-only", action="store_true",
                     help="only the CUPTI tables (where the time goes, where the growth goes): a short call")
+    ap.add_argument("--isolate", action="store_true",
+                    help="each row of ours in a process of its own (PyTorch's in baseline's): on the H100 a kernel "
+                    "from outside our token's module slows every later token of a process by 1.5%%")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # --isolate's: this row alone, its numbers to worker.json
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (tiny preset)")
     args = ap.parse_args()
     # on the CPU the 1b alone takes over 24 GB in NumPy: the dry run is the tiny preset unless asked
     args.presets = args.presets or ("tiny" if args.device == "cpu" else "1b,8b")
+    rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
+    args.rounds_of = lambda preset: rounds.get(preset, 5)
+    try:
+        import torch  # noqa: F401
+
+        torch_ok = True
+    except ImportError:
+        torch_ok = False
+    if args.worker:
+        if args.worker not in OURS:
+            ap.error(f"--worker: unknown row {args.worker}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        part = run_preset(args.presets, args.rounds_of(args.presets), args.tokens, torch_ok and args.worker ==
+                          "baseline", args.device, args.latency_rounds, args.fresh_every, (args.worker,))
+        (args.out / WORKER_FILE).write_text(json.dumps(part, default=str))
+        return 0
     wanted = {"baseline", "optimized", *(args.configs.split(",") if args.configs else OURS)}
     if unknown := sorted(wanted - OURS.keys()):
         ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(OURS)})")
@@ -364,19 +450,16 @@ def main() -> int:
     if args.fresh_every < 0:
         ap.error(f"--fresh-every must be 0 or more, got {args.fresh_every}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
-    try:
-        import torch  # noqa: F401
-
-        torch_ok = True
-    except ImportError:
-        torch_ok = False
     t0 = time.time()
     report: dict = {"git": git_info(), "tokens": args.tokens, "prompt": 32, "fresh_every": args.fresh_every,
-                    "presets": {}, **({"traced_only": True} if args.traced_only else {})}
+                    "presets": {}, **({"traced_only": True} if args.traced_only else {}),
+                    **({"isolated": True} if args.isolate else {})}
     for name in args.presets.split(",") if not args.traced_only else ():
-        report["presets"][name] = run_preset(name, rounds.get(name, 5), args.tokens, torch_ok, args.device,
-                                               args.latency_rounds, args.fresh_every, keys)
+        if args.isolate:
+            report["presets"][name] = run_isolated(args, name, keys)
+        else:
+            report["presets"][name] = run_preset(name, args.rounds_of(name), args.tokens, torch_ok, args.device,
+                                                   args.latency_rounds, args.fresh_every, keys)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used
         session = Session(name, args.device, seed=0)

@@ -15,8 +15,10 @@ under --out.
 Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K times, pf<N>: an N-token prompt
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
 advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one 16
-at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, rc: sm_config_reset's
-kernel (every SM given blocks that prefer it), freeing them, a cuBLAS matmul, torch), to find which of what
+at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, bw<N>: by the measured
+token's own module (own_reset's kernel), bm<N>: by memsetAsync, bh<N>: by a copy from the host, bd<N>: with a copy
+to the host, rc: sm_config_reset's kernel (every SM given blocks that prefer it), pipeline_memset: the optimized
+pipeline emptying its KV cache by CuPy's memset, freeing them, a cuBLAS matmul, torch), to find which of what
 bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of the process
 (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024
 launches of the pipeline's token step it, 2048 CUDA events alive do not).
@@ -148,9 +150,11 @@ class Actions:
     """What bench/footprint.py's process does before its token steps up, one action at a time; each keeps what
     it made alive (the next needs it) until ``free``."""
 
-    def __init__(self, cp: Any, preset: str, device: str = "cuda", measured: tuple[Any, Any] | None = None) -> None:
+    def __init__(self, cp: Any, preset: str, device: str = "cuda", measured: tuple[Any, Any] | None = None,
+                 measured_own: Any = None) -> None:
         self.cp, self.preset, self.device = cp, preset, device  # device: "cpu" in the tests
         self.measured = measured  # the bench's (graph, stream) that the rounds time
+        self.measured_own = measured_own  # the measured token's OwnForward (its module's kernels)
         self.held: dict[str, Any] = {}
 
     def alone(self) -> None:
@@ -241,6 +245,34 @@ class Actions:
         step is the SMs' shared-memory configuration, these fills leave the token as it was."""
         self._launch_second(n, self._kernel_fill("fill_pref"))
 
+    def own_module_filled_bench(self, n: int) -> None:
+        """``bw<n>``: as ``bn<n>`` with the fills (to 0) made by fill_words of the measured token's own module (the
+        kernel own_reset empties the KV cache with): whether a kernel of the token's module steps it, as one of
+        another module does."""
+        own = self.measured_own
+        self._launch_second(n, lambda arr, v: own.zero(arr))
+
+    def memset_bench(self, n: int) -> None:
+        """``bm<n>``: as ``bn<n>`` with the fills (to 0) made by memsetAsync, as CuPy's fill(0) empties the
+        pipeline's KV cache: whether a memset steps the token."""
+        self._launch_second(n, lambda arr, v: arr.data.memset_async(0, arr.nbytes))
+
+    def h2d_bench(self, n: int) -> None:
+        """``bh<n>``: as ``bn<n>`` with the values copied in from the host, as the pipeline's step() copies its
+        inputs: whether a host-to-device copy steps the token."""
+        self._launch_second(n, lambda arr, v: arr.set(np.full(arr.shape, v, arr.dtype),
+                                                      stream=self.cp.cuda.get_current_stream()))
+
+    def d2h_bench(self, n: int) -> None:
+        """``bd<n>``: the second bench token launched as ``bt<n>`` with its position copied out to the host before
+        each 16, as the pipeline copies its pick out: whether a device-to-host copy steps the token."""
+        self._launch_second(n, lambda arr, v: arr.get(stream=self.cp.cuda.get_current_stream()))
+
+    def pipeline_memset(self) -> None:
+        """The optimized pipeline with its KV cache emptied by CuPy's memset as before own_reset (``pipeline`` empties
+        it by its own kernel): whether its runs (tg<N> after it) step the token where optimized's do not."""
+        self.pipeline("optimized,own_reset=off")
+
     def reconfigure(self) -> None:
         """``rc``: sm_config_reset's own launch (OwnForward.configure_sms of the second bench token's build: every
         SM given blocks that need shared memory and prefer our carveout) on the measured token's stream, then a
@@ -300,16 +332,19 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "free", "cublas", "torch", "rc")
+ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "pipeline_memset", "free", "cublas", "torch", "rc")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
 # graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the
 # same with its position filled by CuPy before each 16 (as gl and gt fill theirs), bn<N> and bk<N> the same with
-# a fill of our own without and with our carveout preference, bo<N> N of the measured one in the same pattern
+# a fill of our own without and with our carveout preference, bw<N> by the measured token's own module, bm<N> by
+# memsetAsync, bh<N> by a copy from the host, bd<N> with a copy to the host, bo<N> N of the measured one in the
+# same pattern
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
            "gt": "fixed_launches", "bt": "second_bench", "bf": "filled_bench", "bn": "plain_filled_bench",
-           "bk": "pref_filled_bench", "bo": "own_bench"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bn|bk|bo)(\d+)(?:x(\d+))?$")
+           "bk": "pref_filled_bench", "bw": "own_module_filled_bench", "bm": "memset_bench", "bh": "h2d_bench",
+           "bd": "d2h_bench", "bo": "own_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bn|bk|bw|bm|bh|bd|bo)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:
@@ -356,7 +391,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if steps:
-        rows, actions, took = [], Actions(cp, args.preset, measured=(graph, stream)), []
+        rows, actions, took = [], Actions(cp, args.preset, measured=(graph, stream), measured_own=keep[0]), []
         for i, a in enumerate(steps):
             t = time.perf_counter()
             take(actions, a)

@@ -82,6 +82,7 @@ SMEM_CARVEOUT_DEFINE = "-DSMEM_CARVEOUT=75"
 # sm_config_reset: shared memory each block of configure_sms takes (two blocks an SM), more than a configuration the
 # driver picks for a kernel that needs none can hold, so every SM changes to the one our kernels prefer
 CONFIGURE_SMEM = 64 * 1024
+FILL_THREADS, FILL_BLOCKS = 256, 1024  # own_reset's fill_words: a grid-stride loop over at most this many blocks
 NORM_THREADS, NORM_PER_THREAD = 1024, 8  # rmsnorm: one block, each thread's values in registers
 # The RMSNorm is a launch of its own. Folded into the projection that reads it (the residual's writer
 # leaving partial sums of squares) it measured slower and was removed (bench/pdl_variants_fold_norm_5601ba5.md,
@@ -148,7 +149,7 @@ class OwnForward:
         mod = cp.RawModule(code=SOURCE.read_text(), options=("--std=c++17", *defines))
         names = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
                  "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final",
-                 "spin_ns", "advance", "configure_sms", *(("attn_share",) if self.share else ()))
+                 "spin_ns", "advance", "configure_sms", "fill_words", *(("attn_share",) if self.share else ()))
         self.k = {n: mod.get_function(n) for n in names}  # loads the module now, not inside a capture
         self.defines = defines
         # o_proj at a depth of its own (decode.cu's gemv_residual_short) where the build sets PRE_OPROJ
@@ -186,6 +187,7 @@ class OwnForward:
         # sm_config_reset's kernel, launched as it is (not with PDL: nothing of ours runs beside it)
         self.configure = self.k["configure_sms"]
         self.configure.max_dynamic_shared_size_bytes = CONFIGURE_SMEM
+        self.filler = self.k["fill_words"]  # own_reset's, launched as it is too
         if pdl:  # the same kernels, launched so that each may start while the previous one drains
             self.k = {n: PdlKernel(cp, f) for n, f in self.k.items()}
         f16, f32 = cp.float16, cp.float32
@@ -355,6 +357,16 @@ class OwnForward:
         if self.sink is None:  # its first launch: the sink and the grid (the runtime asked once, not each sequence)
             self.sink, self.configure_grid = self.cp.zeros(1, self.cp.int32), (2 * sm_count(self.cp),)
         self.configure(self.configure_grid, (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
+
+
+    def zero(self, arr: Any) -> None:
+        """own_reset: ``arr`` (its bytes a whole number of 32-bit words) set to zero by decode.cu's fill_words, a
+        kernel of the token's own module, on the current stream."""
+        words, rest = divmod(arr.nbytes, 4)
+        if rest:
+            raise ValueError(f"fill_words writes 32-bit words; {arr.nbytes} bytes is not a whole number of them")
+        grid = (max(1, min(FILL_BLOCKS, -(-words // FILL_THREADS))),)
+        self.filler(grid, (FILL_THREADS,), (arr, np.uint32(0), np.int64(words)))
 
 
 class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute (cuda.h): id, pad to 8, a 64-byte union

@@ -94,11 +94,16 @@ class Pipeline:
         self.delay_ns = int(ns)
 
     def reset(self) -> None:
-        """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens; with
-        sm_config_reset, then every SM set to our kernels' shared-memory configuration (CuPy's fills just ran)."""
+        """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens: by CuPy's fill
+        (a memset), or with own_reset by our own kernel; with sm_config_reset, then every SM set to our kernels'
+        shared-memory configuration."""
         with self.dev.use(self.main):
-            self.cache_k.fill(0)
-            self.cache_v.fill(0)
+            if self.own is not None and self.sw.get("own_reset"):
+                self.own.zero(self.cache_k)
+                self.own.zero(self.cache_v)
+            else:
+                self.cache_k.fill(0)
+                self.cache_v.fill(0)
             if self.own is not None and self.sw.get("sm_config_reset"):
                 self.own.configure_sms()
 

@@ -10,7 +10,8 @@
 #   scripts/decode_task.sh coresidency    one token at 96 and 512 for the builds whose blocks share SMs with the
 #                                         next kernel's (pdl_variants rows; pick a candidate from it)
 #   CANDIDATE=<switch> [CANDIDATE_ROW=<pdl_variants row>] [AB_AT="32:128 448:64"] [AB_BUDGET=110] [AB_PRESETS="1b 8b"] scripts/decode_task.sh candidate
-#   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> [DECODE_PRESETS=1b] scripts/decode_task.sh decode   (a subset)
+#   DECODE_CONFIGS=<rows of bench/decode.py's OURS, comma-separated> [DECODE_PRESETS=1b] [DECODE_ISOLATE=1] scripts/decode_task.sh decode
+#                                         (a subset; DECODE_ISOLATE: each row in a process of its own)
 #   scripts/decode_task.sh growth         the CUPTI tables alone (bench/decode.py --traced-only): where the
 #                                         growth from position 32 to 512 goes, kernel by kernel (about a minute)
 #   CANDIDATE=attn_merge_ahead CANDIDATE_ROW="optimized, merge loads 16 ahead" AB_AT="32:128 448:64 512:128" \
@@ -45,6 +46,8 @@
 #                                         carveout preference, and after sm_config_reset's kernel (rc: every SM
 #                                         given blocks that prefer it); in a third, the pipeline with sm_config_reset after 24
 #                                         runs of 16 tokens, after CuPy's fills, after one run
+#   scripts/decode_task.sh foreign        the same after fills by the token's own module (own_reset's kernel), by a
+#                                         memset, by copies in and out; the pipeline's runs with own_reset, then without
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -61,7 +64,7 @@ cd "$(dirname "$0")/.."
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(checks variants decode chain token)
 for s in "${stages[@]}"; do
-    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|which|carveout|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
+    case "$s" in checks|variants|decode|growth|marks|gap|footprint|drift|steps|bisect|cause|which|carveout|foreign|chain|token|candidate|coresidency) ;; *) echo "decode_task: error: unknown stage $s" >&2; exit 2;; esac
 done
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -157,9 +160,20 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,session,pipeline_reset,tg16x24,bf1024,tg16 --step-s 4 --out "$OUT/v3" \
             | by_action; stamp v3
         stamp carveout;;
+    foreign)  # which operation from outside the token's module steps it: a kernel of its own module (own_reset's
+        # fill_words), a memset (CuPy's fill(0), as the pipeline emptied its cache), copies in and out; and the
+        # optimized pipeline's runs with own_reset, then without it. Only the JSON comes back (8 files at most)
+        python3 bench/drift.py --steps alone,bw1024 --step-s 4 --out "$OUT/f1" | by_action; stamp f1
+        python3 bench/drift.py --steps alone,bm1024 --step-s 4 --out "$OUT/f2" | by_action; stamp f2
+        python3 bench/drift.py --steps alone,bh1024,bd1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
+        python3 bench/drift.py --steps alone,session,pipeline,tg16x24,pipeline_memset,tg16x24 --step-s 4 \
+            --out "$OUT/f4" | by_action
+        rm -f "$OUT"/f?/drift.md
+        stamp foreign;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} \
-            ${DECODE_PRESETS:+--presets "$DECODE_PRESETS"} | grep -v -E "Deprecation|report\[" | tail -80
+            ${DECODE_PRESETS:+--presets "$DECODE_PRESETS"} ${DECODE_ISOLATE:+--isolate} \
+            | grep -v -E "Deprecation|report\[" | tail -80
         stamp decode;;
     chain)  # a probe: if one of its experimental builds fails, the measurements above are already written
         python3 bench/persistent_chain.py --out "$OUT/c" | grep -E "^###|^\| (one|ring)" \

@@ -213,6 +213,18 @@ def check_kernels(cp, preset_name: str, pdl: bool = False, defines: tuple[str, .
         if n == 300:
             record("attn_split:cache_k", rel(fw.cache_k[0][:, pos].get(), K[:, pos]))
             record("attn_split:cache_v", rel(fw.cache_v[0][:, pos].get(), V[:, pos]))
+    # own_reset's fill_words (exact): every word of an array zeroed, an odd count past a full grid (the loop's tail),
+    # the words after it kept; then the KV caches as the pipeline's reset empties them
+    n = 3 * ok_.FILL_BLOCKS * ok_.FILL_THREADS + 7
+    buf = cp.full(n + 64, 0xFFFFFFFF, cp.uint32)
+    fw.zero(buf[:n])
+    fw.zero(fw.cache_k)
+    fw.zero(fw.cache_v)
+    words = buf.get()
+    ok = not words[:n].any() and bool((words[n:] == 0xFFFFFFFF).all())
+    ok = ok and not bool(fw.cache_k.any()) and not bool(fw.cache_v.any())
+    results.append({"preset": preset_name, "kernel": ("pdl " if pdl else "") + "fill_words", "rel_err": 0.0 if ok
+                    else 1.0, "ok": ok, "note": f"{n} words zeroed and the 64 after them kept; both KV caches zeroed"})
     # argmax (exact)
     logits = rng.standard_normal(vocab).astype(np.float16)
     fw.logits[:vocab] = cp.asarray(logits)

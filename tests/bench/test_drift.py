@@ -309,3 +309,53 @@ def test_the_reset_pipeline_is_the_optimized_one_with_sm_config_reset():
     assert config.switches.get("sm_config_reset") and timing == "tokens" and acts.held["pipe"] == "p"
     take(acts, "pipeline")
     assert not made[1][0].switches.get("sm_config_reset")
+
+
+def test_the_module_memset_and_copy_fills_launch_as_written(monkeypatch):
+    """bw: fill_words of the measured token's own module; bm: memsetAsync; bh: a copy in; bd: a copy out; each on
+    the second token's stream before each 16 of its launches."""
+    import bench.drift
+
+    calls, launched = [], []
+    stream = type("S", (), {"synchronize": lambda self: calls.append("wait"),
+                            "__enter__": lambda self: calls.append("on stream") or self,
+                            "__exit__": lambda self, *a: None})()
+
+    class Buf:
+        def __init__(self, name):
+            self.name, self.nbytes, self.shape, self.dtype = name, 4, (1,), np.int32
+            self.data = SimpleNamespace(memset_async=lambda v, n: calls.append(("memset", name, v, n)))
+
+        def set(self, host, stream=None):
+            calls.append(("h2d", self.name, int(host[0])))
+
+        def get(self, stream=None):
+            calls.append(("d2h", self.name))
+
+    second = SimpleNamespace(d_pos=Buf("pos"), d_slot=Buf("slot"))
+    measured_own = SimpleNamespace(zero=lambda a: calls.append(("own zero", a.name)))
+    graph = SimpleNamespace(launch=lambda s: launched.append(s))
+    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: (graph, stream, [second]))
+    cp = SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: "current"))
+    acts = Actions(cp, "1b", measured=(graph, stream), measured_own=measured_own)
+    assert all(known(a) for a in ("bw1024", "bm1024", "bh1024", "bd1024", "pipeline_memset"))
+    expect = {"bw32": [("own zero", "pos"), ("own zero", "slot")],
+              "bm32": [("memset", "pos", 0, 4), ("memset", "slot", 0, 4)],
+              "bh32": [("h2d", "pos", 96), ("h2d", "slot", 96)], "bd32": [("d2h", "pos"), ("d2h", "slot")]}
+    for action, fills in expect.items():
+        calls.clear()
+        launched.clear()
+        take(acts, action)
+        assert [c for c in calls if isinstance(c, tuple)] == fills * 2 and len(launched) == 32, action
+        assert calls.count("on stream") == 2  # one set of fills a 16, on its stream
+
+
+def test_the_memset_pipeline_is_optimized_emptying_its_cache_by_cupy():
+    made = []
+    acts = Actions(None, "1b")
+    acts.held["session"] = SimpleNamespace(pipeline=lambda config, timing: made.append(config) or ("p", "r"))
+    take(acts, "pipeline_memset")
+    take(acts, "pipeline")
+    assert made[0].switches.get("own_reset") is False and made[1].switches.get("own_reset")
+    assert {k: v for k, v in made[0].switches.items() if k != "own_reset"} == \
+        {k: v for k, v in made[1].switches.items() if k != "own_reset"}

@@ -20,7 +20,7 @@ def _source_define(name: str) -> int:
 
 KERNELS = ("gemv", "gemv_qkv", "gemv_residual", "gemv_residual_short", "gemv_residual_merge", "gemv_swiglu",
            "rmsnorm", "embed", "attn_split", "attn_combine", "argmax", "argmax_partial", "argmax_final", "spin_ns",
-           "advance", "configure_sms")
+           "advance", "configure_sms", "fill_words")
 
 
 def _ptx_bodies(tmp_path, defines) -> dict[str, str]:

@@ -1,0 +1,80 @@
+"""own_reset: the pipeline's KV cache emptied by decode.cu's fill_words (a kernel of the token's own module) instead
+of CuPy's fill, in optimized; fill_words' launch covers every 32-bit word of the array once (no GPU)."""
+
+from __future__ import annotations
+
+import contextlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from runner import config as cfg
+from runner.own_kernels import FILL_BLOCKS, FILL_THREADS, OwnForward
+from runner.pipeline import Pipeline
+
+
+def _pipeline(switches: dict, calls: list, own: bool = True) -> Pipeline:
+    pipe = Pipeline.__new__(Pipeline)
+    pipe.sw, pipe.main = switches, "main"
+    pipe.dev = SimpleNamespace(use=lambda s: contextlib.nullcontext())
+    pipe.cache_k = SimpleNamespace(fill=lambda v: calls.append(("fill k", v)), name="k")
+    pipe.cache_v = SimpleNamespace(fill=lambda v: calls.append(("fill v", v)), name="v")
+    pipe.own = SimpleNamespace(zero=lambda a: calls.append(("zero", a.name)),
+                               configure_sms=lambda: calls.append("configure")) if own else None
+    return pipe
+
+
+def test_reset_empties_the_caches_by_our_kernel_only_with_the_switch_and_our_kernels():
+    calls: list = []
+    _pipeline({"own_reset": True}, calls).reset()
+    assert calls == [("zero", "k"), ("zero", "v")]
+    calls.clear()
+    _pipeline({"own_reset": True, "sm_config_reset": True}, calls).reset()
+    assert calls == [("zero", "k"), ("zero", "v"), "configure"]
+    calls.clear()
+    _pipeline({}, calls).reset()
+    assert calls == [("fill k", 0), ("fill v", 0)]
+    calls.clear()
+    _pipeline({"own_reset": True}, calls, own=False).reset()  # the CPU's pipeline has no kernels of ours
+    assert calls == [("fill k", 0), ("fill v", 0)]
+
+
+def _emulated(own: OwnForward) -> list:
+    """fill_words as decode.cu runs it: a grid-stride loop over the words, on a NumPy view of the array."""
+    launched = []
+
+    def filler(grid, block, args):
+        arr, value, n = args
+        words = arr.reshape(-1).view(np.uint32)
+        stride = grid[0] * block[0]
+        for i in range(min(stride, int(n))):
+            words[i: int(n): stride] = value
+        launched.append((grid, block, int(n)))
+    own.filler = filler
+    return launched
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 300, 512)])
+def test_zero_sets_every_word_once_in_a_bounded_grid(shape):
+    own = OwnForward.__new__(OwnForward)
+    launched = _emulated(own)
+    cache = np.ones(shape, np.float16)
+    own.zero(cache)
+    (grid, block, n), = launched
+    assert n == cache.nbytes // 4 and block == (FILL_THREADS,)
+    assert 1 <= grid[0] <= FILL_BLOCKS and grid[0] * FILL_THREADS >= min(n, FILL_BLOCKS * FILL_THREADS)
+    assert not cache.any()
+
+
+def test_zero_refuses_an_array_that_is_not_whole_words():
+    own = OwnForward.__new__(OwnForward)
+    _emulated(own)
+    with pytest.raises(ValueError, match="32-bit words"):
+        own.zero(np.ones(3, np.float16))
+
+
+def test_own_reset_is_in_optimized_and_brings_our_kernels():
+    assert "own_reset" in cfg.KERNEL_TUNING and cfg.CONFIGS["optimized"].get("own_reset")
+    assert cfg.effective(cfg.parse_side("baseline,own_reset=on"), True)["own_kernels"]
+    assert not cfg.parse_side("optimized,own_reset=off").switches.get("own_reset")
