@@ -6,8 +6,8 @@ Per preset (1b, 8b; fp16, batch 1, 128 tokens after a 32-token prompt):
 - tokens/s of our baseline, own_kernels, cuda_graph, cuda_graph + pdl, optimized and optimized with the
   per-token loop instead of run_ahead (the host waiting for each token), with qkv_streams, with
   attn_group_heads, with attn_fill_split, with attn_fit_wave, with attn_share_kv, with attn_merge_last, with
-  attn_four_blocks, with attn_merge_ahead, with sm_config_reset and without early_loads, overlap_tuning,
-  smem_carveout, norm_as_scale or own_reset (OURS: the runner's interleaved rounds; --configs picks some) and of
+  attn_four_blocks, with attn_merge_ahead, with sm_config_reset, with own_reset and without early_loads,
+  overlap_tuning, smem_carveout or norm_as_scale (OURS: the runner's interleaved rounds; --configs picks some) and of
   PyTorch eager and PyTorch CUDA graph (bench/torch_decode.py), one repeat of each per round:
   median [95% CI of the median, order statistics] over the rounds; with --isolate each row of ours in a worker
   process of its own (PyTorch's in baseline's), its fraction of the copy bandwidth read against its own process's
@@ -74,15 +74,15 @@ OURS = {"baseline": "baseline", "own_kernels": "baseline,own_kernels=on", "cuda_
         # process: drift_which_fills_h100_b5e2899); each row's own reset runs before its tokens, so beside
         # optimized in one process it is a fair test of the switch. No gain: decode_reset_h100_0aa491b
         "optimized+sm_config_reset": "optimized,sm_config_reset=on",
-        # the KV cache emptied by CuPy's memset as before own_reset: whether optimized's own kernel for it keeps its
-        # tokens from the step a foreign operation brings (to read with --isolate: in one process baseline's and
-        # PyTorch's kernels bring it to every row)
-        "optimized-own_reset": "optimized,own_reset=off"}
+        # the KV cache emptied by our own kernel, not CuPy's memset: whether that keeps optimized's tokens from the
+        # step a foreign operation brings (to read with --isolate: in one process baseline's and PyTorch's kernels
+        # bring it to every row)
+        "optimized+own_reset": "optimized,own_reset=on"}
 LATENCY_CONFIGS = ("optimized", "optimized+attn_fill_split", "optimized+attn_fit_wave",
                    "optimized-early_loads", "optimized-overlap_tuning", "optimized-smem_carveout",
                    "optimized-norm_as_scale", "optimized+attn_four_blocks",
                    "optimized+attn_merge_ahead", "optimized+sm_config_reset",
-                   "optimized-own_reset")  # ours, by position
+                   "optimized+own_reset")  # ours, by position
 POSITIONS = (32, 96, 160, 512)
 GROWTH_TOKENS = 32  # traced tokens at each end of growth_by_kernel: positions 32-63 and 512-543
 

@@ -17,11 +17,11 @@ alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: o
 advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one 16
 at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, bw<N>: by the measured
 token's own module (own_reset's kernel), bm<N>: by memsetAsync, bh<N>: by a copy from the host, bd<N>: with a copy
-to the host, rc: sm_config_reset's kernel (every SM given blocks that prefer it), pipeline_memset: the optimized
-pipeline emptying its KV cache by CuPy's memset, freeing them, a cuBLAS matmul, torch), to find which of what
-bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of the process
-(drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0: 1024
-launches of the pipeline's token step it, 2048 CUDA events alive do not).
+to the host, rc: sm_config_reset's kernel (every SM given blocks that prefer it), pipeline_own: the optimized
+pipeline emptying its KV cache by its own kernel (own_reset), freeing them, a cuBLAS matmul, torch), to find which
+of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of the
+process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0:
+1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
 With --steps the report opens with a table by action: the token's rounds after each one and their change from
 the action before, with an interval (by_action).
 """
@@ -268,10 +268,10 @@ class Actions:
         each 16, as the pipeline copies its pick out: whether a device-to-host copy steps the token."""
         self._launch_second(n, lambda arr, v: arr.get(stream=self.cp.cuda.get_current_stream()))
 
-    def pipeline_memset(self) -> None:
-        """The optimized pipeline with its KV cache emptied by CuPy's memset as before own_reset (``pipeline`` empties
-        it by its own kernel): whether its runs (tg<N> after it) step the token where optimized's do not."""
-        self.pipeline("optimized,own_reset=off")
+    def pipeline_own(self) -> None:
+        """The optimized pipeline with its KV cache emptied by its own kernel (own_reset), not by CuPy's memset as
+        ``pipeline``'s: whether its runs (tg<N> after it) step the token as optimized's do."""
+        self.pipeline("optimized,own_reset=on")
 
     def reconfigure(self) -> None:
         """``rc``: sm_config_reset's own launch (OwnForward.configure_sms of the second bench token's build: every
@@ -332,7 +332,7 @@ class Actions:
         (a @ a).sum().item()
 
 
-ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "pipeline_memset", "free", "cublas", "torch", "rc")
+ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "pipeline_own", "free", "cublas", "torch", "rc")
 # Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
 # events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
 # graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the

@@ -202,7 +202,9 @@ SWITCHES: dict[str, Switch] = {
                         "a kernel of the token's module) instead of CuPy's fill (a memset), so that nothing from "
                         "outside the token's module runs between its launches: a kernel of another module between "
                         "them slowed every later token of the process by 1.5% on the H100 "
-                        "(drift_carveout_*_h100_0aa491b). No arithmetic changes (implies own_kernels)"),
+                        "(drift_carveout_*_h100_0aa491b). No arithmetic changes. Not measured on a GPU yet (scripts/"
+                        "decode_task.sh foreign, and decode with DECODE_ISOLATE=1); not in optimized (implies "
+                        "own_kernels)"),
     "inject_delay_us": Switch(int, 0, False, True,
                               "a busy wait of N us added to every token on the device "
                               "(sensitivity checks, known regressions)"),
@@ -265,9 +267,7 @@ NOT_IN_OPTIMIZED = ("qkv_streams",)
 # 1b +0.74% [+0.64, +0.81], 8b -0.1% [-0.7, -0.0] (under the 0.5% threshold; A/A controls no change); decode table
 # 1b 1017.2 [1016.0, 1022.6] t/s against 1013.4 [1010.5, 1014.1], 8b 193.5 against 193.4; one token at 96 as a graph
 # 1b 956.1 against 965.4 / 959.9 (A/A) µs, 8b 5115.7 against 5131.8 / 5137.2 (reports/bench/pdl_variants_*_c16c6c6).
-# own_reset: written for the 1.5% step after a foreign operation (drift_carveout_*_h100_0aa491b); in optimized
-# since ... (to be measured: bench/decode.py's optimized-own_reset row, each row in a process of its own)
-TUNING_IN_OPTIMIZED = ("early_loads", "overlap_tuning", "smem_carveout", "norm_as_scale", "own_reset")
+TUNING_IN_OPTIMIZED = ("early_loads", "overlap_tuning", "smem_carveout", "norm_as_scale")
 
 CONFIGS: dict[str, dict[str, object]] = {
     "baseline": {},

@@ -162,11 +162,12 @@ for s in "${stages[@]}"; do
         stamp carveout;;
     foreign)  # which operation from outside the token's module steps it: a kernel of its own module (own_reset's
         # fill_words), a memset (CuPy's fill(0), as the pipeline emptied its cache), copies in and out; and the
-        # optimized pipeline's runs with own_reset, then without it. Only the JSON comes back (8 files at most)
+        # optimized pipeline's runs with own_reset, then without it (as optimized is). Only the JSON comes back (8
+        # files at most)
         python3 bench/drift.py --steps alone,bw1024 --step-s 4 --out "$OUT/f1" | by_action; stamp f1
         python3 bench/drift.py --steps alone,bm1024 --step-s 4 --out "$OUT/f2" | by_action; stamp f2
         python3 bench/drift.py --steps alone,bh1024,bd1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
-        python3 bench/drift.py --steps alone,session,pipeline,tg16x24,pipeline_memset,tg16x24 --step-s 4 \
+        python3 bench/drift.py --steps alone,session,pipeline_own,tg16x24,pipeline,tg16x24 --step-s 4 \
             --out "$OUT/f4" | by_action
         rm -f "$OUT"/f?/drift.md
         stamp foreign;;

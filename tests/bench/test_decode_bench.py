@@ -271,14 +271,14 @@ def test_isolated_dry_run_measures_each_row_in_a_worker_of_its_own(tmp_path):
 
     script = Path(__file__).resolve().parents[2] / "bench" / "decode.py"
     done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--rounds", "tiny=2", "--tokens", "4",
-                           "--latency-rounds", "2", "--configs", "optimized-own_reset", "--isolate",
+                           "--latency-rounds", "2", "--configs", "optimized+own_reset", "--isolate",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "decode.json").read_text())
     tiny = report["presets"]["tiny"]
     assert report["isolated"] and tiny["isolated"]
-    assert list(tiny["configs"]) == ["baseline", "optimized", "optimized-own_reset"]
-    assert list(tiny["copy_bw_gbs_by_process"]) == ["baseline", "optimized", "optimized-own_reset"]
+    assert list(tiny["configs"]) == ["baseline", "optimized", "optimized+own_reset"]
+    assert list(tiny["copy_bw_gbs_by_process"]) == ["baseline", "optimized", "optimized+own_reset"]
     assert all("copy_bw_gbs" in c and c["tokens_per_s"] > 0 for c in tiny["configs"].values())
     assert set(tiny["token_agreement_with_baseline"].values()) == {1.0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decode.json", "decode.md"]
@@ -297,15 +297,15 @@ def test_merged_rows_keep_their_own_process_copy_and_pytorch_comes_last():
     parts = {"baseline": _part({"baseline": 100.0, "torch_eager": 50.0, "torch_graph": 80.0}, 3000.0,
                                {"baseline": [1, 2, 3], "torch_eager": [1, 2, 3], "torch_graph": [1, 2, 4]}),
              "optimized": _part({"optimized": 1000.0}, 2900.0, {"optimized": [1, 2, 3]}),
-             "optimized-own_reset": _part({"optimized-own_reset": 990.0}, 2950.0, {"optimized-own_reset": [1, 9, 9]})}
+             "optimized+own_reset": _part({"optimized+own_reset": 990.0}, 2950.0, {"optimized+own_reset": [1, 9, 9]})}
     out = merge_isolated(parts)
-    assert list(out["configs"]) == ["baseline", "optimized", "optimized-own_reset", "torch_eager", "torch_graph"]
+    assert list(out["configs"]) == ["baseline", "optimized", "optimized+own_reset", "torch_eager", "torch_graph"]
     assert out["configs"]["optimized"]["copy_bw_gbs"] == 2900.0
     assert out["configs"]["optimized"]["copy_bw_fraction"] == 1000.0 / 2900.0  # its own process's copy
     assert out["configs"]["torch_graph"]["copy_bw_gbs"] == 3000.0
     assert out["copy_bw_gbs"] == 2950.0 and len(out["copy_bw_gbs_rounds"]) == 6
     agree = out["token_agreement_with_baseline"]
-    assert agree["optimized"] == 1.0 and agree["torch_graph"] == 2 / 3 and agree["optimized-own_reset"] == 1 / 3
+    assert agree["optimized"] == 1.0 and agree["torch_graph"] == 2 / 3 and agree["optimized+own_reset"] == 1 / 3
 
 
 def test_the_workers_command_line_carries_the_presets_rounds_and_the_run_settings(tmp_path):

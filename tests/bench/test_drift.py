@@ -338,7 +338,7 @@ def test_the_module_memset_and_copy_fills_launch_as_written(monkeypatch):
     monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: (graph, stream, [second]))
     cp = SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: "current"))
     acts = Actions(cp, "1b", measured=(graph, stream), measured_own=measured_own)
-    assert all(known(a) for a in ("bw1024", "bm1024", "bh1024", "bd1024", "pipeline_memset"))
+    assert all(known(a) for a in ("bw1024", "bm1024", "bh1024", "bd1024", "pipeline_own"))
     expect = {"bw32": [("own zero", "pos"), ("own zero", "slot")],
               "bm32": [("memset", "pos", 0, 4), ("memset", "slot", 0, 4)],
               "bh32": [("h2d", "pos", 96), ("h2d", "slot", 96)], "bd32": [("d2h", "pos"), ("d2h", "slot")]}
@@ -350,12 +350,12 @@ def test_the_module_memset_and_copy_fills_launch_as_written(monkeypatch):
         assert calls.count("on stream") == 2  # one set of fills a 16, on its stream
 
 
-def test_the_memset_pipeline_is_optimized_emptying_its_cache_by_cupy():
+def test_the_own_reset_pipeline_is_optimized_emptying_its_cache_by_its_own_kernel():
     made = []
     acts = Actions(None, "1b")
     acts.held["session"] = SimpleNamespace(pipeline=lambda config, timing: made.append(config) or ("p", "r"))
-    take(acts, "pipeline_memset")
+    take(acts, "pipeline_own")
     take(acts, "pipeline")
-    assert made[0].switches.get("own_reset") is False and made[1].switches.get("own_reset")
+    assert made[0].switches.get("own_reset") and not made[1].switches.get("own_reset")
     assert {k: v for k, v in made[0].switches.items() if k != "own_reset"} == \
         {k: v for k, v in made[1].switches.items() if k != "own_reset"}

@@ -1,5 +1,5 @@
 """own_reset: the pipeline's KV cache emptied by decode.cu's fill_words (a kernel of the token's own module) instead
-of CuPy's fill, in optimized; fill_words' launch covers every 32-bit word of the array once (no GPU)."""
+of CuPy's fill; fill_words' launch covers every 32-bit word of the array once (no GPU)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_zero_refuses_an_array_that_is_not_whole_words():
         own.zero(np.ones(3, np.float16))
 
 
-def test_own_reset_is_in_optimized_and_brings_our_kernels():
-    assert "own_reset" in cfg.KERNEL_TUNING and cfg.CONFIGS["optimized"].get("own_reset")
+def test_own_reset_is_kernel_tuning_out_of_optimized_until_measured_and_brings_our_kernels():
+    assert "own_reset" in cfg.KERNEL_TUNING and not cfg.CONFIGS["optimized"].get("own_reset")
     assert cfg.effective(cfg.parse_side("baseline,own_reset=on"), True)["own_kernels"]
-    assert not cfg.parse_side("optimized,own_reset=off").switches.get("own_reset")
+    assert cfg.parse_side("optimized,own_reset=on").switches.get("own_reset")
