@@ -29,6 +29,7 @@ the action before, with an interval (by_action).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -404,7 +405,9 @@ def main() -> int:
         time.sleep(args.idle_s)
         rows += rounds_for(args.again_s, t0, one_round)
         took = []
+    # CUDA_MODULE_LOADING (LAZY by default): whether the step follows a function's first load into the context
     report = {"git": git_info(), "device": dev.info(), "preset": args.preset, "weights_mb": weights_mb,
+              "module_loading": os.environ.get("CUDA_MODULE_LOADING", "default"),
               "replays": REPLAYS, "copy_mb": ROUND_COPY_BYTES >> 20, "load_s": args.load_s, "idle_s": args.idle_s,
               "again_s": args.again_s, "step_s": args.step_s, "steps": took,
               "seconds": by_second(rows, weights_mb), "actions": by_action(rows) if steps else [], "rounds": rows}

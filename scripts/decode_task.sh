@@ -47,7 +47,8 @@
 #                                         given blocks that prefer it); in a third, the pipeline with sm_config_reset after 24
 #                                         runs of 16 tokens, after CuPy's fills, after one run
 #   scripts/decode_task.sh foreign        the same after fills by the token's own module (own_reset's kernel), by a
-#                                         memset, by copies in and out; the pipeline's runs with own_reset, then without
+#                                         memset, by copies in and out; the pipeline's runs with own_reset, then without;
+#                                         a fill of another module with every function loaded at once (EAGER)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b
@@ -169,6 +170,9 @@ for s in "${stages[@]}"; do
         python3 bench/drift.py --steps alone,bh1024,bd1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
         python3 bench/drift.py --steps alone,session,pipeline_own,tg16x24,pipeline,tg16x24 --step-s 4 \
             --out "$OUT/f4" | by_action
+        # the driver loading every function of a module when the module loads, not at its first launch: whether the
+        # step follows a foreign function's first load (CUDA_MODULE_LOADING, read once at the context's creation)
+        CUDA_MODULE_LOADING=EAGER python3 bench/drift.py --steps alone,bn1024 --step-s 4 --out "$OUT/f5" | by_action
         rm -f "$OUT"/f?/drift.md
         stamp foreign;;
     decode)

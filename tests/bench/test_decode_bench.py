@@ -319,3 +319,30 @@ def test_the_workers_command_line_carries_the_presets_rounds_and_the_run_setting
     assert argv[argv.index("--worker") + 1] == "optimized" and argv[argv.index("--presets") + 1] == "8b"
     assert argv[argv.index("--rounds") + 1] == "8b=5" and argv[argv.index("--tokens") + 1] == "128"
     assert argv[argv.index("--out") + 1] == str(tmp_path / "w") and "--isolate" not in argv
+
+
+def test_rows_measured_apart_render_as_one_table_with_their_latency():
+    """Parts as the workers write them (JSON: positions as strings), cut from a committed H100 table, merge into a
+    table that says how it was measured and keeps each row's latency and interval."""
+    import copy
+
+    from bench.decode import POSITIONS, merge_isolated
+
+    report = json.loads((REPORTS / "bench" / "decode_reset_h100_0aa491b.json").read_text())
+    pr = report["presets"]["1b"]
+
+    def part(rows: tuple[str, ...]) -> dict:
+        p = copy.deepcopy(pr)
+        for field in ("configs", "latency_ms_by_position", "latency_by_position", "latency_samples_ms"):
+            p[field] = {k: v for k, v in p[field].items() if k in rows}
+        p["generated"] = {k: [1, 2, 3] for k in rows}
+        return p
+    merged = merge_isolated({"baseline": part(("baseline", "torch_eager", "torch_graph")),
+                             "optimized": part(("optimized",)),
+                             "optimized+sm_config_reset": part(("optimized+sm_config_reset",))})
+    report["presets"] = {"1b": merged}
+    text = render.render("decode.md.j2", r=report, positions=POSITIONS)
+    assert "worker process of its own" in text and "process copy GB/s" in text
+    row = next(x for x in text.splitlines() if x.startswith("| optimized |"))
+    assert "1021.9" in row and "84.6%" in row and "| 2990 |" in row
+    assert "| optimized: growth |" in text and "| torch_graph: growth |" in text

@@ -56,6 +56,8 @@ def test_rounds_after_actions_name_the_action_of_their_second_and_the_table_gain
     text = render.render("drift.md.j2", r=report)
     assert "after each action in turn (alone at 0.0 s, took 0.0 s; session at 1.3 s, took 0.4 s)" in text
     assert "| second | after | rounds |" in text and "| 1 | alone+session | 2 | 980.0 |" in text
+    assert "CUDA_MODULE_LOADING" not in text  # the driver's default: nothing to say
+    assert "CUDA_MODULE_LOADING=EAGER" in render.render("drift.md.j2", r={**report, "module_loading": "EAGER"})
 
 
 def test_only_known_actions_are_taken():
