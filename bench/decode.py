@@ -342,10 +342,15 @@ WORKER_FILE = "worker.json"
 MERGED_BY_KEY = ("configs", "latency_ms_by_position", "latency_by_position", "latency_samples_ms", "generated")
 
 
+def rounds_of(spec: str, preset: str, default: int = 5) -> int:
+    """The rounds ``--rounds`` (``1b=7,8b=5``) gives ``preset``."""
+    return dict((k, int(v)) for k, v in (x.split("=") for x in spec.split(","))).get(preset, default)
+
+
 def worker_argv(args: argparse.Namespace, preset: str, key: str, out: Path) -> list[str]:
     """The command line of the worker that measures row ``key`` of ``preset`` alone (the one place it is built)."""
     return [sys.executable, str(Path(__file__).resolve()), "--worker", key, "--presets", preset,
-            "--rounds", f"{preset}={args.rounds_of(preset)}", "--tokens", str(args.tokens),
+            "--rounds", f"{preset}={rounds_of(args.rounds, preset)}", "--tokens", str(args.tokens),
             "--fresh-every", str(args.fresh_every), "--latency-rounds", str(args.latency_rounds),
             "--device", args.device, "--out", str(out)]
 
@@ -427,8 +432,6 @@ def main() -> int:
     args = ap.parse_args()
     # on the CPU the 1b alone takes over 24 GB in NumPy: the dry run is the tiny preset unless asked
     args.presets = args.presets or ("tiny" if args.device == "cpu" else "1b,8b")
-    rounds = {k: int(v) for k, v in (x.split("=") for x in args.rounds.split(","))}
-    args.rounds_of = lambda preset: rounds.get(preset, 5)
     try:
         import torch  # noqa: F401
 
@@ -439,7 +442,7 @@ def main() -> int:
         if args.worker not in OURS:
             ap.error(f"--worker: unknown row {args.worker}")
         args.out.mkdir(parents=True, exist_ok=True)
-        part = run_preset(args.presets, args.rounds_of(args.presets), args.tokens, torch_ok and args.worker ==
+        part = run_preset(args.presets, rounds_of(args.rounds, args.presets), args.tokens, torch_ok and args.worker ==
                           "baseline", args.device, args.latency_rounds, args.fresh_every, (args.worker,))
         (args.out / WORKER_FILE).write_text(json.dumps(part, default=str))
         return 0
@@ -458,7 +461,7 @@ def main() -> int:
         if args.isolate:
             report["presets"][name] = run_isolated(args, name, keys)
         else:
-            report["presets"][name] = run_preset(name, args.rounds_of(name), args.tokens, torch_ok, args.device,
+            report["presets"][name] = run_preset(name, rounds_of(args.rounds, name), args.tokens, torch_ok, args.device,
                                                    args.latency_rounds, args.fresh_every, keys)
         print(f"[{time.time() - t0:.0f}s] {name} done", flush=True)
     for name in args.presets.split(","):  # traced last: CUPTI stays loaded in the process once used

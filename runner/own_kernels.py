@@ -358,13 +358,14 @@ class OwnForward:
             self.sink, self.configure_grid = self.cp.zeros(1, self.cp.int32), (2 * sm_count(self.cp),)
         self.configure(self.configure_grid, (256,), (self.sink,), shared_mem=CONFIGURE_SMEM)
 
-
     def zero(self, arr: Any) -> None:
-        """own_reset: ``arr`` (its bytes a whole number of 32-bit words) set to zero by decode.cu's fill_words, a
-        kernel of the token's own module, on the current stream."""
+        """own_reset: ``arr`` (contiguous, its bytes a whole number of 32-bit words) set to zero by decode.cu's
+        fill_words, a kernel of the token's own module, on the current stream."""
         words, rest = divmod(arr.nbytes, 4)
         if rest:
             raise ValueError(f"fill_words writes 32-bit words; {arr.nbytes} bytes is not a whole number of them")
+        if not arr.flags.c_contiguous:  # the kernel writes nbytes from the first element on
+            raise ValueError("fill_words writes one contiguous run of words; the array is a strided view")
         grid = (max(1, min(FILL_BLOCKS, -(-words // FILL_THREADS))),)
         self.filler(grid, (FILL_THREADS,), (arr, np.uint32(0), np.int64(words)))
 

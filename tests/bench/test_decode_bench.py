@@ -313,8 +313,7 @@ def test_the_workers_command_line_carries_the_presets_rounds_and_the_run_setting
 
     from bench.decode import worker_argv
 
-    args = argparse.Namespace(tokens=128, fresh_every=1, latency_rounds=15, device="cuda",
-                              rounds_of={"1b": 7, "8b": 5}.get)
+    args = argparse.Namespace(tokens=128, fresh_every=1, latency_rounds=15, device="cuda", rounds="1b=7,8b=5")
     argv = worker_argv(args, "8b", "optimized", tmp_path / "w")
     assert argv[argv.index("--worker") + 1] == "optimized" and argv[argv.index("--presets") + 1] == "8b"
     assert argv[argv.index("--rounds") + 1] == "8b=5" and argv[argv.index("--tokens") + 1] == "128"

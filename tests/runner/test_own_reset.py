@@ -67,14 +67,26 @@ def test_zero_sets_every_word_once_in_a_bounded_grid(shape):
     assert not cache.any()
 
 
-def test_zero_refuses_an_array_that_is_not_whole_words():
+def test_zero_refuses_an_array_that_is_not_whole_words_or_not_contiguous():
     own = OwnForward.__new__(OwnForward)
     _emulated(own)
     with pytest.raises(ValueError, match="32-bit words"):
         own.zero(np.ones(3, np.float16))
+    with pytest.raises(ValueError, match="strided view"):
+        own.zero(np.ones((4, 4), np.float16)[:, :2])
 
 
 def test_own_reset_is_kernel_tuning_out_of_optimized_until_measured_and_brings_our_kernels():
     assert "own_reset" in cfg.KERNEL_TUNING and not cfg.CONFIGS["optimized"].get("own_reset")
     assert cfg.effective(cfg.parse_side("baseline,own_reset=on"), True)["own_kernels"]
     assert cfg.parse_side("optimized,own_reset=on").switches.get("own_reset")
+
+
+def test_the_pipelines_caches_are_what_fill_words_can_zero():
+    """The arena's KV caches (runner/arena.py): contiguous runs of whole 32-bit words, in every preset's shape."""
+    from runner.loop import Session
+
+    session = Session("tiny", "cpu", seed=0)
+    pipe, _ = session.pipeline(cfg.parse_side("optimized,own_reset=on"), "tokens")
+    for cache in (pipe.cache_k, pipe.cache_v):
+        assert cache.flags.c_contiguous and cache.nbytes % 4 == 0
