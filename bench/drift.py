@@ -16,12 +16,12 @@ Session, its optimized pipeline, tg<N>x<K>: N tokens after a 32-token prompt K t
 alone, ev<N>: N CUDA events, gl<N>: N launches of the pipeline's graph, gt<N>: of its token at 96 without the
 advance, bt<N>: of a second bench token, bf<N>: the same with CuPy's position fills, bo<N>: of the measured one 16
 at a time, bn<N>/bk<N>: bf<N> with fills of our own without/with our carveout preference, bw<N>: by the measured
-token's own module (own_reset's kernel), bm<N>: by memsetAsync, bh<N>: by a copy from the host, bd<N>: with a copy
-to the host, rc: sm_config_reset's kernel (every SM given blocks that prefer it), pipeline_own: the optimized
-pipeline emptying its KV cache by its own kernel (own_reset), freeing them, a cuBLAS matmul, torch), to find which
-of what bench/decode.py and bench/footprint.py do first moves the token from ~970 to ~990 µs for the rest of the
-process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s of load; drift_cause_*_h100_3ea05f0:
-1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
+token's own module (own_reset's kernel), bg<N>: the same launched as a graph, bm<N>: by memsetAsync, bh<N>: by a
+copy from the host, bd<N>: with a copy to the host, rc: sm_config_reset's kernel (every SM given blocks that prefer
+it), pipeline_own: the optimized pipeline emptying its KV cache by its own kernel (own_reset), freeing them, a
+cuBLAS matmul, torch), to find which of what bench/decode.py and bench/footprint.py do first moves the token from
+~970 to ~990 µs for the rest of the process (drift_h100_4be043e: the bench's token alone stayed at 974 µs for 48 s
+of load; drift_cause_*_h100_3ea05f0: 1024 launches of the pipeline's token step it, 2048 CUDA events alive do not).
 With --steps the report opens with a table by action: the token's rounds after each one and their change from
 the action before, with an interval (by_action).
 """
@@ -253,6 +253,23 @@ class Actions:
         own = self.measured_own
         self._launch_second(n, lambda arr, v: own.zero(arr))
 
+    def graph_filled_bench(self, n: int) -> None:
+        """``bg<n>``: as ``bw<n>`` with the two fills captured once as a graph and that graph launched before each
+        16 (as own_reset launches the pipeline's): whether a kernel launched outside a graph steps the token where
+        the same kernel in a graph does not."""
+        graph, stream, keep = self._second()
+        if "fill_graph" not in self.held:
+            own, second = self.measured_own, keep[0]
+            stream.begin_capture()
+            try:
+                with stream:
+                    own.zero(second.d_pos)
+                    own.zero(second.d_slot)
+            finally:
+                self.held["fill_graph"] = stream.end_capture()
+        fills = self.held["fill_graph"]
+        _sixteens(graph, stream, n, stream.synchronize, lambda: fills.launch(stream))
+
     def memset_bench(self, n: int) -> None:
         """``bm<n>``: as ``bn<n>`` with the fills (to 0) made by memsetAsync, as CuPy's fill(0) empties the
         pipeline's KV cache: whether a memset steps the token."""
@@ -334,18 +351,18 @@ class Actions:
 
 
 ACTIONS = ("alone", "session", "pipeline", "pipeline_reset", "pipeline_own", "free", "cublas", "torch", "rc")
-# Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's
-# events returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's
-# graph, gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the
-# same with its position filled by CuPy before each 16 (as gl and gt fill theirs), bn<N> and bk<N> the same with
-# a fill of our own without and with our carveout preference, bw<N> by the measured token's own module, bm<N> by
-# memsetAsync, bh<N> by a copy from the host, bd<N> with a copy to the host, bo<N> N of the measured one in the
-# same pattern
+# Actions with counts, by prefix: tg<N>[x<K>] N tokens K times, tgb<N>[x<K>] the same with the recorder's events
+# returned before each run, pf<N> an N-token prompt, ev<N> N events, gl<N> N launches of the pipeline's graph,
+# gt<N> N launches of its token at a fixed position, bt<N> N launches of a second bench token, bf<N> the same with
+# its position filled by CuPy before each 16 (as gl and gt fill theirs), bn<N> and bk<N> the same with a fill of
+# our own without and with our carveout preference, bw<N> by the measured token's own module, bg<N> the same as a
+# graph, bm<N> by memsetAsync, bh<N> by a copy from the host, bd<N> with a copy to the host, bo<N> N of the
+# measured one in the same pattern
 COUNTED = {"tg": "tokens", "tgb": "tokens", "pf": "prefill", "ev": "events", "gl": "launches",
            "gt": "fixed_launches", "bt": "second_bench", "bf": "filled_bench", "bn": "plain_filled_bench",
-           "bk": "pref_filled_bench", "bw": "own_module_filled_bench", "bm": "memset_bench", "bh": "h2d_bench",
-           "bd": "d2h_bench", "bo": "own_bench"}
-_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bn|bk|bw|bm|bh|bd|bo)(\d+)(?:x(\d+))?$")
+           "bk": "pref_filled_bench", "bw": "own_module_filled_bench", "bg": "graph_filled_bench", "bm": "memset_bench",
+           "bh": "h2d_bench", "bd": "d2h_bench", "bo": "own_bench"}
+_COUNTED = re.compile(r"(tgb|tg|pf|ev|gl|gt|bt|bf|bn|bk|bw|bg|bm|bh|bd|bo)(\d+)(?:x(\d+))?$")
 
 
 def take(actions: Actions, name: str) -> None:

@@ -76,6 +76,7 @@ class Pipeline:
         self.logits = None
         self.own = None
         self.graph = None
+        self.reset_graph = None  # own_reset: the caches' emptying, captured at the first reset
         self.delay_ns = int(self.sw.get("inject_delay_us") or 0) * 1000
         self.captures = 0
         if switches.get("own_kernels"):  # effective switches: cuda_graph and pdl imply it (config.effective)
@@ -95,12 +96,21 @@ class Pipeline:
 
     def reset(self) -> None:
         """Empty the KV cache (a new sequence), on the compute stream so it orders with the tokens: by CuPy's fill
-        (a memset), or with own_reset by our own kernel; with sm_config_reset, then every SM set to our kernels'
+        (a memset), or with own_reset by our own kernel launched as a graph (captured at the first reset: between
+        our tokens only graphs of our module's kernels are launched, whether the step follows a kernel of another
+        module or any launch outside a graph); with sm_config_reset, then every SM set to our kernels'
         shared-memory configuration."""
         with self.dev.use(self.main):
             if self.own is not None and self.sw.get("own_reset"):
-                self.own.zero(self.cache_k)
-                self.own.zero(self.cache_v)
+                if self.reset_graph is None:
+                    self.main.begin_capture()
+                    try:
+                        self.own.zero(self.cache_k)
+                        self.own.zero(self.cache_v)
+                    finally:
+                        self.reset_graph = self.main.end_capture()
+                    self.reset_graph.upload(self.main)
+                self.reset_graph.launch(self.main)
             else:
                 self.cache_k.fill(0)
                 self.cache_v.fill(0)

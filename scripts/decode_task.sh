@@ -46,8 +46,8 @@
 #                                         carveout preference, and after sm_config_reset's kernel (rc: every SM
 #                                         given blocks that prefer it); in a third, the pipeline with sm_config_reset after 24
 #                                         runs of 16 tokens, after CuPy's fills, after one run
-#   scripts/decode_task.sh foreign        the same after fills by the token's own module (own_reset's kernel), by a
-#                                         memset, by copies in and out; the pipeline's runs with own_reset, then without;
+#   scripts/decode_task.sh foreign        the same after fills by the token's own module (own_reset's kernel) alone
+#                                         and as a graph, by a memset, by copies in and out; the pipeline's runs with own_reset, then without;
 #                                         a fill of another module with every function loaded at once (EAGER)
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
@@ -162,17 +162,18 @@ for s in "${stages[@]}"; do
             | by_action; stamp v3
         stamp carveout;;
     foreign)  # which operation from outside the token's module steps it: a kernel of its own module (own_reset's
-        # fill_words), a memset (CuPy's fill(0), as the pipeline emptied its cache), copies in and out; and the
-        # optimized pipeline's runs with own_reset, then without it (as optimized is). Only the JSON comes back (8
-        # files at most)
+        # fill_words) launched alone or as a graph, a memset (CuPy's fill(0), as the pipeline emptied its cache),
+        # copies in and out; and the optimized pipeline's runs with own_reset, then without it (as optimized is).
+        # Only the JSON comes back (six files; 8 at most)
         python3 bench/drift.py --steps alone,bw1024 --step-s 4 --out "$OUT/f1" | by_action; stamp f1
-        python3 bench/drift.py --steps alone,bm1024 --step-s 4 --out "$OUT/f2" | by_action; stamp f2
-        python3 bench/drift.py --steps alone,bh1024,bd1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
+        python3 bench/drift.py --steps alone,bg1024 --step-s 4 --out "$OUT/f2" | by_action; stamp f2
+        python3 bench/drift.py --steps alone,bm1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
+        python3 bench/drift.py --steps alone,bh1024,bd1024 --step-s 4 --out "$OUT/f4" | by_action; stamp f4
         python3 bench/drift.py --steps alone,session,pipeline_own,tg16x24,pipeline,tg16x24 --step-s 4 \
-            --out "$OUT/f4" | by_action
+            --out "$OUT/f5" | by_action
         # the driver loading every function of a module when the module loads, not at its first launch: whether the
         # step follows a foreign function's first load (CUDA_MODULE_LOADING, read once at the context's creation)
-        CUDA_MODULE_LOADING=EAGER python3 bench/drift.py --steps alone,bn1024 --step-s 4 --out "$OUT/f5" | by_action
+        CUDA_MODULE_LOADING=EAGER python3 bench/drift.py --steps alone,bn1024 --step-s 4 --out "$OUT/f6" | by_action
         rm -f "$OUT"/f?/drift.md
         stamp foreign;;
     decode)

@@ -1514,7 +1514,7 @@ extern "C" __global__ void configure_sms(int* __restrict__ sink) {
 // own_reset: the KV caches emptied at a sequence's start by a kernel of this module, not by CuPy's memset: on the
 // H100 any operation from outside the token's module between its launches (CuPy's fills, a fill kernel of another
 // module) slowed every later token of the process by 1.5% (drift_carveout_*_h100_0aa491b), why not found. Launched
-// without PDL (the previous sequence's last kernel has finished its writes before the caches are emptied).
+// without PDL, in a graph of its own (Pipeline.reset), after the previous sequence's last kernel has finished.
 extern "C" __global__ void fill_words(unsigned* __restrict__ p, unsigned v, long long n) {
     pdl_wait();
     pdl_early();  // as every kernel here (the token's first kernel waits for it anyway)

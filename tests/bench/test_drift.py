@@ -361,3 +361,44 @@ def test_the_own_reset_pipeline_is_optimized_emptying_its_cache_by_its_own_kerne
     assert made[0].switches.get("own_reset") and not made[1].switches.get("own_reset")
     assert {k: v for k, v in made[0].switches.items() if k != "own_reset"} == \
         {k: v for k, v in made[1].switches.items() if k != "own_reset"}
+
+
+def test_graph_fills_are_captured_once_and_launched_before_each_16(monkeypatch):
+    """bg: the measured module's two fills captured as one graph on the second token's stream, launched ahead of
+    each 16 of its launches; a second bg reuses the graph."""
+    import bench.drift
+
+    calls = []
+
+    class Stream:
+        capturing = False
+
+        def begin_capture(self):
+            self.capturing = True
+
+        def end_capture(self):
+            self.capturing = False
+            calls.append("captured")
+            return SimpleNamespace(launch=lambda s: calls.append("fills"))
+
+        def synchronize(self):
+            calls.append("wait")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return None
+    stream = Stream()
+    second = SimpleNamespace(d_pos="pos", d_slot="slot")
+    own = SimpleNamespace(zero=lambda a: calls.append(("zero", a, stream.capturing)))
+    graph = SimpleNamespace(launch=lambda s: calls.append("token"))
+    monkeypatch.setattr(bench.drift, "_bench", lambda cp, preset: (graph, stream, [second]))
+    acts = Actions(None, "1b", measured=(graph, stream), measured_own=own)
+    assert known("bg1024")
+    take(acts, "bg32")
+    assert calls[:3] == [("zero", "pos", True), ("zero", "slot", True), "captured"]
+    assert calls.count("fills") == 2 and calls.count("token") == 32 and calls[3] == "fills"
+    calls.clear()
+    take(acts, "bg16")
+    assert "captured" not in calls and calls.count("fills") == 1

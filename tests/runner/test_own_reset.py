@@ -14,24 +14,48 @@ from runner.own_kernels import FILL_BLOCKS, FILL_THREADS, OwnForward
 from runner.pipeline import Pipeline
 
 
+class _Stream:
+    """A stream that records captures; what is launched while capturing goes into the graph, not to ``calls``."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls, self.captured = calls, None
+
+    def begin_capture(self) -> None:
+        self.captured = []
+
+    def end_capture(self) -> SimpleNamespace:
+        ops, self.captured = self.captured, None
+        self.calls.append(("captured", tuple(ops)))
+        return SimpleNamespace(upload=lambda s: self.calls.append("upload"),
+                               launch=lambda s: self.calls.extend(["launch", *ops]))
+
+    def record(self, op) -> None:
+        (self.captured if self.captured is not None else self.calls).append(op)
+
+
 def _pipeline(switches: dict, calls: list, own: bool = True) -> Pipeline:
     pipe = Pipeline.__new__(Pipeline)
-    pipe.sw, pipe.main = switches, "main"
+    pipe.sw, pipe.main, pipe.reset_graph = switches, _Stream(calls), None
     pipe.dev = SimpleNamespace(use=lambda s: contextlib.nullcontext())
     pipe.cache_k = SimpleNamespace(fill=lambda v: calls.append(("fill k", v)), name="k")
     pipe.cache_v = SimpleNamespace(fill=lambda v: calls.append(("fill v", v)), name="v")
-    pipe.own = SimpleNamespace(zero=lambda a: calls.append(("zero", a.name)),
+    pipe.own = SimpleNamespace(zero=lambda a: pipe.main.record(("zero", a.name)),
                                configure_sms=lambda: calls.append("configure")) if own else None
     return pipe
 
 
-def test_reset_empties_the_caches_by_our_kernel_only_with_the_switch_and_our_kernels():
+def test_reset_empties_the_caches_by_our_kernel_as_a_graph_only_with_the_switch_and_our_kernels():
     calls: list = []
-    _pipeline({"own_reset": True}, calls).reset()
-    assert calls == [("zero", "k"), ("zero", "v")]
+    pipe = _pipeline({"own_reset": True}, calls)
+    pipe.reset()  # captured once, then launched; every later reset launches the same graph
+    zeros = [("zero", "k"), ("zero", "v")]
+    assert calls == [("captured", tuple(zeros)), "upload", "launch", *zeros]
+    calls.clear()
+    pipe.reset()
+    assert calls == ["launch", *zeros]
     calls.clear()
     _pipeline({"own_reset": True, "sm_config_reset": True}, calls).reset()
-    assert calls == [("zero", "k"), ("zero", "v"), "configure"]
+    assert calls == [("captured", tuple(zeros)), "upload", "launch", *zeros, "configure"]
     calls.clear()
     _pipeline({}, calls).reset()
     assert calls == [("fill k", 0), ("fill v", 0)]
