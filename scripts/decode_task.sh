@@ -164,7 +164,7 @@ for s in "${stages[@]}"; do
     foreign)  # which operation from outside the token's module steps it: a kernel of its own module (own_reset's
         # fill_words) launched alone or as a graph, a memset (CuPy's fill(0), as the pipeline emptied its cache),
         # copies in and out; and the optimized pipeline's runs with own_reset, then without it (as optimized is).
-        # Only the JSON comes back (six files; 8 at most)
+        # The six processes' files come back as one, foreign.tar (8 files at most)
         python3 bench/drift.py --steps alone,bw1024 --step-s 4 --out "$OUT/f1" | by_action; stamp f1
         python3 bench/drift.py --steps alone,bg1024 --step-s 4 --out "$OUT/f2" | by_action; stamp f2
         python3 bench/drift.py --steps alone,bm1024 --step-s 4 --out "$OUT/f3" | by_action; stamp f3
@@ -174,7 +174,7 @@ for s in "${stages[@]}"; do
         # the driver loading every function of a module when the module loads, not at its first launch: whether the
         # step follows a foreign function's first load (CUDA_MODULE_LOADING, read once at the context's creation)
         CUDA_MODULE_LOADING=EAGER python3 bench/drift.py --steps alone,bn1024 --step-s 4 --out "$OUT/f6" | by_action
-        rm -f "$OUT"/f?/drift.md
+        (cd "$OUT" && tar -cf foreign.tar f? && rm -rf f?)
         stamp foreign;;
     decode)
         python3 bench/decode.py --out "$OUT/d" ${DECODE_CONFIGS:+--configs "$DECODE_CONFIGS"} \

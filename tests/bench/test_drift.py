@@ -402,3 +402,32 @@ def test_graph_fills_are_captured_once_and_launched_before_each_16(monkeypatch):
     calls.clear()
     take(acts, "bg16")
     assert "captured" not in calls and calls.count("fills") == 1
+
+
+def test_the_foreign_stage_returns_its_six_processes_as_one_tar(tmp_path):
+    """scripts/decode_task.sh foreign on a stand-in python3 that writes what drift.py writes: $OUT holds foreign.tar
+    alone (a device call returns 8 files at most), with each process's table and JSON, and EAGER reached the
+    last process only."""
+    import os
+    import subprocess
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    stub = tmp_path / "bin" / "python3"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done\n'
+                    'mkdir -p "$out" && echo "{\\"loading\\": \\"${CUDA_MODULE_LOADING:-default}\\"}" > '
+                    '"$out/drift.json" && echo "| # | after |" > "$out/drift.md"\n')
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": str(out)}
+    subprocess.run(["bash", str(root / "scripts" / "decode_task.sh"), "foreign"], env=env, check=True,
+                   capture_output=True, text=True)
+    assert [p.name for p in out.iterdir()] == ["foreign.tar"]
+    with tarfile.open(out / "foreign.tar") as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile())
+        loading = {n: tar.extractfile(n).read().decode() for n in names if n.endswith(".json")}
+    assert names == sorted(f"f{i}/drift.{ext}" for i in range(1, 7) for ext in ("json", "md"))
+    assert [n for n, text in loading.items() if "EAGER" in text] == ["f6/drift.json"]
