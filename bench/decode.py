@@ -364,9 +364,8 @@ def merge_isolated(parts: dict[str, dict]) -> dict:
         out[field] = {}
         for part in parts.values():
             out[field].update(part.get(field, {}))
-    for key, part in parts.items():
-        for label in part["configs"]:
-            out["configs"][label]["copy_bw_gbs"] = part["copy_bw_gbs"]
+    out["configs"] = {label: {**c, "copy_bw_gbs": part["copy_bw_gbs"]}
+                      for part in parts.values() for label, c in part["configs"].items()}
     ours = [k for k in out["configs"] if not k.startswith("torch_")]
     out["configs"] = {k: out["configs"][k] for k in [*ours, *(k for k in out["configs"] if k not in ours)]}
     out["copy_bw_gbs_by_process"] = {k: part["copy_bw_gbs"] for k, part in parts.items()}
@@ -432,6 +431,10 @@ def main() -> int:
     args = ap.parse_args()
     # on the CPU the 1b alone takes over 24 GB in NumPy: the dry run is the tiny preset unless asked
     args.presets = args.presets or ("tiny" if args.device == "cpu" else "1b,8b")
+    try:
+        rounds_of(args.rounds, "")
+    except ValueError:
+        ap.error(f"--rounds: PRESET=N pairs, comma-separated (e.g. 1b=7,8b=5), got {args.rounds!r}")
     try:
         import torch  # noqa: F401
 

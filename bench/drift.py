@@ -46,7 +46,7 @@ from bench.footprint import _bench  # noqa: E402
 from bench.outputs import save  # noqa: E402
 from bench.pdl_variants import graph_replay_us  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
-from runner.device import CudaDevice  # noqa: E402
+from runner.device import CudaDevice, capture_graph  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 from scripts.gpu_runner import copy_bandwidth_gbs  # noqa: E402
 
@@ -260,13 +260,12 @@ class Actions:
         graph, stream, keep = self._second()
         if "fill_graph" not in self.held:
             own, second = self.measured_own, keep[0]
-            stream.begin_capture()
-            try:
-                with stream:
-                    own.zero(second.d_pos)
-                    own.zero(second.d_slot)
-            finally:
-                self.held["fill_graph"] = stream.end_capture()
+
+            def fills() -> None:
+                own.zero(second.d_pos)
+                own.zero(second.d_slot)
+            with stream:
+                self.held["fill_graph"] = capture_graph(stream, fills)
         fills = self.held["fill_graph"]
         _sixteens(graph, stream, n, stream.synchronize, lambda: fills.launch(stream))
 

@@ -36,6 +36,7 @@ from bench.outputs import save  # noqa: E402
 from perfreview.compare import stats  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
+from runner.device import capture_graph  # noqa: E402
 from runner.loop import Session, generate  # noqa: E402
 
 VARIANTS = ("two marks a token", "one mark a token", "no marks", "launches alone", "one token at 96 again")
@@ -67,13 +68,7 @@ def token_graph(stream: Any, own: Any, layers: list, w: dict) -> Any:
     from bench.pdl_variants import token
 
     with stream:
-        stream.begin_capture()
-        try:
-            token(own, layers, w)
-        finally:
-            graph = stream.end_capture()
-        graph.upload(stream)
-    return graph
+        return capture_graph(stream, lambda: token(own, layers, w))
 
 
 def fixed_token_graph(pipe: Any) -> Any:

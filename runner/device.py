@@ -355,6 +355,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def capture_graph(stream: Any, launches: Any) -> Any:
+    """What ``launches()`` queues on ``stream`` (a CuPy stream, not the legacy one), captured as one CUDA graph and
+    uploaded; the capture ends even where ``launches`` raises."""
+    stream.begin_capture()
+    try:
+        launches()
+    finally:
+        graph = stream.end_capture()
+    graph.upload(stream)
+    return graph
+
+
 def gpu_available() -> bool:
     try:
         import cupy

@@ -28,6 +28,7 @@ from perfreview.trace.schema import Kind
 from runner.arena import Arena, kv_caches
 from runner.arena import capacity as arena_capacity
 from runner.config import kernel_defines
+from runner.device import capture_graph
 from runner.model import rope_inv_freq
 from runner.own_kernels import NormPlacement
 from runner.presets import Preset
@@ -103,19 +104,17 @@ class Pipeline:
         with self.dev.use(self.main):
             if self.own is not None and self.sw.get("own_reset"):
                 if self.reset_graph is None:
-                    self.main.begin_capture()
-                    try:
-                        self.own.zero(self.cache_k)
-                        self.own.zero(self.cache_v)
-                    finally:
-                        self.reset_graph = self.main.end_capture()
-                    self.reset_graph.upload(self.main)
+                    self.reset_graph = capture_graph(self.main, self._zero_caches)
                 self.reset_graph.launch(self.main)
             else:
                 self.cache_k.fill(0)
                 self.cache_v.fill(0)
             if self.own is not None and self.sw.get("sm_config_reset"):
                 self.own.configure_sms()
+
+    def _zero_caches(self) -> None:
+        self.own.zero(self.cache_k)
+        self.own.zero(self.cache_v)
 
     # --- the token -------------------------------------------------------------------------
     def step(self, token: int, pos: int, keep_logits: bool = False) -> int:

@@ -345,3 +345,18 @@ def test_rows_measured_apart_render_as_one_table_with_their_latency():
     row = next(x for x in text.splitlines() if x.startswith("| optimized |"))
     assert "1021.9" in row and "84.6%" in row and "| 2990 |" in row
     assert "| optimized: growth |" in text and "| torch_graph: growth |" in text
+
+
+def test_decode_refuses_malformed_rounds_before_writing_anything(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.decode import rounds_of
+
+    assert rounds_of("1b=7,8b=5", "8b") == 5 and rounds_of("1b=7", "8b") == 5 and rounds_of("1b=7", "1b") == 7
+    script = Path(__file__).resolve().parents[2] / "bench" / "decode.py"
+    for bad in ("1b=x", "1b", "=,"):
+        done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--rounds", bad,
+                               "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "--rounds: PRESET=N pairs" in done.stderr.splitlines()[-1]
+        assert not (tmp_path / "out").exists()

@@ -379,7 +379,7 @@ def test_graph_fills_are_captured_once_and_launched_before_each_16(monkeypatch):
         def end_capture(self):
             self.capturing = False
             calls.append("captured")
-            return SimpleNamespace(launch=lambda s: calls.append("fills"))
+            return SimpleNamespace(launch=lambda s: calls.append("fills"), upload=lambda s: calls.append("upload"))
 
         def synchronize(self):
             calls.append("wait")
@@ -397,8 +397,8 @@ def test_graph_fills_are_captured_once_and_launched_before_each_16(monkeypatch):
     acts = Actions(None, "1b", measured=(graph, stream), measured_own=own)
     assert known("bg1024")
     take(acts, "bg32")
-    assert calls[:3] == [("zero", "pos", True), ("zero", "slot", True), "captured"]
-    assert calls.count("fills") == 2 and calls.count("token") == 32 and calls[3] == "fills"
+    assert calls[:4] == [("zero", "pos", True), ("zero", "slot", True), "captured", "upload"]
+    assert calls.count("fills") == 2 and calls.count("token") == 32 and calls[4] == "fills"
     calls.clear()
     take(acts, "bg16")
     assert "captured" not in calls and calls.count("fills") == 1

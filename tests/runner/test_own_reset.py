@@ -114,3 +114,17 @@ def test_the_pipelines_caches_are_what_fill_words_can_zero():
     pipe, _ = session.pipeline(cfg.parse_side("optimized,own_reset=on"), "tokens")
     for cache in (pipe.cache_k, pipe.cache_v):
         assert cache.flags.c_contiguous and cache.nbytes % 4 == 0
+
+
+def test_a_capture_ends_where_the_launches_raise():
+    from runner.device import capture_graph
+
+    calls: list = []
+    stream = _Stream(calls)
+
+    def failing() -> None:
+        stream.record("first")
+        raise RuntimeError("launch failed")
+    with pytest.raises(RuntimeError, match="launch failed"):
+        capture_graph(stream, failing)
+    assert stream.captured is None and calls == [("captured", ("first",))]  # ended, never uploaded
