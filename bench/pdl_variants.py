@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from bench.outputs import save  # noqa: E402
 from perfreview.trace.meta import git_info  # noqa: E402
 from runner import config as cfg  # noqa: E402
 from runner.arena import Arena, token_buffers_capacity  # noqa: E402
+from runner.device import capture_graph  # noqa: E402
 from runner.own_kernels import (  # noqa: E402
     ATT_FILL_DEFINE, ATT_FIT_DEFINES, ATT_FOUR_BLOCKS_DEFINE, ATT_SHARE_DEFINES, EARLY_DEFINE, HOIST_DEFINE,
     MERGE_AHEAD_DEFINE, MERGE_DEFINE, MERGE_LAST_DEFINE, NORM_DEFINE, NORM_DOT_DEFINE, NORM_RESID_DEFINE,
@@ -320,6 +322,12 @@ def token_inputs(cp, p, pos: int) -> tuple:
     return ck, cv, inv, d_tok, d_pos, d_slot
 
 
+def tokens_in_a_row(own, layers, w, count: int) -> None:
+    """``count`` tokens' launches, one after another (what a variant's graph holds)."""
+    for _ in range(count):
+        token(own, layers, w)
+
+
 def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
     """``variants``: label -> (OwnForward class, its keyword arguments)."""
     p = get_preset(name)
@@ -339,11 +347,7 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: dict) -> dict:
         own = forward(cp, p, w, layers, None, inv, ck, cv, d_tok, d_pos, d_slot, **kwargs)
         owners.append(own)
         with stream:
-            stream.begin_capture()
-            for _ in range(tokens[label]):
-                token(own, layers, w)
-            graphs[label] = stream.end_capture()
-            graphs[label].upload(stream)
+            graphs[label] = capture_graph(stream, partial(tokens_in_a_row, own, layers, w, tokens[label]))
             graphs[label].launch(stream)
         stream.synchronize()
         outputs[label] = (own.logits.get(), int(own.next_id.get()[0]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pdl_variants import chosen_variants, graph_replay_us, probe_header, probe_parser, run_probe  # noqa: E402
+from runner.device import capture_graph  # noqa: E402
 from runner.own_kernels import SOURCE, PdlKernel, resident_blocks, x_stage_bytes  # noqa: E402
 from runner.presets import Preset, get_preset  # noqa: E402
 
@@ -185,6 +187,19 @@ VARIANTS = {
 RING_CHUNK_BYTES = 2 * RING_COLS  # a chunk of chain_ring's ring: RING_COLS halves
 
 
+def chain_launches(v: Variant, launch, bufs: dict, x0, phases: list, weights: dict, args: tuple, grid: int | None,
+                   smem: int) -> None:
+    """What a variant's graph holds: x0 copied in, then the phases as GEMV launches or one chain kernel."""
+    bufs["a"][:] = x0
+    if v.kernel == "gemv":
+        for ph in phases:
+            launch(((ph.rows * 32 + THREADS - 1) // THREADS,), (THREADS,),
+                   (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
+                    np.float32(1.0)), shared_mem=x_stage_bytes(v.defines, ph.cols))
+    else:
+        launch((grid,), (v.threads,), args, shared_mem=smem)
+
+
 def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
     p = get_preset(name)
     phases = plan(p)
@@ -227,21 +242,14 @@ def run_preset(cp, name: str, rounds: int, variants: dict) -> dict:
             owners.append(table)
         owners.append((mod, bufs))
         cp.cuda.Device().synchronize()
+        args = ()
+        if v.kernel != "gemv":
+            args = (table, np.int32(len(phases)), bar, np.int32(v.barriers), np.int64(SPIN_LIMIT))
+            if v.kernel == "chain_ring":
+                args += (np.int32(x_bytes // 16),)
         with stream:
-            stream.begin_capture()
-            bufs["a"][:] = x0
-            if v.kernel == "gemv":
-                for ph in phases:
-                    launch(((ph.rows * 32 + THREADS - 1) // THREADS,), (THREADS,),
-                           (weights[ph.weight], bufs[ph.x], bufs[ph.y], np.int32(ph.rows), np.int32(ph.cols),
-                            np.float32(1.0)), shared_mem=x_stage_bytes(v.defines, ph.cols))
-            else:
-                args = (table, np.int32(len(phases)), bar, np.int32(v.barriers), np.int64(SPIN_LIMIT))
-                if v.kernel == "chain_ring":
-                    args += (np.int32(x_bytes // 16),)
-                launch((grids[label],), (v.threads,), args, shared_mem=smem[label])
-            graphs[label] = stream.end_capture()
-            graphs[label].upload(stream)
+            graphs[label] = capture_graph(stream, partial(chain_launches, v, launch, bufs, x0, phases, weights, args,
+                                                          grids[label], smem.get(label, 0)))
             graphs[label].launch(stream)
         stream.synchronize()
         outputs[label] = bufs[phases[-1].y].astype(cp.float64)

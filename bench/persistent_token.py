@@ -32,6 +32,7 @@ from bench.pdl_variants import (chosen_variants, graph_replay_us, probe_header, 
                                 run_probe, token, token_inputs, weights)
 from runner.own_kernels import (ATT_FILL_DEFINE, ATT_SHARE_DEFINES, ATT_THREADS, SOURCE, OwnForward,  # noqa: E402
                                 resident_blocks)
+from runner.device import capture_graph  # noqa: E402
 from runner.presets import get_preset  # noqa: E402
 
 CHAIN_SOURCE = SOURCE.parent / "chain.cu"
@@ -260,10 +261,7 @@ def run_preset(cp, name: str, rounds: int, pos: int, variants: list[str]) -> dic
         info[label]["timed"] = finite and nid == ref_id and not info[label]["barrier_gave_up"]
         if info[label]["timed"]:
             with stream:
-                stream.begin_capture()
-                runs[label]()
-                graphs[label] = stream.end_capture()
-                graphs[label].upload(stream)
+                graphs[label] = capture_graph(stream, runs[label])
     times: dict[str, list[float]] = {k: [] for k in variants}
     order = np.random.default_rng(3)
     for _ in range(rounds):

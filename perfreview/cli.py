@@ -5,6 +5,7 @@ Every subcommand takes ``--json``. Errors print one line (``perfreview: error: .
 
 from __future__ import annotations
 
+import math
 import argparse
 import json
 import sys
@@ -255,8 +256,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
     fail_on = _fail_on(args)
     if args.aa and args.aa_from:
         raise UsageError("--aa runs its own A/A pair; leave out --aa-from")
-    if args.budget <= 0:
-        raise UsageError(f"--budget {args.budget}: seconds, above 0")
+    if not 0 < args.budget < math.inf:  # nan and inf too: a look would never pass the budget
+        raise UsageError(f"--budget {args.budget}: a number of seconds above 0")
     threshold = _threshold(args)
     quiet = args.quiet or args.json
 

@@ -245,14 +245,11 @@ class Pipeline:
         # Which function launched each kernel of the graph: a replay's i-th kernel is the i-th launch here.
         self.own.k = {n: _Logged(f, n, rec) for n, f in kernels.items()}
         rec.capture_log = []
-        s.begin_capture()
         try:
-            self._forward_own()
+            self.graph = capture_graph(s, self._forward_own)
         finally:
-            self.graph = s.end_capture()
             rec.gpu_functions = saved
             self.own.k = kernels
-        self.graph.upload(s)
         self.captures += 1
 
     def _forward_own(self) -> None:

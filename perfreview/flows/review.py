@@ -72,19 +72,35 @@ def review(a: list[Run], b: list[Run], out: Path | None, *, threshold: float = s
 
 def write_review(out: Path, result: Comparison, control: Comparison | None, a: list[Run], b: list[Run],
                  payload: dict[str, Any], plots: bool) -> None:
-    pictures = review_plots(out, a, b, payload) if plots else {}
-    render.write(out, review_md.review_markdown(result, a, b, pictures, control))
-    payload["report"], payload["plots"] = str(out), pictures
-    render.write(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str))
+    """The review, its pictures and its JSON, all or none: a failure part way removes what it wrote."""
+    written: list[Path] = []
+    try:
+        pictures = review_plots(out, a, b, payload, written) if plots else {}
+        render.write(out, review_md.review_markdown(result, a, b, pictures, control))
+        written.append(out)
+        payload["report"], payload["plots"] = str(out), pictures
+        render.write(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
-def review_plots(md_path: Path, a: list[Run], b: list[Run], payload: dict[str, Any]) -> dict[str, str]:
-    """Timeline, deltas and latency pictures named after the review; returns relative names."""
+def review_plots(md_path: Path, a: list[Run], b: list[Run], payload: dict[str, Any],
+                 written: list[Path]) -> dict[str, str]:
+    """Timeline, deltas and latency pictures named after the review (each appended to ``written`` once
+    made); returns relative names. No deltas picture where no figure has an interval (one run a side)."""
     stem = md_path.with_suffix("")
-    made = {
-        "timeline": timeline.timeline([a[0], b[0]], Path(f"{stem}_timeline.png")),
-        "deltas": charts.deltas(payload["rows"], Path(f"{stem}_deltas.png"), threshold=payload["threshold"]),
-        "latency": charts.latency([a[0], b[0]], Path(f"{stem}_latency.png"),
-                                  labels=[f"A: {a[0].meta.config_label}", f"B: {b[0].meta.config_label}"]),
+    drawers: dict[str, Callable[[Path], Path]] = {
+        "timeline": lambda path: timeline.timeline([a[0], b[0]], path),
+        "deltas": lambda path: charts.deltas(payload["rows"], path, threshold=payload["threshold"]),
+        "latency": lambda path: charts.latency([a[0], b[0]], path,
+                                               labels=[f"A: {a[0].meta.config_label}", f"B: {b[0].meta.config_label}"]),
     }
-    return {k: v.name for k, v in made.items()}
+    if not charts.rows_with_intervals(payload["rows"]):
+        del drawers["deltas"]
+    made = {}
+    for name, draw in drawers.items():
+        written.append(draw(Path(f"{stem}_{name}.png")))
+        made[name] = written[-1].name
+    return made

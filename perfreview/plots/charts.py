@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 
 from perfreview.plots.style import save, short  # noqa: E402  (sets the backend and plain-text labels first)
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from perfreview.analysis import samples  # noqa: E402
@@ -20,11 +21,17 @@ VERDICT_COLORS = {"improved": "#2ca02c", "regressed": "#d62728", "no change": "#
                   "inconclusive": "#ff9f1c", "shown, not tested": "#9ecae1"}
 
 
+def rows_with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compare's JSON rows that the deltas chart can draw: a ratio and its interval."""
+    return [r for r in rows if r.get("ratio") is not None and r.get("ci_low") is not None
+            and r.get("ci_high") is not None]
+
+
 def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: float | None = None,
            dpi: int = 110, size: tuple[float, float] | None = None) -> Path:
     """Horizontal bars of % change (B/A - 1) with 95% interval whiskers, coloured by verdict,
     sorted by impact (headline figures first). ``rows`` are compare's JSON rows."""
-    usable = [r for r in rows if r.get("ratio") is not None and r.get("ci_low") is not None]
+    usable = rows_with_intervals(rows)
     if not usable:
         raise ValueError("no comparison rows with an interval to draw")
     heads = [r for r in usable if r["kind"] == "headline"]
@@ -50,6 +57,11 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
         ax.set_xscale("symlog", linthresh=5, linscale=1.5)
         # plain numbers: log ticks are mathtext by default, and pictures parse no math (names are text)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    limits = _x_limits(change, lo, hi, max((r.get("threshold") or threshold or 0) for r in chosen) * 100,
+                       symlog=span > 20)
+    ax.set_xlim(*limits)
+    if span > 20:
+        ax.xaxis.set_major_locator(FixedLocator(_symlog_ticks(*limits)))
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
@@ -65,6 +77,30 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     save(fig, out, dpi)
     plt.close(fig)
     return Path(out)
+
+
+def _x_limits(change: np.ndarray, lo: np.ndarray, hi: np.ndarray, band: float, symlog: bool) -> tuple[float, float]:
+    """Every bar, whisker and Δ band inside the axis. Matplotlib's own limits drop a whisker to -100% beside
+    one to +1e6% (its margin stops at the bars' sticky edge at 0), hiding every bar and whisker below 0."""
+    values = np.concatenate([change, lo, hi, [0.0, -band, band]])
+    left, right = float(np.nanmin(values)), float(np.nanmax(values))
+    if symlog:  # a pad that reads the same at every decade
+        return (left * 1.6 - 1 if left < 0 else -1.0), (right * 1.6 + 1 if right > 0 else 1.0)
+    pad = 0.06 * (right - left) or 0.1
+    return left - pad, right + pad
+
+
+def _symlog_ticks(left: float, right: float, most: int = 5) -> list[float]:
+    """0 and whole decades from 1 out to each limit, every k-th decade so that a side has at most ``most`` labels
+    (every decade of an interval to +1e9% runs the labels into each other); 2 and 5 too within two decades."""
+    ticks = [0.0]
+    for sign, reach in ((-1, -left), (1, right)):
+        decades = int(math.floor(math.log10(reach))) + 1 if reach >= 1 else 0
+        step = max(1, math.ceil(decades / most))
+        mantissas = (1, 2, 5) if decades <= 2 else (1,)  # a short axis would read 1, 10 and nothing else
+        ticks += [sign * m * 10.0 ** e for e in range(0, decades, step) for m in mantissas
+                  if m * 10.0 ** e <= reach]
+    return sorted(ticks)
 
 
 def latency(runs: list[Run], out: Path, labels: list[str] | None = None, dpi: int = 110,

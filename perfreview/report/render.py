@@ -65,6 +65,14 @@ def with_ci(value: float, low: float, high: float) -> str:
     return f"{value:,.{d}f} [{low:,.{d}f}, {high:,.{d}f}]"
 
 
+SINGULAR = {"runs": "run", "rounds": "round", "processes": "process", "blocks": "block", "repeats": "repeat"}
+
+
+def count(n: int, unit: str) -> str:
+    """``1 run``, ``12 runs``: the comparison's units (rounds, processes, runs, blocks) counted."""
+    return f"{n} {SINGULAR.get(unit, unit) if n == 1 else unit}"
+
+
 def pct(ratio: float, digits: int | None = None) -> str:
     if ratio is None or not math.isfinite(ratio):
         return "n/a"
@@ -151,8 +159,9 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # markdown, not HTML: names are escaped with the md filter instead
     )
-    env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, pct_ci=pct_ci, cell=cell, change=change,
-                       verdict_txt=verdict_text, title=figures.title, label=figure_label, design=design_text)
+    env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, count=count, pct_ci=pct_ci, cell=cell,
+                       change=change, verdict_txt=verdict_text, title=figures.title, label=figure_label,
+                       design=design_text)
     return env
 
 

@@ -4,6 +4,7 @@ the numbers come from perfreview.compare and perfreview.analysis.summary."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,13 @@ def conclusion(cmp: Comparison, a: str, b: str) -> str:
         return "No throughput figure could be compared."
     a, b = render.md(a), render.md(b)
     d = cmp.design
-    head = (f"{b} vs {a}: decode throughput {render.pct_ci(tps.ratio, tps.ci_low, tps.ci_high)} "
-            f"({tps.confidence:.1%} interval, {tps.n} {d.unit})")
+    bounded = math.isfinite(tps.ci_low) and math.isfinite(tps.ci_high)
+    if bounded:
+        head = (f"{b} vs {a}: decode throughput {render.pct_ci(tps.ratio, tps.ci_low, tps.ci_high)} "
+                f"({tps.confidence:.1%} interval, {render.count(tps.n, d.unit)})")
+    else:  # one unit a side: a change, but nothing to put an interval on
+        head = (f"{b} vs {a}: decode throughput {render.pct(tps.ratio)} with no interval "
+                f"({render.count(tps.n, d.unit)})")
     if tps.verdict in (stats.IMPROVED, stats.REGRESSED):
         kind = "speedup" if tps.verdict == stats.IMPROVED else "slowdown"
         text = f"{head}: a real {kind}; the interval excludes no change"
@@ -56,8 +62,10 @@ def conclusion(cmp: Comparison, a: str, b: str) -> str:
         if tps.units_needed:
             secs = f" (about {tps.units_needed * d.seconds_per_unit:.0f} s of measuring)" if d.seconds_per_unit else ""
             need = f" About {tps.units_needed} {d.unit} would decide it{secs}."
-        text = (f"{head}: inconclusive; the interval neither excludes no change nor fits inside "
-                f"±{d.threshold:.1%}.{need}")
+        why = (f"the interval neither excludes no change nor fits inside ±{d.threshold:.1%}" if bounded
+               else f"with one unit a side there is no interval to hold against ±{d.threshold:.1%} (two or more "
+                    "runs a side, or perfreview ab, give one)")
+        text = f"{head}: inconclusive; {why}.{need}"
     if d.stopped_because:
         text += f" Stopped because {d.stopped_because}."
     others = [r for r in cmp.rows if r.decided and r.role != "primary"]

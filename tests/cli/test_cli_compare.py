@@ -37,6 +37,38 @@ def test_compare_from_store_by_label(cpu_runs, capsys):
     assert any("not interleaved" in w for w in obj["warnings"])
 
 
+def test_one_run_a_side_reviews_without_a_deltas_picture(cpu_runs, capsys, tmp_path):
+    # one run a side has no interval: the review, its timeline and latency pictures are written, the deltas
+    # picture (intervals only) is left out, and the llama-bench row says it has no interval, not [nan, nan]
+    md = tmp_path / "one.md"
+    root = str(cpu_runs["root"])
+    assert main(["compare", "--a", "config_label=baseline", "--b", "config_label=optimized", "--runs-dir", root,
+                 "--out", str(md), "--force", "--quiet"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.md", "one_latency.png",
+                                                         "one_timeline.png"]
+    text = md.read_text()
+    assert "[no interval]" in text and "nan" not in text and "with no interval (1 run)" in text
+    assert json.loads((tmp_path / "one.json").read_text())["plots"] == {"timeline": "one_timeline.png",
+                                                                      "latency": "one_latency.png"}
+    assert main(["plot", "deltas", str(tmp_path / "one.json"), "--out", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"perfreview: error: {tmp_path / 'one.json'}: no figure")
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_a_review_that_fails_part_way_leaves_nothing(cpu_runs, capsys, tmp_path, monkeypatch):
+    from perfreview.plots import charts
+
+    def broken(*args, **kwargs):
+        raise ValueError("latency picture failed")
+    monkeypatch.setattr(charts, "latency", broken)  # the last picture, after the timeline and deltas are written
+    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--out",
+                 str(tmp_path / "r.md"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "perfreview: error: latency picture failed"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_aa_pair_is_a_negative_control(cpu_runs, capsys):
     assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--aa-from",
                  str(cpu_runs["aa1"]), str(cpu_runs["aa2"]), "--json", "--no-plots"]) == 0
@@ -101,3 +133,13 @@ def test_sequential_ab_with_its_own_aa_pair_stops_when_decided(tmp_path, capsys)
     review = json.loads((tmp_path / "r.json").read_text())
     assert review["design"]["look"] == 1 and "decided at look 1" in review["design"]["stopped_because"]
     assert len(review["aa_runs"]) == 1 and review["negative_control"]["primary"] is not None
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf"])
+def test_ab_refuses_a_budget_that_is_not_seconds(tmp_path, capsys, budget):
+    # nan passed every "would the next look pass the budget" test as False: the run went on to its last look
+    assert main(["ab", "--a", "config=baseline", "--b", "config=optimized", "--device", "cpu", "--tokens", "2",
+                 "--budget", budget, "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"perfreview: error: --budget {float(budget)}: a number of seconds above 0"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

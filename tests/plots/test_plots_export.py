@@ -48,6 +48,25 @@ def test_deltas_from_review_json(cpu_runs, tmp_path):
         assert (tmp_path / name).stat().st_size > 5000 and name in text
 
 
+def test_deltas_axis_holds_every_whisker(tmp_path, monkeypatch):
+    # two rounds: whiskers from -99.9% to +1e8%. Matplotlib's own limits stopped at 0 (the bars' sticky edge),
+    # so every bar and whisker below 0 was cut off; and a label a decade ran into each other
+    import matplotlib.pyplot as plt
+
+    from perfreview.plots import charts
+
+    rows = [dict(name=n, kind="headline", metric="", ratio=r, ci_low=lo, ci_high=hi, verdict="inconclusive")
+            for n, r, lo, hi in [("tokens_per_s", 1.13, 0.49, 2.6), ("median_token_ms", 0.9, 0.001, 1e6)]]
+    axes = []
+    monkeypatch.setattr(plt, "close", lambda fig: axes.append(fig.axes[0]))
+    charts.deltas(rows, tmp_path / "d.png", threshold=0.005)
+    left, right = axes[0].get_xlim()
+    assert left < -99.9 and right > (1e6 - 1) * 100
+    ticks = [t for t in axes[0].get_xticks() if left <= t <= right]
+    assert 0 in ticks and -100 in ticks and len([t for t in ticks if t > 0]) <= 5
+    assert charts._symlog_ticks(-1.6, 30) == [-1, 0, 1, 2, 5, 10, 20]
+
+
 def test_perfetto_export_validates_and_round_trips(cpu_runs, tmp_path):
     run = runs.read_run(cpu_runs["functions"])
     out = tmp_path / "trace.json"

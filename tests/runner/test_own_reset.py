@@ -128,3 +128,27 @@ def test_a_capture_ends_where_the_launches_raise():
     with pytest.raises(RuntimeError, match="launch failed"):
         capture_graph(stream, failing)
     assert stream.captured is None and calls == [("captured", ("first",))]  # ended, never uploaded
+
+
+def test_token_capture_restores_the_recorder_and_kernels_where_the_forward_raises():
+    # Pipeline._capture times nothing inside the graph and logs which function launched each kernel: both undone
+    # after the capture, also where a launch raises (the capture itself ended by runner.device.capture_graph)
+    calls: list = []
+    kernels = {"gemv": lambda *a: None}
+    pipe = _pipeline({}, calls)
+    pipe.rec, pipe.own.k, pipe.captures = SimpleNamespace(gpu_functions=True, capture_log=None), kernels, 0
+
+    def failing() -> None:
+        assert pipe.rec.gpu_functions is False and pipe.own.k is not kernels
+        pipe.main.record("launch in the capture")
+        raise RuntimeError("launch failed")
+    pipe._forward_own = failing
+    with pytest.raises(RuntimeError):
+        pipe._capture()
+    assert pipe.rec.gpu_functions is True and pipe.own.k is kernels and pipe.captures == 0
+    assert calls == [("captured", ("launch in the capture",))]
+    pipe._forward_own = lambda: pipe.main.record("token")
+    pipe._capture()
+    assert pipe.captures == 1 and calls[-2:] == [("captured", ("token",)), "upload"]
+    pipe.graph.launch(pipe.main)
+    assert calls[-2:] == ["launch", "token"]
