@@ -50,9 +50,10 @@
 #                                         and as a graph, by a memset, by copies in and out; the pipeline's runs with own_reset, then without;
 #                                         a fill of another module with every function loaded at once (EAGER)
 #   CANDIDATE=own_reset CANDIDATE_ROW= AB_AT= DECODE_PRESETS=1b DECODE_CONFIGS=optimized+own_reset DECODE_ISOLATE=1 \
-#       scripts/decode_task.sh candidate foreign decode   own_reset's kernel against float64 (no pdl_variants row, no
-#       perfreview ab: in one process the step reaches both sides), the step's cause, and the 1b's table with each
-#       row in a process of its own: one call, 5 files back
+#       scripts/decode_task.sh candidate decode foreign   own_reset's kernel against float64 (no pdl_variants row, no
+#       perfreview ab: in one process the step reaches both sides), the 1b's table with each row in a process of
+#       its own (before the step's cause, so that a call cut short keeps the table), and the step's cause: one
+#       call, 5 files back
 # candidate: a kernel-tuning switch measured for optimized before it joins it: optimized's build with it
 # against float64, its pdl_variants row beside optimized and an A/A row at positions 96 and 512, and
 # perfreview ab (optimized against optimized with the switch, A/A control) at tg128 on the 1b and the 8b

@@ -89,7 +89,7 @@ def write_review(out: Path, result: Comparison, control: Comparison | None, a: l
 def review_plots(md_path: Path, a: list[Run], b: list[Run], payload: dict[str, Any],
                  written: list[Path]) -> dict[str, str]:
     """Timeline, deltas and latency pictures named after the review (each appended to ``written`` once
-    made); returns relative names. No deltas picture where no figure has an interval (one run a side)."""
+    made); returns relative names. No deltas picture where no figure has an interval (one unit on a side)."""
     stem = md_path.with_suffix("")
     drawers: dict[str, Callable[[Path], Path]] = {
         "timeline": lambda path: timeline.timeline([a[0], b[0]], path),

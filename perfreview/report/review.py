@@ -47,7 +47,7 @@ def conclusion(cmp: Comparison, a: str, b: str) -> str:
     if bounded:
         head = (f"{b} vs {a}: decode throughput {render.pct_ci(tps.ratio, tps.ci_low, tps.ci_high)} "
                 f"({tps.confidence:.1%} interval, {render.count(tps.n, d.unit)})")
-    else:  # one unit a side: a change, but nothing to put an interval on
+    else:  # one unit on a side: a change, but nothing to put an interval on
         head = (f"{b} vs {a}: decode throughput {render.pct(tps.ratio)} with no interval "
                 f"({render.count(tps.n, d.unit)})")
     if tps.verdict in (stats.IMPROVED, stats.REGRESSED):
@@ -63,7 +63,7 @@ def conclusion(cmp: Comparison, a: str, b: str) -> str:
             secs = f" (about {tps.units_needed * d.seconds_per_unit:.0f} s of measuring)" if d.seconds_per_unit else ""
             need = f" About {tps.units_needed} {d.unit} would decide it{secs}."
         why = (f"the interval neither excludes no change nor fits inside ±{d.threshold:.1%}" if bounded
-               else f"with one unit a side there is no interval to hold against ±{d.threshold:.1%} (two or more "
+               else f"with one unit on a side there is no interval to hold against ±{d.threshold:.1%} (two or more "
                     "runs a side, or perfreview ab, give one)")
         text = f"{head}: inconclusive; {why}.{need}"
     if d.stopped_because:

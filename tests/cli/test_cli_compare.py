@@ -49,6 +49,7 @@ def test_one_run_a_side_reviews_without_a_deltas_picture(cpu_runs, capsys, tmp_p
                                                          "one_timeline.png"]
     text = md.read_text()
     assert "[no interval]" in text and "nan" not in text and "with no interval (1 run)" in text
+    assert "- deltas: not drawn, no figure has an interval" in text
     assert json.loads((tmp_path / "one.json").read_text())["plots"] == {"timeline": "one_timeline.png",
                                                                       "latency": "one_latency.png"}
     assert main(["plot", "deltas", str(tmp_path / "one.json"), "--out", str(tmp_path / "d.png")]) == 2
