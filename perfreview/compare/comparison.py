@@ -272,12 +272,18 @@ def design_notes(a: list[Run], b: list[Run], design: Design, n: int) -> list[str
     """What the reader must know about how the units were made before trusting the rows."""
     notes = []
     if design.unit == RUNS:
+        # what would decide it: for our own runs, rounds (ab); for imported traces, ab cannot rerun someone else's
+        # program, so blocks of each trace's tokens (import --blocks) or more traces a side
+        imported = any(r.meta.imported for r in a + b)
+        remedy = ("import each trace with --blocks N, or two or more traces a side"
+                  if imported else "store two or more runs per side, or use perfreview ab")
         notes.append(f"the sides were not interleaved: each run is one unit ({len(a)} vs {len(b)} runs), compared "
                      "with Welch's t on the logs of per-run values; repeats inside one process are not independent "
-                     "samples. Interleave the sides (perfreview ab) to compare round by round")
+                     "samples. " + ("Import each trace with --blocks N to compare blocks of its tokens" if imported
+                                    else "Interleave the sides (perfreview ab) to compare round by round"))
         if min(len(a), len(b)) < 2:
             notes.append("one run per side cannot separate a change from one process's offset: no verdict is possible "
-                         "(store two or more runs per side, or use perfreview ab)")
+                         f"({remedy})")
     elif n < stats.MIN_UNITS:
         notes.append(f"only {n} {design.unit} (fewer than {stats.MIN_UNITS}): Student t on the log-differences, "
                      "wide intervals")

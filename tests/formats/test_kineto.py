@@ -103,6 +103,24 @@ def test_kineto_import_report_and_timeline_with_a_mirrored_token(tmp_path, capsy
     assert (tmp_path / "t.png").stat().st_size > 1000
 
 
+def test_two_imported_traces_compare_without_blocks_and_say_how_to_decide(tmp_path, capsys):
+    # one trace a side, no --blocks: one unit a side, so no interval; the review is still written (it failed after
+    # its timeline once) and names import --blocks, not perfreview ab (which cannot rerun someone else's program)
+    for name in ("before", "after"):
+        path = write_gz(tmp_path / f"{name}.json.gz", kineto_trace())
+        assert main(["import", "kineto", str(path), "--token-marker", "token", "--out", str(tmp_path / "runs"),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    md = tmp_path / "review.md"
+    assert main(["compare", str(tmp_path / "runs" / "before"), str(tmp_path / "runs" / "after"), "--out", str(md),
+                 "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["verdict"] == "inconclusive" and set(obj["plots"]) == {"timeline", "latency"}
+    notes = " ".join(obj["warnings"])
+    assert "--blocks N" in notes and "perfreview ab" not in notes
+    assert (tmp_path / "review_timeline.png").is_file() and not (tmp_path / "review_deltas.png").exists()
+
+
 @pytest.mark.parametrize("content, message", [
     (b"\x1f\x8b\x08\x00garbage", "cannot read"),
     (b"[" * 100_000, "nested too deeply"),
