@@ -5,9 +5,9 @@ Every subcommand takes ``--json``. Errors print one line (``perfreview: error: .
 
 from __future__ import annotations
 
-import math
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable

@@ -56,8 +56,8 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise PictureError(f"{review_json}: not a perfreview review JSON (its rows are not a list of objects)")
     if not charts.rows_with_intervals(rows):
-        raise PictureError(f"{review_json}: no figure of this review has an interval to draw (one run a side, or "
-                           "too few repeats)")
+        raise PictureError(f"{review_json}: no figure of this review has an interval to draw (one unit on a "
+                           "side)")
     return charts.deltas(rows, out, threshold=payload.get("threshold"), size=size, dpi=dpi)
 
 

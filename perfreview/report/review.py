@@ -63,8 +63,8 @@ def conclusion(cmp: Comparison, a: str, b: str) -> str:
             secs = f" (about {tps.units_needed * d.seconds_per_unit:.0f} s of measuring)" if d.seconds_per_unit else ""
             need = f" About {tps.units_needed} {d.unit} would decide it{secs}."
         why = (f"the interval neither excludes no change nor fits inside ±{d.threshold:.1%}" if bounded
-               else f"with one unit on a side there is no interval to hold against ±{d.threshold:.1%} (two or more "
-                    "runs a side, or perfreview ab, give one)")
+               else f"with one unit on a side there is no interval to hold against ±{d.threshold:.1%} (the notes "
+                    "below say what would give one)")
         text = f"{head}: inconclusive; {why}.{need}"
     if d.stopped_because:
         text += f" Stopped because {d.stopped_because}."
