@@ -25,7 +25,7 @@ def imported_meta(path: Path, run_id: str, events: pd.DataFrame, token_marker: s
     repeats = sorted(int(r) for r in tokens["repeat"].unique()) or [0]
     return RunMeta(
         run=run_id, imported_from=str(path), format=FORMATS.get(fmt, fmt), token_marker=token_marker,
-        preset="imported", config="imported", config_label=Path(path).stem, tokens=len(tokens),
+        preset="imported", config="imported", config_label=run_id, tokens=len(tokens),
         repeats=len(repeats), per_repeat=[RepeatInfo(r) for r in repeats], timing=fmt,
         repeats_are=("blocks of consecutive tokens of one trace (batch means)" if len(repeats) > 1 else "one trace"),
         device=device, git={"commit": None, "dirty": None},
@@ -43,7 +43,7 @@ def llama_bench_meta(path: Path, run_id: str, records: list[dict], tests: int) -
               "backend": str(first.get("backends") or "llama-bench"), "cpu": str(first.get("cpu_info") or "")}
     return RunMeta(
         run=run_id, imported_from=str(path), format="llama-bench", preset="imported", config="llama-bench",
-        config_label=Path(path).stem, tokens=0, repeats=tests, timing="llama-bench", build=build,
+        config_label=run_id, tokens=0, repeats=tests, timing="llama-bench", build=build,
         repeats_are=f"{tests} llama-bench tests of one process, each with its own repetitions",
         device=device, git={"commit": build or None, "dirty": None}, host={"hostname": "", "python": ""},
         clock="none (llama-bench records times per repetition, not a timeline)", tool_version="import",

@@ -38,6 +38,15 @@ def md(text: Any) -> str:
     return s.replace("&", "&amp;")
 
 
+def code(text: Any) -> str:
+    """A name from a trace (a path, a marker, a build) as a code span in prose. Backslash escapes do not work inside
+    one (``md`` would show its backslashes), so the fence is one backtick longer than any run inside the name."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""  # a fence must not touch a backtick of the name
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
 def num(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -159,7 +168,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # markdown, not HTML: names are escaped with the md filter instead
     )
-    env.filters.update(md=md, num=num, with_ci=with_ci, pct=pct, count=count, pct_ci=pct_ci, cell=cell,
+    env.filters.update(md=md, code=code, num=num, with_ci=with_ci, pct=pct, count=count, pct_ci=pct_ci, cell=cell,
                        change=change, verdict_txt=verdict_text, title=figures.title, label=figure_label,
                        design=design_text)
     return env

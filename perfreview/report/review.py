@@ -94,7 +94,8 @@ def review_markdown(cmp: Comparison, a: list[Run], b: list[Run], plots: dict[str
               (stats.IMPROVED, stats.REGRESSED, stats.NO_CHANGE, stats.INCONCLUSIVE, stats.SHOWN)}
     waits_grew = any(r.verdict == stats.REGRESSED and gaps.is_sync_name(r.name) for r in significant)
     return render.render(
-        "review.md.j2", a=side_a, b=side_b, meta=meta, device=render.known(meta.device), host=render.known(meta.host),
+        "review.md.j2", a=side_a, b=side_b, meta=meta, b_meta=b[0].meta, device=render.known(meta.device),
+        host=render.known(meta.host),
         heads=heads,
         findings=findings, significant=significant, rest=rest, counts=counts, design=cmp.design,
         n=cmp.n, notes=cmp.warnings, control=control.primary if control else None,

@@ -119,6 +119,14 @@ def test_two_imported_traces_compare_without_blocks_and_say_how_to_decide(tmp_pa
     notes = " ".join(obj["warnings"])
     assert "--blocks N" in notes and "perfreview ab" not in notes
     assert (tmp_path / "review_timeline.png").is_file() and not (tmp_path / "review_deltas.png").exists()
+    # the review speaks of the two traces, not of our runner's prompt, KV cache and warm-up
+    text = md.read_text()
+    assert text.startswith("## Performance review: after vs before")  # after.json.gz's run is "after"
+    overview = text.split("### Key findings")[0]
+    # the paths as code spans, as written (a backslash escape would show inside one)
+    assert f"A `{tmp_path / 'before.json.gz'}` (6 tokens) and B `{tmp_path / 'after.json.gz'}` (6), cut at each " \
+           "`token`" in overview
+    assert "prompt" not in text and "KV cache" not in text and "warm-up" not in text and "Python" not in text
 
 
 @pytest.mark.parametrize("content, message", [

@@ -126,3 +126,13 @@ def test_a_failed_write_names_the_file_asked_for_and_leaves_nothing(tmp_path):
         render.write(target, "text")
     assert info.value.filename == str(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("name, span", [("runs/a_b.json", "`runs/a_b.json`"), ("x`y", "``x`y``"),
+                                        ("`edge", "`` `edge ``"), ("a<b>|c$", "`a<b>|c$`")])
+def test_code_spans_keep_names_as_written(name, span):
+    # inside a code span markdown's backslash escapes show as backslashes: the name goes in as it is, fenced by
+    # more backticks than it holds
+    assert render.code(name) == span
+    inline = MarkdownIt().parseInline(f"from {render.code(name)} on")[0].children
+    assert [t.content for t in inline if t.type == "code_inline"] == [name]
