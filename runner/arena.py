@@ -18,11 +18,12 @@ ALIGN = 256  # bytes: every buffer starts on a 256-byte boundary, as cudaMalloc'
 
 class Arena:
     """A bump allocator over one zeroed buffer of ``xp`` (NumPy or CuPy); past its capacity it
-    falls back to plain allocations (never an error)."""
+    falls back to plain allocations (never an error). ``zeroed=False``: the buffer is left as allocated, for
+    an owner that zeroes it itself before any read (own_reset: by a kernel of the token's module, not a memset)."""
 
-    def __init__(self, xp: Any, capacity: int) -> None:
+    def __init__(self, xp: Any, capacity: int, zeroed: bool = True) -> None:
         self.xp = xp
-        self.buf = xp.zeros(int(capacity), dtype=np.uint8)
+        self.buf = (xp.zeros if zeroed else xp.empty)(int(capacity), dtype=np.uint8)
         self.used = 0  # bytes carved from the start
         self.top = self.buf.size  # where the buffers carved from the end begin
         self.fallbacks = 0

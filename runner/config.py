@@ -199,8 +199,9 @@ SWITCHES: dict[str, Switch] = {
                               "decode_reset_h100_0aa491b; implies own_kernels; nothing without smem_carveout)"),
     "own_reset": Switch(bool, False, True, True,
                         "the KV cache emptied at each sequence's start by our own kernel (decode.cu's fill_words, "
-                        "a kernel of the token's module) launched as a graph, instead of CuPy's fill (a memset), so "
-                        "that nothing but graphs of the token's module runs between its launches: a kernel of "
+                        "a kernel of the token's module) launched as a graph, instead of CuPy's fill (a memset), and "
+                        "a new instance's memory zeroed by it too (not by a memset at its making), so that nothing "
+                        "but the token's module runs between its launches: a kernel of "
                         "another module between them slowed every later token of the process by 1.5% on the H100 "
                         "(drift_carveout_*_h100_0aa491b). No arithmetic changes. Not measured on a GPU yet (scripts/"
                         "decode_task.sh foreign, and decode with DECODE_ISOLATE=1); not in optimized (implies "

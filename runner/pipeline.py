@@ -59,7 +59,12 @@ class Pipeline:
             self.joins = [device.event() for _ in range(3)]
         p = preset
         shape = (p.n_layers, p.n_kv_heads, p.max_ctx, p.head_dim)
-        self.arena = mem = Arena(xp, arena_capacity(p))  # one allocation: the same layout in every instance
+        # own_reset: nothing but our module's kernels between our tokens, the arena's zeroing too (below, by
+        # fill_words once the module is loaded): with fresh instances a memset at each one's making would land
+        # between the tokens of the instance before
+        own_zeroes = bool(switches.get("own_kernels") and switches.get("own_reset"))
+        # one allocation: the same layout in every instance
+        self.arena = mem = Arena(xp, arena_capacity(p), zeroed=not own_zeroes)
         # buffers_first: the caches at its end, the token's small buffers from its start
         self.cache_k, self.cache_v = kv_caches(mem, shape, self.act, at_end=bool(switches.get("buffers_first")))
         pinned = bool(switches.get("async_copies"))
@@ -87,6 +92,9 @@ class Pipeline:
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
                                   pdl=bool(switches.get("pdl")), defines=kernel_defines(switches),
                                   zeros=mem.zeros, l2_ahead_mb=L2_AHEAD_MB if switches.get("l2_ahead") else 0.0)
+            if own_zeroes:  # before anything reads the buffers carved from it (the caches, tickets, partials)
+                with device.use(self.main):
+                    self.own.zero(mem.buf)
         device.synchronize_all()
 
     def set_delay_ns(self, ns: int) -> None:

@@ -152,3 +152,35 @@ def test_token_capture_restores_the_recorder_and_kernels_where_the_forward_raise
     assert pipe.captures == 1 and calls[-2:] == [("captured", ("token",)), "upload"]
     pipe.graph.launch(pipe.main)
     assert calls[-2:] == ["launch", "token"]
+
+
+@pytest.mark.parametrize("own_reset", [False, True])
+def test_own_reset_zeroes_the_arena_by_our_kernel_not_a_memset(monkeypatch, own_reset):
+    # with fresh instances each round, the memset that zeroed a new instance's arena landed between the tokens of
+    # the instance before: with own_reset the arena is allocated as it is and zeroed by fill_words, before
+    # anything reads it
+    import runner.arena
+    import runner.own_kernels
+    from runner.loop import Session
+    from runner.pipeline import Pipeline as Pipe
+    from runner.recorder import Recorder
+
+    calls: list = []
+    xp = SimpleNamespace(zeros=lambda n, dtype: calls.append("zeros") or np.zeros(n, dtype),
+                         empty=lambda n, dtype: calls.append("empty") or np.full(n, 7, dtype))  # as left
+
+    class Own:
+        def __init__(self, *args, **kwargs) -> None:
+            calls.append("module")
+
+        def zero(self, arr) -> None:
+            calls.append(("zero", arr.nbytes))
+            arr[...] = 0
+    monkeypatch.setattr(runner.own_kernels, "OwnForward", Own)
+    monkeypatch.setattr(runner.pipeline, "Arena", lambda _xp, cap, zeroed=True: runner.arena.Arena(xp, cap, zeroed))
+    session = Session("tiny", "cpu", seed=0)
+    switches = {**cfg.effective(cfg.resolve("optimized", {"own_reset": own_reset}), gpu=True)}
+    pipe = Pipe(session.preset, session.weights, session.device, switches, Recorder(session.device, "tokens"))
+    assert not pipe.arena.buf.any()  # zero before anything reads it, either way
+    size = pipe.arena.buf.nbytes
+    assert calls == (["empty", "module", ("zero", size)] if own_reset else ["zeros", "module"])
