@@ -13,6 +13,7 @@ from perfreview.flows.llama_bench import RECORDS, test_rows
 from perfreview.formats import chrome_trace, llama_bench, markers, nsys_sqlite
 from perfreview.formats.imported import imported_meta, llama_bench_meta
 from perfreview.trace import schema
+from perfreview.trace.meta import RunMeta
 from perfreview.trace.schema import TRACED_DEVICE_KINDS, Kind
 
 FORMATS = ("kineto", "chrome", "nsys", "llama-bench")  # chrome: an alias of kineto (the same reader)
@@ -45,6 +46,14 @@ def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = Non
                  name: str | None = None, progress: Callable[[int, int], None] | None = None,
                  ) -> tuple[Stored, pd.DataFrame]:
     """The stored run and its event table; ``progress(MiB read, MiB in all)`` while a trace is read."""
+    events, meta = read_trace(fmt, file, token_marker, blocks, name, progress)
+    return save(out, events, meta), events
+
+
+def read_trace(fmt: str, file: Path, token_marker: str | None = None, blocks: int | None = None,
+               name: str | None = None, progress: Callable[[int, int], None] | None = None,
+               ) -> tuple[pd.DataFrame, RunMeta]:
+    """Another tool's trace as an event table and its run metadata, in memory (import_trace stores them)."""
     if blocks and not token_marker:
         raise ValueError("--blocks needs --token-marker (blocks are runs of tokens)")
     run_id = name or (file.name if file.is_dir() else Path(file.name.removesuffix(".gz")).stem)  # t.json.gz -> t
@@ -56,4 +65,4 @@ def import_trace(fmt: str, file: Path, out: Path, token_marker: str | None = Non
         identity = {k: info[k] for k in ("device", "rank", "ranks") if k in info}
     if blocks:
         events = markers.block_repeats(events, blocks, file)
-    return save(out, events, imported_meta(file, run_id, events, token_marker, fmt, identity)), events
+    return events, imported_meta(file, run_id, events, token_marker, fmt, identity)
