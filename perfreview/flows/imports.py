@@ -54,7 +54,7 @@ def read_trace(fmt: str, file: Path, token_marker: str | None = None, blocks: in
                name: str | None = None, progress: Callable[[int, int], None] | None = None,
                ) -> tuple[pd.DataFrame, RunMeta]:
     """Another tool's trace as an event table and its run metadata, in memory (import_trace stores them)."""
-    if blocks and not token_marker:
+    if blocks is not None and not token_marker:  # --blocks 0 or 1 too: refused below, not taken as none
         raise ValueError("--blocks needs --token-marker (blocks are runs of tokens)")
     run_id = name or (file.name if file.is_dir() else Path(file.name.removesuffix(".gz")).stem)  # t.json.gz -> t
     identity: dict = {}
@@ -63,6 +63,6 @@ def read_trace(fmt: str, file: Path, token_marker: str | None = None, blocks: in
     else:
         events, info = chrome_trace.load(file, run=run_id, token_marker=token_marker, progress=progress)
         identity = {k: info[k] for k in ("device", "rank", "ranks") if k in info}
-    if blocks:
+    if blocks is not None:
         events = markers.block_repeats(events, blocks, file)
     return events, imported_meta(file, run_id, events, token_marker, fmt, identity)

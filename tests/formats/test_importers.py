@@ -301,6 +301,13 @@ def test_two_nsys_traces_compared_with_token_blocks(tmp_path, capsys):
     assert any("batch means" in w for w in obj["warnings"])
     before = str(tmp_path / "before.sqlite")
     assert main(["import", "nsys", before, "--blocks", "3", "--out", str(tmp_path / "r2")]) == 2  # no marker
+    capsys.readouterr()
+    for blocks in ("0", "1", "-2"):  # 0 was taken as no blocks: one unit, though blocks were asked for
+        assert main(["import", "nsys", before, "--token-marker", "llama_decode", "--blocks", blocks,
+                     "--out", str(tmp_path / "r3")]) == 2
+        assert capsys.readouterr().err.strip() == (f"perfreview: error: {before}: 41 tokens cannot make {blocks} "
+                                                   "blocks of at least 2 tokens")
+    assert not (tmp_path / "r3").exists()
 
 
 def test_chrome_trace_cut_into_tokens(tmp_path, capsys):
