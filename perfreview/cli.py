@@ -113,6 +113,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from perfreview.flows.check import check
     from perfreview.report import console
 
+    if args.steps < 1:  # 0 steps failed inside the model, fewer "passed" with nothing checked
+        raise UsageError(f"--steps {args.steps}: at least 1")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: must be 0 or more")
     res = check(_preset(args), args.device, args.seed, args.steps,
                 console.Progress("check: configs checked", args.quiet or args.json))
     _emit(args, res, console.check_lines(res))

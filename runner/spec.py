@@ -64,6 +64,8 @@ def check_spec(spec: RunSpec) -> Preset:
         raise ValueError("--prompt-tokens must be at least 1")
     if spec.warmup_tokens < 0:
         raise ValueError("--warmup-tokens must be 0 or more")
+    if spec.seed < 0:  # NumPy's own refusal names no option
+        raise ValueError(f"--seed {spec.seed}: must be 0 or more")
     if spec.prompt_tokens + spec.tokens > preset.max_ctx:
         raise ValueError(f"prompt + tokens = {spec.prompt_tokens + spec.tokens} exceeds the context "
                          f"of preset {preset.name} ({preset.max_ctx})")

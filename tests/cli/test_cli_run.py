@@ -46,6 +46,7 @@ def test_run_prints_llama_bench_table(tmp_path):
     (["--set", "warp=on"], "unknown switch"),
     (["--set", "async_copies"], "expected NAME=VALUE"),
     (["--tokens", "0"], "at least 1"),
+    (["--seed", "-1"], "--seed -1: must be 0 or more"),  # NumPy's refusal named no option
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, capsys, args, message):
     out = tmp_path / "runs"
@@ -54,6 +55,14 @@ def test_bad_arguments_one_line_exit_2(tmp_path, capsys, args, message):
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "0"], "--steps 0: at least 1"),  # was a traceback
+                                           (["--steps", "-2"], "--steps -2: at least 1"),  # "passed", none checked
+                                           (["--seed", "-1"], "--seed -1: must be 0 or more")])
+def test_check_refuses_steps_and_seeds_it_cannot_use(capsys, args, message):
+    assert main(["check", "--device", "cpu", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"perfreview: error: {message}"
 
 
 def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
