@@ -304,11 +304,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     from perfreview.flows.imports import import_trace, summary
     from perfreview.report import console
     from perfreview.trace import schema
+    from perfreview.trace.runs import check_run_id
 
+    if args.name is not None:  # before reading a trace that may take minutes
+        check_run_id(args.out, args.name)
     if args.format == "llama-bench":
         from perfreview.flows.imports import import_llama_bench
 
-        if args.token_marker or args.blocks:
+        if args.token_marker or args.blocks is not None:
             raise UsageError("a llama-bench result has no timeline: leave out --token-marker and --blocks")
         s, records = import_llama_bench(args.file, args.out, args.name)
         payload = summary(s, schema.empty(), records)

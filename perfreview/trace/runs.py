@@ -17,6 +17,7 @@ import pandas as pd
 
 from perfreview.trace import schema
 from perfreview.trace.meta import MetaError, RunMeta
+from perfreview.trace.store import STORE_NAME
 
 EVENTS = "events.parquet"
 META = "run.json"
@@ -58,12 +59,22 @@ def check_writable(root: Path) -> None:
         raise RunError(f"{root}: output folder is not writable")
 
 
+def check_run_id(root: Path, run_id: str) -> None:
+    """A run id is one folder name inside ``root``: no separator (``--name ../x`` would write beside the
+    runs), no leading dot (hidden, and ``.tmp-`` folders are what store check cleans up), not the store's file."""
+    if not run_id or Path(run_id).name != run_id or "\\" in run_id or run_id.startswith("."):
+        raise RunError(f"{Path(root)}: run id {run_id!r} is not one folder name (no '/', not starting with '.')")
+    if run_id == STORE_NAME:
+        raise RunError(f"{Path(root)}: run id {run_id!r} is the runs folder's store")
+
+
 def write_run(root: Path, events: pd.DataFrame, meta: RunMeta, files: dict[str, str] | None = None) -> Path:
     """``<root>/<meta.run>/``: the event table, run.json and ``files`` (name -> text: what a producer
     keeps beside the events, e.g. an imported llama-bench result), complete or not at all."""
     root = Path(root)
-    check_writable(root)
     run_id = meta.run
+    check_run_id(root, run_id)
+    check_writable(root)
     final = root / run_id
     if final.exists():
         raise RunError(f"{final}: a run with this id exists already")

@@ -348,3 +348,18 @@ def test_llama_bench_newer_fields_repeated_tests_and_the_speedup_column(tmp_path
     mean_a = (a[0]["avg_ts"] + a[1]["avg_ts"]) / 2
     assert rows[0]["speedup"] == round(b[0]["avg_ts"] / mean_a, 2)
     assert rows[0]["verdict"] == "improved"
+
+
+@pytest.mark.parametrize("name", ["../beside", "a/b", "/abs", ".hidden", "", "results.sqlite"])
+def test_import_name_must_be_one_folder_name_in_the_runs_folder(tmp_path, capsys, name):
+    # --name ../beside wrote beside the runs folder's parent (or failed by chance), .hidden made a run that store
+    # check takes for a crashed writer's folder, results.sqlite took the store's place
+    from nsys_fixture import make
+
+    trace = make(tmp_path / "t.sqlite", "sas", tokens=4)
+    runs_dir = tmp_path / "runs"
+    assert main(["import", "nsys", str(trace), "--token-marker", "llama_decode", "--name", name,
+                 "--out", str(runs_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"perfreview: error: {runs_dir}: run id {name!r}") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.sqlite"]  # nothing written anywhere
