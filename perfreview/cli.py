@@ -398,6 +398,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_taken(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` on a command with no progress lines: taken, so that a script can pass it to every command."""
+    p.add_argument("--quiet", action="store_true", help="(this command prints no progress lines)")
+
+
 def _runs_dir_option(p: argparse.ArgumentParser) -> None:
     """``--runs-dir``: the folder of runs and the results store, in every command that has one
     (``--out`` still works here for commands that write no other file)."""
@@ -450,17 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report what on this machine makes measurements noisy (clocks, governor, "
                        "load, GPU state) and what to change; changes nothing")
     p.add_argument("--json", action="store_true")
+    _quiet_taken(p)
 
     p = sub.add_parser("store", help="check the runs folder against its store after a crash, or prune rows "
                        "whose folders are gone")
     p.add_argument("action", choices=["check", "prune"])
     p.add_argument("--runs-dir", dest="out", type=Path, default=Path("runs"), help="the runs folder (default runs)")
     p.add_argument("--json", action="store_true")
+    _quiet_taken(p)
 
     p = sub.add_parser("list", help="list stored runs")
     p.add_argument("filter", nargs="*", help="KEY=VALUE filters: build, commit, config, preset, device...")
     _runs_dir_option(p)
     p.add_argument("--json", action="store_true")
+    _quiet_taken(p)
 
     p = sub.add_parser("compare", help="compare two runs (or two groups from the store) and write the review")
     p.add_argument("runs", nargs="*", type=Path, help="run folders: A then B")
@@ -493,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="report_out", type=Path, help="write the markdown here")
     _threshold_option(p)
     p.add_argument("--json", action="store_true")
+    _quiet_taken(p)
 
     p = sub.add_parser("import", help="import another tool's trace or result as a run (Kineto/Chrome JSON, nsys "
                        "SQLite export, llama-bench result)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -155,3 +156,14 @@ def test_python_dash_m_runs_the_cli(tmp_path):
                           str(tmp_path / "r.md")], cwd=PROJECT_ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr == f"perfreview: error: {tmp_path / 'none'}: no such run folder\n"
+
+
+def test_every_command_takes_json_and_quiet():
+    # a script passes --quiet to every command: list, store, doctor and compare-llama-bench refused it
+    from perfreview.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        flags = {f for a in sub._actions for f in a.option_strings}
+        assert {"--json", "--quiet"} <= flags, name
