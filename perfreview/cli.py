@@ -10,7 +10,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from perfreview import __version__
 from perfreview.report.render import check_output
@@ -429,8 +429,21 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a bad value, an unknown option, a missing argument) as every other error of the CLI:
+    one line on stderr (a JSON object under --json), exit 2, where argparse printed its usage block first;
+    ``--help`` still prints the usage. Subcommands' parsers are of this class too (add_subparsers makes them so)."""
+
+    json_errors = False  # set by main from its argv: a failing parse has not read --json yet
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("perfreview").strip()
+        _print_error(f"{message} (perfreview {command + ' ' if command else ''}--help)", OneLineParser.json_errors)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="perfreview", description="Measure a GPU decode workload in two configurations or builds, decide "
         "whether the change is real, explain where the time went, and write the PR review.")
     parser.add_argument("--version", action="version", version=f"perfreview {__version__}")
@@ -551,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     from runner.device import DeviceError
 
     parser = build_parser()
+    OneLineParser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
@@ -563,11 +577,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(args: argparse.Namespace, message: str) -> int:
     """One line on stderr (a JSON object under --json), exit code 2."""
-    if getattr(args, "json", False):
+    _print_error(message, getattr(args, "json", False))
+    return 2
+
+
+def _print_error(message: str, as_json: bool) -> None:
+    if as_json:
         print(json.dumps({"error": message, "exit": 2}), file=sys.stderr)
     else:
         print(f"perfreview: error: {message}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -167,3 +167,26 @@ def test_every_command_takes_json_and_quiet():
     for name, sub in commands.items():
         flags = {f for a in sub._actions for f in a.option_strings}
         assert {"--json", "--quiet"} <= flags, name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--tokens", "x"], "argument --tokens: invalid int value: 'x' (perfreview run --help)"),
+    (["report"], "the following arguments are required: run, --out (perfreview report --help)"),
+    (["nosuch"], "argument command: invalid choice: 'nosuch'"),
+])
+def test_argument_errors_are_one_line_too(capsys, argv, message):
+    # argparse printed its usage block before its error: every bad input is now one line (JSON under --json)
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"perfreview: error: {message}")
+    with pytest.raises(SystemExit):
+        main([*argv, "--json"])
+    assert json.loads(capsys.readouterr().err)["error"].startswith(message)
+
+
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: perfreview run")
