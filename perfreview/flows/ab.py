@@ -140,7 +140,8 @@ def _worktree(rev: str, path: Path) -> Path:
     done = subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise AbError(f"rev={rev}: cannot check it out ({done.stderr.strip().splitlines()[-1:] or '?'})")
+        last = done.stderr.strip().splitlines()[-1:] or ["git gave no reason"]
+        raise AbError(f"rev={rev}: cannot check it out ({last[0]})")
     return path
 
 

@@ -111,6 +111,10 @@ def test_ab_two_revisions(tmp_path, capsys):
     obj = json.loads(capsys.readouterr().out)
     assert len(obj["a"]) == 2 and len(obj["b"]) == 2  # two processes per side, alternating
     assert obj["design"]["unit"] == "processes"
+    assert main(["ab", "--a", "rev=no-such-rev", "--b", "rev=HEAD", "--processes", "2", "--device", "cpu",
+                 "--runs-dir", str(tmp_path / "runs2")]) == 2
+    err = capsys.readouterr().err.strip()  # git's own line, not a Python list's repr of it
+    assert err.startswith("perfreview: error: rev=no-such-rev: cannot check it out (") and "['" not in err
 
 
 def test_report_and_list(cpu_runs, tmp_path, capsys):
