@@ -17,6 +17,7 @@ import pandas as pd
 from perfreview.analysis import samples, summary, traced
 from perfreview.compare import comparison, stats
 from perfreview.flows.imports import read_trace
+from perfreview.flows.pictures import run_report
 from perfreview.flows.review import json_rows
 from perfreview.plots import timeline
 from perfreview.trace.runs import Run, read_run
@@ -93,6 +94,11 @@ class TraceAnalysis:
         """This run (A) against ``other`` (B) by the review's rule: one row per figure with its interval and
         verdict (the rows of ``compare --json``)."""
         return pd.DataFrame(json_rows(comparison.compare([self.run], [other.run], threshold, force=force).rows))
+
+    def report(self, out: str | Path, plots: bool = True) -> Path:
+        """The run's markdown report (``perfreview report``), its timeline beside it unless ``plots`` is off."""
+        run_report(self.run, Path(out), plots=plots)
+        return Path(out)
 
     def timeline(self, out: str | Path, other: TraceAnalysis | None = None) -> Path:
         """The timeline picture (``plot timeline``), beside ``other``'s where given."""

@@ -37,5 +37,9 @@ def test_a_kineto_trace_read_in_memory_gives_the_kernel_level_tables_and_writes_
     assert len(t.tokens()) == 6 and t.gaps().n == 5 and t.streams().streams == 2
     assert t.run.meta.config_label == "decode" and t.run.meta.imported
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decode.json.gz"]  # nothing stored
+    out = tmp_path / "out"
+    out.mkdir()
+    md = t.report(out / "decode.md")
+    assert md.read_text().startswith("## Run report: decode") and (out / "decode_timeline.png").is_file()
     with pytest.raises(ValueError, match="decode.json.gz: format 'llama-bench'"):
         TraceAnalysis.from_trace(path, fmt="llama-bench")
