@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 
@@ -89,6 +90,12 @@ def test_perfetto_export_validates_and_round_trips(cpu_runs, tmp_path):
         return f.sort_values(key).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(norm(back), norm(run.events), check_dtype=False)
+    # a .gz name gets a gzipped trace (it was the same JSON under a name that said gzip), read back the same
+    packed = tmp_path / "trace.json.gz"
+    assert main(["export", "perfetto", str(cpu_runs["functions"]), "--out", str(packed)]) == 0
+    assert packed.read_bytes()[:2] == b"\x1f\x8b" and packed.stat().st_size < out.stat().st_size / 4
+    assert json.loads(gzip.decompress(packed.read_bytes())) == doc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.json", "trace.json.gz"]  # no temp file left
 
 
 def test_bad_trace_file_is_one_line_error(tmp_path, capsys):
