@@ -218,6 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from perfreview.report import console
 
     check_output(args.report_out)
+    review.check_review_out(args.report_out)
     progress = console.Progress("compare", args.quiet or args.json)
     progress.step("reading the runs")
     a = _side_runs(args, "a") or _load(args.runs[:1])
@@ -255,6 +256,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from perfreview.report import console
     from perfreview.trace import runs
 
+    review.check_review_out(args.report_out)
     runs.check_writable(args.out)  # the runs folder may also hold the review (--out runs/review.md)
     check_output(args.report_out)
     fail_on = _fail_on(args)

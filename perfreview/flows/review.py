@@ -70,6 +70,14 @@ def review(a: list[Run], b: list[Run], out: Path | None, *, threshold: float = s
     return payload
 
 
+def check_review_out(out: Path | None) -> None:
+    """Before any work: the review is markdown with ``<out>.json`` and the pictures beside it, so an ``--out``
+    ending in .json would have the JSON written over the review."""
+    if out is not None and Path(out).suffix.lower() == ".json":
+        raise render.OutputError(f"{out}: the review is markdown and its JSON is written beside it: name it "
+                                 f"{Path(out).with_suffix('.md').name}")
+
+
 def write_review(out: Path, result: Comparison, control: Comparison | None, a: list[Run], b: list[Run],
                  payload: dict[str, Any], plots: bool) -> None:
     """The review, its pictures and its JSON, all or none: a failure part way removes what it wrote."""

@@ -148,3 +148,14 @@ def test_ab_refuses_a_budget_that_is_not_seconds(tmp_path, capsys, budget):
     err = capsys.readouterr().err.strip()
     assert err == f"perfreview: error: --budget {float(budget)}: a number of seconds above 0"
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_review_named_json_is_refused_before_any_work(cpu_runs, tmp_path, capsys):
+    # the review's JSON goes to <out>.json: an --out of r.json had it written over the markdown
+    out = tmp_path / "r.json"
+    assert main(["compare", str(cpu_runs["baseline"]), str(cpu_runs["optimized"]), "--out", str(out)]) == 2
+    assert main(["ab", "--a", "config=baseline", "--b", "config=optimized", "--device", "cpu", "--tokens", "2",
+                 "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 2
+    expected = f"perfreview: error: {out}: the review is markdown and its JSON is written beside it: name it r.md"
+    assert capsys.readouterr().err.strip().splitlines() == [expected, expected]
+    assert list(tmp_path.iterdir()) == []  # no review, no pictures, no runs folder
