@@ -62,6 +62,8 @@ def plot(what: str, runs: list[Run] | None, review_json: Path | None, out: Path,
 
 
 def export_perfetto(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    if not Path(out).name.lower().endswith((".json", ".json.gz")):  # e.g. not over a run's events.parquet
+        raise PictureError(f"{out}: use a .json or .json.gz file name (gzipped when it ends in .gz)")
     _need_timeline(run, "export")
     return perfetto.export(run, out, progress)
 

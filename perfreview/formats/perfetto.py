@@ -73,7 +73,7 @@ def export(run: Run, out: Path, progress: Callable[[int, int], None] | None = No
     rows in all)`` every 250k rows."""
     out = Path(out)
     origin = int(run.events["start_ns"].min()) if len(run.events) else 0
-    if out.suffix == ".gz":
+    if out.suffix.lower() == ".gz":
         with (written_whole(out, "wb") as raw,  # named in the gzip header as the JSON it holds, not the temp file
               gzip.GzipFile(out.name.removesuffix(".gz"), "wb", 6, raw) as packed,
               io.TextIOWrapper(packed, encoding="utf-8") as fh):

@@ -96,6 +96,8 @@ def test_perfetto_export_validates_and_round_trips(cpu_runs, tmp_path):
     assert packed.read_bytes()[:2] == b"\x1f\x8b" and packed.stat().st_size < out.stat().st_size / 4
     assert json.loads(gzip.decompress(packed.read_bytes())) == doc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.json", "trace.json.gz"]  # no temp file left
+    assert main(["export", "perfetto", str(cpu_runs["functions"]), "--out", str(tmp_path / "events.parquet")]) == 2
+    assert not (tmp_path / "events.parquet").exists()
 
 
 def test_bad_trace_file_is_one_line_error(tmp_path, capsys):
