@@ -66,8 +66,11 @@ def deltas(rows: list[dict[str, Any]], out: Path, top: int = 25, threshold: floa
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     scale_note = " (linear within ±5%, log beyond)" if span > 20 else ""
+    # a function row's interval can miss 0 and its colour still say inconclusive: the verdict also takes the
+    # family's q (Benjamini-Hochberg) and twice the timer's resolution, as the review's methodology says
     ax.set_xlabel("change B vs A (%), interval of the review's rule\n(throughput at its own α, the rest at 99%)"
-                  + scale_note, fontsize=9)
+                  + scale_note + "\ncolour: the verdict, which also weighs the family's q and the timer's resolution",
+                  fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=v) for v, c in VERDICT_COLORS.items()]
     if any(r.get("threshold") or threshold for r in chosen):
         handles.append(plt.Rectangle((0, 0), 1, 1, color="#bbbbbb", alpha=0.45, label="±Δ of a tested row"))
