@@ -41,7 +41,9 @@ def test_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def compare_files(a_file: Path, b_file: Path, out: Path | None, threshold: float) -> tuple[dict[str, Any], str]:
     """Returns the ``--json`` payload and the markdown (written to ``out`` when given)."""
-    recs = [records_of(p) for p in (a_file, b_file)]
+    recs = [records_of(p) for p in (a_file, b_file)]  # read first: a broken file says what is wrong with it
+    if Path(a_file).resolve() == Path(b_file).resolve():
+        raise MismatchError(f"{a_file}: compared with itself, a result says nothing (as a run in compare)")
     pairs, unmatched = llama_bench.pair(*recs)
     if not pairs:
         raise MismatchError(f"{a_file}, {b_file}: no llama-bench test is in both files (same model and parameters)")

@@ -223,7 +223,11 @@ def test_llama_bench_text_format_corpus(tmp_path, capsys, fmt):
     rng = random.Random(fmt)
     good = tmp_path / f"good.{fmt}"
     good.write_text(LLAMA_TEXT[fmt])
-    assert main(["compare-llama-bench", str(good), str(good)]) == 0
+    other = tmp_path / f"other.{fmt}"
+    other.write_text(LLAMA_TEXT[fmt])
+    assert main(["compare-llama-bench", str(good), str(other)]) == 0
+    assert main(["compare-llama-bench", str(good), str(good)]) == 2  # a result compared with itself
+    assert "compared with itself" in capsys.readouterr().err
     capsys.readouterr()
     text = LLAMA_TEXT[fmt].encode()
     for i in range(60):
