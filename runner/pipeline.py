@@ -62,9 +62,9 @@ class Pipeline:
         # own_reset: nothing but our module's kernels between our tokens, the arena's zeroing too (below, by
         # fill_words once the module is loaded): with fresh instances a memset at each one's making would land
         # between the tokens of the instance before
-        own_zeroes = bool(switches.get("own_kernels") and switches.get("own_reset"))
+        self.own_reset = bool(switches.get("own_kernels") and switches.get("own_reset"))
         # one allocation: the same layout in every instance
-        self.arena = mem = Arena(xp, arena_capacity(p), zeroed=not own_zeroes)
+        self.arena = mem = Arena(xp, arena_capacity(p), zeroed=not self.own_reset)
         # buffers_first: the caches at its end, the token's small buffers from its start
         self.cache_k, self.cache_v = kv_caches(mem, shape, self.act, at_end=bool(switches.get("buffers_first")))
         pinned = bool(switches.get("async_copies"))
@@ -92,7 +92,7 @@ class Pipeline:
                                   self.cache_k, self.cache_v, self.d_tok, self.d_pos, self.d_slot,
                                   pdl=bool(switches.get("pdl")), defines=kernel_defines(switches),
                                   zeros=mem.zeros, l2_ahead_mb=L2_AHEAD_MB if switches.get("l2_ahead") else 0.0)
-            if own_zeroes:  # before anything reads the buffers carved from it (the caches, tickets, partials)
+            if self.own_reset:  # before anything reads the buffers carved from it (the caches, tickets, partials)
                 with device.use(self.main):
                     self.own.zero(mem.buf)
         device.synchronize_all()
@@ -110,7 +110,7 @@ class Pipeline:
         module or any launch outside a graph); with sm_config_reset, then every SM set to our kernels'
         shared-memory configuration."""
         with self.dev.use(self.main):
-            if self.own is not None and self.sw.get("own_reset"):
+            if self.own_reset:
                 if self.reset_graph is None:
                     self.reset_graph = capture_graph(self.main, self._zero_caches)
                 self.reset_graph.launch(self.main)

@@ -36,6 +36,7 @@ class _Stream:
 def _pipeline(switches: dict, calls: list, own: bool = True) -> Pipeline:
     pipe = Pipeline.__new__(Pipeline)
     pipe.sw, pipe.main, pipe.reset_graph = switches, _Stream(calls), None
+    pipe.own_reset = bool(own and switches.get("own_reset"))  # as __init__ sets it: the switch with our kernels
     pipe.dev = SimpleNamespace(use=lambda s: contextlib.nullcontext())
     pipe.cache_k = SimpleNamespace(fill=lambda v: calls.append(("fill k", v)), name="k")
     pipe.cache_v = SimpleNamespace(fill=lambda v: calls.append(("fill v", v)), name="v")

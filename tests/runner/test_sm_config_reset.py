@@ -16,6 +16,7 @@ from runner.pipeline import Pipeline
 def _pipeline(switches: dict, calls: list) -> Pipeline:
     pipe = Pipeline.__new__(Pipeline)
     pipe.sw, pipe.main = switches, "main"
+    pipe.own_reset = bool(switches.get("own_reset"))  # as __init__ sets it (our kernels are on here)
     pipe.dev = SimpleNamespace(use=lambda s: contextlib.nullcontext())
     pipe.cache_k = SimpleNamespace(fill=lambda v: calls.append(("fill k", v)))
     pipe.cache_v = SimpleNamespace(fill=lambda v: calls.append(("fill v", v)))
